@@ -1,0 +1,50 @@
+// hotload index <elf> [--json]: the pad index of a file, as a table and a summary.
+import type { Argv } from 'yargs';
+import { ElfFile, FunctionStatus, PadIndex, indexPads, readRecordedIndex } from '@hotload/elf';
+import { Out, hex, table } from '../output';
+
+export function loadIndex(file: string, recompute: boolean): { index: PadIndex; recorded: boolean } {
+  const elf = ElfFile.open(file);
+  const rec = recompute ? undefined : readRecordedIndex(elf);
+  return { index: rec ?? indexPads(elf), recorded: !!rec };
+}
+
+export function statusColor(out: Out, s: FunctionStatus): string {
+  if (s === 'patchable') return out.green(s);
+  if (s === 'no-pad' || s === 'modified') return out.red(s);
+  if (s === 'clone') return out.yellow(s);
+  return out.dim(s);
+}
+
+export function summaryLine(idx: PadIndex): string {
+  const s = idx.summary;
+  const parts = (Object.keys(s) as FunctionStatus[]).filter((k) => s[k] > 0).map((k) => `${s[k]} ${k}`);
+  return `${idx.functions.length} functions, ${idx.padEntries} pads: ${parts.join(', ')}`;
+}
+
+export const indexCommand = {
+  command: 'index <elf>',
+  describe: 'List every function of an ELF file with its pad and whether it can be patched',
+  builder: (y: Argv) =>
+    y
+      .positional('elf', { type: 'string', demandOption: true, describe: 'executable or shared library' })
+      .option('recompute', { type: 'boolean', default: false, describe: 'ignore the index recorded by `hotload post`' }),
+  run(argv: { elf: string; recompute: boolean }, out: Out): number {
+    const { index, recorded } = loadIndex(argv.elf, argv.recompute);
+    if (out.json) {
+      out.doc({ file: argv.elf, recorded, ...index });
+      return 0;
+    }
+    const rows = [['FUNCTION', 'ADDRESS', 'SIZE', 'STATUS', 'NOTE'].map(out.bold)];
+    for (const f of index.functions) {
+      const note = [f.endbr ? 'endbr64' : '', f.posted ? 'posted' : '', f.aliases.length ? `alias ${f.aliases.join(',')}` : '', f.clones ? `clones ${f.clones.join(',')}` : '', f.status === 'clone' || f.status === 'part' ? `of ${f.origin}` : '']
+        .filter(Boolean)
+        .join('; ');
+      rows.push([f.name, hex(f.address), String(f.size), statusColor(out, f.status), note]);
+    }
+    for (const l of table(rows)) out.line(l);
+    out.line();
+    out.line(`${argv.elf}: ${summaryLine(index)}${recorded ? ' (recorded by hotload post)' : ''}`);
+    return 0;
+  },
+};

@@ -1,0 +1,62 @@
+// The hotload command line: a thin layer of yargs commands over the packages.
+// This is the only place in hotload that calls process.exit; everything else
+// throws HotloadError, which is printed here with its code and hint and mapped
+// to the exit status in the errors table (README.md, "Exit codes").
+
+import yargs from 'yargs';
+import type { Argv } from 'yargs';
+import { EXIT, HotloadError, isHotloadError } from '@hotload/errors';
+import { makeOut, Out } from './output';
+import { COMMANDS } from './commands';
+
+export interface Command {
+  command: string;
+  describe: string;
+  builder: (y: Argv) => Argv<any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+  run(argv: any, out: Out): number | Promise<number>; // eslint-disable-line @typescript-eslint/no-explicit-any
+}
+
+export function reportError(e: unknown, json: boolean): number {
+  const err = isHotloadError(e) ? e : new HotloadError('INTERNAL', e instanceof Error ? e.stack ?? e.message : String(e));
+  if (json) {
+    process.stdout.write(JSON.stringify({ error: err.toJSON() }, null, 2) + '\n');
+  } else {
+    const color = !!process.stderr.isTTY && !('NO_COLOR' in process.env);
+    const red = (s: string) => (color ? `\x1b[31m${s}\x1b[0m` : s);
+    process.stderr.write(`${red(`error ${err.code}`)}: ${err.message}\n`);
+    for (const d of err.details) process.stderr.write(`  - ${d}\n`);
+    process.stderr.write(`hint: ${err.hint}\n`);
+  }
+  return err.exitCode;
+}
+
+export async function main(args: string[]): Promise<void> {
+  let code: number = EXIT.ok;
+  const json = args.includes('--json');
+  let parser = yargs(args)
+    .scriptName('hotload')
+    .usage('$0 <command> [options]\n\nLive-patch running native processes built with -fpatchable-function-entry=16,14.')
+    .option('json', { type: 'boolean', default: false, describe: 'machine-readable output on stdout' })
+    .demandCommand(1, 'Name a command; `hotload --help` lists them.')
+    .strict()
+    .recommendCommands()
+    .epilog('Exit codes: 0 ok, 1 internal error, 2 usage, 3 bad ELF file, 4 unpatchable, 5 process/ptrace, 6 patch, 7 timeout, 8 build, 10 already applied.')
+    .help()
+    .alias('h', 'help')
+    .version(false)
+    .wrap(Math.min(100, process.stdout.columns || 100))
+    .fail((msg, err) => {
+      throw err ?? new HotloadError('USAGE', msg);
+    });
+  for (const c of COMMANDS) {
+    parser = parser.command(c.command, c.describe, c.builder, async (argv) => {
+      code = await c.run(argv, makeOut(!!argv.json));
+    });
+  }
+  try {
+    await parser.parseAsync();
+  } catch (e) {
+    code = reportError(e, json);
+  }
+  process.exit(code);
+}

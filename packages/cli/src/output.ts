@@ -1,0 +1,55 @@
+// How commands talk to people and scripts: colour only on a terminal and never
+// with NO_COLOR; --json prints one JSON document on stdout and nothing else there;
+// progress goes to stderr and only on a terminal.
+
+export interface Out {
+  json: boolean;
+  color: boolean;
+  /** A line of human output on stdout (suppressed in --json mode). */
+  line(s?: string): void;
+  /** The JSON document of a --json run. */
+  doc(v: unknown): void;
+  /** Transient progress on stderr (terminal only). */
+  progress(s: string): void;
+  bold(s: string): string;
+  red(s: string): string;
+  green(s: string): string;
+  yellow(s: string): string;
+  dim(s: string): string;
+}
+
+export function makeOut(json: boolean, stream: NodeJS.WriteStream = process.stdout): Out {
+  const color = !!stream.isTTY && !('NO_COLOR' in process.env) && process.env.TERM !== 'dumb';
+  const wrap = (code: number) => (s: string) => (color ? `\x1b[${code}m${s}\x1b[0m` : s);
+  const errTty = !!process.stderr.isTTY;
+  return {
+    json,
+    color,
+    line: (s = '') => {
+      if (!json) stream.write(s + '\n');
+    },
+    doc: (v) => {
+      stream.write(JSON.stringify(v, null, 2) + '\n');
+    },
+    progress: (s) => {
+      if (errTty && !json) process.stderr.write(`\r\x1b[K${s}`);
+    },
+    bold: wrap(1),
+    red: wrap(31),
+    green: wrap(32),
+    yellow: wrap(33),
+    dim: wrap(2),
+  };
+}
+
+export function hex(n: number | bigint): string {
+  return '0x' + n.toString(16);
+}
+
+/** Pad cells into aligned columns. */
+export function table(rows: string[][]): string[] {
+  const widths: number[] = [];
+  const plain = (s: string) => s.replace(/\x1b\[[0-9;]*m/g, '');
+  for (const r of rows) r.forEach((c, i) => (widths[i] = Math.max(widths[i] ?? 0, plain(c).length)));
+  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c + ' '.repeat(widths[i] - plain(c).length))).join('  '));
+}

@@ -1,0 +1,4 @@
+// @hotload/elf: read ELF files, index their patchable pads, post them.
+export * from './read-elf';
+export * from './index-pads';
+export * from './post-elf';

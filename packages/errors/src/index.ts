@@ -1,0 +1,81 @@
+// Every error hotload reports, in one table: code, exit status, message and hint
+// live side by side so they cannot drift apart (libpulp's separate message list
+// did). A HotloadError is thrown anywhere; only the CLI entry point turns it into
+// output and an exit status.
+
+export interface ErrorSpec {
+  /** Exit status of the CLI when this error ends a command. */
+  exit: number;
+  /** One-line summary; details go in the error's message. */
+  title: string;
+  /** What the user should do next. */
+  hint: string;
+}
+
+/** Exit statuses, documented in README.md ("Exit codes"). */
+export const EXIT = {
+  ok: 0,
+  internal: 1,
+  usage: 2,
+  elf: 3,
+  unpatchable: 4,
+  process: 5,
+  patch: 6,
+  timeout: 7,
+  build: 8,
+} as const;
+
+export const ERRORS = {
+  USAGE: { exit: EXIT.usage, title: 'invalid command line', hint: 'Run `hotload <command> --help` for the arguments it takes.' },
+  FILE_NOT_FOUND: { exit: EXIT.elf, title: 'file not found', hint: 'Check the path; it is resolved from the current directory.' },
+  FILE_UNREADABLE: { exit: EXIT.elf, title: 'file cannot be read', hint: 'Check the file permissions.' },
+  ELF_NOT_ELF: { exit: EXIT.elf, title: 'not an ELF file', hint: 'Give the compiled program or shared library, not a script or source file.' },
+  ELF_UNSUPPORTED: { exit: EXIT.elf, title: 'unsupported ELF file', hint: 'hotload handles 64-bit little-endian x86-64 ELF files only.' },
+  ELF_MALFORMED: { exit: EXIT.elf, title: 'malformed ELF file', hint: 'The file is truncated or corrupt; rebuild it.' },
+  ELF_NO_PADS: { exit: EXIT.unpatchable, title: 'no patchable function entries', hint: 'Build with `-fpatchable-function-entry=16,14` (see `hotload flags`).' },
+  UNPATCHABLE: { exit: EXIT.unpatchable, title: 'functions cannot be patched', hint: 'Rebuild the listed objects with `-fpatchable-function-entry=16,14`; do not edit pads by hand.' },
+  PID_NOT_FOUND: { exit: EXIT.process, title: 'no such process', hint: 'Check the pid with `ps`; the process may have exited.' },
+  PTRACE_DENIED: { exit: EXIT.process, title: 'not allowed to trace the process', hint: 'Run hotload as the user that owns the process (or root); check /proc/sys/kernel/yama/ptrace_scope (0 or 1 allows it) and that no debugger is already attached.' },
+  PTRACE_FAILED: { exit: EXIT.process, title: 'ptrace operation failed', hint: 'The process may have exited or changed while hotload worked; it was left running. Retry.' },
+  PROCESS_NO_PADS: { exit: EXIT.unpatchable, title: 'the process has no patchable module', hint: 'Rebuild the program with `-fpatchable-function-entry=16,14` and restart it once.' },
+  PATCH_BAD: { exit: EXIT.patch, title: 'not a usable patch', hint: 'Build patches with `hotload mkpatch patch.c --target <elf> -o patch.so`.' },
+  PATCH_UNSAFE_FILE: { exit: EXIT.patch, title: 'patch file could be changed by another user', hint: 'Make the file and its directory writable by you only (chmod go-w), or pass --allow-unsafe-file.' },
+  PATCH_BUILD_MISMATCH: { exit: EXIT.patch, title: 'patch was built for another build', hint: 'Rebuild the patch with `hotload mkpatch --target` naming the exact file the process runs.' },
+  PATCH_TARGET_NOT_MAPPED: { exit: EXIT.patch, title: 'patch target is not loaded in the process', hint: 'Check that the process runs the program or library the patch was built for.' },
+  PATCH_UNRESOLVED: { exit: EXIT.patch, title: 'symbols of the patch do not resolve', hint: 'Each name must exist in the target (a static needs `HOTLOAD_STATIC`); rebuild the patch against this build.' },
+  PATCH_DLOPEN_FAILED: { exit: EXIT.patch, title: 'the process could not load the patch', hint: 'The message is dlerror() from the process; fix the cause (missing library, undefined symbol) and rebuild the patch.' },
+  PATCH_ALREADY_APPLIED: { exit: EXIT.patch, title: 'patch already applied', hint: 'Nothing to do; `hotload status <pid>` shows what is applied.' },
+  NO_SAFE_POINT: { exit: EXIT.timeout, title: 'no safe moment to load the patch', hint: 'Every thread stayed inside the C library or loader past the deadline; retry, or raise --timeout.' },
+  CALL_TIMEOUT: { exit: EXIT.timeout, title: 'call in the process did not return in time', hint: 'The thread resumes its own code by itself when the call returns; check `hotload status` and retry.' },
+  COMPILE_FAILED: { exit: EXIT.build, title: 'compiler failed', hint: 'Fix the compiler errors shown above and run again.' },
+  SHIM_MISSING: { exit: EXIT.internal, title: 'native shim not built', hint: 'Run `make` at the top of the hotload checkout to build native-shim/libhotload-shim.so.' },
+  INTERNAL: { exit: EXIT.internal, title: 'internal error', hint: 'This is a hotload bug; please report it with the command line used.' },
+} as const satisfies Record<string, ErrorSpec>;
+
+export type ErrorCode = keyof typeof ERRORS;
+
+/** The one error type hotload throws on purpose. */
+export class HotloadError extends Error {
+  readonly code: ErrorCode;
+  readonly hint: string;
+  readonly exitCode: number;
+  /** Every problem when there are several (a check reports all, not the first). */
+  readonly details: string[];
+
+  constructor(code: ErrorCode, message: string, opts: { hint?: string; details?: string[] } = {}) {
+    super(message);
+    this.name = 'HotloadError';
+    this.code = code;
+    this.hint = opts.hint ?? ERRORS[code].hint;
+    this.exitCode = ERRORS[code].exit;
+    this.details = opts.details ?? [];
+  }
+
+  toJSON(): { code: ErrorCode; message: string; hint: string; details: string[] } {
+    return { code: this.code, message: this.message, hint: this.hint, details: this.details };
+  }
+}
+
+export function isHotloadError(e: unknown): e is HotloadError {
+  return e instanceof HotloadError;
+}
