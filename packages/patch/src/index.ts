@@ -1,1 +1,4 @@
-export {};
+// @hotload/patch: patch metadata, building patches, checking them against a target.
+export * from './read-patch';
+export * from './check-patch';
+export * from './make-patch';

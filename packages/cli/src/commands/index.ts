@@ -4,5 +4,7 @@ import { indexCommand } from './index-cmd';
 import { checkCommand } from './check';
 import { postCommand } from './post';
 import { flagsCommand } from './flags';
+import { attachCommand } from './attach';
+import { mkpatchCommand } from './mkpatch';
 
-export const COMMANDS: Command[] = [indexCommand, checkCommand, postCommand, flagsCommand];
+export const COMMANDS: Command[] = [attachCommand, mkpatchCommand, indexCommand, checkCommand, postCommand, flagsCommand];

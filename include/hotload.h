@@ -1,0 +1,58 @@
+/*
+ * hotload.h: write a live patch for a running program, in C.
+ *
+ *   #include <hotload.h>
+ *
+ *   // the running program has:  static int counter;  int compute(int x) { ... }
+ *   HOTLOAD_STATIC(int, counter);                 // reach the program's own `counter`
+ *
+ *   int compute_v2(int x) {                       // the new code
+ *     HOTLOAD_REF(counter)++;                     // the count carries on, not from zero
+ *     return x * 3;
+ *   }
+ *   HOTLOAD_REPLACE(compute, compute_v2);         // every call of compute now runs compute_v2
+ *
+ * Build it against the exact file the process runs:
+ *   hotload mkpatch patch.c --target ./server -o patch.so
+ * and apply it:
+ *   hotload attach <pid> patch.so
+ *
+ * - HOTLOAD_REPLACE(old, new): `old` is the name of a function of the target,
+ *   global or file-local (static); `new` a function of the patch with the same
+ *   signature. Calls to `old` from anywhere go to `new`.
+ * - HOTLOAD_STATIC(type, name): a pointer to the target's `name` (a static
+ *   variable or function, or a global that the target does not export). hotload
+ *   resolves it from the target's symbol table and fills it in before any of the
+ *   patch's functions go live. Use it as HOTLOAD_REF(name). For a function,
+ *   give its type:  typedef int helper_fn(int); HOTLOAD_STATIC(helper_fn, helper);
+ * - Globals the target exports (in its dynamic symbol table: any global of a
+ *   shared library, or of a program linked with -rdynamic) are plain externs.
+ * - HOTLOAD_ON_APPLY(fn) / HOTLOAD_ON_REVERT(fn): `int fn(void)` runs in the
+ *   target before the patch goes live / before it is reverted; non-zero aborts.
+ */
+#ifndef HOTLOAD_H
+#define HOTLOAD_H
+
+#define HOTLOAD_CAT_(a, b) a##b
+#define HOTLOAD_CAT(a, b) HOTLOAD_CAT_(a, b)
+
+/* Pairs "old\0new\0" in a section the injector reads from the file. */
+#define HOTLOAD_REPLACE(old, new_fn)                                                              \
+  __attribute__((used, section(".hotload.replace"))) static const char                           \
+      HOTLOAD_CAT(hotload_replace__, new_fn)[] = #old "\0" #new_fn;                              \
+  /* Keeps a `static` new function from being dropped as unused. */                             \
+  __attribute__((used)) static void *const HOTLOAD_CAT(hotload_keep__, new_fn) = (void *)new_fn; \
+  /* What `old` ran before this patch: filled in by hotload, kept for revert and status. */       \
+  __attribute__((used, visibility("default"))) void *HOTLOAD_CAT(hotload_prev__, new_fn) = 0
+
+#define HOTLOAD_STATIC(type, name) \
+  __attribute__((used, visibility("default"))) type *HOTLOAD_CAT(hotload_ref__, name) = 0
+
+#define HOTLOAD_REF(name) (*HOTLOAD_CAT(hotload_ref__, name))
+
+#define HOTLOAD_ON_APPLY(fn) \
+  __attribute__((used, visibility("default"))) int (*const hotload_on_apply)(void) = fn
+#define HOTLOAD_ON_REVERT(fn) \
+  __attribute__((used, visibility("default"))) int (*const hotload_on_revert)(void) = fn
+
+#endif /* HOTLOAD_H */

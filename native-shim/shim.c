@@ -1,0 +1,562 @@
+/*
+ * hotload's native shim: the few coarse ptrace and memory operations the
+ * injector needs, so that no loop crosses the FFI boundary per machine word.
+ * Loaded by packages/injector/src/native.ts only. Every function returns 0 (or
+ * a count) on success and a negative errno on failure; results that do not fit
+ * the return value go to hl_out[] or the data buffer (hl_data()).
+ *
+ * One session at a time: the shim tracks the threads of one process. All
+ * ptrace requests must come from the OS thread that attached (the kernel ties
+ * a tracee to that thread), so JavaScript calls these synchronously from the
+ * main thread only.
+ *
+ * Facts relied on (see ../shared/INJECTION-NOTES.md and docs/ARCHITECTURE.md):
+ * - PTRACE_SEIZE + PTRACE_INTERRUPT stop a thread without sending it a signal;
+ *   the stop is PTRACE_EVENT_STOP. A thread blocked in a restartable syscall
+ *   shows orig_rax = nr and rax = -ERESTART*; the kernel restarts it on resume.
+ * - epoll_wait (and a few others) return -EINTR instead: we rewind such a
+ *   thread onto its `syscall` instruction so the program never sees EINTR.
+ * - A call borrowed on a thread returns through rt_sigreturn on a frame we
+ *   build from its saved state (hl_call), so it goes home by itself even if
+ *   hotload dies mid-call: the kernel detaches tracees of a dead tracer.
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <elf.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ptrace.h>
+#include <sys/uio.h>
+#include <sys/user.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef PTRACE_EVENT_STOP
+#define PTRACE_EVENT_STOP 128
+#endif
+#ifndef NT_X86_XSTATE
+#define NT_X86_XSTATE 0x202
+#endif
+#ifndef PTRACE_GETSIGMASK
+#define PTRACE_GETSIGMASK 0x420a
+#endif
+
+#define MAX_THREADS 4096
+#define XSTATE_MAX 8192
+#define ERESTARTSYS 512
+#define ERESTARTNOINTR 513
+#define ERESTARTNOHAND 514
+#define ERESTART_RESTARTBLOCK 516
+#define NR_rt_sigreturn 15
+
+struct thread {
+  pid_t tid;
+  int stopped;     /* in a ptrace stop we caused or saw */
+  int pending_sig; /* signal seen at a signal-delivery stop, to pass on at resume */
+  int gone;        /* exited while traced */
+};
+
+static pid_t g_pid;
+static struct thread g_threads[MAX_THREADS];
+static int g_nthreads;
+static int g_memfd = -1;
+static uint64_t g_stop_began_ns;
+static uint64_t g_stopped_ns; /* total time every thread was stopped (all sessions of this attach) */
+static uint64_t g_max_stop_ns;
+
+uint64_t hl_out[64];
+static uint8_t *g_data;
+static size_t g_data_cap;
+
+static int g_debug = -1;
+#define DBG(...) do { if (g_debug < 0) g_debug = getenv("HOTLOAD_SHIM_DEBUG") != NULL; \
+  if (g_debug) { fprintf(stderr, "shim: " __VA_ARGS__); fputc('\n', stderr); } } while (0)
+
+static uint64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* ---- results ------------------------------------------------------------------ */
+
+int64_t hl_out_get(int i) { return (i >= 0 && i < 64) ? (int64_t)hl_out[i] : 0; }
+void *hl_data(void) { return g_data; }
+
+static int data_reserve(size_t n) {
+  if (n <= g_data_cap) return 0;
+  uint8_t *p = realloc(g_data, n);
+  if (!p) return -ENOMEM;
+  g_data = p;
+  g_data_cap = n;
+  return 0;
+}
+
+/* ---- threads -------------------------------------------------------------------- */
+
+static struct thread *find_thread(pid_t tid) {
+  for (int i = 0; i < g_nthreads; i++)
+    if (g_threads[i].tid == tid) return &g_threads[i];
+  return NULL;
+}
+
+int hl_thread_count(void) { return g_nthreads; }
+int hl_thread_tid(int i) { return (i >= 0 && i < g_nthreads && !g_threads[i].gone) ? g_threads[i].tid : 0; }
+
+/* If a thread stopped right after a syscall that returned -EINTR because we
+ * interrupted it (epoll_wait does this), put it back on its `syscall`
+ * instruction with the syscall number in rax, so it re-issues the call. */
+static void undo_eintr(pid_t tid) {
+  struct user_regs_struct r;
+  if (ptrace(PTRACE_GETREGS, tid, 0, &r) != 0) return;
+  if ((int64_t)r.orig_rax < 0 || (int64_t)r.rax != -EINTR) return;
+  errno = 0;
+  long w = ptrace(PTRACE_PEEKTEXT, tid, (void *)(r.rip - 2), 0);
+  if (errno != 0 || (w & 0xffff) != 0x050f) return; /* 0f 05: syscall */
+  r.rip -= 2;
+  r.rax = r.orig_rax;
+  ptrace(PTRACE_SETREGS, tid, 0, &r);
+}
+
+/* Wait until `t` is in a ptrace stop. Signal-delivery stops count: the signal is
+ * kept to be passed on when the thread resumes. Returns 0, or -ESRCH if gone. */
+static int wait_stopped(struct thread *t) {
+  for (;;) {
+    int st;
+    pid_t r = waitpid(t->tid, &st, __WALL);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      t->gone = 1;
+      return -errno;
+    }
+    if (WIFEXITED(st) || WIFSIGNALED(st)) {
+      t->gone = 1;
+      return -ESRCH;
+    }
+    if (!WIFSTOPPED(st)) continue;
+    int event = st >> 16;
+    int sig = WSTOPSIG(st);
+    DBG("wait_stopped %d: event %d sig %d", t->tid, event, sig);
+    if (event == PTRACE_EVENT_STOP) {
+      t->stopped = 1;
+      undo_eintr(t->tid);
+      return 0;
+    }
+    if (event == 0 && sig != (SIGTRAP | 0x80)) {
+      /* A signal arrived first; our interrupt stays pending. Keep the signal. */
+      t->pending_sig = sig;
+      t->stopped = 1;
+      return 0;
+    }
+    /* Anything else (a syscall stop): keep it going until our interrupt lands. */
+    ptrace(PTRACE_CONT, t->tid, 0, 0);
+  }
+}
+
+/* Seize and interrupt every thread not yet known; returns how many were new. */
+static int seize_new(void) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/task", g_pid);
+  DIR *d = opendir(path);
+  if (!d) return -errno;
+  int added = 0, err = 0;
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL) {
+    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+    pid_t tid = (pid_t)atoi(e->d_name);
+    struct thread *t = find_thread(tid);
+    if (t && !t->gone) {
+      if (!t->stopped && ptrace(PTRACE_INTERRUPT, tid, 0, 0) == 0) added++; /* resumed earlier: stop it again */
+      continue;
+    }
+    if (g_nthreads >= MAX_THREADS) { err = -E2BIG; break; }
+    if (ptrace(PTRACE_SEIZE, tid, 0, (void *)(long)PTRACE_O_TRACESYSGOOD) != 0) {
+      if (errno == ESRCH) continue; /* exited meanwhile */
+      err = -errno;
+      break;
+    }
+    if (ptrace(PTRACE_INTERRUPT, tid, 0, 0) != 0 && errno != ESRCH) { err = -errno; }
+    g_threads[g_nthreads++] = (struct thread){ .tid = tid };
+    added++;
+  }
+  closedir(d);
+  if (err) return err;
+  for (int i = 0; i < g_nthreads; i++) {
+    struct thread *t = &g_threads[i];
+    if (!t->gone && !t->stopped) wait_stopped(t);
+  }
+  return added;
+}
+
+/* Stop every thread of the process (seize any we do not trace yet), rescanning
+ * /proc/PID/task until no new thread appears. Returns the number of live threads. */
+int hl_stop_all(void) {
+  if (!g_pid) return -EINVAL;
+  g_stop_began_ns = now_ns();
+  for (int round = 0; round < 100; round++) {
+    int n = seize_new();
+    if (n < 0) return n;
+    if (n == 0) {
+      int live = 0;
+      for (int i = 0; i < g_nthreads; i++) live += !g_threads[i].gone;
+      return live ? live : -ESRCH;
+    }
+  }
+  return -EAGAIN;
+}
+
+int hl_attach(int pid) {
+  if (g_pid) return -EBUSY;
+  if (kill(pid, 0) != 0) return -errno;
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/mem", pid);
+  g_pid = pid;
+  g_nthreads = 0;
+  g_stopped_ns = 0;
+  g_max_stop_ns = 0;
+  int r = hl_stop_all();
+  if (r < 0) {
+    /* Leave nothing behind: detach whatever was seized. */
+    for (int i = 0; i < g_nthreads; i++)
+      if (!g_threads[i].gone) ptrace(PTRACE_DETACH, g_threads[i].tid, 0, (void *)(long)g_threads[i].pending_sig);
+    g_nthreads = 0;
+    g_pid = 0;
+    return r;
+  }
+  g_memfd = open(path, O_RDWR | O_CLOEXEC);
+  return r;
+}
+
+static void account_stop(void) {
+  if (!g_stop_began_ns) return;
+  uint64_t d = now_ns() - g_stop_began_ns;
+  g_stopped_ns += d;
+  if (d > g_max_stop_ns) g_max_stop_ns = d;
+  g_stop_began_ns = 0;
+}
+
+/* Let every stopped thread except `keep` run again; they stay traced. */
+int hl_resume_all_except(int keep) {
+  for (int i = 0; i < g_nthreads; i++) {
+    struct thread *t = &g_threads[i];
+    if (t->gone || !t->stopped || t->tid == keep) continue;
+    if (ptrace(PTRACE_CONT, t->tid, 0, (void *)(long)t->pending_sig) == 0) {
+      t->stopped = 0;
+      t->pending_sig = 0;
+    } else if (errno == ESRCH) {
+      t->gone = 1;
+    }
+  }
+  account_stop();
+  return 0;
+}
+
+/* Detach every thread; each resumes where it was (restarting its syscall).
+ * out[0] = total ns stopped, out[1] = longest single stop. */
+int hl_detach(void) {
+  int err = 0;
+  for (int i = 0; i < g_nthreads; i++) {
+    struct thread *t = &g_threads[i];
+    if (t->gone) continue;
+    if (!t->stopped) {
+      /* Detach needs a stopped tracee: stop it first. */
+      if (ptrace(PTRACE_INTERRUPT, t->tid, 0, 0) == 0) wait_stopped(t);
+      if (t->gone) continue;
+    }
+    if (ptrace(PTRACE_DETACH, t->tid, 0, (void *)(long)t->pending_sig) != 0 && errno != ESRCH) err = -errno;
+  }
+  account_stop();
+  hl_out[0] = g_stopped_ns;
+  hl_out[1] = g_max_stop_ns;
+  if (g_memfd >= 0) close(g_memfd);
+  g_memfd = -1;
+  g_nthreads = 0;
+  g_pid = 0;
+  return err;
+}
+
+/* General registers of a stopped thread to hl_out: 0 rip, 1 rsp, 2 rax, 3 orig_rax. */
+int hl_regs(int tid) {
+  struct user_regs_struct r;
+  if (ptrace(PTRACE_GETREGS, tid, 0, &r) != 0) return -errno;
+  hl_out[0] = r.rip;
+  hl_out[1] = r.rsp;
+  hl_out[2] = r.rax;
+  hl_out[3] = r.orig_rax;
+  return 0;
+}
+
+/* ---- memory ---------------------------------------------------------------------- */
+
+/* Read len bytes at addr into the data buffer; returns bytes read. */
+int hl_read(uint64_t addr, int len) {
+  if (len < 0) return -EINVAL;
+  int r = data_reserve((size_t)len);
+  if (r) return r;
+  if (g_memfd >= 0) {
+    ssize_t n = pread(g_memfd, g_data, (size_t)len, (off_t)addr);
+    if (n >= 0) return (int)n;
+  }
+  /* Fallback: word at a time through ptrace (needs a stopped thread). */
+  pid_t tid = g_nthreads ? g_threads[0].tid : g_pid;
+  for (int off = 0; off < len; off += 8) {
+    errno = 0;
+    long w = ptrace(PTRACE_PEEKDATA, tid, (void *)(addr + off), 0);
+    if (errno) return off ? off : -errno;
+    memcpy(g_data + off, &w, (size_t)(len - off < 8 ? len - off : 8));
+  }
+  return len;
+}
+
+/* Write bytes into the process, text included. /proc/PID/mem first; when the
+ * kernel refuses that, PTRACE_POKEDATA a word at a time (read-modify-write at
+ * the edges). Needs the threads stopped. */
+int hl_write(uint64_t addr, const uint8_t *buf, int len) {
+  if (len < 0) return -EINVAL;
+  if (g_memfd >= 0) {
+    ssize_t n = pwrite(g_memfd, buf, (size_t)len, (off_t)addr);
+    if (n == len) return 0;
+  }
+  pid_t tid = g_nthreads ? g_threads[0].tid : g_pid;
+  uint64_t start = addr & ~7ull, end = (addr + (uint64_t)len + 7) & ~7ull;
+  for (uint64_t a = start; a < end; a += 8) {
+    errno = 0;
+    long w = ptrace(PTRACE_PEEKDATA, tid, (void *)a, 0);
+    if (errno) return -errno;
+    uint8_t *wb = (uint8_t *)&w;
+    for (int i = 0; i < 8; i++) {
+      uint64_t p = a + (uint64_t)i;
+      if (p >= addr && p < addr + (uint64_t)len) wb[i] = buf[p - addr];
+    }
+    if (ptrace(PTRACE_POKEDATA, tid, (void *)a, (void *)w) != 0) return -errno;
+  }
+  return 0;
+}
+
+/* ---- calling a function on a borrowed thread -------------------------------------- */
+
+/* struct sigcontext (x86-64) and the kernel's rt_sigframe, as laid out by the
+ * kernel (arch/x86/include/uapi/asm/sigcontext.h, asm/sigframe.h). */
+struct k_sigcontext {
+  uint64_t r8, r9, r10, r11, r12, r13, r14, r15, rdi, rsi, rbp, rbx, rdx, rax, rcx, rsp, rip, eflags;
+  uint16_t cs, gs, fs, ss;
+  uint64_t err, trapno, oldmask, cr2, fpstate, reserved1[8];
+};
+struct k_stack { uint64_t ss_sp; int32_t ss_flags; int32_t pad; uint64_t ss_size; };
+struct k_ucontext {
+  uint64_t uc_flags, uc_link;
+  struct k_stack uc_stack;
+  struct k_sigcontext uc_mcontext;
+  uint64_t uc_sigmask;
+};
+#define UC_FP_XSTATE 0x1
+#define UC_SIGCONTEXT_SS 0x2
+#define UC_STRICT_RESTORE_SS 0x4
+#ifndef FP_XSTATE_MAGIC1
+#define FP_XSTATE_MAGIC1 0x46505853u
+#endif
+#ifndef FP_XSTATE_MAGIC2
+#define FP_XSTATE_MAGIC2 0x46505845u
+#endif
+#define FRAME_BYTES (8 + sizeof(struct k_ucontext) + 128) /* pretcode + uc + siginfo */
+
+static int wait_any(pid_t *who, int *status) {
+  /* Poll every traced thread without blocking on one: other threads may stop for
+   * signals while the call runs and must be let go at once. */
+  for (int i = 0; i < g_nthreads; i++) {
+    struct thread *t = &g_threads[i];
+    if (t->gone) continue;
+    pid_t r = waitpid(t->tid, status, __WALL | WNOHANG);
+    if (r == t->tid) { *who = r; return 1; }
+    if (r < 0 && errno == ECHILD) t->gone = 1;
+  }
+  return 0;
+}
+
+/*
+ * Run fn(data_ptr, a1, a2) on stopped thread `tid` and wait for it to return.
+ * `stub` is the address of CALL_STUB (packages/x86) in executable memory of the
+ * target. `data` (may be empty) is copied onto the thread's stack, below the
+ * red zone; the first argument points at it (or is 0 when data_len is 0).
+ *
+ * The thread's stack gets, from high to low: the red zone (untouched), data,
+ * the saved FP/SSE/AVX state (XSAVE layout), an rt_sigframe holding every
+ * general register, the signal mask and a pointer to that state, and the slot
+ * for the result. The stub calls fn, stores rax in the slot and executes
+ * rt_sigreturn on the frame: the kernel itself puts back every register and
+ * the thread continues its own code. If the thread was inside a syscall, the
+ * frame resumes it on the `syscall` instruction so the call is re-issued.
+ *
+ * Other threads keep running; their signal stops are passed on here.
+ * hl_out[0] = result, hl_out[1] = syscall stops seen, hl_out[2] = ns in call.
+ * On -ETIMEDOUT the thread is still in the call and will go home by itself.
+ */
+int hl_call(int tid, uint64_t stub, uint64_t stub_sigreturn_end, uint64_t fn, const uint8_t *data, int data_len,
+            uint64_t a1, uint64_t a2, int timeout_ms) {
+  struct thread *t = find_thread(tid);
+  if (!t || t->gone || !t->stopped) return -ESRCH;
+  if (t->pending_sig) return -EAGAIN; /* deliver that first */
+  struct user_regs_struct regs, ctx;
+  if (ptrace(PTRACE_GETREGS, tid, 0, &regs) != 0) return -errno;
+  static uint8_t xs[XSTATE_MAX];
+  struct iovec iov = { xs, sizeof xs };
+  if (ptrace(PTRACE_GETREGSET, tid, (void *)NT_X86_XSTATE, &iov) != 0) return -errno;
+  size_t xsize = iov.iov_len;
+  uint64_t sigmask = 0;
+  if (ptrace(PTRACE_GETSIGMASK, tid, (void *)sizeof sigmask, &sigmask) != 0) return -errno;
+
+  /* The state the thread must resume in: as interrupted, with a syscall that was
+   * cut short set up to be issued again. */
+  ctx = regs;
+  if ((int64_t)regs.orig_rax >= 0) {
+    int64_t rax = (int64_t)regs.rax;
+    /* For -ERESTART_RESTARTBLOCK the kernel would use restart_syscall, but
+     * rt_sigreturn clears the restart block, so restart_syscall would fail with
+     * EINTR. Issue the original call again instead: a relative sleep or timeout
+     * starts over (the thread waits a little longer), but never sees EINTR. */
+    if (rax == -ERESTARTSYS || rax == -ERESTARTNOINTR || rax == -ERESTARTNOHAND || rax == -ERESTART_RESTARTBLOCK) {
+      ctx.rip -= 2; ctx.rax = regs.orig_rax;
+    }
+  }
+
+  /* Lay out the block below the red zone. */
+  uint64_t top = regs.rsp - 128;
+  uint64_t data_addr = (top - (uint64_t)data_len) & ~15ull;
+  uint64_t fp_addr = (data_addr - xsize - 4) & ~63ull;
+  uint64_t frame_uc = (fp_addr - sizeof(struct k_ucontext) - 128) & ~15ull; /* uc, then siginfo */
+  uint64_t A = frame_uc - 16; /* rsp at the stub: slot at A, pretcode at A+8 */
+  size_t total = (size_t)(top - A);
+  int r = data_reserve(total);
+  if (r) return r;
+  memset(g_data, 0, total);
+  if (data_len > 0) memcpy(g_data + (data_addr - A), data, (size_t)data_len);
+  uint8_t *fp = g_data + (fp_addr - A);
+  memcpy(fp, xs, xsize);
+  /* fx_sw_bytes in the XSAVE legacy area's software-reserved bytes (464..511). */
+  uint32_t *sw = (uint32_t *)(fp + 464);
+  if (sw[0] != FP_XSTATE_MAGIC1) { sw[0] = FP_XSTATE_MAGIC1; }
+  sw[1] = (uint32_t)xsize + 4; /* extended_size */
+  sw[4] = (uint32_t)xsize;     /* xstate_size (after the 64-bit xfeatures at 8) */
+  uint32_t m2 = FP_XSTATE_MAGIC2;
+  memcpy(fp + xsize, &m2, 4);
+  struct k_ucontext *uc = (struct k_ucontext *)(g_data + (frame_uc - A));
+  uc->uc_flags = UC_FP_XSTATE | UC_SIGCONTEXT_SS | UC_STRICT_RESTORE_SS;
+  uc->uc_stack.ss_flags = 3; /* invalid on purpose: sigreturn leaves sigaltstack as it is */
+  struct k_sigcontext *sc = &uc->uc_mcontext;
+  sc->r8 = ctx.r8; sc->r9 = ctx.r9; sc->r10 = ctx.r10; sc->r11 = ctx.r11;
+  sc->r12 = ctx.r12; sc->r13 = ctx.r13; sc->r14 = ctx.r14; sc->r15 = ctx.r15;
+  sc->rdi = ctx.rdi; sc->rsi = ctx.rsi; sc->rbp = ctx.rbp; sc->rbx = ctx.rbx;
+  sc->rdx = ctx.rdx; sc->rax = ctx.rax; sc->rcx = ctx.rcx; sc->rsp = ctx.rsp;
+  sc->rip = ctx.rip; sc->eflags = ctx.eflags;
+  sc->cs = (uint16_t)ctx.cs; sc->ss = (uint16_t)ctx.ss;
+  sc->fpstate = fp_addr;
+  uc->uc_sigmask = sigmask;
+
+  if ((r = hl_write(A, g_data, (int)total)) != 0) return r;
+
+  struct user_regs_struct call = regs;
+  call.rip = stub;
+  call.rsp = A;
+  call.r11 = fn;
+  call.rdi = data_len > 0 ? data_addr : 0;
+  call.rsi = a1;
+  call.rdx = a2;
+  call.rax = 0;
+  call.orig_rax = (uint64_t)-1; /* not in a syscall: no restart on resume */
+  call.eflags &= ~(0x400ull | 0x100ull); /* DF clear (ABI), TF clear */
+  if (ptrace(PTRACE_SETREGS, tid, 0, &call) != 0) return -errno;
+  if (ptrace(PTRACE_SYSCALL, tid, 0, 0) != 0) return -errno;
+  t->stopped = 0;
+
+  uint64_t t0 = now_ns(), deadline = t0 + (uint64_t)timeout_ms * 1000000ull;
+  uint64_t result = 0, stops = 0;
+  int at_sigreturn = 0, spins = 0;
+  for (;;) {
+    pid_t who;
+    int st;
+    if (!wait_any(&who, &st)) {
+      if (now_ns() > deadline) { hl_out[1] = stops; return -ETIMEDOUT; }
+      if (++spins < 2000) sched_yield();
+      else { struct timespec ts = { 0, 20000 }; nanosleep(&ts, NULL); }
+      continue;
+    }
+    spins = 0;
+    struct thread *w = find_thread(who);
+    if (WIFEXITED(st) || WIFSIGNALED(st)) {
+      w->gone = 1;
+      if (who == tid || who == g_pid) return -ESRCH; /* the process died */
+      continue;
+    }
+    int event = st >> 16, sig = WSTOPSIG(st);
+    DBG("call: %d event %d sig %d", who, event, sig);
+    if (who != tid) {
+      /* Another thread: pass its signal on, ignore stray interrupt stops. */
+      int pass = (event == 0 && sig != (SIGTRAP | 0x80)) ? sig : 0;
+      ptrace(PTRACE_CONT, who, 0, (void *)(long)pass);
+      continue;
+    }
+    if (event == 0 && sig == (SIGTRAP | 0x80)) {
+      stops++;
+      struct user_regs_struct now;
+      ptrace(PTRACE_GETREGS, tid, 0, &now);
+      DBG("call: syscall stop nr %lld rip %llx", (long long)now.orig_rax, (unsigned long long)now.rip);
+      if (at_sigreturn) break; /* exit of our rt_sigreturn: the thread holds its own registers again */
+      if (now.orig_rax == NR_rt_sigreturn && now.rip == stub_sigreturn_end) {
+        /* Entry of our rt_sigreturn: the slot holds the result. */
+        at_sigreturn = 1;
+        uint64_t slot = 0;
+        if (pread(g_memfd, &slot, 8, (off_t)A) == 8) result = slot;
+      }
+      ptrace(PTRACE_SYSCALL, tid, 0, 0);
+      continue;
+    }
+    if (event == PTRACE_EVENT_STOP) { ptrace(PTRACE_SYSCALL, tid, 0, 0); continue; }
+    if (event == 0) { ptrace(PTRACE_SYSCALL, tid, 0, (void *)(long)sig); continue; } /* deliver it */
+    ptrace(PTRACE_SYSCALL, tid, 0, 0);
+  }
+  t->stopped = 1;
+
+  /* Belt and braces: the thread must now hold exactly ctx and its FP state. */
+  struct user_regs_struct after;
+  if (ptrace(PTRACE_GETREGS, tid, 0, &after) == 0) {
+    after.orig_rax = ctx.orig_rax; /* sigreturn sets -1 */
+    struct user_regs_struct want = ctx;
+    if ((int64_t)regs.orig_rax >= 0 && ctx.rip != regs.rip) want.orig_rax = ctx.orig_rax;
+    if (memcmp(&after, &want, sizeof after) != 0) {
+      want.orig_rax = (uint64_t)-1;
+      ptrace(PTRACE_SETREGS, tid, 0, &want);
+      struct iovec io2 = { xs, xsize };
+      ptrace(PTRACE_SETREGSET, tid, (void *)NT_X86_XSTATE, &io2);
+      hl_out[3] = 1; /* had to repair */
+    } else {
+      hl_out[3] = 0;
+    }
+  }
+  hl_out[0] = result;
+  hl_out[1] = stops;
+  hl_out[2] = now_ns() - t0;
+  return 0;
+}
+
+/* Time spent stopped so far: out[0] total, out[1] longest. */
+int hl_stop_times(void) {
+  hl_out[0] = g_stopped_ns + (g_stop_began_ns ? now_ns() - g_stop_began_ns : 0);
+  hl_out[1] = g_max_stop_ns;
+  return 0;
+}
+
+/* Move a stopped thread's rip (past a pad's entry bytes before they are replaced). */
+int hl_set_rip(int tid, uint64_t rip) {
+  struct user_regs_struct r;
+  if (ptrace(PTRACE_GETREGS, tid, 0, &r) != 0) return -errno;
+  r.rip = rip;
+  if (ptrace(PTRACE_SETREGS, tid, 0, &r) != 0) return -errno;
+  return 0;
+}

@@ -1,0 +1,255 @@
+// `hotload attach <pid> patch.so`: the driver. Each step is listed in order
+// with why it is there; the invariants between them are stated where they
+// start to hold. Nothing in the process changes until step 6; from step 9 on,
+// every change is undone if a later one fails (all or nothing).
+
+import * as path from 'path';
+import { HotloadError } from '@hotload/errors';
+import { ElfFile, PadFunction, loadPadIndex } from '@hotload/elf';
+import { PatchMeta, PatchPlan, planPatch, readPatch } from '@hotload/patch';
+import { PAD_BEFORE, classifyEntryBytes, decodePadJump, entryJump, entryNopOffset, padJump } from '@hotload/x86';
+import { Session } from './session';
+import { Module, modules, openModule, readMaps, requireProcess, setBias } from './read-process';
+import { callOnHost, chooseHost, findRuntime, placeStub, TargetRuntime } from './call-in-target';
+import { readPatchFile, stagePatch } from './stage-patch';
+
+export interface AttachOptions {
+  /** Accept a patch file others could write. */
+  allowUnsafeFile?: boolean;
+  /** How long to wait for a safe moment to borrow a thread (ms). */
+  safePointTimeoutMs?: number;
+  /** How long dlopen may take in the process (ms). */
+  callTimeoutMs?: number;
+  onProgress?: (step: string) => void;
+}
+
+export interface PatchedFunction {
+  name: string;
+  /** Runtime address of the function in the target. */
+  old: string;
+  /** Runtime address of the new code. */
+  new: string;
+  /** What the function ran before: "original", or the address of the previous patch. */
+  previous: string;
+}
+
+export interface AttachResult {
+  pid: number;
+  patch: string;
+  staged: string;
+  module: string;
+  buildId: string;
+  functions: PatchedFunction[];
+  notes: string[];
+  threads: number;
+  hostThread: number;
+  timings: { totalMs: number; stoppedMs: number; maxStopMs: number; loadMs: number };
+}
+
+const hex = (n: bigint) => '0x' + n.toString(16);
+
+/** The module of the process the patch was built for, matched by build-id. */
+export function findTargetModule(pid: number, mods: Module[], meta: PatchMeta): { mod: Module; elf: ElfFile } {
+  const byName = mods.filter((m) => path.basename(m.path) === meta.target.module);
+  const seen: string[] = [];
+  for (const m of [...byName, ...mods.filter((x) => !byName.includes(x))]) {
+    let elf: ElfFile;
+    try {
+      elf = openModule(pid, m);
+    } catch {
+      continue;
+    }
+    const id = elf.buildId();
+    if (id === meta.target.buildId) return { mod: setBias(m, elf), elf };
+    if (byName.includes(m)) seen.push(`${m.path} has build-id ${id ?? '(none)'}`);
+  }
+  if (seen.length) {
+    throw new HotloadError('PATCH_BUILD_MISMATCH', `${meta.file} was built for ${meta.target.module} with build-id ${meta.target.buildId}, but process ${pid} runs another build`, { details: seen });
+  }
+  throw new HotloadError('PATCH_TARGET_NOT_MAPPED', `${meta.file} is for ${meta.target.module} (build-id ${meta.target.buildId}), which process ${pid} has not loaded`);
+}
+
+interface Site {
+  f: PadFunction;
+  name: string;
+  pad: bigint;
+  entrySite: bigint;
+  endbr: boolean;
+  origPad: Buffer;
+  origEntry: Buffer;
+  /** Current jump target when already redirected (stacking). */
+  previous?: bigint;
+  newAddr: bigint;
+  prevSlot?: bigint;
+}
+
+/** Read what a function's pad holds in the process now. */
+export function readSite(s: Session, bias: bigint, f: PadFunction): { pad: bigint; entrySite: bigint; padBytes: Buffer; entryBytes: Buffer; state: 'nop' | 'posted' | 'jump' | 'other'; target?: bigint } {
+  const pad = bias + BigInt(f.pad!);
+  const entrySite = pad + BigInt(PAD_BEFORE + entryNopOffset(f.endbr));
+  const padBytes = s.read(pad, PAD_BEFORE);
+  const entryBytes = s.read(entrySite, 2);
+  const state = classifyEntryBytes(entryBytes, f.endbr);
+  const target = decodePadJump(padBytes);
+  if (state === 'jump' && target === undefined) return { pad, entrySite, padBytes, entryBytes, state: 'other' };
+  return { pad, entrySite, padBytes, entryBytes, state, target };
+}
+
+/** dlopen(file, RTLD_NOW) on a thread borrowed at a safe moment; dlerror() text on failure. */
+function loadInProcess(s: Session, rt: TargetRuntime, file: string, shownAs: string, opts: AttachOptions): { hostThread: number; loadMs: number } {
+  const safeMs = opts.safePointTimeoutMs ?? 3000;
+  const callMs = opts.callTimeoutMs ?? 10000;
+  const host = chooseHost(s, rt, safeMs);
+  const t = process.hrtime.bigint();
+  const handle = callOnHost(s, rt, host.tid, rt.dlopen, Buffer.from(file + '\0'), rt.dlopenMode, 0n, callMs).value;
+  const loadMs = Number(process.hrtime.bigint() - t) / 1e6;
+  if (handle === 0n) {
+    const h2 = chooseHost(s, rt, safeMs);
+    const msgPtr = callOnHost(s, rt, h2.tid, rt.dlerror, Buffer.alloc(0), 0n, 0n, callMs).value;
+    const msg = msgPtr ? s.readString(msgPtr) : 'dlopen returned NULL';
+    throw new HotloadError('PATCH_DLOPEN_FAILED', `process ${s.pid} could not load ${shownAs}: ${msg}`);
+  }
+  return { hostThread: host.tid, loadMs };
+}
+
+export function attach(pid: number, patchFile: string, opts: AttachOptions = {}): AttachResult {
+  const t0 = process.hrtime.bigint();
+  const progress = opts.onProgress ?? (() => undefined);
+
+  // 1. Read the patch once, refusing a file others could have changed; check it is a patch.
+  const bytes = readPatchFile(patchFile, opts.allowUnsafeFile);
+  let patchElf: ElfFile;
+  try {
+    patchElf = new ElfFile(patchFile, bytes);
+  } catch (e) {
+    if (e instanceof HotloadError) throw new HotloadError('PATCH_BAD', `${patchFile}: ${e.message.replace(`${patchFile}: `, '')}`);
+    throw e;
+  }
+  const meta = readPatch(patchElf);
+
+  // 2. Find the module it was built for in the process, by build-id, and check every function against it.
+  requireProcess(pid);
+  const mods = modules(pid, readMaps(pid));
+  const { mod, elf: targetElf } = findTargetModule(pid, mods, meta);
+  const plan: PatchPlan = planPatch(meta, patchElf, targetElf, loadPadIndex(targetElf));
+
+  // 3. Find dlopen in the process's C library and room for the call stub (files only).
+  const rtBase = findRuntime(pid, mods);
+
+  // 4. Give the process a private copy of exactly the bytes checked above.
+  const staged = stagePatch(patchFile, bytes);
+
+  // 5. Stop every thread. From here on, every path ends in session.close().
+  progress('stopping threads');
+  const s = Session.open(pid);
+  const written: { addr: bigint; bytes: Buffer }[] = [];
+  let hostThread = 0;
+  let loadMs = 0;
+  try {
+    // Read the current prologues: fresh NOPs, or a jump of an earlier patch (stacking).
+    const sites: Site[] = plan.functions.map((p) => {
+      const cur = readSite(s, mod.bias, p.fn);
+      const padOk = cur.padBytes.equals(Buffer.alloc(PAD_BEFORE, 0x90)) || cur.target !== undefined;
+      if (cur.state === 'other' || !padOk) {
+        throw new HotloadError('UNPATCHABLE', `${p.old}: its prologue in process ${pid} holds unknown bytes (${cur.padBytes.toString('hex')} ${cur.entryBytes.toString('hex')}); another tool changed it`);
+      }
+      return {
+        f: p.fn,
+        name: p.old,
+        pad: cur.pad,
+        entrySite: cur.entrySite,
+        endbr: p.fn.endbr,
+        origPad: cur.padBytes,
+        origEntry: cur.entryBytes,
+        previous: cur.state === 'jump' ? cur.target : undefined,
+        newAddr: 0n,
+        prevSlot: p.prevSlot !== undefined ? BigInt(p.prevSlot) : undefined,
+      };
+    });
+    const patchBiasIn = (maps: ReturnType<typeof readMaps>) => {
+      const first = maps.find((m) => m.path === staged.staged && m.offset === 0n);
+      return first ? first.start - BigInt(patchElf.loadBase) : undefined;
+    };
+    const setNewAddrs = (bias: bigint) => {
+      for (const site of sites) site.newAddr = bias + BigInt(plan.functions.find((p) => p.old === site.name)!.newValue);
+    };
+
+    // A copy already loaded (applied before, maybe reverted since) is reused, not loaded again.
+    let patchBias = patchBiasIn(readMaps(pid));
+    if (patchBias !== undefined) {
+      setNewAddrs(patchBias);
+      if (sites.every((x) => x.previous === x.newAddr)) {
+        throw new HotloadError('PATCH_ALREADY_APPLIED', `${patchFile} is already applied to process ${pid}`);
+      }
+    }
+
+    // 6. Put the call stub in place (dead bytes at the end of an executable page).
+    const rt: TargetRuntime = { ...rtBase, stub: placeStub(s, rtBase.stubCandidates) };
+
+    // 7. Borrow a thread at a safe moment and have it dlopen the copy while all
+    //    other threads run. The process is unchanged if this fails.
+    if (patchBias === undefined) {
+      progress('loading the patch');
+      const loaded = loadInProcess(s, rt, staged.staged, patchFile, opts);
+      hostThread = loaded.hostThread;
+      loadMs = loaded.loadMs;
+      patchBias = patchBiasIn(readMaps(pid));
+      if (patchBias === undefined) throw new HotloadError('PATCH_DLOPEN_FAILED', `dlopen succeeded but ${staged.staged} is not mapped in process ${pid}`);
+      setNewAddrs(patchBias);
+    }
+    // From here on, every thread is stopped again.
+
+    // 8. Fill in the patch's references to the target's statics and what each
+    //    function ran before (for revert and status).
+    for (const r of plan.refs) s.writeU64(patchBias + BigInt(r.slot), mod.bias + BigInt(r.value));
+    for (const site of sites) if (site.prevSlot !== undefined) s.writeU64(patchBias + site.prevSlot, site.previous ?? 0n);
+    if (meta.appliedAtSlot !== undefined) s.writeU64(patchBias + BigInt(meta.appliedAtSlot), BigInt(Date.now()));
+
+    // 9. Every thread is stopped: write the prologues. A thread stopped between
+    //    the two single-byte NOPs of an un-posted entry is moved past them first.
+    progress('redirecting functions');
+    for (const tid of s.threads()) {
+      const rip = s.regs(tid).rip;
+      for (const site of sites) if (rip === site.entrySite + 1n) s.setRip(tid, site.entrySite + 2n);
+    }
+    const put = (addr: bigint, b: Buffer, orig: Buffer) => {
+      s.write(addr, b);
+      written.push({ addr, bytes: orig });
+    };
+    // The pads first (unreachable while the entry still holds NOPs), then the
+    // entries; a stacked function only gets its 8-byte address changed.
+    for (const site of sites) {
+      const pj = padJump(site.newAddr);
+      if (site.previous !== undefined) put(site.pad + 6n, pj.subarray(6), site.origPad.subarray(6));
+      else put(site.pad, pj, site.origPad);
+    }
+    for (const site of sites) {
+      if (site.previous === undefined) put(site.entrySite, entryJump(site.endbr), site.origEntry);
+    }
+
+    const times = s.close();
+    return {
+      pid,
+      patch: path.resolve(patchFile),
+      staged: staged.staged,
+      module: mod.path,
+      buildId: meta.target.buildId,
+      functions: sites.map((x) => ({ name: x.name, old: hex(mod.bias + BigInt(x.f.address)), new: hex(x.newAddr), previous: x.previous !== undefined ? hex(x.previous) : 'original' })),
+      notes: plan.notes,
+      threads: s.threadCount,
+      hostThread,
+      timings: { totalMs: Number(process.hrtime.bigint() - t0) / 1e6, stoppedMs: times.stoppedMs, maxStopMs: times.maxStopMs, loadMs },
+    };
+  } catch (e) {
+    // All or nothing: put back every byte written, newest first (threads are stopped).
+    for (const w of written.reverse()) {
+      try {
+        s.write(w.addr, w.bytes);
+      } catch {
+        /* keep undoing the rest */
+      }
+    }
+    s.close();
+    throw e;
+  }
+}

@@ -1,0 +1,155 @@
+// Running a function (dlopen, dlerror, a patch's hook) inside the target, on one
+// of its own threads, without deadlocking it.
+//
+// The danger: a thread stopped while it holds the allocator lock or the loader
+// lock would wait for itself inside dlopen. So the thread we borrow (the host)
+// must be at a moment where it holds neither:
+//   - blocked in a waiting syscall (read, futex, nanosleep, epoll_wait, accept,
+//     poll, ...): glibc takes neither lock around those waits; or
+//   - running code outside the C library and the dynamic loader (its own code,
+//     or another library's), where those locks are not held.
+// If no thread is at such a moment, all threads run again briefly and we look
+// again, up to a deadline; then we give up with the process untouched.
+// While the host runs the call, every other thread runs too, so a lock any of
+// them holds is released; only the host is borrowed. See native-shim/shim.c
+// (hl_call) for how the host always returns home, even if hotload dies.
+
+import { HotloadError } from '@hotload/errors';
+import { CALL_STUB, CALL_STUB_SIGRETURN_END } from '@hotload/x86';
+import { Session } from './session';
+import { Module, dynamicSymbol, findLibc, findLoader, openModule, setBias, stubSite } from './read-process';
+
+/** Syscalls a thread waits in with no allocator or loader lock held. */
+const WAITING_SYSCALLS = new Set([
+  0, // read
+  7, // poll
+  23, // select
+  34, // pause
+  35, // nanosleep
+  43, // accept
+  45, // recvfrom
+  47, // recvmsg
+  61, // wait4
+  128, // rt_sigtimedwait
+  130, // rt_sigsuspend
+  202, // futex
+  230, // clock_nanosleep
+  232, // epoll_wait
+  270, // pselect6
+  271, // ppoll
+  281, // epoll_pwait
+  288, // accept4
+]);
+const INTERRUPTED = new Set([-512n, -513n, -514n, -516n, -4n]); // -ERESTART*, -EINTR
+
+export interface TargetRuntime {
+  stub: bigint;
+  dlopen: bigint;
+  dlopenMode: bigint;
+  dlerror: bigint;
+  dlclose: bigint;
+  /** Executable ranges of libc and the loader: a thread there may hold their locks. */
+  unsafeRanges: [bigint, bigint][];
+}
+
+const sleepCell = new Int32Array(new SharedArrayBuffer(4));
+export function sleepMs(ms: number): void {
+  Atomics.wait(sleepCell, 0, 0, ms);
+}
+
+/** Find dlopen & co. and the place for the call stub. Reads files only. */
+export function findRuntime(pid: number, mods: Module[]): Omit<TargetRuntime, 'stub'> & { stubCandidates: bigint[] } {
+  const libc = findLibc(mods);
+  if (!libc) throw new HotloadError('PATCH_DLOPEN_FAILED', `process ${pid} has no C library mapped (a static program?); hotload needs its dlopen`);
+  const libcElf = openModule(pid, libc);
+  setBias(libc, libcElf);
+  let dlopen = dynamicSymbol(libcElf, 'dlopen', /^GLIBC_2\.34$/);
+  let mode = 2n; // RTLD_NOW
+  if (!dlopen) {
+    dlopen = dynamicSymbol(libcElf, '__libc_dlopen_mode');
+    mode = 2n | 0x80000000n; // RTLD_NOW | __RTLD_DLOPEN
+  }
+  const dlerror = dynamicSymbol(libcElf, 'dlerror', /^GLIBC_2\.34$/);
+  const dlclose = dynamicSymbol(libcElf, 'dlclose', /^GLIBC_2\.34$/);
+  if (!dlopen || !dlerror || !dlclose) {
+    throw new HotloadError('PATCH_DLOPEN_FAILED', `${libc.path} exports no dlopen/dlerror/dlclose (glibc before 2.34 without libdl loaded?)`);
+  }
+  const unsafeRanges: [bigint, bigint][] = [];
+  const loader = findLoader(mods);
+  for (const m of [libc, loader]) {
+    if (!m) continue;
+    for (const map of m.mappings) if (map.perms.includes('x')) unsafeRanges.push([map.start, map.end]);
+  }
+  const stubCandidates: bigint[] = [];
+  for (const m of [mods[0], libc, loader]) {
+    if (!m) continue;
+    try {
+      const elf = openModule(pid, m);
+      setBias(m, elf);
+      const s = stubSite(m, elf, CALL_STUB.length);
+      if (s !== undefined) stubCandidates.push(s);
+    } catch {
+      /* an unreadable module just offers no site */
+    }
+  }
+  if (stubCandidates.length === 0) throw new HotloadError('PTRACE_FAILED', `no room for hotload's call stub in process ${pid}`);
+  return { dlopen: libc.bias + BigInt(dlopen.value), dlopenMode: mode, dlerror: libc.bias + BigInt(dlerror.value), dlclose: libc.bias + BigInt(dlclose.value), unsafeRanges, stubCandidates };
+}
+
+/** Put the call stub in place (threads stopped); returns its address. */
+export function placeStub(s: Session, candidates: bigint[]): bigint {
+  for (const at of candidates) {
+    const cur = s.read(at, CALL_STUB.length);
+    if (cur.equals(CALL_STUB)) return at;
+    try {
+      s.write(at, CALL_STUB);
+      return at;
+    } catch {
+      /* try the next site */
+    }
+  }
+  throw new HotloadError('PTRACE_FAILED', `could not write hotload's call stub into process ${s.pid}`);
+}
+
+/** Is this stopped thread at a moment where it can run dlopen? Higher is better; 0 = no. */
+export function hostScore(s: Session, rt: TargetRuntime, tid: number): number {
+  const r = s.regs(tid);
+  if (r.origRax >= 0n && WAITING_SYSCALLS.has(Number(r.origRax)) && (INTERRUPTED.has(r.rax) || r.rax === r.origRax)) return 2;
+  if (rt.unsafeRanges.some(([a, b]) => r.rip >= a && r.rip < b)) return 0;
+  return 1;
+}
+
+/**
+ * With every thread stopped, pick a host thread at a safe moment; if none is,
+ * let the process run for a moment and look again until `deadlineMs`.
+ * Returns with every thread stopped.
+ */
+export function chooseHost(s: Session, rt: TargetRuntime, deadlineMs: number): { tid: number; tries: number } {
+  const until = Date.now() + deadlineMs;
+  for (let tries = 1; ; tries++) {
+    let best = 0;
+    let bestScore = 0;
+    for (const tid of s.threads()) {
+      const sc = hostScore(s, rt, tid);
+      if (sc > bestScore) {
+        best = tid;
+        bestScore = sc;
+      }
+    }
+    if (best) return { tid: best, tries };
+    if (Date.now() > until) {
+      throw new HotloadError('NO_SAFE_POINT', `no thread of process ${s.pid} reached a safe moment within ${deadlineMs} ms (${tries} looks)`);
+    }
+    s.resumeAllExcept(-1);
+    sleepMs(Math.min(5, tries));
+    s.stopAll();
+  }
+}
+
+/** Run fn(data, a1, a2) on `host` while the other threads run; returns with every thread stopped again. */
+export function callOnHost(s: Session, rt: TargetRuntime, host: number, fn: bigint, data: Buffer, a1: bigint, a2: bigint, timeoutMs: number) {
+  s.resumeAllExcept(host);
+  const res = s.call(host, rt.stub, rt.stub + BigInt(CALL_STUB_SIGRETURN_END), fn, data, a1, a2, timeoutMs);
+  s.stopAll();
+  return res;
+}

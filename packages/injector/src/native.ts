@@ -1,0 +1,140 @@
+// The one door to the native side: the only module that imports ffi-rs.
+// It loads native-shim/build/libhotload-shim.so and types its coarse operations
+// by hand. Every call is synchronous, so every ptrace request is made from
+// Node's main thread, the thread that attached (the kernel requires that).
+// Functions return 0 or a count, or a negative errno; this module turns a
+// negative errno into an Errno exception the injector maps to HotloadErrors.
+
+import * as fs from 'fs';
+import * as path from 'path';
+import { DataType, createExternalBuffer, define, open } from 'ffi-rs';
+import { HotloadError } from '@hotload/errors';
+
+const LIB = 'hotload-shim';
+
+/** A failed shim call: `errno` is positive (ESRCH = 3, EPERM = 1, ...). */
+export class Errno extends Error {
+  constructor(readonly op: string, readonly errno: number) {
+    super(`${op}: ${errnoName(errno)}`);
+  }
+}
+
+const NAMES: Record<number, string> = { 1: 'EPERM', 3: 'ESRCH', 5: 'EIO', 11: 'EAGAIN', 12: 'ENOMEM', 13: 'EACCES', 14: 'EFAULT', 16: 'EBUSY', 22: 'EINVAL', 110: 'ETIMEDOUT' };
+export function errnoName(e: number): string {
+  return NAMES[e] ?? `errno ${e}`;
+}
+export const ESRCH = 3;
+export const EPERM = 1;
+export const ETIMEDOUT = 110;
+
+export function shimPath(): string {
+  const candidates = [
+    process.env.HOTLOAD_SHIM,
+    path.resolve(__dirname, '../../../native-shim/build/libhotload-shim.so'),
+  ].filter((p): p is string => !!p);
+  for (const p of candidates) if (fs.existsSync(p)) return p;
+  throw new HotloadError('SHIM_MISSING', `native shim not found (looked at ${candidates.join(', ')})`);
+}
+
+const I32 = DataType.I32;
+const U64 = DataType.BigInt;
+
+function load() {
+  open({ library: LIB, path: shimPath() });
+  return define({
+    hl_attach: { library: LIB, retType: I32, paramsType: [I32] },
+    hl_stop_all: { library: LIB, retType: I32, paramsType: [] },
+    hl_resume_all_except: { library: LIB, retType: I32, paramsType: [I32] },
+    hl_detach: { library: LIB, retType: I32, paramsType: [] },
+    hl_thread_count: { library: LIB, retType: I32, paramsType: [] },
+    hl_thread_tid: { library: LIB, retType: I32, paramsType: [I32] },
+    hl_regs: { library: LIB, retType: I32, paramsType: [I32] },
+    hl_read: { library: LIB, retType: I32, paramsType: [U64, I32] },
+    hl_write: { library: LIB, retType: I32, paramsType: [U64, DataType.U8Array, I32] },
+    hl_call: { library: LIB, retType: I32, paramsType: [I32, U64, U64, U64, DataType.U8Array, I32, U64, U64, I32] },
+    hl_out_get: { library: LIB, retType: U64, paramsType: [I32] },
+    hl_data: { library: LIB, retType: DataType.External, paramsType: [] },
+    hl_stop_times: { library: LIB, retType: I32, paramsType: [] },
+    hl_set_rip: { library: LIB, retType: I32, paramsType: [I32, U64] },
+  });
+}
+
+let lib: ReturnType<typeof load> | undefined;
+function shim(): ReturnType<typeof load> {
+  return (lib ??= load());
+}
+
+function check(op: string, r: number): number {
+  if (r < 0) throw new Errno(op, -r);
+  return r;
+}
+
+function out(i: number): bigint {
+  return BigInt.asUintN(64, BigInt(shim().hl_out_get([i]) as unknown as bigint));
+}
+
+export interface Regs {
+  rip: bigint;
+  rsp: bigint;
+  rax: bigint; // as signed
+  origRax: bigint; // as signed
+}
+
+export interface CallResult {
+  value: bigint;
+  syscallStops: number;
+  ns: number;
+  repaired: boolean;
+}
+
+/** Seize and stop every thread of `pid`; returns the thread count. */
+export function attach(pid: number): number {
+  return check('attach', shim().hl_attach([pid]));
+}
+/** Stop every thread again (seizing new ones). */
+export function stopAll(): number {
+  return check('stop', shim().hl_stop_all([]));
+}
+export function resumeAllExcept(tid: number): void {
+  check('resume', shim().hl_resume_all_except([tid]));
+}
+/** Detach every thread; returns [total ns stopped, longest stop ns]. */
+export function detach(): { stoppedNs: number; maxStopNs: number } {
+  const r = shim().hl_detach([]);
+  const res = { stoppedNs: Number(out(0)), maxStopNs: Number(out(1)) };
+  check('detach', r);
+  return res;
+}
+export function stopTimes(): { stoppedNs: number; maxStopNs: number } {
+  shim().hl_stop_times([]);
+  return { stoppedNs: Number(out(0)), maxStopNs: Number(out(1)) };
+}
+export function threads(): number[] {
+  const n = shim().hl_thread_count([]);
+  const tids: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const t = shim().hl_thread_tid([i]);
+    if (t > 0) tids.push(t);
+  }
+  return tids;
+}
+export function regs(tid: number): Regs {
+  check('getregs', shim().hl_regs([tid]));
+  return { rip: out(0), rsp: out(1), rax: BigInt.asIntN(64, out(2)), origRax: BigInt.asIntN(64, out(3)) };
+}
+export function read(addr: bigint, len: number): Buffer {
+  const n = check('read', shim().hl_read([addr, len]));
+  if (n === 0) return Buffer.alloc(0);
+  return Buffer.from(createExternalBuffer(shim().hl_data([]), n)); // copy out of the shim's buffer
+}
+export function write(addr: bigint, bytes: Buffer): void {
+  check('write', shim().hl_write([addr, bytes, bytes.length]));
+}
+export function call(tid: number, stub: bigint, stubSigreturnEnd: bigint, fn: bigint, data: Buffer, a1: bigint, a2: bigint, timeoutMs: number): CallResult {
+  const r = shim().hl_call([tid, stub, stubSigreturnEnd, fn, data.length ? data : Buffer.alloc(1), data.length, a1, a2, timeoutMs]);
+  check('call', r);
+  return { value: out(0), syscallStops: Number(out(1)), ns: Number(out(2)), repaired: out(3) !== 0n };
+}
+export function setRip(tid: number, rip: bigint): void {
+  check('setregs', shim().hl_set_rip([tid, rip]));
+}

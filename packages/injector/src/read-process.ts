@@ -1,0 +1,119 @@
+// What hotload learns about a live process without tracing it: its mappings
+// (/proc/PID/maps), the modules (executable and shared libraries) they come
+// from with each one's load bias, and symbol addresses inside them.
+//
+// A module's file is read through /proc/PID/root so a process in another mount
+// namespace (a container) is read from its own view. The load bias is the
+// start of the mapping at file offset 0 minus the ELF's lowest PT_LOAD page:
+// 0 for a non-PIE executable, the load address for a PIE or library.
+
+import * as fs from 'fs';
+import { HotloadError } from '@hotload/errors';
+import { ElfFile, ElfSymbol, PF, PT, STT } from '@hotload/elf';
+
+export interface Mapping {
+  start: bigint;
+  end: bigint;
+  perms: string;
+  offset: bigint;
+  inode: number;
+  path: string;
+}
+
+export interface Module {
+  path: string;
+  inode: number;
+  bias: bigint;
+  mappings: Mapping[];
+}
+
+export function processExists(pid: number): boolean {
+  return Number.isInteger(pid) && pid > 0 && fs.existsSync(`/proc/${pid}`);
+}
+
+export function requireProcess(pid: number): void {
+  if (!processExists(pid)) throw new HotloadError('PID_NOT_FOUND', `no process with pid ${pid}`);
+}
+
+export function readMaps(pid: number): Mapping[] {
+  let text: string;
+  try {
+    text = fs.readFileSync(`/proc/${pid}/maps`, 'utf8');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ESRCH') throw new HotloadError('PID_NOT_FOUND', `no process with pid ${pid}`);
+    throw new HotloadError('PTRACE_DENIED', `cannot read /proc/${pid}/maps: ${(e as Error).message}`);
+  }
+  const out: Mapping[] = [];
+  for (const line of text.split('\n')) {
+    const m = /^([0-9a-f]+)-([0-9a-f]+) (\S+) ([0-9a-f]+) \S+ (\d+)\s*(.*)$/.exec(line);
+    if (!m) continue;
+    out.push({ start: BigInt('0x' + m[1]), end: BigInt('0x' + m[2]), perms: m[3], offset: BigInt('0x' + m[4]), inode: Number(m[5]), path: m[6] });
+  }
+  return out;
+}
+
+/** File-backed modules of the process, in map order. */
+export function modules(pid: number, maps = readMaps(pid)): Module[] {
+  const byPath = new Map<string, Module>();
+  for (const m of maps) {
+    if (!m.path.startsWith('/') || m.inode === 0) continue;
+    let mod = byPath.get(m.path);
+    if (!mod) {
+      mod = { path: m.path, inode: m.inode, bias: 0n, mappings: [] };
+      byPath.set(m.path, mod);
+    }
+    mod.mappings.push(m);
+  }
+  return [...byPath.values()];
+}
+
+/** Open a module's ELF file as the process sees it. */
+export function openModule(pid: number, mod: Module): ElfFile {
+  const viaRoot = `/proc/${pid}/root${mod.path}`;
+  return ElfFile.open(fs.existsSync(viaRoot) ? viaRoot : mod.path);
+}
+
+/** Compute the load bias of a module from its ELF program headers. */
+export function setBias(mod: Module, elf: ElfFile): Module {
+  const first = mod.mappings.find((m) => m.offset === 0n) ?? mod.mappings[0];
+  mod.bias = first.start - BigInt(elf.loadBase);
+  return mod;
+}
+
+/** The C library's module (glibc libc.so.6 or musl's libc). */
+export function findLibc(mods: Module[]): Module | undefined {
+  return mods.find((m) => /\/libc\.so\.6$|\/libc-[\d.]+\.so$|\/ld-musl-[^/]+\.so\.1$|\/libc\.musl-[^/]+\.so\.1$/.test(m.path));
+}
+
+/** The dynamic loader's module. */
+export function findLoader(mods: Module[]): Module | undefined {
+  return mods.find((m) => /\/ld-linux-x86-64\.so\.2$|\/ld-[\d.]+\.so$/.test(m.path));
+}
+
+/** Address of an exported function of a module, preferring its default version. */
+export function dynamicSymbol(elf: ElfFile, name: string, preferVersion?: RegExp): ElfSymbol | undefined {
+  const c = elf.symbols('.dynsym').filter((s) => s.name === name && s.shndx !== 0 && (s.type === STT.FUNC || s.type === STT.GNU_IFUNC || s.type === STT.OBJECT));
+  if (preferVersion) {
+    const v = c.find((s) => s.version && preferVersion.test(s.version));
+    if (v) return v;
+  }
+  return c[0];
+}
+
+/**
+ * Dead bytes in executable memory where hotload can leave its call stub: the
+ * end of the last page of an executable segment, past the segment's memsz. The
+ * page is mapped r-x from the file, but nothing in the module lies there.
+ */
+export function stubSite(mod: Module, elf: ElfFile, size: number): bigint | undefined {
+  for (const p of elf.programs) {
+    if (p.type !== PT.LOAD || !(p.flags & PF.X)) continue;
+    const segEnd = mod.bias + BigInt(p.vaddr + p.memsz);
+    const map = mod.mappings.find((m) => m.perms.includes('x') && segEnd > m.start && segEnd <= m.end);
+    if (!map) continue;
+    const slot = (map.end - BigInt(size)) & ~15n;
+    if (slot >= segEnd) return slot;
+  }
+  return undefined;
+}

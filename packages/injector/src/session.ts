@@ -1,0 +1,162 @@
+// A ptrace session on one process: the shim's operations with errno turned
+// into HotloadErrors that say what to do. Open one, do the work, close it in a
+// `finally`: close() detaches every thread, and each resumes exactly where it
+// was (an interrupted syscall is restarted, not failed).
+
+import * as fs from 'fs';
+import { HotloadError } from '@hotload/errors';
+import * as native from './native';
+
+export interface StopTimes {
+  stoppedMs: number;
+  maxStopMs: number;
+}
+
+let open = false;
+
+export class Session {
+  private closed = false;
+
+  private constructor(readonly pid: number, public threadCount: number) {}
+
+  static open(pid: number): Session {
+    if (open) throw new HotloadError('INTERNAL', 'a ptrace session is already open in this hotload process');
+    let n: number;
+    try {
+      n = native.attach(pid);
+    } catch (e) {
+      throw mapAttachError(pid, e);
+    }
+    open = true;
+    return new Session(pid, n);
+  }
+
+  threads(): number[] {
+    return native.threads();
+  }
+
+  regs(tid: number): native.Regs {
+    return this.wrap('read registers', () => native.regs(tid));
+  }
+
+  read(addr: bigint, len: number): Buffer {
+    return this.wrap(`read memory at 0x${addr.toString(16)}`, () => native.read(addr, len));
+  }
+
+  readU64(addr: bigint): bigint {
+    return this.read(addr, 8).readBigUInt64LE(0);
+  }
+
+  write(addr: bigint, bytes: Buffer): void {
+    this.wrap(`write memory at 0x${addr.toString(16)}`, () => native.write(addr, bytes));
+  }
+
+  writeU64(addr: bigint, v: bigint): void {
+    const b = Buffer.alloc(8);
+    b.writeBigUInt64LE(v);
+    this.write(addr, b);
+  }
+
+  /** A NUL-terminated string of the process, up to `max` bytes. */
+  readString(addr: bigint, max = 4096): string {
+    let out = Buffer.alloc(0);
+    for (let off = 0; off < max; off += 256) {
+      const chunk = this.read(addr + BigInt(off), 256);
+      const z = chunk.indexOf(0);
+      out = Buffer.concat([out, z >= 0 ? chunk.subarray(0, z) : chunk]);
+      if (z >= 0 || chunk.length < 256) break;
+    }
+    return out.toString('utf8');
+  }
+
+  stopAll(): number {
+    return (this.threadCount = this.wrap('stop threads', () => native.stopAll()));
+  }
+
+  resumeAllExcept(tid: number): void {
+    this.wrap('resume threads', () => native.resumeAllExcept(tid));
+  }
+
+  setRip(tid: number, rip: bigint): void {
+    this.wrap('move a thread', () => native.setRip(tid, rip));
+  }
+
+  call(tid: number, stub: bigint, stubEnd: bigint, fn: bigint, data: Buffer, a1: bigint, a2: bigint, timeoutMs: number): native.CallResult {
+    try {
+      return native.call(tid, stub, stubEnd, fn, data, a1, a2, timeoutMs);
+    } catch (e) {
+      if (e instanceof native.Errno && e.errno === native.ETIMEDOUT) {
+        throw new HotloadError('CALL_TIMEOUT', `the call in process ${this.pid} did not return within ${timeoutMs} ms`);
+      }
+      throw this.mapError('call a function in the process', e);
+    }
+  }
+
+  stopTimes(): StopTimes {
+    const t = native.stopTimes();
+    return { stoppedMs: t.stoppedNs / 1e6, maxStopMs: t.maxStopNs / 1e6 };
+  }
+
+  /** Detach every thread. Safe to call twice. */
+  close(): StopTimes {
+    if (this.closed) return { stoppedMs: 0, maxStopMs: 0 };
+    this.closed = true;
+    open = false;
+    try {
+      const t = native.detach();
+      return { stoppedMs: t.stoppedNs / 1e6, maxStopMs: t.maxStopNs / 1e6 };
+    } catch (e) {
+      throw this.mapError('detach', e);
+    }
+  }
+
+  private wrap<T>(what: string, f: () => T): T {
+    try {
+      return f();
+    } catch (e) {
+      throw this.mapError(what, e);
+    }
+  }
+
+  private mapError(what: string, e: unknown): HotloadError {
+    if (e instanceof HotloadError) return e;
+    if (e instanceof native.Errno && e.errno === native.ESRCH && !fs.existsSync(`/proc/${this.pid}`)) {
+      return new HotloadError('PID_NOT_FOUND', `process ${this.pid} exited while hotload worked (${what})`);
+    }
+    return new HotloadError('PTRACE_FAILED', `could not ${what} in process ${this.pid}: ${e instanceof Error ? e.message : String(e)}`);
+  }
+}
+
+function mapAttachError(pid: number, e: unknown): HotloadError {
+  if (e instanceof HotloadError) return e;
+  if (!(e instanceof native.Errno)) return new HotloadError('INTERNAL', String(e));
+  if (e.errno === native.ESRCH) return new HotloadError('PID_NOT_FOUND', `no process with pid ${pid}`);
+  if (e.errno === native.EPERM) {
+    let scope = '';
+    try {
+      scope = fs.readFileSync('/proc/sys/kernel/yama/ptrace_scope', 'utf8').trim();
+    } catch {
+      scope = '';
+    }
+    const tracer = tracerOf(pid);
+    const why = tracer ? `it is already traced by pid ${tracer}` : scope && scope !== '0' ? `kernel.yama.ptrace_scope is ${scope}` : 'it belongs to another user or is not dumpable';
+    return new HotloadError('PTRACE_DENIED', `not allowed to trace process ${pid}: ${why}`, {
+      hint:
+        tracer
+          ? `Detach the debugger (pid ${tracer}) first.`
+          : scope && scope !== '0'
+            ? 'Run hotload as root, or set /proc/sys/kernel/yama/ptrace_scope to 0 (sysctl kernel.yama.ptrace_scope=0).'
+            : 'Run hotload as the user that owns the process, or as root.',
+    });
+  }
+  return new HotloadError('PTRACE_FAILED', `could not attach to process ${pid}: ${e.message}`);
+}
+
+function tracerOf(pid: number): number {
+  try {
+    const m = /TracerPid:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) : 0;
+  } catch {
+    return 0;
+  }
+}

@@ -1,0 +1,102 @@
+// Make the process load exactly the bytes hotload checked.
+//
+// The patch is read once, from one open file descriptor, after checking who
+// could have written it (refused when group- or world-writable, or in a
+// directory others may write that is not sticky, unless told otherwise). Those
+// bytes are then written to a private copy, named by their SHA-256, in a
+// directory only this user can write (${TMPDIR}/hotload-UID, mode 0711; the copy
+// is 0444 so a target running as another user can still open it). The process
+// dlopen()s the copy, so replacing the original file after the check changes
+// nothing. The copy's path also identifies the patch in /proc/PID/maps.
+
+import * as crypto from 'crypto';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { HotloadError } from '@hotload/errors';
+
+export interface StagedPatch {
+  /** The file the user named. */
+  source: string;
+  /** The private copy the process loads. */
+  staged: string;
+  sha256: string;
+  bytes: Buffer;
+}
+
+function othersMayWrite(st: fs.Stats): boolean {
+  return (st.mode & 0o022) !== 0;
+}
+
+/** Read a patch file, refusing one that another user could have written. */
+export function readPatchFile(file: string, allowUnsafe = false): Buffer {
+  let fd: number;
+  try {
+    fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') throw new HotloadError('FILE_NOT_FOUND', `${file}: no such file`);
+    if (code === 'ELOOP') throw new HotloadError('PATCH_UNSAFE_FILE', `${file}: is a symbolic link; name the file itself`);
+    throw new HotloadError('FILE_UNREADABLE', `${file}: ${(e as Error).message}`);
+  }
+  try {
+    const st = fs.fstatSync(fd);
+    if (!st.isFile()) throw new HotloadError('PATCH_BAD', `${file}: not a regular file`);
+    if (!allowUnsafe) {
+      const uid = process.getuid?.() ?? 0;
+      const problems: string[] = [];
+      if (st.uid !== uid && st.uid !== 0) problems.push(`${file} is owned by uid ${st.uid}, not by you (uid ${uid}) or root`);
+      if (othersMayWrite(st)) problems.push(`${file} is writable by group or others (mode ${(st.mode & 0o777).toString(8)})`);
+      const dir = path.dirname(path.resolve(file));
+      const dst = fs.statSync(dir);
+      const sticky = (dst.mode & 0o1000) !== 0;
+      if (othersMayWrite(dst) && !(sticky && st.uid === uid)) problems.push(`${dir} is writable by group or others (mode ${(dst.mode & 0o7777).toString(8)})`);
+      if (problems.length) throw new HotloadError('PATCH_UNSAFE_FILE', `refusing ${file}: another user could change it`, { details: problems });
+    }
+    return fs.readFileSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** The directory of staged copies, created and checked. */
+export function stageDir(): string {
+  const uid = process.getuid?.() ?? 0;
+  const dir = path.join(os.tmpdir(), `hotload-${uid}`);
+  try {
+    fs.mkdirSync(dir, { mode: 0o711 });
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+  }
+  const st = fs.lstatSync(dir);
+  if (!st.isDirectory() || st.uid !== uid || othersMayWrite(st)) {
+    throw new HotloadError('PATCH_UNSAFE_FILE', `${dir} is not a directory owned by you and closed to others`, {
+      hint: `Remove ${dir} (another user may have created it) and retry.`,
+    });
+  }
+  fs.chmodSync(dir, 0o711);
+  return dir;
+}
+
+export function stagePatch(source: string, bytes: Buffer): StagedPatch {
+  const sha256 = crypto.createHash('sha256').update(bytes).digest('hex');
+  const base = path.basename(source).replace(/[^A-Za-z0-9._-]/g, '_');
+  const staged = path.join(stageDir(), `${sha256.slice(0, 16)}-${base}`);
+  let same = false;
+  try {
+    same = fs.readFileSync(staged).equals(bytes);
+  } catch {
+    same = false;
+  }
+  if (!same) {
+    const tmp = `${staged}.${process.pid}.tmp`;
+    fs.writeFileSync(tmp, bytes, { mode: 0o444, flag: 'wx' });
+    fs.renameSync(tmp, staged);
+  }
+  return { source, staged, sha256, bytes };
+}
+
+/** Is `p` one of our staged copies? */
+export function isStaged(p: string): boolean {
+  return p.startsWith(path.join(os.tmpdir(), `hotload-`)) && /\/[0-9a-f]{16}-[^/]+$/.test(p);
+}

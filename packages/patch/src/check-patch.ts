@@ -1,0 +1,87 @@
+// Does a patch fit a target build? Used by `mkpatch` (before writing the .so)
+// and by `attach` (before touching the process), so both refuse the same
+// things, listing every problem at once:
+// - each replaced function exists in the target and has a usable pad;
+// - each HOTLOAD_STATIC name exists in the target's symbol table, once;
+// - the patch's undefined symbols that the target defines but does not export
+//   (so dlopen could not bind them) are named, with the fix.
+
+import { HotloadError } from '@hotload/errors';
+import { ElfFile, ElfSymbol, PadFunction, PadIndex, STB, STT, findFunction } from '@hotload/elf';
+import { PatchMeta } from './read-patch';
+
+export interface PlannedFunction {
+  old: string;
+  new: string;
+  fn: PadFunction;
+  newValue: number;
+  prevSlot?: number;
+}
+
+export interface PatchPlan {
+  functions: PlannedFunction[];
+  /** HOTLOAD_STATIC name -> link-time address in the target. */
+  refs: { name: string; slot: number; value: number }[];
+  /** Notes that do not stop the patch (clones that keep the old code). */
+  notes: string[];
+}
+
+/** A defined symbol of the target named `name` (locals included); throws on ambiguity. */
+export function targetSymbol(elf: ElfFile, name: string): { sym?: ElfSymbol; problem?: string } {
+  const all = [...elf.symbols('.symtab'), ...elf.symbols('.dynsym')].filter(
+    (s) => s.name === name && s.shndx !== 0 && s.shndx < 0xff00 && (s.type === STT.OBJECT || s.type === STT.FUNC || s.type === STT.NOTYPE || s.type === STT.GNU_IFUNC),
+  );
+  const values = [...new Set(all.map((s) => s.value))];
+  if (values.length === 0) {
+    const stripped = elf.symbols('.symtab').length === 0 ? ' (the target has no .symtab: it was stripped)' : '';
+    return { problem: `${name}: no such symbol in ${elf.path}${stripped}` };
+  }
+  if (values.length > 1) {
+    const where = all.map((s) => `${s.file ?? '?'}@0x${s.value.toString(16)}`).join(', ');
+    return { problem: `${name}: ambiguous, ${values.length} symbols of that name in ${elf.path} (${where})` };
+  }
+  return { sym: all[0] };
+}
+
+export function planPatch(meta: PatchMeta, patchElf: ElfFile, target: ElfFile, idx: PadIndex): PatchPlan {
+  const problems: string[] = [];
+  const unresolved: string[] = [];
+  const notes: string[] = [];
+  const functions: PlannedFunction[] = [];
+  for (const r of meta.replacements) {
+    const fn = findFunction(idx, r.old);
+    if (!fn) {
+      unresolved.push(`${r.old}: no such function in ${target.path}`);
+      continue;
+    }
+    if (fn.status !== 'patchable' && fn.status !== 'clone') {
+      problems.push(`${r.old}: ${fn.status}: ${fn.reason ?? 'cannot be patched'}`);
+      continue;
+    }
+    if (fn.status === 'clone') notes.push(`${r.old}: ${fn.reason}`);
+    if (fn.clones?.length) notes.push(`${r.old}: callers that call ${fn.clones.join(', ')} keep the old code; replace those too`);
+    functions.push({ old: r.old, new: r.new, fn, newValue: r.newValue, prevSlot: r.prevSlot });
+  }
+  const refs: PatchPlan['refs'] = [];
+  for (const ref of meta.refs) {
+    const { sym, problem } = targetSymbol(target, ref.name);
+    if (problem) unresolved.push(`HOTLOAD_STATIC(${ref.name}): ${problem}`);
+    else refs.push({ name: ref.name, slot: ref.slot, value: sym!.value });
+  }
+  // Undefined in the patch, defined in the target but not exported: dlopen cannot bind it.
+  const exported = new Set(target.symbols('.dynsym').filter((s) => s.shndx !== 0).map((s) => s.name));
+  const inTarget = new Map(target.symbols('.symtab').filter((s) => s.shndx !== 0 && s.bind !== STB.LOCAL).map((s) => [s.name, s]));
+  for (const s of patchElf.symbols('.dynsym')) {
+    if (s.shndx !== 0 || !s.name || s.bind === STB.WEAK) continue;
+    if (inTarget.has(s.name) && !exported.has(s.name)) {
+      unresolved.push(`${s.name}: a global of ${target.path} that it does not export; use HOTLOAD_STATIC(type, ${s.name}) or link the target with -rdynamic`);
+    }
+  }
+  if (unresolved.length || problems.length) {
+    const all = [...unresolved, ...problems];
+    throw new HotloadError(unresolved.length ? 'PATCH_UNRESOLVED' : 'UNPATCHABLE', `${meta.file}: ${all.length} problem${all.length === 1 ? '' : 's'} against ${target.path}`, {
+      details: all,
+    });
+  }
+  return { functions, refs, notes };
+}

@@ -1,0 +1,118 @@
+// What a patch .so says about itself, read from the file before it is loaded:
+// - `.hotload.target` (written by mkpatch): the build-id and name of the module
+//   it was built against;
+// - `.hotload.replace` (HOTLOAD_REPLACE): pairs of names "old\0new\0";
+// - symbols `hotload_ref__NAME` (HOTLOAD_STATIC): pointer slots hotload fills
+//   with the address of the target's NAME;
+// - symbols `hotload_prev__NEW`: slots recording what `old` ran before this
+//   patch, for revert and status;
+// - `hotload_on_apply` / `hotload_on_revert` (optional hooks), and
+//   `hotload_applied_at` (filled in with the time of the attach).
+// Addresses here are link-time values of the patch; add its load bias.
+
+import { HotloadError } from '@hotload/errors';
+import { ElfFile, ElfSymbol, ET } from '@hotload/elf';
+
+export const TARGET_SECTION = '.hotload.target';
+export const REPLACE_SECTION = '.hotload.replace';
+const REF_PREFIX = 'hotload_ref__';
+const PREV_PREFIX = 'hotload_prev__';
+
+export interface PatchTarget {
+  version: number;
+  buildId: string;
+  /** Base name of the target file (the executable or library). */
+  module: string;
+  /** The path mkpatch was given, for messages. */
+  path: string;
+}
+
+export interface Replacement {
+  old: string;
+  new: string;
+  /** Link-time address of the new function in the patch. */
+  newValue: number;
+  /** Link-time address of its hotload_prev__ slot. */
+  prevSlot?: number;
+}
+
+export interface StaticRef {
+  name: string;
+  slot: number;
+}
+
+export interface PatchMeta {
+  file: string;
+  buildId?: string;
+  target: PatchTarget;
+  replacements: Replacement[];
+  refs: StaticRef[];
+  onApply?: number;
+  onRevert?: number;
+  appliedAtSlot?: number;
+}
+
+/** Defined symbols by name: .dynsym first, then .symtab (a `static` new function is only there). */
+function defined(elf: ElfFile): Map<string, ElfSymbol> {
+  const m = new Map<string, ElfSymbol>();
+  for (const s of [...elf.symbols('.dynsym'), ...elf.symbols('.symtab')]) if (s.shndx !== 0 && s.name && !m.has(s.name)) m.set(s.name, s);
+  return m;
+}
+
+/** The replacement pairs of a patch file (without checking they resolve). */
+export function replacementPairs(elf: ElfFile): { old: string; new: string }[] {
+  const sec = elf.section(REPLACE_SECTION);
+  if (!sec) return [];
+  const words = elf.sectionData(sec).toString('latin1').split('\0').filter((w) => w.length > 0);
+  const out: { old: string; new: string }[] = [];
+  for (let i = 0; i + 1 < words.length; i += 2) out.push({ old: words[i], new: words[i + 1] });
+  return out;
+}
+
+export function readTarget(elf: ElfFile): PatchTarget | undefined {
+  const sec = elf.section(TARGET_SECTION);
+  if (!sec) return undefined;
+  try {
+    const t = JSON.parse(elf.sectionData(sec).toString('utf8').replace(/\0+$/, '')) as PatchTarget;
+    return typeof t.buildId === 'string' && typeof t.module === 'string' ? t : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Read and check a patch's metadata. Every problem is listed in one error. */
+export function readPatch(elf: ElfFile): PatchMeta {
+  if (elf.header.type !== ET.DYN || !elf.section('.dynamic')) {
+    throw new HotloadError('PATCH_BAD', `${elf.path}: not a shared library (a patch is a .so made by hotload mkpatch)`);
+  }
+  const target = readTarget(elf);
+  const pairs = replacementPairs(elf);
+  const problems: string[] = [];
+  if (!target) problems.push(`no ${TARGET_SECTION} section: it was not built by hotload mkpatch`);
+  if (pairs.length === 0) problems.push('declares no replacement (HOTLOAD_REPLACE)');
+  const syms = defined(elf);
+  const replacements: Replacement[] = [];
+  for (const p of pairs) {
+    const fn = syms.get(p.new);
+    if (!fn) {
+      problems.push(`${p.new} (replacing ${p.old}) is not a function defined in the patch`);
+      continue;
+    }
+    replacements.push({ ...p, newValue: fn.value, prevSlot: syms.get(PREV_PREFIX + p.new)?.value });
+  }
+  const refs: StaticRef[] = [];
+  for (const [name, s] of syms) if (name.startsWith(REF_PREFIX)) refs.push({ name: name.slice(REF_PREFIX.length), slot: s.value });
+  if (problems.length) {
+    throw new HotloadError('PATCH_BAD', `${elf.path}: not a usable patch`, { details: problems });
+  }
+  return {
+    file: elf.path,
+    buildId: elf.buildId(),
+    target: target!,
+    replacements,
+    refs,
+    onApply: syms.get('hotload_on_apply')?.value,
+    onRevert: syms.get('hotload_on_revert')?.value,
+    appliedAtSlot: syms.get('hotload_applied_at')?.value,
+  };
+}
