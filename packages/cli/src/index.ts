@@ -32,6 +32,16 @@ export function reportError(e: unknown, json: boolean): number {
 
 export async function main(args: string[]): Promise<void> {
   let code: number = EXIT.ok;
+  // `hotload status 123 | head -1`: a closed pipe ends output quietly.
+  process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code === 'EPIPE') process.exit(code);
+    throw e;
+  });
+  // Ctrl-C or SIGTERM while a patch goes in: the work is synchronous, so the
+  // handler runs once it has finished or rolled back; then exit 130/143.
+  const onSignal = (sig: NodeJS.Signals) => process.exit(sig === 'SIGINT' ? 130 : 143);
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
   const json = args.includes('--json');
   let parser = yargs(args)
     .scriptName('hotload')

@@ -23,6 +23,7 @@ export const EXIT = {
   patch: 6,
   timeout: 7,
   build: 8,
+  alreadyApplied: 10,
 } as const;
 
 export const ERRORS = {
@@ -44,7 +45,8 @@ export const ERRORS = {
   PATCH_TARGET_NOT_MAPPED: { exit: EXIT.patch, title: 'patch target is not loaded in the process', hint: 'Check that the process runs the program or library the patch was built for.' },
   PATCH_UNRESOLVED: { exit: EXIT.patch, title: 'symbols of the patch do not resolve', hint: 'Each name must exist in the target (a static needs `HOTLOAD_STATIC`); rebuild the patch against this build.' },
   PATCH_DLOPEN_FAILED: { exit: EXIT.patch, title: 'the process could not load the patch', hint: 'The message is dlerror() from the process; fix the cause (missing library, undefined symbol) and rebuild the patch.' },
-  PATCH_ALREADY_APPLIED: { exit: EXIT.patch, title: 'patch already applied', hint: 'Nothing to do; `hotload status <pid>` shows what is applied.' },
+  PATCH_ALREADY_APPLIED: { exit: EXIT.alreadyApplied, title: 'patch already applied', hint: 'Nothing to do; `hotload status <pid>` shows what is applied.' },
+  PATCH_NOT_APPLIED: { exit: EXIT.patch, title: 'patch not applied', hint: '`hotload status <pid>` lists the patches in force.' },
   NO_SAFE_POINT: { exit: EXIT.timeout, title: 'no safe moment to load the patch', hint: 'Every thread stayed inside the C library or loader past the deadline; retry, or raise --timeout.' },
   CALL_TIMEOUT: { exit: EXIT.timeout, title: 'call in the process did not return in time', hint: 'The thread resumes its own code by itself when the call returns; check `hotload status` and retry.' },
   COMPILE_FAILED: { exit: EXIT.build, title: 'compiler failed', hint: 'Fix the compiler errors shown above and run again.' },

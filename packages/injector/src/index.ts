@@ -1,6 +1,8 @@
 // @hotload/injector: sessions on a live process (the only package that talks to
 // the native shim), and the jobs done on one: attach, revert, status.
-export { attach, AttachOptions, AttachResult, PatchedFunction, findTargetModule, readSite } from './attach';
+export { attach, AttachOptions, AttachResult, PatchedFunction, findTargetModule } from './attach';
+export { revert, RevertResult } from './revert';
+export { status, StatusResult } from './status';
 export { Session } from './session';
 export { readMaps, modules, processExists, Module, Mapping } from './read-process';
 export { shimPath } from './native';

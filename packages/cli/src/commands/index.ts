@@ -6,5 +6,7 @@ import { postCommand } from './post';
 import { flagsCommand } from './flags';
 import { attachCommand } from './attach';
 import { mkpatchCommand } from './mkpatch';
+import { revertCommand } from './revert';
+import { statusCommand } from './status';
 
-export const COMMANDS: Command[] = [attachCommand, mkpatchCommand, indexCommand, checkCommand, postCommand, flagsCommand];
+export const COMMANDS: Command[] = [attachCommand, revertCommand, statusCommand, mkpatchCommand, indexCommand, checkCommand, postCommand, flagsCommand];

@@ -1,0 +1,54 @@
+# hotload: build everything, run the demo, the tests and the benchmarks.
+#   make demo    start a demo program, patch it live, show the change, revert
+#   make test    install, build and run every test
+#   make bench   print the benchmark figures
+# Each target does its own set-up: npm packages, Debian packages (clang, deb-src
+# for Lua's sources), the native shim, the fixtures and the TypeScript build.
+
+SHIM     := native-shim/build/libhotload-shim.so
+CC       ?= gcc
+NPM      := npm --loglevel=error --no-fund --no-audit
+STAMP    := node_modules/.hotload-installed
+
+all: build
+
+# npm packages, exactly as locked.
+$(STAMP): package.json package-lock.json packages/*/package.json
+	$(NPM) ci
+	touch $@
+
+# Debian packages the tests need (once; idempotent).
+system:
+	@bash scripts/setup-system.sh
+
+$(SHIM): native-shim/shim.c
+	mkdir -p $(dir $@)
+	$(CC) -O2 -g -fPIC -shared -Wall -Wextra -Werror -o $@ $<
+
+shim: $(SHIM)
+
+ts: $(STAMP)
+	npx tsc -b
+
+build: ts shim
+	$(MAKE) -C fixtures
+
+# The real program: Lua 5.4 from Debian's sources, built with the pad flags (cached).
+lua: system
+	bash scripts/build-lua.sh >/dev/null
+
+demo: build
+	node scripts/demo.js
+
+test: system build lua
+	npx jest --runInBand
+
+bench: build lua
+	node bench/index-speed.js
+	node bench/attach-pause.js
+
+clean:
+	rm -rf packages/*/dist packages/*/tsconfig.tsbuildinfo native-shim/build
+	$(MAKE) -C fixtures clean
+
+.PHONY: all system shim ts build lua demo test bench clean

@@ -1,0 +1,29 @@
+// hotload status <pid>
+import type { Argv } from 'yargs';
+import { status } from '@hotload/injector';
+import { Out } from '../output';
+
+export const statusCommand = {
+  command: 'status <pid>',
+  describe: 'Show the functions a process runs from patches, read from the process itself',
+  builder: (y: Argv) => y.positional('pid', { type: 'number', demandOption: true, describe: 'process id' }),
+  run(argv: { pid: number }, out: Out): number {
+    const r = status(argv.pid);
+    if (out.json) {
+      out.doc(r);
+      return 0;
+    }
+    if (r.functions.length === 0) {
+      out.line(`process ${r.pid}: no patch applied${r.patches.length ? ` (${r.patches.length} reverted patch${r.patches.length === 1 ? '' : 'es'} still mapped)` : ''}`);
+      return 0;
+    }
+    out.line(`process ${r.pid}: ${r.functions.length} function${r.functions.length === 1 ? '' : 's'} patched`);
+    for (const f of r.functions) {
+      out.line(`  ${out.bold(f.name)} (${f.module})`);
+      f.stack.forEach((e, i) => out.line(`    ${i === 0 ? 'runs ' : 'over '} ${e.function} ${out.dim(e.address)} from ${e.patch}`));
+    }
+    out.line('patches:');
+    for (const p of r.patches) out.line(`  ${p.staged}  applied ${p.appliedAt ?? '?'}  ${p.inForce.length ? `in force: ${p.inForce.join(', ')}` : out.dim('reverted')}`);
+    return 0;
+  },
+};

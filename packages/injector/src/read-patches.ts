@@ -1,0 +1,134 @@
+// What is patched in a process, derived from the process itself (never from a
+// file that can go stale): the patch copies it has mapped (/proc/PID/maps), the
+// metadata inside each, the `hotload_prev__` slots in its memory (what each
+// function ran before it), and the prologues of the target's functions.
+//
+// The stack of a function is found by following the pad's jump target to the
+// patch that owns it, then that patch's prev slot to the one below, down to 0
+// (the original code).
+
+import * as fs from 'fs';
+import { ElfFile, PadFunction, findFunction, loadPadIndex } from '@hotload/elf';
+import { PatchMeta, readPatch } from '@hotload/patch';
+import { PAD_BEFORE, classifyEntryBytes, decodePadJump, entryNopOffset } from '@hotload/x86';
+import { Module, modules, readMaps } from './read-process';
+import { isStaged } from './stage-patch';
+import { findTargetModule } from './attach';
+
+/** Reads memory of a live process through /proc/PID/mem (no stop needed). */
+export interface MemReader {
+  read(addr: bigint, len: number): Buffer;
+}
+
+export function procMemReader(pid: number): MemReader & { close(): void } {
+  const fd = fs.openSync(`/proc/${pid}/mem`, 'r');
+  return {
+    read(addr, len) {
+      const b = Buffer.alloc(len);
+      const n = fs.readSync(fd, b, 0, len, Number(addr));
+      return b.subarray(0, n);
+    },
+    close: () => fs.closeSync(fd),
+  };
+}
+
+export interface LoadedPatch {
+  staged: string;
+  meta: PatchMeta;
+  bias: bigint;
+  module: Module;
+  targetElf: ElfFile;
+  appliedAt?: number;
+}
+
+export interface FunctionState {
+  name: string;
+  fn: PadFunction;
+  module: Module;
+  entrySite: bigint;
+  pad: bigint;
+  /** The entry holds our jump. */
+  redirected: boolean;
+  /** The pad's jump target (may be stale when not redirected). */
+  target?: bigint;
+}
+
+/** Every hotload patch the process has mapped, with its metadata. */
+export function loadedPatches(pid: number): LoadedPatch[] {
+  const maps = readMaps(pid);
+  const mods = modules(pid, maps);
+  const out: LoadedPatch[] = [];
+  const mem = procMemReader(pid);
+  try {
+    for (const m of maps) {
+      if (m.offset !== 0n || !isStaged(m.path) || out.some((p) => p.staged === m.path)) continue;
+      let elf: ElfFile;
+      let meta: PatchMeta;
+      try {
+        elf = ElfFile.open(m.path);
+        meta = readPatch(elf);
+      } catch {
+        continue;
+      }
+      const bias = m.start - BigInt(elf.loadBase);
+      let target;
+      try {
+        target = findTargetModule(pid, mods, meta);
+      } catch {
+        continue;
+      }
+      const appliedAt = meta.appliedAtSlot !== undefined ? Number(mem.read(bias + BigInt(meta.appliedAtSlot), 8).readBigUInt64LE(0)) : undefined;
+      out.push({ staged: m.path, meta, bias, module: target.mod, targetElf: target.elf, appliedAt });
+    }
+  } finally {
+    mem.close();
+  }
+  return out;
+}
+
+/** Prologue state of function `name` of a patch's target, read through `mem`. */
+export function functionState(mem: MemReader, p: LoadedPatch, name: string): FunctionState | undefined {
+  const fn = findFunction(loadPadIndex(p.targetElf), name);
+  if (!fn || fn.pad === undefined) return undefined;
+  const pad = p.module.bias + BigInt(fn.pad);
+  const entrySite = pad + BigInt(PAD_BEFORE + entryNopOffset(fn.endbr));
+  const padBytes = mem.read(pad, PAD_BEFORE);
+  const entry = mem.read(entrySite, 2);
+  return { name, fn, module: p.module, pad, entrySite, redirected: classifyEntryBytes(entry, fn.endbr) === 'jump', target: decodePadJump(padBytes) };
+}
+
+export function newAddress(p: LoadedPatch, newName: string): bigint {
+  return p.bias + BigInt(p.meta.replacements.find((r) => r.new === newName)!.newValue);
+}
+
+export function prevSlotAddress(p: LoadedPatch, newName: string): bigint | undefined {
+  const r = p.meta.replacements.find((x) => x.new === newName);
+  return r?.prevSlot !== undefined ? p.bias + BigInt(r.prevSlot) : undefined;
+}
+
+export interface StackEntry {
+  patch: LoadedPatch;
+  newName: string;
+  address: bigint;
+}
+
+/** The stack of patches on a function, newest first (empty when it runs its original code). */
+export function functionStack(mem: MemReader, patches: LoadedPatch[], st: FunctionState): StackEntry[] {
+  const stack: StackEntry[] = [];
+  if (!st.redirected || st.target === undefined) return stack;
+  let addr: bigint = st.target;
+  for (let guard = 0; addr !== 0n && guard < 1000; guard++) {
+    let owner: StackEntry | undefined;
+    for (const p of patches) {
+      if (p.module.path !== st.module.path) continue;
+      for (const r of p.meta.replacements) {
+        if (r.old === st.name && p.bias + BigInt(r.newValue) === addr) owner = { patch: p, newName: r.new, address: addr };
+      }
+    }
+    if (!owner) break; // a jump hotload did not write: report what we know
+    stack.push(owner);
+    const slot = prevSlotAddress(owner.patch, owner.newName);
+    addr = slot !== undefined ? mem.read(slot, 8).readBigUInt64LE(0) : 0n;
+  }
+  return stack;
+}

@@ -1,0 +1,89 @@
+// `hotload revert <pid> patch.so` and `--all`: put back what each function ran
+// before a patch: the original code, or the patch below it in the stack.
+// Reverting a patch in the middle of a stack re-links the one above it to the
+// one below, so newer patches stay in force.
+//
+// The reverted patch stays mapped: its code may still be running on some
+// thread's stack (a call that began before the revert), and nothing proves it
+// is not, so unmapping it could crash the process.
+
+import * as crypto from 'crypto';
+import * as path from 'path';
+import { HotloadError } from '@hotload/errors';
+import { NOP2 } from '@hotload/x86';
+import { Session } from './session';
+import { requireProcess } from './read-process';
+import { readPatchFile } from './stage-patch';
+import { LoadedPatch, functionStack, functionState, loadedPatches, prevSlotAddress } from './read-patches';
+
+export interface RevertedFunction {
+  name: string;
+  patch: string;
+  /** "original" or the address it runs now. */
+  now: string;
+}
+
+export interface RevertResult {
+  pid: number;
+  reverted: RevertedFunction[];
+  timings: { totalMs: number; stoppedMs: number };
+}
+
+const hex = (n: bigint) => '0x' + n.toString(16);
+
+/** The loaded copy of `patchFile` in the process, found by content hash. */
+export function findLoadedPatch(patches: LoadedPatch[], patchFile: string): LoadedPatch | undefined {
+  const sha = crypto.createHash('sha256').update(readPatchFile(patchFile, true)).digest('hex');
+  return patches.find((p) => path.basename(p.staged).startsWith(sha.slice(0, 16) + '-'));
+}
+
+export function revert(pid: number, patchFile: string | undefined, opts: { all?: boolean } = {}): RevertResult {
+  const t0 = process.hrtime.bigint();
+  requireProcess(pid);
+  const patches = loadedPatches(pid);
+  let chosen: LoadedPatch[];
+  if (opts.all) {
+    chosen = patches;
+  } else {
+    if (!patchFile) throw new HotloadError('USAGE', 'name a patch to revert, or pass --all');
+    const p = findLoadedPatch(patches, patchFile);
+    if (!p) throw new HotloadError('PATCH_NOT_APPLIED', `${patchFile} is not loaded in process ${pid}`);
+    chosen = [p];
+  }
+  const s = Session.open(pid);
+  const reverted: RevertedFunction[] = [];
+  let times = { stoppedMs: 0, maxStopMs: 0 };
+  try {
+    for (const p of chosen) {
+      for (const r of p.meta.replacements) {
+        const st = functionState(s, p, r.old);
+        if (!st) continue;
+        const stack = functionStack(s, patches, st);
+        const at = stack.findIndex((e) => e.patch === p && e.newName === r.new);
+        if (at < 0) continue; // not in force: nothing to undo
+        if (opts.all) {
+          s.write(st.entrySite, NOP2); // 66 90: the original code runs again
+          reverted.push({ name: r.old, patch: p.staged, now: 'original' });
+          continue;
+        }
+        const slot = prevSlotAddress(p, r.new);
+        const prev = slot !== undefined ? s.readU64(slot) : 0n;
+        if (at === 0) {
+          if (prev === 0n) s.write(st.entrySite, NOP2);
+          else s.writeU64(st.pad + 6n, prev); // the jump's 8-byte address
+        } else {
+          const above = stack[at - 1];
+          const aboveSlot = prevSlotAddress(above.patch, above.newName);
+          if (aboveSlot !== undefined) s.writeU64(aboveSlot, prev);
+        }
+        reverted.push({ name: r.old, patch: p.staged, now: at === 0 ? (prev === 0n ? 'original' : hex(prev)) : hex(stack[0].address) });
+      }
+    }
+  } finally {
+    times = s.close();
+  }
+  if (!opts.all && reverted.length === 0) {
+    throw new HotloadError('PATCH_NOT_APPLIED', `${patchFile} is loaded in process ${pid} but none of its functions is in force (reverted already)`);
+  }
+  return { pid, reverted, timings: { totalMs: Number(process.hrtime.bigint() - t0) / 1e6, stoppedMs: times.stoppedMs } };
+}

@@ -1,0 +1,64 @@
+// `hotload status <pid>`: what a process runs, read from the process.
+import { requireProcess } from './read-process';
+import { LoadedPatch, functionStack, functionState, loadedPatches, procMemReader } from './read-patches';
+
+export interface StatusFunction {
+  name: string;
+  module: string;
+  /** Newest first. */
+  stack: { patch: string; function: string; address: string }[];
+}
+
+export interface StatusPatch {
+  staged: string;
+  buildId?: string;
+  target: string;
+  targetBuildId: string;
+  appliedAt?: string;
+  /** Functions of this patch in force now (anywhere in a stack). */
+  inForce: string[];
+}
+
+export interface StatusResult {
+  pid: number;
+  functions: StatusFunction[];
+  patches: StatusPatch[];
+}
+
+export function status(pid: number): StatusResult {
+  requireProcess(pid);
+  const patches: LoadedPatch[] = loadedPatches(pid);
+  const mem = procMemReader(pid);
+  const functions: StatusFunction[] = [];
+  const inForce = new Map<LoadedPatch, string[]>(patches.map((p) => [p, []]));
+  try {
+    const seen = new Set<string>();
+    for (const p of patches) {
+      for (const r of p.meta.replacements) {
+        const key = `${p.module.path}:${r.old}`;
+        if (seen.has(key)) continue;
+        seen.add(key);
+        const st = functionState(mem, p, r.old);
+        if (!st) continue;
+        const stack = functionStack(mem, patches, st);
+        if (stack.length === 0) continue;
+        for (const e of stack) inForce.get(e.patch)!.push(r.old);
+        functions.push({ name: r.old, module: p.module.path, stack: stack.map((e) => ({ patch: e.patch.staged, function: e.newName, address: '0x' + e.address.toString(16) })) });
+      }
+    }
+  } finally {
+    mem.close();
+  }
+  return {
+    pid,
+    functions,
+    patches: patches.map((p) => ({
+      staged: p.staged,
+      buildId: p.meta.buildId,
+      target: p.module.path,
+      targetBuildId: p.meta.target.buildId,
+      appliedAt: p.appliedAt ? new Date(p.appliedAt).toISOString() : undefined,
+      inForce: inForce.get(p)!,
+    })),
+  };
+}
