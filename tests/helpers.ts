@@ -1,0 +1,176 @@
+// Shared by the end-to-end tests: run the real CLI, start real target
+// processes and watch what they print, read their memory and state.
+import { ChildProcess, execFile, spawn, spawnSync } from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+
+export const ROOT = path.resolve(__dirname, '..');
+export const FIX = path.join(ROOT, 'fixtures/build');
+export const BIN = path.join(ROOT, 'packages/cli/bin/hotload.js');
+
+export interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+  json?: any; // eslint-disable-line @typescript-eslint/no-explicit-any
+}
+
+/** Run the hotload CLI (asynchronously, so targets' output keeps flowing). */
+export function hotload(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Run> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [BIN, ...args], { env: { ...process.env, ...env }, maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
+      const code = err ? ((err as NodeJS.ErrnoException & { code?: number | string }).code as number) ?? 1 : 0;
+      let json;
+      if (args.includes('--json')) {
+        try {
+          json = JSON.parse(stdout);
+        } catch {
+          json = undefined;
+        }
+      }
+      resolve({ code: typeof code === 'number' ? code : 1, stdout, stderr, json });
+    });
+  });
+}
+
+export function tmpdir(prefix = 'hotload-test-'): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+}
+
+/** Write a patch source and build it with `hotload mkpatch` against `target`. */
+export async function mkpatch(source: string, target: string, name = 'patch'): Promise<string> {
+  const dir = tmpdir();
+  fs.writeFileSync(path.join(dir, `${name}.c`), source);
+  const out = path.join(dir, `${name}.so`);
+  const r = await hotload(['mkpatch', path.join(dir, `${name}.c`), '--target', target, '-o', out]);
+  if (r.code !== 0) throw new Error(`mkpatch failed: ${r.stderr}`);
+  return out;
+}
+
+/** Build a patch without mkpatch's checks (to test what attach refuses on its own). */
+export function rawPatch(source: string, target: string, buildId: string, name = 'raw'): string {
+  const dir = tmpdir();
+  const src = path.join(dir, `${name}.c`);
+  fs.writeFileSync(src, source);
+  const meta = path.join(dir, 'meta.c');
+  const json = JSON.stringify({ version: 1, buildId, module: path.basename(target), path: target }).replace(/"/g, '\\"');
+  fs.writeFileSync(meta, `__attribute__((used, section(".hotload.target"))) static const char t[] = "${json}";\n`);
+  const out = path.join(dir, `${name}.so`);
+  const r = spawnSync('cc', ['-shared', '-fPIC', '-O2', '-I', path.join(ROOT, 'include'), src, meta, '-o', out], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(r.stderr);
+  return out;
+}
+
+export function buildIdOf(file: string): string {
+  const r = spawnSync('readelf', ['-n', file], { encoding: 'utf8' });
+  return /Build ID: ([0-9a-f]+)/.exec(r.stdout)![1];
+}
+
+export class Target {
+  readonly lines: string[] = [];
+  private buf = '';
+  private constructor(readonly child: ChildProcess) {
+    child.stdout!.on('data', (d: Buffer) => {
+      this.buf += d.toString();
+      const parts = this.buf.split('\n');
+      this.buf = parts.pop()!;
+      this.lines.push(...parts);
+    });
+  }
+
+  static start(bin: string, args: string[] = [], opts: { env?: NodeJS.ProcessEnv } = {}): Target {
+    const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...opts.env } });
+    running.add(child);
+    return new Target(child);
+  }
+
+  get pid(): number {
+    return this.child.pid!;
+  }
+
+  /** Wait for a line matching `re` printed after line index `from`. */
+  async waitFor(re: RegExp, timeoutMs = 10000, from = 0): Promise<string> {
+    const until = Date.now() + timeoutMs;
+    for (;;) {
+      const hit = this.lines.slice(from).find((l) => re.test(l));
+      if (hit) return hit;
+      if (Date.now() > until) throw new Error(`timed out waiting for ${re}; last lines:\n${this.lines.slice(-5).join('\n')}`);
+      if (this.child.exitCode !== null || this.child.signalCode !== null) throw new Error(`target exited (${this.child.exitCode ?? this.child.signalCode}) waiting for ${re}`);
+      await sleep(10);
+    }
+  }
+
+  /** The next line matching `re` printed from now on. */
+  async next(re: RegExp, timeoutMs = 10000): Promise<string> {
+    return this.waitFor(re, timeoutMs, this.lines.length);
+  }
+
+  alive(): boolean {
+    return this.child.exitCode === null && this.child.signalCode === null && fs.existsSync(`/proc/${this.pid}`);
+  }
+
+  /** Process state letter (R, S, T, ...) and tracer pid from /proc. */
+  state(): { state: string; tracer: number; threads: string[] } {
+    const s = fs.readFileSync(`/proc/${this.pid}/status`, 'utf8');
+    const threads = fs.readdirSync(`/proc/${this.pid}/task`).map((t) => {
+      const st = fs.readFileSync(`/proc/${this.pid}/task/${t}/status`, 'utf8');
+      return /State:\s+(\S)/.exec(st)![1];
+    });
+    return { state: /State:\s+(\S)/.exec(s)![1], tracer: Number(/TracerPid:\s+(\d+)/.exec(s)![1]), threads };
+  }
+
+  /** Healthy: alive, no thread stopped, not traced. */
+  expectHealthy(): void {
+    expect(this.alive()).toBe(true);
+    const st = this.state();
+    expect(st.tracer).toBe(0);
+    expect(st.threads.filter((x) => x === 't' || x === 'T')).toEqual([]);
+    expect(this.lines.filter((l) => l.startsWith('BAD'))).toEqual([]);
+  }
+
+  readMem(addr: bigint, len: number): Buffer {
+    const fd = fs.openSync(`/proc/${this.pid}/mem`, 'r');
+    try {
+      const b = Buffer.alloc(len);
+      fs.readSync(fd, b, 0, len, Number(addr));
+      return b;
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+
+  async stop(): Promise<void> {
+    if (!this.alive()) return;
+    this.child.kill('SIGKILL');
+    await new Promise((r) => this.child.once('exit', r));
+    running.delete(this.child);
+  }
+}
+
+const running = new Set<ChildProcess>();
+process.on('exit', () => {
+  for (const c of running) c.kill('SIGKILL');
+});
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** Runtime address of a symbol of the main executable of `pid`. */
+export function symbolAddress(pid: number, file: string, name: string): bigint {
+  const nm = spawnSync('nm', [file], { encoding: 'utf8' }).stdout;
+  const m = new RegExp(`^([0-9a-f]+) [tT] ${name.replace(/\./g, '\\.')}$`, 'm').exec(nm);
+  if (!m) throw new Error(`${name} not in ${file}`);
+  const maps = fs.readFileSync(`/proc/${pid}/maps`, 'utf8').split('\n');
+  const real = fs.realpathSync(file);
+  const first = maps.find((l) => l.endsWith(real) && / 00000000 /.test(l))!;
+  const base = BigInt('0x' + first.split('-')[0]);
+  const isPie = spawnSync('readelf', ['-h', file], { encoding: 'utf8' }).stdout.includes('DYN');
+  return (isPie ? base : 0n) + BigInt('0x' + m[1]);
+}
+
+/** ptrace must work here; under CI=true a test never skips for lack of it. */
+export function ptraceAvailable(): boolean {
+  return process.platform === 'linux' && process.arch === 'x64';
+}
