@@ -17,17 +17,17 @@ export const checkCommand = {
     if (index.padEntries === 0) {
       throw new HotloadError('ELF_NO_PADS', `${argv.elf}: no __patchable_function_entries section; nothing in it can be patched`);
     }
-    if (out.json) {
-      out.doc({ file: argv.elf, ok: bad.length === 0, summary: index.summary, unpatchable: bad, clones });
-    } else {
+    if (!out.json) {
       for (const f of clones) out.line(`${out.yellow('note')}: ${f.name}: ${f.reason}`);
       out.line(`${argv.elf}: ${summaryLine(index)}`);
     }
     if (bad.length > 0) {
+      // With --json the error document (details = one line per function) is the output.
       throw new HotloadError('UNPATCHABLE', `${argv.elf}: ${bad.length} function${bad.length === 1 ? '' : 's'} cannot be patched`, {
         details: bad.map((f) => `${f.name}: ${f.reason}${f.hint ? ` (${f.hint})` : ''}`),
       });
     }
+    if (out.json) out.doc({ file: argv.elf, ok: true, summary: index.summary, clones });
     out.line(out.green('ok: every function can be patched'));
     return 0;
   },
