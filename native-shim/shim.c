@@ -439,11 +439,20 @@ int hl_call(int tid, uint64_t stub, uint64_t stub_sigreturn_end, uint64_t fn, co
   if (data_len > 0) memcpy(g_data + (data_addr - A), data, (size_t)data_len);
   uint8_t *fp = g_data + (fp_addr - A);
   memcpy(fp, xs, xsize);
-  /* fx_sw_bytes in the XSAVE legacy area's software-reserved bytes (464..511). */
-  uint32_t *sw = (uint32_t *)(fp + 464);
-  if (sw[0] != FP_XSTATE_MAGIC1) { sw[0] = FP_XSTATE_MAGIC1; }
-  sw[1] = (uint32_t)xsize + 4; /* extended_size */
-  sw[4] = (uint32_t)xsize;     /* xstate_size (after the 64-bit xfeatures at 8) */
+  /* struct _fpx_sw_bytes in the XSAVE legacy area's software-reserved bytes
+   * (464..511): what rt_sigreturn checks before it XRSTORs the whole area. The
+   * ptrace regset does not fill it in, so all of it is set here; xfeatures is
+   * every user state component the CPU has enabled (XCR0). */
+  uint8_t *sw = fp + 464;
+  uint32_t magic1 = FP_XSTATE_MAGIC1, ext = (uint32_t)xsize + 4, xsz = (uint32_t)xsize;
+  uint32_t lo, hi;
+  __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0)); /* XCR0 */
+  uint64_t xfeatures = ((uint64_t)hi << 32) | lo;
+  memset(sw, 0, 48);
+  memcpy(sw + 0, &magic1, 4); /* magic1 */
+  memcpy(sw + 4, &ext, 4);    /* extended_size: area + magic2 */
+  memcpy(sw + 8, &xfeatures, 8);
+  memcpy(sw + 16, &xsz, 4);   /* xstate_size */
   uint32_t m2 = FP_XSTATE_MAGIC2;
   memcpy(fp + xsize, &m2, 4);
   struct k_ucontext *uc = (struct k_ucontext *)(g_data + (frame_uc - A));
@@ -523,22 +532,31 @@ int hl_call(int tid, uint64_t stub, uint64_t stub_sigreturn_end, uint64_t fn, co
   }
   t->stopped = 1;
 
-  /* Belt and braces: the thread must now hold exactly ctx and its FP state. */
+  /* Belt and braces: the thread must now hold exactly ctx and its FP state
+   * (the software-reserved bytes 464..511 are not state and may differ). */
   struct user_regs_struct after;
+  static uint8_t x2[XSTATE_MAX];
+  struct iovec i2 = { x2, sizeof x2 };
+  int repaired = 0;
   if (ptrace(PTRACE_GETREGS, tid, 0, &after) == 0) {
-    after.orig_rax = ctx.orig_rax; /* sigreturn sets -1 */
     struct user_regs_struct want = ctx;
-    if ((int64_t)regs.orig_rax >= 0 && ctx.rip != regs.rip) want.orig_rax = ctx.orig_rax;
+    want.orig_rax = after.orig_rax = (uint64_t)-1; /* sigreturn leaves -1: no restart */
+    want.eflags = after.eflags = 0;                 /* RF and other bits the kernel adjusts */
     if (memcmp(&after, &want, sizeof after) != 0) {
-      want.orig_rax = (uint64_t)-1;
+      DBG("call: general registers differ after sigreturn; setting them");
+      want.eflags = ctx.eflags;
       ptrace(PTRACE_SETREGS, tid, 0, &want);
-      struct iovec io2 = { xs, xsize };
-      ptrace(PTRACE_SETREGSET, tid, (void *)NT_X86_XSTATE, &io2);
-      hl_out[3] = 1; /* had to repair */
-    } else {
-      hl_out[3] = 0;
+      repaired |= 1;
     }
   }
+  if (ptrace(PTRACE_GETREGSET, tid, (void *)NT_X86_XSTATE, &i2) == 0 &&
+      (i2.iov_len != xsize || memcmp(x2, xs, 464) != 0 || memcmp(x2 + 512, xs + 512, xsize - 512) != 0)) {
+    DBG("call: FP/SSE/AVX state differs after sigreturn; setting it");
+    struct iovec io2 = { xs, xsize };
+    ptrace(PTRACE_SETREGSET, tid, (void *)NT_X86_XSTATE, &io2);
+    repaired |= 2;
+  }
+  hl_out[3] = (uint64_t)repaired;
   hl_out[0] = result;
   hl_out[1] = stops;
   hl_out[2] = now_ns() - t0;

@@ -43,6 +43,8 @@ export interface AttachResult {
   notes: string[];
   threads: number;
   hostThread: number;
+  /** The borrowed thread's registers had to be set by hand after rt_sigreturn (never expected). */
+  repairedRegisters: boolean;
   timings: { totalMs: number; stoppedMs: number; maxStopMs: number; loadMs: number };
 }
 
@@ -65,6 +67,16 @@ export function findTargetModule(pid: number, mods: Module[], meta: PatchMeta): 
   }
   if (seen.length) {
     throw new HotloadError('PATCH_BUILD_MISMATCH', `${meta.file} was built for ${meta.target.module} with build-id ${meta.target.buildId}, but process ${pid} runs another build`, { details: seen });
+  }
+  const padded = mods.some((m) => {
+    try {
+      return openModule(pid, m).section('__patchable_function_entries') !== undefined;
+    } catch {
+      return false;
+    }
+  });
+  if (!padded) {
+    throw new HotloadError('PROCESS_NO_PADS', `process ${pid} (${mods[0]?.path ?? '?'}) has no module built with -fpatchable-function-entry, so nothing in it can be patched`);
   }
   throw new HotloadError('PATCH_TARGET_NOT_MAPPED', `${meta.file} is for ${meta.target.module} (build-id ${meta.target.buildId}), which process ${pid} has not loaded`);
 }
@@ -96,12 +108,13 @@ export function readSite(s: Session, bias: bigint, f: PadFunction): { pad: bigin
 }
 
 /** dlopen(file, RTLD_NOW) on a thread borrowed at a safe moment; dlerror() text on failure. */
-function loadInProcess(s: Session, rt: TargetRuntime, file: string, shownAs: string, opts: AttachOptions): { hostThread: number; loadMs: number } {
+function loadInProcess(s: Session, rt: TargetRuntime, file: string, shownAs: string, opts: AttachOptions): { hostThread: number; loadMs: number; repaired: boolean } {
   const safeMs = opts.safePointTimeoutMs ?? 3000;
   const callMs = opts.callTimeoutMs ?? 10000;
   const host = chooseHost(s, rt, safeMs);
   const t = process.hrtime.bigint();
-  const handle = callOnHost(s, rt, host.tid, rt.dlopen, Buffer.from(file + '\0'), rt.dlopenMode, 0n, callMs).value;
+  const res = callOnHost(s, rt, host.tid, rt.dlopen, Buffer.from(file + '\0'), rt.dlopenMode, 0n, callMs);
+  const handle = res.value;
   const loadMs = Number(process.hrtime.bigint() - t) / 1e6;
   if (handle === 0n) {
     const h2 = chooseHost(s, rt, safeMs);
@@ -109,7 +122,7 @@ function loadInProcess(s: Session, rt: TargetRuntime, file: string, shownAs: str
     const msg = msgPtr ? s.readString(msgPtr) : 'dlopen returned NULL';
     throw new HotloadError('PATCH_DLOPEN_FAILED', `process ${s.pid} could not load ${shownAs}: ${msg}`);
   }
-  return { hostThread: host.tid, loadMs };
+  return { hostThread: host.tid, loadMs, repaired: res.repaired };
 }
 
 export function attach(pid: number, patchFile: string, opts: AttachOptions = {}): AttachResult {
@@ -145,6 +158,7 @@ export function attach(pid: number, patchFile: string, opts: AttachOptions = {})
   const written: { addr: bigint; bytes: Buffer }[] = [];
   let hostThread = 0;
   let loadMs = 0;
+  let repairedRegisters = false;
   try {
     // Read the current prologues: fresh NOPs, or a jump of an earlier patch (stacking).
     const sites: Site[] = plan.functions.map((p) => {
@@ -193,6 +207,7 @@ export function attach(pid: number, patchFile: string, opts: AttachOptions = {})
       const loaded = loadInProcess(s, rt, staged.staged, patchFile, opts);
       hostThread = loaded.hostThread;
       loadMs = loaded.loadMs;
+      repairedRegisters = loaded.repaired;
       patchBias = patchBiasIn(readMaps(pid));
       if (patchBias === undefined) throw new HotloadError('PATCH_DLOPEN_FAILED', `dlopen succeeded but ${staged.staged} is not mapped in process ${pid}`);
       setNewAddrs(patchBias);
@@ -238,6 +253,7 @@ export function attach(pid: number, patchFile: string, opts: AttachOptions = {})
       notes: plan.notes,
       threads: s.threadCount,
       hostThread,
+      repairedRegisters,
       timings: { totalMs: Number(process.hrtime.bigint() - t0) / 1e6, stoppedMs: times.stoppedMs, maxStopMs: times.maxStopMs, loadMs },
     };
   } catch (e) {

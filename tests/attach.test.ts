@@ -1,0 +1,169 @@
+// `hotload attach` on real processes: the patch goes in, every thread keeps its
+// state, blocked syscalls finish normally, and the new code runs.
+import * as path from 'path';
+import { FIX, Target, hotload, mkpatch, sleep } from './helpers';
+
+const TARGET = path.join(FIX, 'target');
+
+/** compute(x) becomes x + 1000 + k; the target's own `counter` carries on. */
+export function computePatch(k: number, fn = 'compute'): string {
+  return `#include <hotload.h>
+HOTLOAD_STATIC(int, counter);
+int ${fn}_v2(int x) { HOTLOAD_REF(counter) += 1; return x + 1000 + ${k}; }
+HOTLOAD_REPLACE(${fn}, ${fn}_v2);
+`;
+}
+
+let patch: string;
+beforeAll(async () => {
+  patch = await mkpatch(computePatch(7), TARGET);
+});
+
+const targets: Target[] = [];
+function start(bin: string, args: string[]): Target {
+  const t = Target.start(bin, args);
+  targets.push(t);
+  return t;
+}
+afterEach(async () => {
+  for (const t of targets.splice(0)) await t.stop();
+});
+
+test('single-threaded loop: the new code runs and the static counter carries on', async () => {
+  const t = start(TARGET, ['loop']);
+  const before = await t.waitFor(/^compute 6 counter (\d+)/);
+  await sleep(100);
+  const r = await hotload(['attach', String(t.pid), patch, '--json']);
+  expect(r.code).toBe(0);
+  expect(r.json.functions).toEqual([expect.objectContaining({ name: 'compute', previous: 'original' })]);
+  expect(r.json.timings.stoppedMs).toBeGreaterThan(0);
+  const after = await t.next(/^compute 1012 counter (\d+)/);
+  const c0 = Number(/counter (\d+)/.exec(before)![1]);
+  const c1 = Number(/counter (\d+)/.exec(after)![1]);
+  expect(c1).toBeGreaterThan(c0); // not restarted from zero
+  t.expectHealthy();
+});
+
+test('8 threads calling the function in tight loops: every call runs old or new code', async () => {
+  const t = start(TARGET, ['threads', '8']);
+  await t.waitFor(/^compute 6/);
+  const r = await hotload(['attach', String(t.pid), patch, '--json']);
+  expect(r.code).toBe(0);
+  expect(r.json.threads).toBe(9);
+  await t.next(/^compute 1012 .* new [1-9]/);
+  await sleep(300);
+  t.expectHealthy();
+});
+
+describe.each([
+  ['read', 1],
+  ['nanosleep', 0],
+  ['futex', 0],
+  ['epoll', 1],
+  ['accept', 1],
+])('a thread blocked in %s', (what, ret) => {
+  test('finishes that call normally, without EINTR, after the patch goes in', async () => {
+    const t = start(TARGET, ['block', what]);
+    await t.waitFor(new RegExp(`^blocking in ${what}`));
+    await sleep(300);
+    const r = await hotload(['attach', String(t.pid), patch]);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    const line = await t.waitFor(new RegExp(`^${what} returned`), 10000);
+    expect(line).toMatch(new RegExp(`^${what} returned ${ret} errno 0 after (1\\.[4-9]\\d|[2-4]\\.\\d\\d) s; compute 1012$`));
+    await t.waitFor(/^done$/);
+  });
+});
+
+test('a thread doing SSE/AVX arithmetic never sees a wrong register, even the one borrowed for dlopen', async () => {
+  // The only thread spins in vector code, so it is the one that runs dlopen.
+  const t = start(TARGET, ['simd']);
+  await t.waitFor(/^simd round \d+ ok compute 6/);
+  // Ten different patches: each is a new dlopen on the borrowed thread.
+  const patches = await Promise.all([...Array(10).keys()].map((k) => mkpatch(computePatch(20 + k), TARGET, `simd${k}`)));
+  for (const p of patches) {
+    const r = await hotload(['attach', String(t.pid), p, '--json']);
+    expect(r.code).toBe(0);
+    expect(r.json.hostThread).toBe(t.pid);
+    expect(r.json.repairedRegisters).toBe(false); // rt_sigreturn alone put every register back
+  }
+  expect((await hotload(['revert', String(t.pid), '--all'])).code).toBe(0);
+  await t.next(/^simd round \d+ ok/); // a full checking round after the last one
+  t.expectHealthy();
+});
+
+test('a CET build (endbr64 at the entry) is patched after the endbr64', async () => {
+  const bin = path.join(FIX, 'target-cet');
+  const p = await mkpatch(computePatch(3), bin);
+  const t = start(bin, ['threads', '2']);
+  await t.waitFor(/^compute 6/);
+  const r = await hotload(['attach', String(t.pid), p]);
+  expect(r.code).toBe(0);
+  await t.next(/^compute 1008/);
+  t.expectHealthy();
+});
+
+test('a file that was not posted (90 90 entries) is patched too', async () => {
+  const bin = path.join(FIX, 'target-unposted');
+  const p = await mkpatch(computePatch(4), bin);
+  const t = start(bin, ['threads', '4']);
+  await t.waitFor(/^compute 6/);
+  expect((await hotload(['attach', String(t.pid), p])).code).toBe(0);
+  await t.next(/^compute 1009/);
+  t.expectHealthy();
+});
+
+test('a function in a shared library', async () => {
+  const lib = path.join(FIX, 'libtarget.so');
+  const p = await mkpatch('#include <hotload.h>\nint lib_compute_v2(int x) { return x * 2 + 1000; }\nHOTLOAD_REPLACE(lib_compute, lib_compute_v2);\n', lib);
+  const t = start(path.join(FIX, 'target-lib'), ['threads', '2']);
+  await t.waitFor(/lib 10$/);
+  const r = await hotload(['attach', String(t.pid), p, '--json']);
+  expect(r.code).toBe(0);
+  expect(r.json.module).toMatch(/libtarget\.so$/);
+  await t.next(/lib 1010$/);
+  t.expectHealthy();
+});
+
+test('a patch replacing 200 functions at once', async () => {
+  const bin = path.join(FIX, 'target-many');
+  const { spawnSync } = await import('child_process');
+  const p = path.join(path.dirname(patch), 'many.so');
+  const r0 = await hotload(['mkpatch', path.join(FIX, 'many-patch.c'), '--target', bin, '-o', p]);
+  expect(r0.code).toBe(0);
+  const t = start(bin, ['many']);
+  await t.waitFor(/many 0$/);
+  const r = await hotload(['attach', String(t.pid), p, '--json']);
+  expect(r.code).toBe(0);
+  expect(r.json.functions).toHaveLength(200);
+  await t.next(/many 200$/); // every f_i now returns i + 1000
+  t.expectHealthy();
+  expect(spawnSync('true').status).toBe(0);
+});
+
+test('stacking, status, revert of the middle patch, revert --all, apply after revert', async () => {
+  const [p1, p2, p3] = await Promise.all([1, 2, 3].map((k) => mkpatch(computePatch(k), TARGET, `stack${k}`)));
+  const t = start(TARGET, ['loop']);
+  await t.waitFor(/^compute 6/);
+  expect((await hotload(['status', String(t.pid)])).stdout).toMatch(/no patch applied/);
+  for (const p of [p1, p2, p3]) expect((await hotload(['attach', String(t.pid), p])).code).toBe(0);
+  await t.next(/^compute 1008 /);
+  const again = await hotload(['attach', String(t.pid), p3]);
+  expect(again.code).toBe(10); // already applied: a distinct status, not a failure
+  expect(again.stderr).toMatch(/PATCH_ALREADY_APPLIED/);
+  const st = await hotload(['status', String(t.pid), '--json']);
+  expect(st.json.functions[0].stack.map((e: { patch: string }) => path.basename(e.patch).replace(/^[0-9a-f]+-/, ''))).toEqual(['stack3.so', 'stack2.so', 'stack1.so']);
+  expect((await hotload(['revert', String(t.pid), p2])).code).toBe(0); // the middle one
+  await sleep(100);
+  await t.next(/^compute 1008 /); // the newest stays in force
+  const st2 = await hotload(['status', String(t.pid), '--json']);
+  expect(st2.json.functions[0].stack).toHaveLength(2);
+  expect((await hotload(['revert', String(t.pid), p3])).code).toBe(0);
+  await t.next(/^compute 1006 /); // back to p1
+  expect((await hotload(['revert', String(t.pid), '--all'])).code).toBe(0);
+  await t.next(/^compute 6 /);
+  expect((await hotload(['status', String(t.pid)])).stdout).toMatch(/no patch applied/);
+  expect((await hotload(['attach', String(t.pid), p2])).code).toBe(0); // apply after revert
+  await t.next(/^compute 1007 /);
+  t.expectHealthy();
+});
