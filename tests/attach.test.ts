@@ -1,18 +1,9 @@
 // `hotload attach` on real processes: the patch goes in, every thread keeps its
 // state, blocked syscalls finish normally, and the new code runs.
 import * as path from 'path';
-import { FIX, Target, hotload, mkpatch, sleep } from './helpers';
+import { FIX, Target, computePatch, hotload, mkpatch, sleep } from './helpers';
 
 const TARGET = path.join(FIX, 'target');
-
-/** compute(x) becomes x + 1000 + k; the target's own `counter` carries on. */
-export function computePatch(k: number, fn = 'compute'): string {
-  return `#include <hotload.h>
-HOTLOAD_STATIC(int, counter);
-int ${fn}_v2(int x) { HOTLOAD_REF(counter) += 1; return x + 1000 + ${k}; }
-HOTLOAD_REPLACE(${fn}, ${fn}_v2);
-`;
-}
 
 let patch: string;
 beforeAll(async () => {

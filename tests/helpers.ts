@@ -174,3 +174,13 @@ export function symbolAddress(pid: number, file: string, name: string): bigint {
 export function ptraceAvailable(): boolean {
   return process.platform === 'linux' && process.arch === 'x64';
 }
+
+/** compute(x) becomes x + 1000 + k; the target's own `counter` carries on. */
+export function computePatch(k: number, fn = 'compute'): string {
+  return `#include <hotload.h>
+HOTLOAD_STATIC(int, counter);
+int ${fn}_v2(int x) { HOTLOAD_REF(counter) += 1; return x + 1000 + ${k}; }
+HOTLOAD_REPLACE(${fn}, ${fn}_v2);
+`;
+}
+

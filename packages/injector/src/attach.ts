@@ -117,8 +117,8 @@ function loadInProcess(s: Session, rt: TargetRuntime, file: string, shownAs: str
   const handle = res.value;
   const loadMs = Number(process.hrtime.bigint() - t) / 1e6;
   if (handle === 0n) {
-    const h2 = chooseHost(s, rt, safeMs);
-    const msgPtr = callOnHost(s, rt, h2.tid, rt.dlerror, Buffer.alloc(0), 0n, 0n, callMs).value;
+    // dlerror() state is per thread: ask the same thread, which is back at the same safe moment.
+    const msgPtr = callOnHost(s, rt, host.tid, rt.dlerror, Buffer.alloc(0), 0n, 0n, callMs).value;
     const msg = msgPtr ? s.readString(msgPtr) : 'dlopen returned NULL';
     throw new HotloadError('PATCH_DLOPEN_FAILED', `process ${s.pid} could not load ${shownAs}: ${msg}`);
   }

@@ -1,0 +1,146 @@
+// Bad input to `hotload attach`: a clear error with its code and exit status,
+// and the target still running, untraced, with its prologues unchanged.
+import * as fs from 'fs';
+import * as path from 'path';
+import { spawnSync } from 'child_process';
+import { FIX, Target, buildIdOf, computePatch, hotload, mkpatch, rawPatch, symbolAddress, tmpdir } from './helpers';
+
+const TARGET = path.join(FIX, 'target');
+let good: string;
+let t: Target;
+let prologue: Buffer;
+
+beforeAll(async () => {
+  good = await mkpatch(computePatch(1), TARGET);
+  t = Target.start(TARGET, ['threads', '2']);
+  await t.waitFor(/^compute 6/);
+  prologue = t.readMem(symbolAddress(t.pid, TARGET, 'compute') - 14n, 16);
+});
+afterAll(async () => {
+  await t.stop();
+});
+
+/** The target is alive, untraced, never stopped, still runs its old code, prologue unchanged. */
+async function expectUnharmed(): Promise<void> {
+  t.expectHealthy();
+  await t.next(/^compute 6 /);
+  expect(t.readMem(symbolAddress(t.pid, TARGET, 'compute') - 14n, 16)).toEqual(prologue);
+  const maps = fs.readFileSync(`/proc/${t.pid}/maps`, 'utf8');
+  expect(maps).not.toMatch(/hotload-\d+\/[0-9a-f]{16}-(bad|raw|unres)/);
+}
+
+async function expectError(args: string[], code: string, exit: number, message: RegExp): Promise<void> {
+  const r = await hotload(args);
+  expect(r.stderr).toMatch(new RegExp(`error ${code}: `));
+  expect(r.stderr).toMatch(message);
+  expect(r.stderr).toMatch(/^hint: .+/m);
+  expect(r.code).toBe(exit);
+  const j = await hotload([...args, '--json']);
+  expect(j.json.error.code).toBe(code);
+  expect(j.json.error.hint.length).toBeGreaterThan(10);
+}
+
+test('no such pid', async () => {
+  await expectError(['attach', '999999', good], 'PID_NOT_FOUND', 5, /no process with pid 999999/);
+});
+
+test('a pid we may not trace (already traced by another process)', async () => {
+  const tr = Target.start(TARGET, ['traced']);
+  try {
+    const line = await tr.waitFor(/^child (\d+)/);
+    const child = Number(/child (\d+)/.exec(line)![1]);
+    await expectError(['attach', String(child), good], 'PTRACE_DENIED', 5, /not allowed to trace process \d+: it is already traced by pid \d+/);
+  } finally {
+    await tr.stop();
+    spawnSync('pkill', ['-9', '-f', `${TARGET} traced`]);
+  }
+});
+
+test('the pid of a process without pads', async () => {
+  const np = Target.start(path.join(FIX, 'target-nopads'), ['loop']);
+  try {
+    await np.waitFor(/^compute 6/);
+    await expectError(['attach', String(np.pid), good], 'PROCESS_NO_PADS', 4, /has no module built with -fpatchable-function-entry/);
+    np.expectHealthy();
+  } finally {
+    await np.stop();
+  }
+});
+
+test('a patch built for another build of the same program', async () => {
+  const dir = tmpdir();
+  const other = path.join(dir, 'target');
+  const r = spawnSync('cc', ['-O2', '-g', '-fpatchable-function-entry=16,14', '-pthread', '-DANOTHER_BUILD=1', path.join(FIX, '../src/target.c'), '-o', other, '-ldl']);
+  expect(r.status).toBe(0);
+  const p = await mkpatch(computePatch(2), other, 'bad-build');
+  await expectError(['attach', String(t.pid), p], 'PATCH_BUILD_MISMATCH', 6, /was built for target with build-id [0-9a-f]+, but process \d+ runs another build/);
+  await expectUnharmed();
+});
+
+test('a file that is not ELF', async () => {
+  const f = path.join(tmpdir(), 'bad.so');
+  fs.writeFileSync(f, 'this is not a shared library\n');
+  await expectError(['attach', String(t.pid), f], 'PATCH_BAD', 6, /not an ELF file/);
+  await expectUnharmed();
+});
+
+test('a corrupt .so (truncated)', async () => {
+  const f = path.join(tmpdir(), 'bad.so');
+  fs.writeFileSync(f, fs.readFileSync(good).subarray(0, 3000));
+  await expectError(['attach', String(t.pid), f], 'PATCH_BAD', 6, /outside the file/);
+  await expectUnharmed();
+});
+
+test('a patch with a symbol that does not resolve: dlerror() is reported, nothing changes', async () => {
+  const src = '#include <hotload.h>\nextern int no_such_symbol_anywhere(int);\nint compute_v2(int x) { return no_such_symbol_anywhere(x); }\nHOTLOAD_REPLACE(compute, compute_v2);\n';
+  const p = await mkpatch(src, TARGET, 'unres');
+  await expectError(['attach', String(t.pid), p], 'PATCH_DLOPEN_FAILED', 6, /could not load .*undefined symbol: no_such_symbol_anywhere/);
+  await expectUnharmed();
+});
+
+test('a replaced function that does not exist: mkpatch refuses, attach refuses a hand-built one', async () => {
+  const src = '#include <hotload.h>\nint nope_v2(int x) { return x; }\nHOTLOAD_REPLACE(no_such_function, nope_v2);\nHOTLOAD_STATIC(int, no_such_static);\n';
+  const dir = tmpdir();
+  fs.writeFileSync(path.join(dir, 'p.c'), src);
+  const mk = await hotload(['mkpatch', path.join(dir, 'p.c'), '--target', TARGET, '-o', path.join(dir, 'p.so')]);
+  expect(mk.code).toBe(6);
+  expect(mk.stderr).toMatch(/PATCH_UNRESOLVED/);
+  expect(mk.stderr).toMatch(/- no_such_function: no such function in/); // every problem listed
+  expect(mk.stderr).toMatch(/- HOTLOAD_STATIC\(no_such_static\): no_such_static: no such symbol/);
+  expect(fs.existsSync(path.join(dir, 'p.so'))).toBe(false);
+  const raw = rawPatch(src, TARGET, buildIdOf(TARGET));
+  await expectError(['attach', String(t.pid), raw], 'PATCH_UNRESOLVED', 6, /2 problems against/);
+  await expectUnharmed();
+});
+
+test('a function without a pad: mkpatch refuses with the reason', async () => {
+  const dir = tmpdir();
+  fs.writeFileSync(path.join(dir, 'p.c'), '#include <hotload.h>\nint nopad_v2(int x) { return x; }\nHOTLOAD_REPLACE(nopad_twice, nopad_v2);\n');
+  const mk = await hotload(['mkpatch', path.join(dir, 'p.c'), '--target', path.join(FIX, 'pads-O2'), '-o', path.join(dir, 'p.so')]);
+  expect(mk.code).toBe(4);
+  expect(mk.stderr).toMatch(/nopad_twice: no-pad: no patchable entry/);
+});
+
+test('a patch file others could write is refused unless allowed', async () => {
+  const dir = tmpdir();
+  const f = path.join(dir, 'open.so');
+  fs.copyFileSync(good, f);
+  fs.chmodSync(f, 0o666);
+  await expectError(['attach', String(t.pid), f], 'PATCH_UNSAFE_FILE', 6, /writable by group or others/);
+  await expectUnharmed();
+  const ok = await hotload(['attach', String(t.pid), f, '--allow-unsafe-file']);
+  expect(ok.code).toBe(0);
+  await t.next(/^compute 1006 /);
+  expect((await hotload(['revert', String(t.pid), '--all'])).code).toBe(0);
+});
+
+test('the process loads the bytes that were checked, from a private copy', async () => {
+  const r = await hotload(['attach', String(t.pid), good, '--json']);
+  expect(r.code).toBe(0);
+  expect(fs.readFileSync(r.json.staged).equals(fs.readFileSync(good))).toBe(true);
+  const st = fs.statSync(r.json.staged);
+  expect(st.mode & 0o222).toBe(0); // read-only copy
+  expect(fs.statSync(path.dirname(r.json.staged)).mode & 0o022).toBe(0); // nobody else may write there
+  expect(fs.readFileSync(`/proc/${t.pid}/maps`, 'utf8')).toContain(r.json.staged);
+  expect((await hotload(['revert', String(t.pid), '--all'])).code).toBe(0);
+});
