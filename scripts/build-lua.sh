@@ -8,7 +8,8 @@ cache=${HOTLOAD_CACHE:-$HOME/.cache/hotload}
 out=$cache/lua5.4
 flags="-O2 -g -fpatchable-function-entry=16,14"
 stamp="$out/build.stamp"
-if [ -x "$out/lua" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$flags" ]; then
+recipe="v2 $flags" # bump when the layout of $out changes
+if [ -x "$out/lua" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$recipe" ]; then
   echo "$out/lua"; exit 0
 fi
 mkdir -p "$cache"
@@ -28,7 +29,9 @@ for c in "$src"/*.c; do
 done
 wait
 gcc -o "$out.tmp/lua" "$out.tmp"/obj/*.o -Wl,-E -ldl -lm
-echo "$flags" > "$out.tmp/build.stamp"
+echo "$recipe" > "$out.tmp/build.stamp"
+# The headers, for patches that use Lua's API (mkpatch --cflags=-I$out/src).
 cp -r "$src" "$out.tmp/src"
+cp "$out.tmp/obj/lua5.4-deb-multiarch.h" "$out.tmp/src/"
 rm -rf "$out" && mv "$out.tmp" "$out"
 echo "$out/lua"
