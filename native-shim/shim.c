@@ -212,11 +212,24 @@ int hl_stop_all(void) {
   return -EAGAIN;
 }
 
+static pid_t g_mem_pid;
+
+/* Open /proc/PID/mem for reading and writing without stopping anything, so that
+ * work that needs no stop (reading prologues, writing dead bytes) happens before
+ * the threads are stopped. hl_detach closes it. */
+int hl_open_mem(int pid) {
+  if (g_memfd >= 0 && g_mem_pid == pid) return 0;
+  if (g_memfd >= 0) close(g_memfd);
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/mem", pid);
+  g_memfd = open(path, O_RDWR | O_CLOEXEC);
+  g_mem_pid = pid;
+  return g_memfd >= 0 ? 0 : -errno;
+}
+
 int hl_attach(int pid) {
   if (g_pid) return -EBUSY;
   if (kill(pid, 0) != 0) return -errno;
-  char path[64];
-  snprintf(path, sizeof path, "/proc/%d/mem", pid);
   g_pid = pid;
   g_nthreads = 0;
   g_stopped_ns = 0;
@@ -230,7 +243,7 @@ int hl_attach(int pid) {
     g_pid = 0;
     return r;
   }
-  g_memfd = open(path, O_RDWR | O_CLOEXEC);
+  hl_open_mem(pid);
   return r;
 }
 
@@ -277,20 +290,10 @@ int hl_detach(void) {
   hl_out[1] = g_max_stop_ns;
   if (g_memfd >= 0) close(g_memfd);
   g_memfd = -1;
+  g_mem_pid = 0;
   g_nthreads = 0;
   g_pid = 0;
   return err;
-}
-
-/* General registers of a stopped thread to hl_out: 0 rip, 1 rsp, 2 rax, 3 orig_rax. */
-int hl_regs(int tid) {
-  struct user_regs_struct r;
-  if (ptrace(PTRACE_GETREGS, tid, 0, &r) != 0) return -errno;
-  hl_out[0] = r.rip;
-  hl_out[1] = r.rsp;
-  hl_out[2] = r.rax;
-  hl_out[3] = r.orig_rax;
-  return 0;
 }
 
 /* ---- memory ---------------------------------------------------------------------- */
@@ -570,11 +573,90 @@ int hl_stop_times(void) {
   return 0;
 }
 
-/* Move a stopped thread's rip (past a pad's entry bytes before they are replaced). */
-int hl_set_rip(int tid, uint64_t rip) {
-  struct user_regs_struct r;
-  if (ptrace(PTRACE_GETREGS, tid, 0, &r) != 0) return -errno;
-  r.rip = rip;
-  if (ptrace(PTRACE_SETREGS, tid, 0, &r) != 0) return -errno;
+/* Every stopped thread's tid, rip, rax and orig_rax, 4 x u64 each, into the data
+ * buffer (one FFI call instead of one per thread). Returns the count. */
+int hl_survey(void) {
+  int r = data_reserve((size_t)g_nthreads * 32);
+  if (r) return r;
+  int n = 0;
+  uint64_t *o = (uint64_t *)g_data;
+  for (int i = 0; i < g_nthreads; i++) {
+    struct thread *t = &g_threads[i];
+    struct user_regs_struct regs;
+    if (t->gone || !t->stopped || ptrace(PTRACE_GETREGS, t->tid, 0, &regs) != 0) continue;
+    o[n * 4] = (uint64_t)t->tid;
+    o[n * 4 + 1] = regs.rip;
+    o[n * 4 + 2] = regs.rax;
+    o[n * 4 + 3] = regs.orig_rax;
+    n++;
+  }
+  return n;
+}
+
+/*
+ * Apply a batch of code writes with every thread stopped, all or nothing.
+ * `ops` holds records: u64 addr, u32 len, u32 flags, then len bytes expected
+ * and len bytes to write. First every expected byte is checked (a mismatch
+ * returns -ESTALE with hl_out[0] = the record's index and writes nothing).
+ * Then, for records flagged APPLY_ENTRY (a 2-byte entry site), a thread
+ * stopped between the two single-byte NOPs (rip = addr + 1) is moved past
+ * them. Then the records are written in order; if one fails, the ones before
+ * it are put back and its error returned.
+ */
+#define APPLY_ENTRY 1
+struct op { uint64_t addr; uint32_t len; uint32_t flags; };
+
+int hl_apply(const uint8_t *ops, int total) {
+  const uint8_t *p, *end = ops + total;
+  int idx = 0;
+  uint8_t cur[64];
+  for (p = ops; p + sizeof(struct op) <= end; idx++) {
+    struct op h;
+    memcpy(&h, p, sizeof h);
+    if (h.len > sizeof cur || p + sizeof h + 2 * (size_t)h.len > end) return -EINVAL;
+    if (pread(g_memfd, cur, h.len, (off_t)h.addr) != (ssize_t)h.len) { hl_out[0] = (uint64_t)idx; return -EIO; }
+    if (memcmp(cur, p + sizeof h, h.len) != 0) { hl_out[0] = (uint64_t)idx; return -ESTALE; }
+    p += sizeof h + 2 * (size_t)h.len;
+  }
+  for (p = ops; p + sizeof(struct op) <= end;) {
+    struct op h;
+    memcpy(&h, p, sizeof h);
+    if (h.flags & APPLY_ENTRY) {
+      for (int i = 0; i < g_nthreads; i++) {
+        struct thread *t = &g_threads[i];
+        struct user_regs_struct r;
+        if (t->gone || !t->stopped || ptrace(PTRACE_GETREGS, t->tid, 0, &r) != 0) continue;
+        if (r.rip == h.addr + 1) { r.rip = h.addr + 2; ptrace(PTRACE_SETREGS, t->tid, 0, &r); }
+      }
+    }
+    p += sizeof h + 2 * (size_t)h.len;
+  }
+  idx = 0;
+  for (p = ops; p + sizeof(struct op) <= end; idx++) {
+    struct op h;
+    memcpy(&h, p, sizeof h);
+    int r = hl_write(h.addr, p + sizeof h + h.len, (int)h.len);
+    if (r != 0) {
+      /* Undo what was written, newest first. */
+      const uint8_t *q = ops;
+      const uint8_t **done = malloc(sizeof *done * (size_t)(idx + 1));
+      int nd = 0;
+      for (; done && q < p; nd++) {
+        done[nd] = q;
+        struct op g;
+        memcpy(&g, q, sizeof g);
+        q += sizeof g + 2 * (size_t)g.len;
+      }
+      while (nd-- > 0) {
+        struct op g;
+        memcpy(&g, done[nd], sizeof g);
+        hl_write(g.addr, done[nd] + sizeof g, (int)g.len);
+      }
+      free(done);
+      hl_out[0] = (uint64_t)idx;
+      return r;
+    }
+    p += sizeof h + 2 * (size_t)h.len;
+  }
   return 0;
 }

@@ -10,7 +10,8 @@ import { PatchMeta, PatchPlan, planPatch, readPatch } from '@hotload/patch';
 import { PAD_BEFORE, classifyEntryBytes, decodePadJump, entryJump, entryNopOffset, padJump } from '@hotload/x86';
 import { Session } from './session';
 import { Module, modules, openModule, readMaps, requireProcess, setBias } from './read-process';
-import { callOnHost, chooseHost, findRuntime, placeStub, TargetRuntime } from './call-in-target';
+import { callOnHost, findRuntime, placeStub, stopAndChooseHost, TargetRuntime } from './call-in-target';
+import type { CodeWrite } from './native';
 import { readPatchFile, stagePatch } from './stage-patch';
 
 export interface AttachOptions {
@@ -107,22 +108,24 @@ export function readSite(s: Session, bias: bigint, f: PadFunction): { pad: bigin
   return { pad, entrySite, padBytes, entryBytes, state, target };
 }
 
-/** dlopen(file, RTLD_NOW) on a thread borrowed at a safe moment; dlerror() text on failure. */
-function loadInProcess(s: Session, rt: TargetRuntime, file: string, shownAs: string, opts: AttachOptions): { hostThread: number; loadMs: number; repaired: boolean } {
-  const safeMs = opts.safePointTimeoutMs ?? 3000;
+/**
+ * dlopen(file, RTLD_NOW) on a thread borrowed at a safe moment, while every
+ * other thread runs; dlerror()'s text on failure. Returns with every thread
+ * running again.
+ */
+function loadInProcess(s: Session, rt: TargetRuntime, file: string, shownAs: string, opts: AttachOptions) {
   const callMs = opts.callTimeoutMs ?? 10000;
-  const host = chooseHost(s, rt, safeMs);
-  const t = process.hrtime.bigint();
+  const host = stopAndChooseHost(s, rt, opts.safePointTimeoutMs ?? 3000);
   const res = callOnHost(s, rt, host.tid, rt.dlopen, Buffer.from(file + '\0'), rt.dlopenMode, 0n, callMs);
-  const handle = res.value;
-  const loadMs = Number(process.hrtime.bigint() - t) / 1e6;
-  if (handle === 0n) {
+  if (res.value === 0n) {
     // dlerror() state is per thread: ask the same thread, which is back at the same safe moment.
     const msgPtr = callOnHost(s, rt, host.tid, rt.dlerror, Buffer.alloc(0), 0n, 0n, callMs).value;
     const msg = msgPtr ? s.readString(msgPtr) : 'dlopen returned NULL';
+    s.resumeAllExcept(-1);
     throw new HotloadError('PATCH_DLOPEN_FAILED', `process ${s.pid} could not load ${shownAs}: ${msg}`);
   }
-  return { hostThread: host.tid, loadMs, repaired: res.repaired };
+  s.resumeAllExcept(-1);
+  return { hostThread: host.tid, loadMs: res.ns / 1e6, repaired: res.repaired };
 }
 
 export function attach(pid: number, patchFile: string, opts: AttachOptions = {}): AttachResult {
@@ -152,15 +155,12 @@ export function attach(pid: number, patchFile: string, opts: AttachOptions = {})
   // 4. Give the process a private copy of exactly the bytes checked above.
   const staged = stagePatch(patchFile, bytes);
 
-  // 5. Stop every thread. From here on, every path ends in session.close().
-  progress('stopping threads');
+  // 5. Open the process's memory; nothing is stopped yet. Every path from here
+  //    ends in session.close(), which lets every thread go.
   const s = Session.open(pid);
-  const written: { addr: bigint; bytes: Buffer }[] = [];
-  let hostThread = 0;
-  let loadMs = 0;
-  let repairedRegisters = false;
   try {
-    // Read the current prologues: fresh NOPs, or a jump of an earlier patch (stacking).
+    // What each prologue holds now: NOPs, or the jump of an earlier patch (stacking).
+    // Read while the process runs; the writes in step 9 check these bytes again.
     const sites: Site[] = plan.functions.map((p) => {
       const cur = readSite(s, mod.bias, p.fn);
       const padOk = cur.padBytes.equals(Buffer.alloc(PAD_BEFORE, 0x90)) || cur.target !== undefined;
@@ -184,12 +184,12 @@ export function attach(pid: number, patchFile: string, opts: AttachOptions = {})
       const first = maps.find((m) => m.path === staged.staged && m.offset === 0n);
       return first ? first.start - BigInt(patchElf.loadBase) : undefined;
     };
-    const setNewAddrs = (bias: bigint) => {
-      for (const site of sites) site.newAddr = bias + BigInt(plan.functions.find((p) => p.old === site.name)!.newValue);
-    };
 
     // A copy already loaded (applied before, maybe reverted since) is reused, not loaded again.
     let patchBias = patchBiasIn(readMaps(pid));
+    const setNewAddrs = (bias: bigint) => {
+      for (const site of sites) site.newAddr = bias + BigInt(plan.functions.find((p) => p.old === site.name)!.newValue);
+    };
     if (patchBias !== undefined) {
       setNewAddrs(patchBias);
       if (sites.every((x) => x.previous === x.newAddr)) {
@@ -197,52 +197,56 @@ export function attach(pid: number, patchFile: string, opts: AttachOptions = {})
       }
     }
 
-    // 6. Put the call stub in place (dead bytes at the end of an executable page).
+    // 6. Put the call stub in dead bytes at the end of an executable page. No
+    //    thread runs there, so this needs no stop.
     const rt: TargetRuntime = { ...rtBase, stub: placeStub(s, rtBase.stubCandidates) };
 
-    // 7. Borrow a thread at a safe moment and have it dlopen the copy while all
-    //    other threads run. The process is unchanged if this fails.
+    // 7. Stop every thread for a moment, borrow one at a safe moment and have it
+    //    dlopen the copy while all the others run again. The process is
+    //    unchanged if this fails.
+    let hostThread = 0;
+    let loadMs = 0;
+    let repairedRegisters = false;
     if (patchBias === undefined) {
       progress('loading the patch');
       const loaded = loadInProcess(s, rt, staged.staged, patchFile, opts);
-      hostThread = loaded.hostThread;
-      loadMs = loaded.loadMs;
-      repairedRegisters = loaded.repaired;
+      ({ hostThread, loadMs, repaired: repairedRegisters } = loaded);
       patchBias = patchBiasIn(readMaps(pid));
       if (patchBias === undefined) throw new HotloadError('PATCH_DLOPEN_FAILED', `dlopen succeeded but ${staged.staged} is not mapped in process ${pid}`);
       setNewAddrs(patchBias);
     }
-    // From here on, every thread is stopped again.
+    // Every thread runs here.
 
     // 8. Fill in the patch's references to the target's statics and what each
-    //    function ran before (for revert and status).
+    //    function ran before (for revert and status). Nothing reaches the
+    //    patch's code or data yet, so the threads keep running.
     for (const r of plan.refs) s.writeU64(patchBias + BigInt(r.slot), mod.bias + BigInt(r.value));
     for (const site of sites) if (site.prevSlot !== undefined) s.writeU64(patchBias + site.prevSlot, site.previous ?? 0n);
     if (meta.appliedAtSlot !== undefined) s.writeU64(patchBias + BigInt(meta.appliedAtSlot), BigInt(Date.now()));
 
-    // 9. Every thread is stopped: write the prologues. A thread stopped between
-    //    the two single-byte NOPs of an un-posted entry is moved past them first.
+    // 9. Stop every thread and write the prologues in one batch, all or nothing:
+    //    the pads first (unreachable while the entries hold NOPs), then the
+    //    entries. A stacked function only gets its 8-byte address changed. A
+    //    thread stopped between two single-byte entry NOPs is moved past them.
     progress('redirecting functions');
-    for (const tid of s.threads()) {
-      const rip = s.regs(tid).rip;
-      for (const site of sites) if (rip === site.entrySite + 1n) s.setRip(tid, site.entrySite + 2n);
-    }
-    const put = (addr: bigint, b: Buffer, orig: Buffer) => {
-      s.write(addr, b);
-      written.push({ addr, bytes: orig });
-    };
-    // The pads first (unreachable while the entry still holds NOPs), then the
-    // entries; a stacked function only gets its 8-byte address changed.
+    const writes: CodeWrite[] = [];
+    const names: string[] = [];
     for (const site of sites) {
       const pj = padJump(site.newAddr);
-      if (site.previous !== undefined) put(site.pad + 6n, pj.subarray(6), site.origPad.subarray(6));
-      else put(site.pad, pj, site.origPad);
+      if (site.previous !== undefined) writes.push({ addr: site.pad + 6n, expect: site.origPad.subarray(6), bytes: pj.subarray(6) });
+      else writes.push({ addr: site.pad, expect: site.origPad, bytes: pj });
+      names.push(site.name);
     }
     for (const site of sites) {
-      if (site.previous === undefined) put(site.entrySite, entryJump(site.endbr), site.origEntry);
+      if (site.previous !== undefined) continue;
+      writes.push({ addr: site.entrySite, expect: site.origEntry, bytes: entryJump(site.endbr), entry: true });
+      names.push(site.name);
     }
-
+    s.stopAll();
+    s.apply(writes, names);
     const times = s.close();
+    // From here on, the new code runs.
+
     return {
       pid,
       patch: path.resolve(patchFile),
@@ -256,16 +260,7 @@ export function attach(pid: number, patchFile: string, opts: AttachOptions = {})
       repairedRegisters,
       timings: { totalMs: Number(process.hrtime.bigint() - t0) / 1e6, stoppedMs: times.stoppedMs, maxStopMs: times.maxStopMs, loadMs },
     };
-  } catch (e) {
-    // All or nothing: put back every byte written, newest first (threads are stopped).
-    for (const w of written.reverse()) {
-      try {
-        s.write(w.addr, w.bytes);
-      } catch {
-        /* keep undoing the rest */
-      }
-    }
+  } finally {
     s.close();
-    throw e;
   }
 }

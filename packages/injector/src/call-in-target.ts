@@ -17,6 +17,7 @@
 import { HotloadError } from '@hotload/errors';
 import { CALL_STUB, CALL_STUB_SIGRETURN_END } from '@hotload/x86';
 import { Session } from './session';
+import type { ThreadRegs } from './native';
 import { Module, dynamicSymbol, findLibc, findLoader, openModule, setBias, stubSite } from './read-process';
 
 /** Syscalls a thread waits in with no allocator or loader lock held. */
@@ -98,58 +99,61 @@ export function findRuntime(pid: number, mods: Module[]): Omit<TargetRuntime, 's
 
 /** Put the call stub in place (threads stopped); returns its address. */
 export function placeStub(s: Session, candidates: bigint[]): bigint {
-  for (const at of candidates) {
-    const cur = s.read(at, CALL_STUB.length);
-    if (cur.equals(CALL_STUB)) return at;
-    try {
-      s.write(at, CALL_STUB);
-      return at;
-    } catch {
-      /* try the next site */
+  // Through /proc/PID/mem this works with the threads running (no thread runs
+  // there). A kernel that refuses such writes still allows PTRACE_POKEDATA on
+  // a stopped thread: the second pass.
+  for (const stopped of [false, true]) {
+    if (stopped) s.stopAll();
+    for (const at of candidates) {
+      const cur = s.read(at, CALL_STUB.length);
+      if (cur.equals(CALL_STUB)) return at;
+      try {
+        s.write(at, CALL_STUB);
+        return at;
+      } catch {
+        /* try the next site */
+      }
     }
   }
   throw new HotloadError('PTRACE_FAILED', `could not write hotload's call stub into process ${s.pid}`);
 }
 
 /** Is this stopped thread at a moment where it can run dlopen? Higher is better; 0 = no. */
-export function hostScore(s: Session, rt: TargetRuntime, tid: number): number {
-  const r = s.regs(tid);
+export function hostScore(rt: TargetRuntime, r: ThreadRegs): number {
   if (r.origRax >= 0n && WAITING_SYSCALLS.has(Number(r.origRax)) && (INTERRUPTED.has(r.rax) || r.rax === r.origRax)) return 2;
   if (rt.unsafeRanges.some(([a, b]) => r.rip >= a && r.rip < b)) return 0;
   return 1;
 }
 
 /**
- * With every thread stopped, pick a host thread at a safe moment; if none is,
- * let the process run for a moment and look again until `deadlineMs`.
- * Returns with every thread stopped.
+ * Stop every thread and pick a host at a safe moment; if none is, let the
+ * process run for a moment and look again until `deadlineMs`. Returns with
+ * every thread stopped.
  */
-export function chooseHost(s: Session, rt: TargetRuntime, deadlineMs: number): { tid: number; tries: number } {
+export function stopAndChooseHost(s: Session, rt: TargetRuntime, deadlineMs: number): { tid: number; tries: number } {
   const until = Date.now() + deadlineMs;
   for (let tries = 1; ; tries++) {
+    s.stopAll();
     let best = 0;
     let bestScore = 0;
-    for (const tid of s.threads()) {
-      const sc = hostScore(s, rt, tid);
+    for (const r of s.survey()) {
+      const sc = hostScore(rt, r);
       if (sc > bestScore) {
-        best = tid;
+        best = r.tid;
         bestScore = sc;
       }
     }
     if (best) return { tid: best, tries };
+    s.resumeAllExcept(-1);
     if (Date.now() > until) {
       throw new HotloadError('NO_SAFE_POINT', `no thread of process ${s.pid} reached a safe moment within ${deadlineMs} ms (${tries} looks)`);
     }
-    s.resumeAllExcept(-1);
     sleepMs(Math.min(5, tries));
-    s.stopAll();
   }
 }
 
-/** Run fn(data, a1, a2) on `host` while the other threads run; returns with every thread stopped again. */
+/** Run fn(data, a1, a2) on the stopped `host` while the other threads run; returns with the host stopped, the others running. */
 export function callOnHost(s: Session, rt: TargetRuntime, host: number, fn: bigint, data: Buffer, a1: bigint, a2: bigint, timeoutMs: number) {
   s.resumeAllExcept(host);
-  const res = s.call(host, rt.stub, rt.stub + BigInt(CALL_STUB_SIGRETURN_END), fn, data, a1, a2, timeoutMs);
-  s.stopAll();
-  return res;
+  return s.call(host, rt.stub, rt.stub + BigInt(CALL_STUB_SIGRETURN_END), fn, data, a1, a2, timeoutMs);
 }

@@ -48,14 +48,15 @@ function load() {
     hl_detach: { library: LIB, retType: I32, paramsType: [] },
     hl_thread_count: { library: LIB, retType: I32, paramsType: [] },
     hl_thread_tid: { library: LIB, retType: I32, paramsType: [I32] },
-    hl_regs: { library: LIB, retType: I32, paramsType: [I32] },
     hl_read: { library: LIB, retType: I32, paramsType: [U64, I32] },
     hl_write: { library: LIB, retType: I32, paramsType: [U64, DataType.U8Array, I32] },
     hl_call: { library: LIB, retType: I32, paramsType: [I32, U64, U64, U64, DataType.U8Array, I32, U64, U64, I32] },
     hl_out_get: { library: LIB, retType: U64, paramsType: [I32] },
     hl_data: { library: LIB, retType: DataType.External, paramsType: [] },
     hl_stop_times: { library: LIB, retType: I32, paramsType: [] },
-    hl_set_rip: { library: LIB, retType: I32, paramsType: [I32, U64] },
+    hl_open_mem: { library: LIB, retType: I32, paramsType: [I32] },
+    hl_survey: { library: LIB, retType: I32, paramsType: [] },
+    hl_apply: { library: LIB, retType: I32, paramsType: [DataType.U8Array, I32] },
   });
 }
 
@@ -71,13 +72,6 @@ function check(op: string, r: number): number {
 
 function out(i: number): bigint {
   return BigInt.asUintN(64, BigInt(shim().hl_out_get([i]) as unknown as bigint));
-}
-
-export interface Regs {
-  rip: bigint;
-  rsp: bigint;
-  rax: bigint; // as signed
-  origRax: bigint; // as signed
 }
 
 export interface CallResult {
@@ -118,10 +112,6 @@ export function threads(): number[] {
   }
   return tids;
 }
-export function regs(tid: number): Regs {
-  check('getregs', shim().hl_regs([tid]));
-  return { rip: out(0), rsp: out(1), rax: BigInt.asIntN(64, out(2)), origRax: BigInt.asIntN(64, out(3)) };
-}
 export function read(addr: bigint, len: number): Buffer {
   const n = check('read', shim().hl_read([addr, len]));
   if (n === 0) return Buffer.alloc(0);
@@ -135,6 +125,58 @@ export function call(tid: number, stub: bigint, stubSigreturnEnd: bigint, fn: bi
   check('call', r);
   return { value: out(0), syscallStops: Number(out(1)), ns: Number(out(2)), repaired: out(3) !== 0n };
 }
-export function setRip(tid: number, rip: bigint): void {
-  check('setregs', shim().hl_set_rip([tid, rip]));
+
+/** Open /proc/PID/mem for reads and writes that need no stop. */
+export function openMem(pid: number): void {
+  check('open /proc/PID/mem', shim().hl_open_mem([pid]));
 }
+
+export interface ThreadRegs {
+  tid: number;
+  rip: bigint;
+  rax: bigint; // signed
+  origRax: bigint; // signed
+}
+
+/** Registers of every stopped thread, in one call. */
+export function survey(): ThreadRegs[] {
+  const n = check('survey', shim().hl_survey([]));
+  if (n === 0) return [];
+  const b = Buffer.from(createExternalBuffer(shim().hl_data([]), n * 32));
+  const out: ThreadRegs[] = [];
+  for (let i = 0; i < n; i++) {
+    out.push({ tid: Number(b.readBigUInt64LE(i * 32)), rip: b.readBigUInt64LE(i * 32 + 8), rax: b.readBigInt64LE(i * 32 + 16), origRax: b.readBigInt64LE(i * 32 + 24) });
+  }
+  return out;
+}
+
+export interface CodeWrite {
+  addr: bigint;
+  expect: Buffer;
+  bytes: Buffer;
+  /** A 2-byte entry site: threads stopped in its middle are moved past it first. */
+  entry?: boolean;
+}
+
+/** Check and write a batch of code with every thread stopped; all or nothing. */
+export function apply(writes: CodeWrite[]): void {
+  const parts: Buffer[] = [];
+  for (const w of writes) {
+    if (w.expect.length !== w.bytes.length || w.bytes.length > 64) throw new Error('apply: bad record');
+    const h = Buffer.alloc(16);
+    h.writeBigUInt64LE(w.addr, 0);
+    h.writeUInt32LE(w.bytes.length, 8);
+    h.writeUInt32LE(w.entry ? 1 : 0, 12);
+    parts.push(h, w.expect, w.bytes);
+  }
+  const buf = Buffer.concat(parts);
+  const r = shim().hl_apply([buf.length ? buf : Buffer.alloc(1), buf.length]);
+  if (r < 0) throw new ApplyError(-r, Number(out(0)));
+}
+
+export class ApplyError extends Errno {
+  constructor(errno: number, readonly index: number) {
+    super('apply', errno);
+  }
+}
+export const ESTALE = 116;

@@ -12,6 +12,7 @@ import * as path from 'path';
 import { HotloadError } from '@hotload/errors';
 import { NOP2 } from '@hotload/x86';
 import { Session } from './session';
+import type { CodeWrite } from './native';
 import { requireProcess } from './read-process';
 import { readPatchFile } from './stage-patch';
 import { LoadedPatch, functionStack, functionState, loadedPatches, prevSlotAddress } from './read-patches';
@@ -50,10 +51,23 @@ export function revert(pid: number, patchFile: string | undefined, opts: { all?:
     if (!p) throw new HotloadError('PATCH_NOT_APPLIED', `${patchFile} is not loaded in process ${pid}`);
     chosen = [p];
   }
+  // Work out every write while the process runs; apply() checks each byte it
+  // replaces is still what was read, with every thread stopped.
   const s = Session.open(pid);
   const reverted: RevertedFunction[] = [];
   let times = { stoppedMs: 0, maxStopMs: 0 };
   try {
+    const writes: CodeWrite[] = [];
+    const names: string[] = [];
+    const put = (addr: bigint, bytes: Buffer, name: string, entry = false) => {
+      writes.push({ addr, expect: s.read(addr, bytes.length), bytes, entry });
+      names.push(name);
+    };
+    const u64 = (v: bigint) => {
+      const b = Buffer.alloc(8);
+      b.writeBigUInt64LE(v);
+      return b;
+    };
     for (const p of chosen) {
       for (const r of p.meta.replacements) {
         const st = functionState(s, p, r.old);
@@ -62,25 +76,30 @@ export function revert(pid: number, patchFile: string | undefined, opts: { all?:
         const at = stack.findIndex((e) => e.patch === p && e.newName === r.new);
         if (at < 0) continue; // not in force: nothing to undo
         if (opts.all) {
-          s.write(st.entrySite, NOP2); // 66 90: the original code runs again
+          if (!writes.some((w) => w.addr === st.entrySite)) put(st.entrySite, NOP2, r.old, true); // 66 90: the original code runs again
           reverted.push({ name: r.old, patch: p.staged, now: 'original' });
           continue;
         }
         const slot = prevSlotAddress(p, r.new);
         const prev = slot !== undefined ? s.readU64(slot) : 0n;
         if (at === 0) {
-          if (prev === 0n) s.write(st.entrySite, NOP2);
-          else s.writeU64(st.pad + 6n, prev); // the jump's 8-byte address
+          if (prev === 0n) put(st.entrySite, NOP2, r.old, true);
+          else put(st.pad + 6n, u64(prev), r.old); // the jump's 8-byte address
         } else {
           const above = stack[at - 1];
           const aboveSlot = prevSlotAddress(above.patch, above.newName);
-          if (aboveSlot !== undefined) s.writeU64(aboveSlot, prev);
+          if (aboveSlot !== undefined) put(aboveSlot, u64(prev), r.old);
         }
         reverted.push({ name: r.old, patch: p.staged, now: at === 0 ? (prev === 0n ? 'original' : hex(prev)) : hex(stack[0].address) });
       }
     }
-  } finally {
+    if (writes.length) {
+      s.stopAll();
+      s.apply(writes, names);
+    }
     times = s.close();
+  } finally {
+    s.close();
   }
   if (!opts.all && reverted.length === 0) {
     throw new HotloadError('PATCH_NOT_APPLIED', `${patchFile} is loaded in process ${pid} but none of its functions is in force (reverted already)`);

@@ -16,27 +16,59 @@ let open = false;
 
 export class Session {
   private closed = false;
+  private attached = false;
+  threadCount = 0;
 
-  private constructor(readonly pid: number, public threadCount: number) {}
+  private constructor(readonly pid: number) {}
 
+  /**
+   * Open a session: the process's memory, readable and writable, with nothing
+   * stopped yet. stopAll() stops (and, the first time, seizes) every thread.
+   */
   static open(pid: number): Session {
     if (open) throw new HotloadError('INTERNAL', 'a ptrace session is already open in this hotload process');
-    let n: number;
     try {
-      n = native.attach(pid);
+      native.openMem(pid);
     } catch (e) {
       throw mapAttachError(pid, e);
     }
     open = true;
-    return new Session(pid, n);
+    return new Session(pid);
+  }
+
+  /** Stop every thread (seizing any new one). */
+  stopAll(): number {
+    if (!this.attached) {
+      try {
+        this.threadCount = native.attach(this.pid);
+      } catch (e) {
+        throw mapAttachError(this.pid, e);
+      }
+      this.attached = true;
+      return this.threadCount;
+    }
+    return (this.threadCount = this.wrap('stop threads', () => native.stopAll()));
+  }
+
+  /** Registers of every stopped thread. */
+  survey(): native.ThreadRegs[] {
+    return this.wrap('read registers', () => native.survey());
+  }
+
+  /** Write code with every thread stopped: all records or none (see hl_apply). */
+  apply(writes: native.CodeWrite[], names: string[]): void {
+    try {
+      native.apply(writes);
+    } catch (e) {
+      if (e instanceof native.ApplyError && e.errno === native.ESTALE) {
+        throw new HotloadError('UNPATCHABLE', `the prologue of ${names[e.index] ?? '?'} changed in process ${this.pid} while hotload worked (another hotload?); nothing was written`);
+      }
+      throw this.mapError('write code', e);
+    }
   }
 
   threads(): number[] {
     return native.threads();
-  }
-
-  regs(tid: number): native.Regs {
-    return this.wrap('read registers', () => native.regs(tid));
   }
 
   read(addr: bigint, len: number): Buffer {
@@ -69,16 +101,8 @@ export class Session {
     return out.toString('utf8');
   }
 
-  stopAll(): number {
-    return (this.threadCount = this.wrap('stop threads', () => native.stopAll()));
-  }
-
   resumeAllExcept(tid: number): void {
     this.wrap('resume threads', () => native.resumeAllExcept(tid));
-  }
-
-  setRip(tid: number, rip: bigint): void {
-    this.wrap('move a thread', () => native.setRip(tid, rip));
   }
 
   call(tid: number, stub: bigint, stubEnd: bigint, fn: bigint, data: Buffer, a1: bigint, a2: bigint, timeoutMs: number): native.CallResult {
@@ -97,7 +121,7 @@ export class Session {
     return { stoppedMs: t.stoppedNs / 1e6, maxStopMs: t.maxStopNs / 1e6 };
   }
 
-  /** Detach every thread. Safe to call twice. */
+  /** Detach every thread (each resumes where it was) and close the memory. Safe to call twice. */
   close(): StopTimes {
     if (this.closed) return { stoppedMs: 0, maxStopMs: 0 };
     this.closed = true;
