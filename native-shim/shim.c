@@ -618,18 +618,22 @@ int hl_apply(const uint8_t *ops, int total) {
     if (memcmp(cur, p + sizeof h, h.len) != 0) { hl_out[0] = (uint64_t)idx; return -ESTALE; }
     p += sizeof h + 2 * (size_t)h.len;
   }
-  for (p = ops; p + sizeof(struct op) <= end;) {
-    struct op h;
-    memcpy(&h, p, sizeof h);
-    if (h.flags & APPLY_ENTRY) {
-      for (int i = 0; i < g_nthreads; i++) {
-        struct thread *t = &g_threads[i];
-        struct user_regs_struct r;
-        if (t->gone || !t->stopped || ptrace(PTRACE_GETREGS, t->tid, 0, &r) != 0) continue;
-        if (r.rip == h.addr + 1) { r.rip = h.addr + 2; ptrace(PTRACE_SETREGS, t->tid, 0, &r); }
+  /* Each stopped thread's rip once; then move any that sits between the two
+   * bytes of an entry site about to be replaced. */
+  for (int i = 0; i < g_nthreads; i++) {
+    struct thread *t = &g_threads[i];
+    struct user_regs_struct r;
+    if (t->gone || !t->stopped || ptrace(PTRACE_GETREGS, t->tid, 0, &r) != 0) continue;
+    for (p = ops; p + sizeof(struct op) <= end;) {
+      struct op h;
+      memcpy(&h, p, sizeof h);
+      if ((h.flags & APPLY_ENTRY) && r.rip == h.addr + 1) {
+        r.rip = h.addr + 2;
+        ptrace(PTRACE_SETREGS, t->tid, 0, &r);
+        break;
       }
+      p += sizeof h + 2 * (size_t)h.len;
     }
-    p += sizeof h + 2 * (size_t)h.len;
   }
   idx = 0;
   for (p = ops; p + sizeof(struct op) <= end; idx++) {
