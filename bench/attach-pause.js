@@ -79,7 +79,7 @@ async function measureHotload(bin, patches) {
   const rows = [];
   for (const p of patches) {
     const { wall, stallMs, res } = await stallAround(t, async () => JSON.parse(await run(process.execPath, [BIN, 'attach', String(t.child.pid), p, '--json'])));
-    rows.push({ wall, stallMs, stoppedMs: res.timings.stoppedMs, maxStopMs: res.timings.maxStopMs, dlopenMs: res.timings.loadMs, fns: res.functions.length });
+    rows.push({ wall, stallMs, stoppedMs: res.timings.stoppedMs, maxStopMs: res.timings.maxStopMs, dlopenMs: res.timings.loadMs, hostMs: res.timings.hostPausedMs, fns: res.functions.length });
     await sleep(60);
   }
   t.child.kill('SIGKILL');

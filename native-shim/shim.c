@@ -31,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/ptrace.h>
 #include <sys/uio.h>
 #include <sys/user.h>
@@ -188,10 +189,12 @@ static int seize_new(void) {
   }
   closedir(d);
   if (err) return err;
+  uint64_t tw = now_ns();
   for (int i = 0; i < g_nthreads; i++) {
     struct thread *t = &g_threads[i];
     if (!t->gone && !t->stopped) wait_stopped(t);
   }
+  DBG("seize_new: %d added, waited %.3f ms", added, (now_ns() - tw) / 1e6);
   return added;
 }
 
@@ -488,22 +491,27 @@ int hl_call(int tid, uint64_t stub, uint64_t stub_sigreturn_end, uint64_t fn, co
   t->stopped = 0;
 
   uint64_t t0 = now_ns(), deadline = t0 + (uint64_t)timeout_ms * 1000000ull;
+  /* Short sleeps while polling need fine timer slack (the default is 50 us). */
+  unsigned long old_slack = (unsigned long)prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0);
+  prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);
   uint64_t result = 0, stops = 0;
   int at_sigreturn = 0, spins = 0;
   for (;;) {
     pid_t who;
     int st;
     if (!wait_any(&who, &st)) {
-      if (now_ns() > deadline) { hl_out[1] = stops; return -ETIMEDOUT; }
-      if (++spins < 2000) sched_yield();
-      else { struct timespec ts = { 0, 20000 }; nanosleep(&ts, NULL); }
+      if (now_ns() > deadline) { hl_out[1] = stops; prctl(PR_SET_TIMERSLACK, old_slack); return -ETIMEDOUT; }
+      /* Sleep, do not spin: on a small machine a spinning tracer takes the CPU
+       * the target's threads (the host among them) need. */
+      struct timespec ts = { 0, spins++ < 100 ? 10000 : 50000 };
+      nanosleep(&ts, NULL);
       continue;
     }
     spins = 0;
     struct thread *w = find_thread(who);
     if (WIFEXITED(st) || WIFSIGNALED(st)) {
       w->gone = 1;
-      if (who == tid || who == g_pid) return -ESRCH; /* the process died */
+      if (who == tid || who == g_pid) { prctl(PR_SET_TIMERSLACK, old_slack); return -ESRCH; } /* the process died */
       continue;
     }
     int event = st >> 16, sig = WSTOPSIG(st);
@@ -534,6 +542,7 @@ int hl_call(int tid, uint64_t stub, uint64_t stub_sigreturn_end, uint64_t fn, co
     ptrace(PTRACE_SYSCALL, tid, 0, 0);
   }
   t->stopped = 1;
+  prctl(PR_SET_TIMERSLACK, old_slack, 0, 0, 0);
 
   /* Belt and braces: the thread must now hold exactly ctx and its FP state
    * (the software-reserved bytes 464..511 are not state and may differ). */
@@ -596,71 +605,121 @@ int hl_survey(void) {
 /*
  * Apply a batch of code writes with every thread stopped, all or nothing.
  * `ops` holds records: u64 addr, u32 len, u32 flags, then len bytes expected
- * and len bytes to write. First every expected byte is checked (a mismatch
- * returns -ESTALE with hl_out[0] = the record's index and writes nothing).
- * Then, for records flagged APPLY_ENTRY (a 2-byte entry site), a thread
- * stopped between the two single-byte NOPs (rip = addr + 1) is moved past
- * them. Then the records are written in order; if one fails, the ones before
- * it are put back and its error returned.
+ * and len bytes to write. Records flagged APPLY_ENTRY (2-byte entry sites) go
+ * in a second phase, after every other record: while an entry still holds its
+ * NOPs, nothing can reach its pad, so a write cut short between the phases
+ * (hotload killed) leaves every function whole.
+ *
+ * Records close together are merged into spans of at most one page, so the
+ * whole batch costs a few reads and writes of /proc/PID/mem, not two per
+ * record. First every expected byte is checked (a mismatch returns -ESTALE
+ * with hl_out[0] = the record's index, and nothing is written). Then a thread
+ * stopped between the two single-byte NOPs of an entry site (rip = addr + 1)
+ * is moved past them. Then the spans are written, phase by phase; if a write
+ * fails, the spans written before it are put back and its error returned.
  */
 #define APPLY_ENTRY 1
 struct op { uint64_t addr; uint32_t len; uint32_t flags; };
+struct rec { uint64_t addr; uint32_t len; int phase; int index; const uint8_t *expect, *bytes; };
+struct span { uint64_t start; uint32_t len; int phase; uint8_t *orig, *data; };
+
+static int rec_cmp(const void *a, const void *b) {
+  const struct rec *x = a, *y = b;
+  if (x->phase != y->phase) return x->phase - y->phase;
+  return x->addr < y->addr ? -1 : x->addr > y->addr;
+}
 
 int hl_apply(const uint8_t *ops, int total) {
   const uint8_t *p, *end = ops + total;
-  int idx = 0;
-  uint8_t cur[64];
-  for (p = ops; p + sizeof(struct op) <= end; idx++) {
+  int n = 0, r = 0;
+  for (p = ops; p + sizeof(struct op) <= end; n++) {
     struct op h;
     memcpy(&h, p, sizeof h);
-    if (h.len > sizeof cur || p + sizeof h + 2 * (size_t)h.len > end) return -EINVAL;
-    if (pread(g_memfd, cur, h.len, (off_t)h.addr) != (ssize_t)h.len) { hl_out[0] = (uint64_t)idx; return -EIO; }
-    if (memcmp(cur, p + sizeof h, h.len) != 0) { hl_out[0] = (uint64_t)idx; return -ESTALE; }
+    if (h.len == 0 || h.len > 64 || p + sizeof h + 2 * (size_t)h.len > end) return -EINVAL;
     p += sizeof h + 2 * (size_t)h.len;
   }
-  /* Each stopped thread's rip once; then move any that sits between the two
-   * bytes of an entry site about to be replaced. */
-  for (int i = 0; i < g_nthreads; i++) {
-    struct thread *t = &g_threads[i];
-    struct user_regs_struct r;
-    if (t->gone || !t->stopped || ptrace(PTRACE_GETREGS, t->tid, 0, &r) != 0) continue;
-    for (p = ops; p + sizeof(struct op) <= end;) {
-      struct op h;
-      memcpy(&h, p, sizeof h);
-      if ((h.flags & APPLY_ENTRY) && r.rip == h.addr + 1) {
-        r.rip = h.addr + 2;
-        ptrace(PTRACE_SETREGS, t->tid, 0, &r);
+  struct rec *recs = calloc((size_t)n + 1, sizeof *recs);
+  struct span *spans = calloc((size_t)n + 1, sizeof *spans);
+  if (!recs || !spans) { free(recs); free(spans); return -ENOMEM; }
+  int i = 0;
+  for (p = ops; i < n; i++) {
+    struct op h;
+    memcpy(&h, p, sizeof h);
+    recs[i] = (struct rec){ h.addr, h.len, (h.flags & APPLY_ENTRY) ? 1 : 0, i, p + sizeof h, p + sizeof h + h.len };
+    p += sizeof h + 2 * (size_t)h.len;
+  }
+  uint64_t ta = now_ns();
+  qsort(recs, (size_t)n, sizeof *recs, rec_cmp);
+
+  /* Spans: consecutive records of one phase within one 4 KiB window. */
+  int ns = 0;
+  for (i = 0; i < n; i++) {
+    struct span *sp = ns ? &spans[ns - 1] : NULL;
+    uint64_t rend = recs[i].addr + recs[i].len;
+    if (sp && sp->phase == recs[i].phase && recs[i].addr >= sp->start && rend - sp->start <= 4096) {
+      if (rend > sp->start + sp->len) sp->len = (uint32_t)(rend - sp->start);
+    } else {
+      spans[ns++] = (struct span){ recs[i].addr, recs[i].len, recs[i].phase, NULL, NULL };
+    }
+  }
+  for (int k = 0; k < ns; k++) {
+    spans[k].orig = malloc(spans[k].len);
+    spans[k].data = malloc(spans[k].len);
+    if (!spans[k].orig || !spans[k].data) { r = -ENOMEM; goto out; }
+    if (pread(g_memfd, spans[k].orig, spans[k].len, (off_t)spans[k].start) != (ssize_t)spans[k].len) { r = -EIO; hl_out[0] = 0; goto out; }
+    memcpy(spans[k].data, spans[k].orig, spans[k].len);
+  }
+  DBG("apply: %d records, %d spans, read in %.3f ms", n, ns, (now_ns() - ta) / 1e6);
+  /* Check every expected byte, and lay the new bytes into the span copies. */
+  for (i = 0; i < n; i++) {
+    int k = 0;
+    while (k < ns && !(spans[k].phase == recs[i].phase && recs[i].addr >= spans[k].start && recs[i].addr + recs[i].len <= spans[k].start + spans[k].len)) k++;
+    if (k == ns) { r = -EINVAL; goto out; }
+    size_t off = (size_t)(recs[i].addr - spans[k].start);
+    if (memcmp(spans[k].orig + off, recs[i].expect, recs[i].len) != 0) { hl_out[0] = (uint64_t)recs[i].index; r = -ESTALE; goto out; }
+    memcpy(spans[k].data + off, recs[i].bytes, recs[i].len);
+  }
+  /* A phase-1 span covers bytes between entries, pads among them: it must
+   * carry the phase-0 bytes too, or writing it would put the old pads back. */
+  for (int k = 0; k < ns; k++) {
+    if (spans[k].phase != 1) continue;
+    for (i = 0; i < n && recs[i].phase == 0; i++) {
+      uint64_t a0 = recs[i].addr > spans[k].start ? recs[i].addr : spans[k].start;
+      uint64_t a1 = recs[i].addr + recs[i].len < spans[k].start + spans[k].len ? recs[i].addr + recs[i].len : spans[k].start + spans[k].len;
+      if (a0 < a1) memcpy(spans[k].data + (a0 - spans[k].start), recs[i].bytes + (a0 - recs[i].addr), (size_t)(a1 - a0));
+    }
+  }
+  /* Each stopped thread's rip once; move any that sits inside an entry site.
+   * Only a `90 90` entry has an inside (a posted `66 90` is one instruction). */
+  int split = 0;
+  for (i = 0; i < n; i++) split |= recs[i].phase == 1 && recs[i].len == 2 && recs[i].expect[0] == 0x90 && recs[i].expect[1] == 0x90;
+  for (int t = 0; split && t < g_nthreads; t++) {
+    struct thread *th = &g_threads[t];
+    struct user_regs_struct regs;
+    if (th->gone || !th->stopped || ptrace(PTRACE_GETREGS, th->tid, 0, &regs) != 0) continue;
+    for (i = 0; i < n; i++) {
+      if (recs[i].phase == 1 && regs.rip == recs[i].addr + 1) {
+        regs.rip = recs[i].addr + 2;
+        ptrace(PTRACE_SETREGS, th->tid, 0, &regs);
         break;
       }
-      p += sizeof h + 2 * (size_t)h.len;
     }
   }
-  idx = 0;
-  for (p = ops; p + sizeof(struct op) <= end; idx++) {
-    struct op h;
-    memcpy(&h, p, sizeof h);
-    int r = hl_write(h.addr, p + sizeof h + h.len, (int)h.len);
-    if (r != 0) {
-      /* Undo what was written, newest first. */
-      const uint8_t *q = ops;
-      const uint8_t **done = malloc(sizeof *done * (size_t)(idx + 1));
-      int nd = 0;
-      for (; done && q < p; nd++) {
-        done[nd] = q;
-        struct op g;
-        memcpy(&g, q, sizeof g);
-        q += sizeof g + 2 * (size_t)g.len;
-      }
-      while (nd-- > 0) {
-        struct op g;
-        memcpy(&g, done[nd], sizeof g);
-        hl_write(g.addr, done[nd] + sizeof g, (int)g.len);
-      }
-      free(done);
-      hl_out[0] = (uint64_t)idx;
-      return r;
+  DBG("apply: checked and moved threads at %.3f ms", (now_ns() - ta) / 1e6);
+  /* Write, phase 0 spans then phase 1 spans (they are sorted that way). */
+  for (int k = 0; k < ns; k++) {
+    int w = hl_write(spans[k].start, spans[k].data, (int)spans[k].len);
+    if (w != 0) {
+      while (k-- > 0) hl_write(spans[k].start, spans[k].orig, (int)spans[k].len);
+      hl_out[0] = 0;
+      r = w;
+      goto out;
     }
-    p += sizeof h + 2 * (size_t)h.len;
   }
-  return 0;
+out:
+  DBG("apply: done at %.3f ms (%d)", (now_ns() - ta) / 1e6, r);
+  for (int k = 0; k < ns; k++) { free(spans[k].orig); free(spans[k].data); }
+  free(spans);
+  free(recs);
+  return r;
 }

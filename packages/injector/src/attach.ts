@@ -46,7 +46,12 @@ export interface AttachResult {
   hostThread: number;
   /** The borrowed thread's registers had to be set by hand after rt_sigreturn (never expected). */
   repairedRegisters: boolean;
-  timings: { totalMs: number; stoppedMs: number; maxStopMs: number; loadMs: number };
+  /**
+   * stoppedMs: every thread stopped (both stops added); maxStopMs: the longer
+   * stop; loadMs: dlopen on the host; hostPausedMs: how long the borrowed
+   * thread did not run its own code (its stop, dlopen, until the final detach).
+   */
+  timings: { totalMs: number; stoppedMs: number; maxStopMs: number; loadMs: number; hostPausedMs: number };
 }
 
 const hex = (n: bigint) => '0x' + n.toString(16);
@@ -110,12 +115,15 @@ export function readSite(s: Session, bias: bigint, f: PadFunction): { pad: bigin
 
 /**
  * dlopen(file, RTLD_NOW) on a thread borrowed at a safe moment, while every
- * other thread runs; dlerror()'s text on failure. Returns with every thread
- * running again.
+ * other thread runs; dlerror()'s text on failure. Returns with the host
+ * stopped (its own state back in place) and the others running: the host is
+ * the one thread certain to be needed in the final stop, and waking a thread
+ * only to stop it again costs more (up to several ms on this VM) than keeping it.
  */
 function loadInProcess(s: Session, rt: TargetRuntime, file: string, shownAs: string, opts: AttachOptions) {
   const callMs = opts.callTimeoutMs ?? 10000;
   const host = stopAndChooseHost(s, rt, opts.safePointTimeoutMs ?? 3000);
+  const hostStoppedAt = process.hrtime.bigint();
   const res = callOnHost(s, rt, host.tid, rt.dlopen, Buffer.from(file + '\0'), rt.dlopenMode, 0n, callMs);
   if (res.value === 0n) {
     // dlerror() state is per thread: ask the same thread, which is back at the same safe moment.
@@ -124,8 +132,7 @@ function loadInProcess(s: Session, rt: TargetRuntime, file: string, shownAs: str
     s.resumeAllExcept(-1);
     throw new HotloadError('PATCH_DLOPEN_FAILED', `process ${s.pid} could not load ${shownAs}: ${msg}`);
   }
-  s.resumeAllExcept(-1);
-  return { hostThread: host.tid, loadMs: res.ns / 1e6, repaired: res.repaired };
+  return { hostThread: host.tid, loadMs: res.ns / 1e6, repaired: res.repaired, hostStoppedAt };
 }
 
 export function attach(pid: number, patchFile: string, opts: AttachOptions = {}): AttachResult {
@@ -207,19 +214,20 @@ export function attach(pid: number, patchFile: string, opts: AttachOptions = {})
     let hostThread = 0;
     let loadMs = 0;
     let repairedRegisters = false;
+    let hostStoppedAt: bigint | undefined;
     if (patchBias === undefined) {
       progress('loading the patch');
       const loaded = loadInProcess(s, rt, staged.staged, patchFile, opts);
-      ({ hostThread, loadMs, repaired: repairedRegisters } = loaded);
+      ({ hostThread, loadMs, repaired: repairedRegisters, hostStoppedAt } = loaded);
       patchBias = patchBiasIn(readMaps(pid));
       if (patchBias === undefined) throw new HotloadError('PATCH_DLOPEN_FAILED', `dlopen succeeded but ${staged.staged} is not mapped in process ${pid}`);
       setNewAddrs(patchBias);
     }
-    // Every thread runs here.
+    // Every thread but the host runs here.
 
     // 8. Fill in the patch's references to the target's statics and what each
     //    function ran before (for revert and status). Nothing reaches the
-    //    patch's code or data yet, so the threads keep running.
+    //    patch's code or data yet, so the other threads keep running.
     for (const r of plan.refs) s.writeU64(patchBias + BigInt(r.slot), mod.bias + BigInt(r.value));
     for (const site of sites) if (site.prevSlot !== undefined) s.writeU64(patchBias + site.prevSlot, site.previous ?? 0n);
     if (meta.appliedAtSlot !== undefined) s.writeU64(patchBias + BigInt(meta.appliedAtSlot), BigInt(Date.now()));
@@ -242,10 +250,12 @@ export function attach(pid: number, patchFile: string, opts: AttachOptions = {})
       writes.push({ addr: site.entrySite, expect: site.origEntry, bytes: entryJump(site.endbr), entry: true });
       names.push(site.name);
     }
+    const batch = Session.batch(writes, names);
     s.stopAll();
-    s.apply(writes, names);
+    s.apply(batch);
     const times = s.close();
     // From here on, the new code runs.
+    const hostPausedMs = hostStoppedAt !== undefined ? Number(process.hrtime.bigint() - hostStoppedAt) / 1e6 : 0;
 
     return {
       pid,
@@ -258,7 +268,7 @@ export function attach(pid: number, patchFile: string, opts: AttachOptions = {})
       threads: s.threadCount,
       hostThread,
       repairedRegisters,
-      timings: { totalMs: Number(process.hrtime.bigint() - t0) / 1e6, stoppedMs: times.stoppedMs, maxStopMs: times.maxStopMs, loadMs },
+      timings: { totalMs: Number(process.hrtime.bigint() - t0) / 1e6, stoppedMs: times.stoppedMs, maxStopMs: times.maxStopMs, loadMs, hostPausedMs },
     };
   } finally {
     s.close();

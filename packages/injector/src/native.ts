@@ -158,19 +158,29 @@ export interface CodeWrite {
   entry?: boolean;
 }
 
-/** Check and write a batch of code with every thread stopped; all or nothing. */
-export function apply(writes: CodeWrite[]): void {
-  const parts: Buffer[] = [];
+/** Encode a batch of code writes for apply(); done before the threads are stopped. */
+export function encodeWrites(writes: CodeWrite[]): Buffer {
+  let size = 0;
   for (const w of writes) {
-    if (w.expect.length !== w.bytes.length || w.bytes.length > 64) throw new Error('apply: bad record');
-    const h = Buffer.alloc(16);
-    h.writeBigUInt64LE(w.addr, 0);
-    h.writeUInt32LE(w.bytes.length, 8);
-    h.writeUInt32LE(w.entry ? 1 : 0, 12);
-    parts.push(h, w.expect, w.bytes);
+    if (w.expect.length !== w.bytes.length || w.bytes.length === 0 || w.bytes.length > 64) throw new Error('apply: bad record');
+    size += 16 + 2 * w.bytes.length;
   }
-  const buf = Buffer.concat(parts);
-  const r = shim().hl_apply([buf.length ? buf : Buffer.alloc(1), buf.length]);
+  const buf = Buffer.alloc(size);
+  let o = 0;
+  for (const w of writes) {
+    buf.writeBigUInt64LE(w.addr, o);
+    buf.writeUInt32LE(w.bytes.length, o + 8);
+    buf.writeUInt32LE(w.entry ? 1 : 0, o + 12);
+    w.expect.copy(buf, o + 16);
+    w.bytes.copy(buf, o + 16 + w.bytes.length);
+    o += 16 + 2 * w.bytes.length;
+  }
+  return buf;
+}
+
+/** Check and write an encoded batch of code with every thread stopped; all or nothing. */
+export function apply(encoded: Buffer): void {
+  const r = shim().hl_apply([encoded.length ? encoded : Buffer.alloc(1), encoded.length]);
   if (r < 0) throw new ApplyError(-r, Number(out(0)));
 }
 

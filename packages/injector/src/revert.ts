@@ -94,8 +94,9 @@ export function revert(pid: number, patchFile: string | undefined, opts: { all?:
       }
     }
     if (writes.length) {
+      const batch = Session.batch(writes, names);
       s.stopAll();
-      s.apply(writes, names);
+      s.apply(batch);
     }
     times = s.close();
   } finally {

@@ -51,14 +51,20 @@ export class Session {
   }
 
   /** Registers of every stopped thread. */
+  /** Prepare a batch for apply() (before the threads are stopped: it is not free). */
+  static batch(writes: native.CodeWrite[], names: string[]): { encoded: Buffer; names: string[] } {
+    return { encoded: native.encodeWrites(writes), names };
+  }
+
   survey(): native.ThreadRegs[] {
     return this.wrap('read registers', () => native.survey());
   }
 
   /** Write code with every thread stopped: all records or none (see hl_apply). */
-  apply(writes: native.CodeWrite[], names: string[]): void {
+  apply(batch: { encoded: Buffer; names: string[] }): void {
+    const { encoded, names } = batch;
     try {
-      native.apply(writes);
+      native.apply(encoded);
     } catch (e) {
       if (e instanceof native.ApplyError && e.errno === native.ESTALE) {
         throw new HotloadError('UNPATCHABLE', `the prologue of ${names[e.index] ?? '?'} changed in process ${this.pid} while hotload worked (another hotload?); nothing was written`);

@@ -8,7 +8,7 @@ export function printAttach(out: Out, r: AttachResult): void {
   out.line(`${out.green('patched')} process ${r.pid} with ${r.patch} (${r.functions.length} function${r.functions.length === 1 ? '' : 's'})`);
   for (const f of r.functions) out.line(`  ${f.name} ${out.dim(f.old)} -> ${f.new}${f.previous !== 'original' ? out.dim(` (stacked on ${f.previous})`) : ''}`);
   for (const n of r.notes) out.line(`  ${out.yellow('note')}: ${n}`);
-  out.line(out.dim(`  threads stopped ${r.timings.stoppedMs.toFixed(3)} ms in all (longest ${r.timings.maxStopMs.toFixed(3)} ms), dlopen ${r.timings.loadMs.toFixed(2)} ms, total ${r.timings.totalMs.toFixed(1)} ms`));
+  out.line(out.dim(`  threads stopped ${r.timings.stoppedMs.toFixed(3)} ms in all (longest ${r.timings.maxStopMs.toFixed(3)} ms), dlopen ${r.timings.loadMs.toFixed(2)} ms on thread ${r.hostThread} (paused ${r.timings.hostPausedMs.toFixed(2)} ms), total ${r.timings.totalMs.toFixed(1)} ms`));
 }
 
 export const attachCommand = {
