@@ -103,6 +103,12 @@ async function main() {
   const target = path.join(FIX, 'target');
   const one = Array.from({ length: RUNS }, (_, k) => makePatch(target, k));
   const h = await measureHotload(target, one);
+  // What starting Node alone does to the target on this 2-core machine (CPU sharing, no ptrace).
+  const idle = startTarget(target, ['stall', String(SPINNERS)]);
+  await sleep(300);
+  const nodeOnly = [];
+  for (let i = 0; i < RUNS; i++) nodeOnly.push(await stallAround(idle, () => run(process.execPath, ['-e', ''])));
+  idle.child.kill('SIGKILL');
   const haveGdb = spawnSync('gdb', ['--version']).status === 0;
   const g = haveGdb ? await measureGdb(target, Array.from({ length: RUNS }, (_, k) => makePatch(target, 100 + k))) : [];
 
@@ -129,6 +135,7 @@ async function main() {
   console.log(`  hotload attach, 1 function                    ${f(median(h.map((r) => r.stoppedMs)))}     ${f(median(h.map((r) => r.maxStopMs)))}     ${f(median(h.map((r) => r.stallMs)))}  ${f(median(h.map((r) => r.dlopenMs)))} ${f(median(h.map((r) => r.wall)))}`);
   if (haveGdb) console.log(`  gdb -p PID -batch -ex 'call dlopen(...)'      ${'-'.padStart(9)}     ${'-'.padStart(9)}     ${f(median(g.map((r) => r.stallMs)))}  ${'-'.padStart(9)} ${f(median(g.map((r) => r.wall)))}`);
   else console.log('  gdb: not installed, baseline skipped');
+  console.log(`  node -e '' (start-up alone, no ptrace)       ${'-'.padStart(9)}     ${'-'.padStart(9)}     ${f(median(nodeOnly.map((r) => r.stallMs)))}  ${'-'.padStart(9)} ${f(median(nodeOnly.map((r) => r.wall)))}`);
   console.log(`  hotload attach, 1,000 functions (${hb.length} runs)    ${f(median(hb.map((r) => r.stoppedMs)))}     ${f(median(hb.map((r) => r.maxStopMs)))}     ${f(median(hb.map((r) => r.stallMs)))}  ${f(median(hb.map((r) => r.dlopenMs)))} ${f(median(hb.map((r) => r.wall)))}`);
   console.log('  (stopped = hotload\'s own count of time every thread was stopped, both stops added; target stall = longest gap seen');
   console.log('   by the target\'s spinning threads, which includes this VM\'s own stalls of up to ~0.6 ms; wall includes Node start-up)');

@@ -76,6 +76,9 @@ const STARTUP = new Set([
   'frame_dummy', '__libc_csu_init', '__libc_csu_fini', '_dl_relocate_static_pie', '__x86.get_pc_thunk.bx',
 ]);
 
+/** Shared by every function without aliases (never mutated). */
+const NO_ALIASES: string[] = Object.freeze([]) as unknown as string[];
+
 const CLONE_RE = /^(.+?)\.(isra|constprop|part|lto_priv|localalias|specialized)\.\d+/;
 const COLD_RE = /^(.+?)\.cold(\.\d+)?$/;
 
@@ -121,7 +124,7 @@ function inspectPad(elf: ElfFile, pad: number): PadBytes {
   }
   const endbr = startsWithEndbr(elf.buf, off + PAD_BEFORE);
   const site = off + PAD_BEFORE + entryNopOffset(endbr);
-  const state = classifyEntryBytes(elf.buf.subarray(site, site + 2), endbr);
+  const state = classifyEntryBytes(elf.buf, endbr, site);
   const padNops = isNopRun(elf.buf, off, PAD_BEFORE);
   if (!padNops || (state !== 'nop' && state !== 'posted')) {
     const what = !padNops ? `the 14 bytes before 0x${entry.toString(16)}` : `the entry bytes at 0x${(entry + entryNopOffset(endbr)).toString(16)}`;
@@ -130,51 +133,83 @@ function inspectPad(elf: ElfFile, pad: number): PadBytes {
   return { pad, ok: true, endbr, posted: state === 'posted' };
 }
 
+/**
+ * Indices of `values` in ascending order. Packing value and index into one
+ * double and using the native numeric sort is several times faster than a
+ * comparator; it is exact while value * 2^21 + index stays below 2^53.
+ */
+function sortedOrder(values: Float64Array): Uint32Array {
+  const n = values.length;
+  const order = new Uint32Array(n);
+  let max = 0;
+  for (let i = 0; i < n; i++) if (values[i] > max) max = values[i];
+  if (n < 1 << 21 && max < 2 ** 31) {
+    const keys = new Float64Array(n);
+    for (let i = 0; i < n; i++) keys[i] = values[i] * 2 ** 21 + i;
+    keys.sort();
+    for (let i = 0; i < n; i++) order[i] = keys[i] % 2 ** 21;
+    return order;
+  }
+  for (let i = 0; i < n; i++) order[i] = i;
+  return order.sort((a, b) => values[a] - values[b]);
+}
+
 /** Prefer a global, then a name without leading underscores, as the function's main name. */
 function rankName(n: { name: string; local: boolean }): number {
   return (n.local ? 2 : 0) + (n.name.startsWith('_') ? 1 : 0);
 }
 
-/** Compute the pad index of an ELF file (ignores a recorded `.hotload.index`). */
+/**
+ * Compute the pad index of an ELF file (ignores a recorded `.hotload.index`).
+ * Pads and function symbols are both sorted by address and walked together:
+ * no hash map per function, which matters at 100,000 functions.
+ */
 export function indexPads(elf: ElfFile): PadIndex {
   const padAddrs = readPadAddresses(elf);
-  const padByEntry = new Map<number, number>();
-  for (const p of padAddrs) padByEntry.set(p + PAD_BEFORE, p);
-
-  // Group function symbols by address: aliases share one record.
-  const groups = new Map<number, { names: { name: string; local: boolean }[]; size: number; file?: string }>();
-  for (const s of elf.functionSymbols()) {
-    let g = groups.get(s.value);
-    if (!g) {
-      g = { names: [], size: 0 };
-      groups.set(s.value, g);
-    }
-    if (!g.names.some((n) => n.name === s.name)) g.names.push({ name: s.name, local: s.bind === 0 });
-    g.size = Math.max(g.size, s.size);
-    if (s.file && !g.file) g.file = s.file;
-  }
+  const pads = Float64Array.from(padAddrs).sort();
+  const usedPad = new Uint8Array(pads.length);
+  const syms = elf.functionSymbols();
+  const values = new Float64Array(syms.length);
+  for (let i = 0; i < syms.length; i++) values[i] = syms[i].value;
+  const order = sortedOrder(values);
 
   const functions: PadFunction[] = [];
-  const seenPads = new Set<number>();
-  for (const [address, g] of groups) {
-    g.names.sort((a, b) => rankName(a) - rankName(b) || a.name.localeCompare(b.name));
-    const main = g.names[0];
+  let pi = 0;
+  for (let k = 0; k < order.length; ) {
+    const address = values[order[k]];
+    // Aliases: every symbol at this address.
+    const first = syms[order[k]];
+    let main = { name: first.name, local: first.bind === 0 };
+    let aliases: string[] = NO_ALIASES;
+    let size = first.size;
+    let file = first.file;
+    if (k + 1 < order.length && values[order[k + 1]] === address) {
+      const names: { name: string; local: boolean }[] = [];
+      for (; k < order.length && values[order[k]] === address; k++) {
+        const s = syms[order[k]];
+        if (!names.some((n) => n.name === s.name)) names.push({ name: s.name, local: s.bind === 0 });
+        if (s.size > size) size = s.size;
+        if (s.file && !file) file = s.file;
+      }
+      names.sort((a, b) => rankName(a) - rankName(b) || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+      main = names[0];
+      aliases = names.slice(1).map((n) => n.name);
+    } else {
+      k++;
+    }
+    // Every field present from the start: one object shape for all functions.
     const f: PadFunction = {
-      name: main.name,
-      aliases: g.names.slice(1).map((n) => n.name),
-      address,
-      size: g.size,
-      status: 'patchable',
-      endbr: false,
-      posted: false,
-      local: main.local,
-      ...(g.file ? { file: g.file } : {}),
+      name: main.name, aliases, address, size, status: 'patchable', pad: undefined, endbr: false, posted: false, local: main.local,
+      file, origin: undefined, clones: undefined, reason: undefined, hint: undefined,
     };
-    const pad = padByEntry.get(address);
-    const cold = COLD_RE.exec(main.name);
-    const clone = CLONE_RE.exec(main.name);
+
+    while (pi < pads.length && pads[pi] + PAD_BEFORE < address) pi++;
+    const pad = pi < pads.length && pads[pi] + PAD_BEFORE === address ? pads[pi] : undefined;
+    const dotted = main.name.includes('.');
+    const cold = dotted ? COLD_RE.exec(main.name) : null;
+    const clone = dotted ? CLONE_RE.exec(main.name) : null;
     if (pad !== undefined) {
-      seenPads.add(pad);
+      usedPad[pi] = 1;
       const pb = inspectPad(elf, pad);
       f.pad = pad;
       f.endbr = pb.endbr;
@@ -205,40 +240,37 @@ export function indexPads(elf: ElfFile): PadIndex {
   }
 
   // Pads whose entry has no function symbol (a stripped file): still indexed.
-  for (const pad of padAddrs) {
-    if (seenPads.has(pad)) continue;
+  let unnamed = 0;
+  for (let i = 0; i < pads.length; i++) {
+    if (usedPad[i] || (i > 0 && pads[i] === pads[i - 1])) continue;
+    const pad = pads[i];
     const pb = inspectPad(elf, pad);
-    functions.push({
-      name: `pad_0x${(pad + PAD_BEFORE).toString(16)}`,
-      aliases: [],
-      address: pad + PAD_BEFORE,
-      size: 0,
-      status: pb.ok ? 'patchable' : 'modified',
-      pad,
-      endbr: pb.endbr,
-      posted: pb.posted,
-      local: true,
-      ...(pb.ok ? {} : { reason: `pad present but not NOPs: ${pb.problem}` }),
-    });
+    const f: PadFunction = {
+      name: `pad_0x${(pad + PAD_BEFORE).toString(16)}`, aliases: [], address: pad + PAD_BEFORE, size: 0, status: pb.ok ? 'patchable' : 'modified', pad, endbr: pb.endbr, posted: pb.posted, local: true,
+      file: undefined, origin: undefined, clones: undefined, reason: undefined, hint: undefined,
+    };
+    if (!pb.ok) f.reason = `pad present but not NOPs: ${pb.problem}`;
+    functions.push(f);
+    unnamed++;
   }
+  if (unnamed) functions.sort((a, b) => a.address - b.address);
 
   // Tell each original about its clones.
-  const byName = new Map(functions.map((f) => [f.name, f]));
-  for (const f of functions) {
-    if (f.status !== 'clone' || !f.origin) continue;
-    const o = byName.get(f.origin);
-    if (o) (o.clones ??= []).push(f.name);
+  const clones = functions.filter((f) => f.status === 'clone');
+  if (clones.length) {
+    const origins = new Map<string, PadFunction>();
+    const wanted = new Set(clones.map((c) => c.origin));
+    for (const f of functions) if (wanted.has(f.name)) origins.set(f.name, f);
+    for (const c of clones) {
+      const o = origins.get(c.origin!);
+      if (o) (o.clones ??= []).push(c.name);
+    }
   }
 
-  functions.sort((a, b) => a.address - b.address);
-  return {
-    version: INDEX_VERSION,
-    ...(elf.buildId() ? { buildId: elf.buildId() } : {}),
-    pie: elf.isPie,
-    padEntries: padAddrs.length,
-    functions,
-    summary: summarize(functions),
-  };
+  const buildId = elf.buildId();
+  const idx: PadIndex = { version: INDEX_VERSION, pie: elf.isPie, padEntries: padAddrs.length, functions, summary: summarize(functions) };
+  if (buildId) idx.buildId = buildId;
+  return idx;
 }
 
 export function summarize(functions: PadFunction[]): Record<FunctionStatus, number> {

@@ -160,10 +160,11 @@ export class ElfFile {
     return this.buf.subarray(off, off + len);
   }
 
+  /** A 64-bit field as a number (two 32-bit reads: no BigInt per field). */
   private u64(b: Buffer, off: number): number {
-    const v = b.readBigUInt64LE(off);
-    if (v > BigInt(Number.MAX_SAFE_INTEGER)) return Number.MAX_SAFE_INTEGER; // caught by slice()
-    return Number(v);
+    const hi = b.readUInt32LE(off + 4);
+    if (hi >= 0x200000) return Number.MAX_SAFE_INTEGER; // beyond 2^53: caught by slice() where it matters
+    return hi * 0x100000000 + b.readUInt32LE(off);
   }
 
   // ---- header, program headers, sections ----------------------------------------
@@ -272,11 +273,17 @@ export class ElfFile {
 
   /** File offset of a virtual address inside a PT_LOAD segment's file bytes. */
   vaddrToOffset(addr: number): number | undefined {
+    const last = this.lastSegment; // callers ask about nearby addresses, many times over
+    if (last && addr >= last.vaddr && addr < last.vaddr + last.filesz) return last.offset + (addr - last.vaddr);
     for (const p of this.programs) {
-      if (p.type === PT.LOAD && addr >= p.vaddr && addr < p.vaddr + p.filesz) return p.offset + (addr - p.vaddr);
+      if (p.type === PT.LOAD && addr >= p.vaddr && addr < p.vaddr + p.filesz) {
+        this.lastSegment = p;
+        return p.offset + (addr - p.vaddr);
+      }
     }
     return undefined;
   }
+  private lastSegment?: ProgramHeader;
 
   /** The executable PT_LOAD segment containing `addr`, if any. */
   execSegmentOf(addr: number): ProgramHeader | undefined {
@@ -302,25 +309,32 @@ export class ElfFile {
       if (sec.entsize !== 24) this.malformed(`${sec.name} has entry size ${sec.entsize}, expected 24`);
       if (sec.link >= this.sections.length) this.malformed(`${sec.name} links to missing string table ${sec.link}`);
       const data = this.sectionData(sec);
-      const strtab = this.sectionData(this.sections[sec.link]);
+      // One string for the whole table: slicing it per name is far cheaper than
+      // decoding each name from the buffer (100,000 symbols in a large program).
+      const strtab = this.sectionData(this.sections[sec.link]).toString('latin1');
       const versions = which === '.dynsym' ? this.symbolVersions() : undefined;
       const n = Math.floor(data.length / 24);
       let file: string | undefined;
       for (let i = 0; i < n; i++) {
         const o = i * 24;
         const info = data[o + 4];
+        const nameOff = data.readUInt32LE(o);
+        if (nameOff >= strtab.length && nameOff !== 0) this.malformed(`name of symbol ${i} in ${sec.name} is outside its string table`);
+        const nameEnd = strtab.indexOf('\0', nameOff);
         const sym: ElfSymbol = {
-          name: this.cstring(strtab, data.readUInt32LE(o), `name of symbol ${i} in ${sec.name}`),
+          name: nameOff === 0 ? '' : strtab.slice(nameOff, nameEnd < 0 ? strtab.length : nameEnd),
           type: info & 0xf,
           bind: info >> 4,
           visibility: data[o + 5] & 3,
           shndx: data.readUInt16LE(o + 6),
           value: this.u64(data, o + 8),
           size: this.u64(data, o + 16),
+          // Both always present (maybe undefined): one object shape for every symbol.
+          version: versions ? versions[i] : undefined,
+          file: undefined,
         };
         if (sym.type === STT.FILE) file = sym.name;
         else if (sym.bind === STB.LOCAL && file) sym.file = file;
-        if (versions && versions[i]) sym.version = versions[i];
         out.push(sym);
       }
     }

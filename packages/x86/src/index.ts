@@ -49,12 +49,14 @@ export function entryNopOffset(hasEndbr: boolean): number {
 
 export type EntryState = 'nop' | 'posted' | 'jump' | 'other';
 
-/** What the two bytes at the patchable site hold. */
-export function classifyEntryBytes(b: Buffer, hasEndbr: boolean): EntryState {
-  if (b.length < 2) return 'other';
-  if (b[0] === 0x90 && b[1] === 0x90) return 'nop';
-  if (b[0] === 0x66 && b[1] === 0x90) return 'posted';
-  if (b.equals(entryJump(hasEndbr))) return 'jump';
+/** What the two bytes at the patchable site (at `off` in `b`) hold. Allocation-free: the index calls it per function. */
+export function classifyEntryBytes(b: Buffer, hasEndbr: boolean, off = 0): EntryState {
+  if (b.length < off + 2) return 'other';
+  const b0 = b[off];
+  const b1 = b[off + 1];
+  if (b0 === 0x90 && b1 === 0x90) return 'nop'; // nop; nop
+  if (b0 === 0x66 && b1 === 0x90) return 'posted'; // xchg %ax,%ax
+  if (b0 === 0xeb && b1 === (hasEndbr ? 0xec : 0xf0)) return 'jump'; // jmp .-14 (see entryJump)
   return 'other';
 }
 
