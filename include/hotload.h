@@ -28,7 +28,10 @@
  * - Globals the target exports (in its dynamic symbol table: any global of a
  *   shared library, or of a program linked with -rdynamic) are plain externs.
  * - HOTLOAD_ON_APPLY(fn) / HOTLOAD_ON_REVERT(fn): `int fn(void)` runs in the
- *   target before the patch goes live / before it is reverted; non-zero aborts.
+ *   target, on one of its threads, after the statics are resolved and before the
+ *   patch goes live / before it is reverted (to migrate or initialise state).
+ *   Non-zero aborts the apply or revert, and nothing changes; say why with
+ *   `return HOTLOAD_HOOK_FAIL("queue not empty");` and hotload prints it.
  */
 #ifndef HOTLOAD_H
 #define HOTLOAD_H
@@ -54,5 +57,9 @@
   __attribute__((used, visibility("default"))) int (*const hotload_on_apply)(void) = fn
 #define HOTLOAD_ON_REVERT(fn) \
   __attribute__((used, visibility("default"))) int (*const hotload_on_revert)(void) = fn
+
+/* The message of a failing hook, read by hotload. */
+__attribute__((weak, visibility("default"))) const char *hotload_hook_message;
+#define HOTLOAD_HOOK_FAIL(msg) (hotload_hook_message = (msg), 1)
 
 #endif /* HOTLOAD_H */

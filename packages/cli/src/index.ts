@@ -50,7 +50,7 @@ export async function main(args: string[]): Promise<void> {
     .demandCommand(1, 'Name a command; `hotload --help` lists them.')
     .strict()
     .recommendCommands()
-    .epilog('Exit codes: 0 ok, 1 internal error, 2 usage, 3 bad ELF file, 4 unpatchable, 5 process/ptrace, 6 patch, 7 timeout, 8 build, 10 already applied.')
+    .epilog('Exit codes: 0 ok, 1 internal error, 2 usage, 3 bad ELF file, 4 unpatchable, 5 process/ptrace, 6 patch, 7 timeout, 8 build, 10 already applied, 11 rollout partial, 12 rollout failed.')
     .help()
     .alias('h', 'help')
     .version(false)

@@ -292,8 +292,14 @@ export function readRecordedIndex(elf: ElfFile): PadIndex | undefined {
 }
 
 /** The recorded index when `post` left one, else a fresh one. */
+const indexCache = new WeakMap<ElfFile, PadIndex>();
 export function loadPadIndex(elf: ElfFile): PadIndex {
-  return readRecordedIndex(elf) ?? indexPads(elf);
+  let idx = indexCache.get(elf);
+  if (!idx) {
+    idx = readRecordedIndex(elf) ?? indexPads(elf);
+    indexCache.set(elf, idx);
+  }
+  return idx;
 }
 
 /** Functions that hotload check fails on. */

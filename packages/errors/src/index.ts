@@ -24,6 +24,8 @@ export const EXIT = {
   timeout: 7,
   build: 8,
   alreadyApplied: 10,
+  partial: 11,
+  rolloutFailed: 12,
 } as const;
 
 export const ERRORS = {
@@ -47,6 +49,11 @@ export const ERRORS = {
   PATCH_DLOPEN_FAILED: { exit: EXIT.patch, title: 'the process could not load the patch', hint: 'The message is dlerror() from the process; fix the cause (missing library, undefined symbol) and rebuild the patch.' },
   PATCH_ALREADY_APPLIED: { exit: EXIT.alreadyApplied, title: 'patch already applied', hint: 'Nothing to do; `hotload status <pid>` shows what is applied.' },
   PATCH_NOT_APPLIED: { exit: EXIT.patch, title: 'patch not applied', hint: '`hotload status <pid>` lists the patches in force.' },
+  HOOK_FAILED: { exit: EXIT.patch, title: 'a hook of the patch failed', hint: 'The patch was not applied (or not reverted); the hook says why. Fix the state it checks, or the hook, and retry.' },
+  PROCESS_BUSY: { exit: EXIT.process, title: 'another hotload is working on the process', hint: 'Wait for it to finish and retry.' },
+  PLAN_INVALID: { exit: EXIT.usage, title: 'invalid rollout plan', hint: 'Fix the listed fields; `hotload rollout --help` shows the plan format.' },
+  ROLLOUT_PARTIAL: { exit: EXIT.partial, title: 'rollout partly failed', hint: 'The failed processes were reverted; the others run the patch. See the results per process.' },
+  ROLLOUT_FAILED: { exit: EXIT.rolloutFailed, title: 'rollout failed', hint: 'Nothing is left applied by this rollout; see the results per process.' },
   NO_SAFE_POINT: { exit: EXIT.timeout, title: 'no safe moment to load the patch', hint: 'Every thread stayed inside the C library or loader past the deadline; retry, or raise --timeout.' },
   CALL_TIMEOUT: { exit: EXIT.timeout, title: 'call in the process did not return in time', hint: 'The thread resumes its own code by itself when the call returns; check `hotload status` and retry.' },
   COMPILE_FAILED: { exit: EXIT.build, title: 'compiler failed', hint: 'Fix the compiler errors shown above and run again.' },

@@ -13,6 +13,8 @@ import { Module, modules, openModule, readMaps, requireProcess, setBias } from '
 import { callOnHost, findRuntime, placeStub, stopAndChooseHost, TargetRuntime } from './call-in-target';
 import type { CodeWrite } from './native';
 import { readPatchFile, stagePatch } from './stage-patch';
+import { withProcessLock } from './process-lock';
+import { runHook } from './run-hook';
 
 export interface AttachOptions {
   /** Accept a patch file others could write. */
@@ -135,7 +137,12 @@ function loadInProcess(s: Session, rt: TargetRuntime, file: string, shownAs: str
   return { hostThread: host.tid, loadMs: res.ns / 1e6, repaired: res.repaired, hostStoppedAt };
 }
 
+/** Apply a patch to a running process (one hotload at a time per process). */
 export function attach(pid: number, patchFile: string, opts: AttachOptions = {}): AttachResult {
+  return withProcessLock(pid, () => attachLocked(pid, patchFile, opts));
+}
+
+function attachLocked(pid: number, patchFile: string, opts: AttachOptions): AttachResult {
   const t0 = process.hrtime.bigint();
   const progress = opts.onProgress ?? (() => undefined);
 
@@ -231,6 +238,13 @@ export function attach(pid: number, patchFile: string, opts: AttachOptions = {})
     for (const r of plan.refs) s.writeU64(patchBias + BigInt(r.slot), mod.bias + BigInt(r.value));
     for (const site of sites) if (site.prevSlot !== undefined) s.writeU64(patchBias + site.prevSlot, site.previous ?? 0n);
     if (meta.appliedAtSlot !== undefined) s.writeU64(patchBias + BigInt(meta.appliedAtSlot), BigInt(Date.now()));
+
+    // 8b. The patch's on-apply hook, if any, runs in the process now: its statics
+    //     are resolved and nothing of it is live yet. Failure changes nothing.
+    if (meta.onApply !== undefined) {
+      progress('running the on-apply hook');
+      hostThread = runHook(s, rt, hostThread, meta, patchBias, meta.onApply, 'on-apply', opts);
+    }
 
     // 9. Stop every thread and write the prologues in one batch, all or nothing:
     //    the pads first (unreachable while the entries hold NOPs), then the

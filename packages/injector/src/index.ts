@@ -6,3 +6,5 @@ export { status, StatusResult } from './status';
 export { Session } from './session';
 export { readMaps, modules, processExists, Module, Mapping } from './read-process';
 export { shimPath } from './native';
+export { ps, PatchableProcess, pidsByName, pidsByExe, pidsByBuildId, resolveTargets } from './ps';
+export { RevertOptions } from './revert';

@@ -68,10 +68,29 @@ export function modules(pid: number, maps = readMaps(pid)): Module[] {
   return [...byPath.values()];
 }
 
+// Parsed module files, shared across processes: a rollout to 100 processes of
+// one build reads the executable and libc once. Keyed by identity and change
+// time, so a rebuilt file is read again.
+const moduleCache = new Map<string, ElfFile>();
+
 /** Open a module's ELF file as the process sees it. */
 export function openModule(pid: number, mod: Module): ElfFile {
   const viaRoot = `/proc/${pid}/root${mod.path}`;
-  return ElfFile.open(fs.existsSync(viaRoot) ? viaRoot : mod.path);
+  const file = fs.existsSync(viaRoot) ? viaRoot : mod.path;
+  let key = '';
+  try {
+    const st = fs.statSync(file);
+    key = `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}`;
+  } catch {
+    return ElfFile.open(file); // reports the error
+  }
+  let elf = moduleCache.get(key);
+  if (!elf) {
+    elf = ElfFile.open(file);
+    if (moduleCache.size >= 64) moduleCache.delete(moduleCache.keys().next().value as string);
+    moduleCache.set(key, elf);
+  }
+  return elf;
 }
 
 /** Compute the load bias of a module from its ELF program headers. */

@@ -13,7 +13,10 @@ import { HotloadError } from '@hotload/errors';
 import { NOP2 } from '@hotload/x86';
 import { Session } from './session';
 import type { CodeWrite } from './native';
-import { requireProcess } from './read-process';
+import { modules, requireProcess } from './read-process';
+import { withProcessLock } from './process-lock';
+import { HookOptions, runHook } from './run-hook';
+import { TargetRuntime, findRuntime, placeStub } from './call-in-target';
 import { readPatchFile } from './stage-patch';
 import { LoadedPatch, functionStack, functionState, loadedPatches, prevSlotAddress } from './read-patches';
 
@@ -38,7 +41,16 @@ export function findLoadedPatch(patches: LoadedPatch[], patchFile: string): Load
   return patches.find((p) => path.basename(p.staged).startsWith(sha.slice(0, 16) + '-'));
 }
 
-export function revert(pid: number, patchFile: string | undefined, opts: { all?: boolean } = {}): RevertResult {
+export interface RevertOptions extends HookOptions {
+  all?: boolean;
+}
+
+/** Revert a patch, or --all (one hotload at a time per process). */
+export function revert(pid: number, patchFile: string | undefined, opts: RevertOptions = {}): RevertResult {
+  return withProcessLock(pid, () => revertLocked(pid, patchFile, opts));
+}
+
+function revertLocked(pid: number, patchFile: string | undefined, opts: RevertOptions): RevertResult {
   const t0 = process.hrtime.bigint();
   requireProcess(pid);
   const patches = loadedPatches(pid);
@@ -92,6 +104,15 @@ export function revert(pid: number, patchFile: string | undefined, opts: { all?:
         }
         reverted.push({ name: r.old, patch: p.staged, now: at === 0 ? (prev === 0n ? 'original' : hex(prev)) : hex(stack[0].address) });
       }
+    }
+    // Each reverted patch's on-revert hook runs first; a failing one stops the revert.
+    const hooked = chosen.filter((p) => p.meta.onRevert !== undefined && reverted.some((r) => r.patch === p.staged));
+    if (hooked.length) {
+      const mods = modules(pid);
+      const rtBase = findRuntime(pid, mods);
+      const rt: TargetRuntime = { ...rtBase, stub: placeStub(s, rtBase.stubCandidates) };
+      let host = 0;
+      for (const p of hooked) host = runHook(s, rt, host, p.meta, p.bias, p.meta.onRevert!, 'on-revert', opts);
     }
     if (writes.length) {
       const batch = Session.batch(writes, names);

@@ -50,6 +50,8 @@ export interface PatchMeta {
   onApply?: number;
   onRevert?: number;
   appliedAtSlot?: number;
+  /** Address of `hotload_hook_message` (a const char *), set by a failing hook. */
+  hookMessageSlot?: number;
 }
 
 /** Defined symbols by name: .dynsym first, then .symtab (a `static` new function is only there). */
@@ -114,5 +116,6 @@ export function readPatch(elf: ElfFile): PatchMeta {
     onApply: syms.get('hotload_on_apply')?.value,
     onRevert: syms.get('hotload_on_revert')?.value,
     appliedAtSlot: syms.get('hotload_applied_at')?.value,
+    hookMessageSlot: syms.get('hotload_hook_message')?.value,
   };
 }

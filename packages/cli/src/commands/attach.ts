@@ -1,30 +1,66 @@
-// hotload attach <pid> patch.so: load a patch into a running process and
-// redirect its functions.
+// hotload attach <pid|pids|name> patch.so: load a patch into running processes
+// and redirect its functions.
 import type { Argv } from 'yargs';
-import { attach, AttachResult } from '@hotload/injector';
+import { AttachResult, HotloadError, attach, isHotloadError, resolveTargets } from '@hotload/api';
 import { Out } from '../output';
 
 export function printAttach(out: Out, r: AttachResult): void {
   out.line(`${out.green('patched')} process ${r.pid} with ${r.patch} (${r.functions.length} function${r.functions.length === 1 ? '' : 's'})`);
   for (const f of r.functions) out.line(`  ${f.name} ${out.dim(f.old)} -> ${f.new}${f.previous !== 'original' ? out.dim(` (stacked on ${f.previous})`) : ''}`);
   for (const n of r.notes) out.line(`  ${out.yellow('note')}: ${n}`);
-  out.line(out.dim(`  threads stopped ${r.timings.stoppedMs.toFixed(3)} ms in all (longest ${r.timings.maxStopMs.toFixed(3)} ms), dlopen ${r.timings.loadMs.toFixed(2)} ms on thread ${r.hostThread} (paused ${r.timings.hostPausedMs.toFixed(2)} ms), total ${r.timings.totalMs.toFixed(1)} ms`));
+  const t = r.timings;
+  out.line(out.dim(`  threads stopped ${t.stoppedMs.toFixed(3)} ms in all (longest ${t.maxStopMs.toFixed(3)} ms)${r.hostThread ? `, dlopen ${t.loadMs.toFixed(2)} ms on thread ${r.hostThread} (paused ${t.hostPausedMs.toFixed(2)} ms)` : ''}, total ${t.totalMs.toFixed(1)} ms`));
+}
+
+/**
+ * Run `op` on each pid. One pid: its result, or its error thrown as is.
+ * Several: every pid is tried; the JSON is an array; the first error's code ends the command.
+ */
+export function forEachPid<T>(spec: string, out: Out, op: (pid: number) => T, print: (r: T) => void): number {
+  const pids = resolveTargets(spec);
+  if (pids.length === 1) {
+    const r = op(pids[0]);
+    if (out.json) out.doc(r);
+    else print(r);
+    return 0;
+  }
+  const results: { pid: number; ok: boolean; result?: T; error?: unknown }[] = [];
+  let firstError: HotloadError | undefined;
+  for (const pid of pids) {
+    out.progress(`process ${pid} (${results.length + 1}/${pids.length})`);
+    try {
+      const r = op(pid);
+      results.push({ pid, ok: true, result: r });
+      if (!out.json) print(r);
+    } catch (e) {
+      const err = isHotloadError(e) ? e : new HotloadError('INTERNAL', String(e));
+      firstError ??= err;
+      results.push({ pid, ok: false, error: err.toJSON() });
+      if (!out.json) out.line(`${out.red('failed')} process ${pid}: ${err.code}: ${err.message}`);
+    }
+  }
+  out.progress('');
+  if (out.json) out.doc(results);
+  return firstError ? firstError.exitCode : 0;
 }
 
 export const attachCommand = {
-  command: 'attach <pid> <patch>',
-  describe: 'Load a patch .so into a running process and redirect the functions it replaces',
+  command: 'attach <target> <patch>',
+  describe: 'Load a patch .so into running processes and redirect the functions it replaces',
   builder: (y: Argv) =>
     y
-      .positional('pid', { type: 'number', demandOption: true, describe: 'process id' })
+      .positional('target', { type: 'string', demandOption: true, describe: 'a pid, pids separated by commas, or a process name' })
       .positional('patch', { type: 'string', demandOption: true, describe: 'patch made by `hotload mkpatch`' })
       .option('allow-unsafe-file', { type: 'boolean', default: false, describe: 'accept a patch file that other users could write' })
-      .option('timeout', { type: 'number', default: 3000, describe: 'ms to wait for a safe moment to load the patch' }),
-  run(argv: { pid: number; patch: string; allowUnsafeFile: boolean; timeout: number }, out: Out): number {
-    const r = attach(argv.pid, argv.patch, { allowUnsafeFile: argv.allowUnsafeFile, safePointTimeoutMs: argv.timeout, onProgress: (s) => out.progress(s) });
-    out.progress('');
-    if (out.json) out.doc(r);
-    else printAttach(out, r);
-    return 0;
+      .option('timeout', { type: 'number', default: 3000, describe: 'ms to wait for a safe moment to load the patch' })
+      .example('$0 attach 4242 fix.so', 'patch one process')
+      .example('$0 attach server fix.so --json', 'patch every process named server'),
+  run(argv: { target: string; patch: string; allowUnsafeFile: boolean; timeout: number }, out: Out): number {
+    return forEachPid(
+      String(argv.target),
+      out,
+      (pid) => attach(pid, argv.patch, { allowUnsafeFile: argv.allowUnsafeFile, safePointTimeoutMs: argv.timeout, onProgress: (s) => out.progress(s) }),
+      (r) => printAttach(out, r),
+    );
   },
 };

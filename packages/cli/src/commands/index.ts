@@ -8,5 +8,7 @@ import { attachCommand } from './attach';
 import { mkpatchCommand } from './mkpatch';
 import { revertCommand } from './revert';
 import { statusCommand } from './status';
+import { psCommand } from './ps';
+import { rolloutCommand } from './rollout';
 
-export const COMMANDS: Command[] = [attachCommand, revertCommand, statusCommand, mkpatchCommand, indexCommand, checkCommand, postCommand, flagsCommand];
+export const COMMANDS: Command[] = [attachCommand, revertCommand, statusCommand, psCommand, rolloutCommand, mkpatchCommand, indexCommand, checkCommand, postCommand, flagsCommand];

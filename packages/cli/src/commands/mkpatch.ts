@@ -1,6 +1,6 @@
 // hotload mkpatch patch.c --target <elf> -o patch.so
 import type { Argv } from 'yargs';
-import { mkpatch } from '@hotload/patch';
+import { mkpatch } from '@hotload/api';
 import { Out } from '../output';
 
 export const mkpatchCommand = {

@@ -1,6 +1,6 @@
 // hotload status <pid>
 import type { Argv } from 'yargs';
-import { status } from '@hotload/injector';
+import { status } from '@hotload/api';
 import { Out } from '../output';
 
 export const statusCommand = {

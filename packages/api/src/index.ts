@@ -1,0 +1,19 @@
+// hotload for scripts: the same operations as the CLI, typed. The CLI is a thin
+// layer over this module.
+//
+//   import { attach, revert, status, rollout, loadPlan } from '@hotload/api';
+//   const r = attach(pid, 'fix.so');                 // synchronous; throws HotloadError
+//   console.log(r.functions, r.timings.maxStopMs);
+//   const { plan, baseDir } = loadPlan('rollout.json');
+//   const res = await rollout(plan, { baseDir, onEvent: (e) => console.log(e) });
+//   if (res.outcome !== 'success') process.exitCode = 1;
+//
+// Every failure is a HotloadError with a code, a message and a hint.
+export { attach, revert, status, ps, resolveTargets, pidsByName, pidsByExe, pidsByBuildId } from '@hotload/injector';
+export type { AttachOptions, AttachResult, PatchedFunction, RevertResult, RevertOptions, StatusResult, PatchableProcess } from '@hotload/injector';
+export { mkpatch } from '@hotload/patch';
+export type { MkpatchOptions, MkpatchResult } from '@hotload/patch';
+export { HotloadError, isHotloadError, ERRORS, EXIT } from '@hotload/errors';
+export type { ErrorCode } from '@hotload/errors';
+export { rollout, loadPlan, validatePlan, planTargets } from './rollout';
+export type { RolloutPlan, RolloutResult, RolloutOptions, RolloutEvent, ProcessResult, ProcessStatus, Step } from './rollout';

@@ -1,0 +1,208 @@
+// The patch lifecycle beyond one attach: hooks, several targets, ps, two
+// hotloads at once, and rollouts over many processes.
+import * as fs from 'fs';
+import * as path from 'path';
+import { FIX, Target, computePatch, hotload, mkpatch, sleep, tmpdir } from './helpers';
+
+const TARGET = path.join(FIX, 'target');
+const targets: Target[] = [];
+function start(args: string[] = ['loop']): Target {
+  const t = Target.start(TARGET, args);
+  targets.push(t);
+  return t;
+}
+afterEach(async () => {
+  for (const t of targets.splice(0)) await t.stop();
+});
+
+describe('hooks', () => {
+  test('an on-apply hook runs in the process before the patch goes live (state migration)', async () => {
+    const p = await mkpatch(
+      `#include <hotload.h>
+HOTLOAD_STATIC(int, counter);
+static int migrate(void) { HOTLOAD_REF(counter) = 500000; return 0; }
+HOTLOAD_ON_APPLY(migrate);
+int compute_v2(int x) { HOTLOAD_REF(counter)++; return x + 1001; }
+HOTLOAD_REPLACE(compute, compute_v2);
+`,
+      TARGET,
+      'hook-ok',
+    );
+    const t = start();
+    await t.waitFor(/^compute 6 counter \d+/);
+    const r = await hotload(['attach', String(t.pid), p]);
+    expect(r.code).toBe(0);
+    const line = await t.next(/^compute 1006 counter (\d+)/);
+    expect(Number(/counter (\d+)/.exec(line)![1])).toBeGreaterThanOrEqual(500000);
+    t.expectHealthy();
+  });
+
+  test('a failing on-apply hook aborts with its message and changes nothing', async () => {
+    const p = await mkpatch(
+      `#include <hotload.h>
+static int check(void) { return HOTLOAD_HOOK_FAIL("the queue is not empty"); }
+HOTLOAD_ON_APPLY(check);
+int compute_v2(int x) { return x + 1002; }
+HOTLOAD_REPLACE(compute, compute_v2);
+`,
+      TARGET,
+      'hook-fail',
+    );
+    const t = start();
+    await t.waitFor(/^compute 6/);
+    const r = await hotload(['attach', String(t.pid), p]);
+    expect(r.code).toBe(6);
+    expect(r.stderr).toMatch(/error HOOK_FAILED: the on-apply hook of .* returned 1: the queue is not empty; nothing was changed/);
+    await t.next(/^compute 6 /);
+    expect((await hotload(['status', String(t.pid)])).stdout).toMatch(/no patch applied/);
+    t.expectHealthy();
+  });
+
+  test('an on-revert hook runs before the revert, and a failing one keeps the patch in force', async () => {
+    const dir = tmpdir();
+    const flag = path.join(dir, 'allow-revert');
+    const p = await mkpatch(
+      `#include <hotload.h>
+#include <unistd.h>
+static int before_revert(void) { return access("${flag}", F_OK) == 0 ? 0 : HOTLOAD_HOOK_FAIL("not allowed yet"); }
+HOTLOAD_ON_REVERT(before_revert);
+int compute_v2(int x) { return x + 1003; }
+HOTLOAD_REPLACE(compute, compute_v2);
+`,
+      TARGET,
+      'hook-revert',
+    );
+    const t = start();
+    await t.waitFor(/^compute 6/);
+    expect((await hotload(['attach', String(t.pid), p])).code).toBe(0);
+    await t.next(/^compute 1008 /);
+    const no = await hotload(['revert', String(t.pid), p]);
+    expect(no.code).toBe(6);
+    expect(no.stderr).toMatch(/on-revert hook .* not allowed yet/);
+    await t.next(/^compute 1008 /);
+    fs.writeFileSync(flag, '');
+    expect((await hotload(['revert', String(t.pid), p])).code).toBe(0);
+    await t.next(/^compute 6 /);
+    t.expectHealthy();
+  });
+});
+
+test('attach and revert take several pids, or a process name; ps lists patchable processes', async () => {
+  const p = await mkpatch(computePatch(9), TARGET, 'multi');
+  const [a, b] = [start(), start()];
+  await a.waitFor(/^compute 6/);
+  await b.waitFor(/^compute 6/);
+  const r = await hotload(['attach', `${a.pid},${b.pid}`, p, '--json']);
+  expect(r.code).toBe(0);
+  expect(r.json.map((x: { pid: number; ok: boolean }) => [x.pid, x.ok])).toEqual([[a.pid, true], [b.pid, true]]);
+  await a.next(/^compute 1014 /);
+  await b.next(/^compute 1014 /);
+  const list = await hotload(['ps', '--json']);
+  const mine = list.json.filter((x: { pid: number }) => x.pid === a.pid || x.pid === b.pid);
+  expect(mine).toHaveLength(2);
+  expect(mine.every((x: { patches: number; modules: string[] }) => x.patches === 1 && x.modules[0].endsWith('/target'))).toBe(true);
+  expect((await hotload(['ps'])).stdout).toMatch(new RegExp(`^${a.pid}\\s+1\\s+target`, 'm'));
+  const byName = await hotload(['revert', 'target', '--all', '--json']);
+  expect(byName.code).toBe(0);
+  await a.next(/^compute 6 /);
+  await b.next(/^compute 6 /);
+});
+
+test('a second hotload on the same process waits for the first or fails clearly', async () => {
+  const t = start();
+  await t.waitFor(/^compute 6/);
+  const lockDir = path.join(require('os').tmpdir(), `hotload-${process.getuid!()}`);
+  const lock = path.join(lockDir, `pid-${t.pid}.lock`);
+  // Another (live) hotload holds the process: a sleeping process stands in for it.
+  const holder = require('child_process').spawn('sleep', ['30']);
+  fs.mkdirSync(lockDir, { recursive: true });
+  fs.writeFileSync(lock, String(holder.pid));
+  try {
+    const p = await mkpatch(computePatch(8), TARGET, 'busy');
+    const r = await hotload(['attach', String(t.pid), p]);
+    expect(r.code).toBe(5);
+    expect(r.stderr).toMatch(new RegExp(`PROCESS_BUSY: another hotload \\(pid ${holder.pid}\\) is working on process ${t.pid}`));
+    holder.kill('SIGKILL');
+    await sleep(100);
+    // Its owner is gone: the lock is stale and is taken over.
+    expect((await hotload(['attach', String(t.pid), p])).code).toBe(0);
+    expect(fs.existsSync(lock)).toBe(false);
+  } finally {
+    holder.kill('SIGKILL');
+  }
+});
+
+describe('rollout', () => {
+  async function fleet(n: number): Promise<Target[]> {
+    const ts = Array.from({ length: n }, () => start());
+    for (const t of ts) await t.waitFor(/^compute 6/);
+    return ts;
+  }
+  function writePlan(plan: object): string {
+    const dir = tmpdir();
+    const f = path.join(dir, 'plan.json');
+    fs.writeFileSync(f, JSON.stringify(plan));
+    return f;
+  }
+
+  test('over 20 processes: a failing health check on the canary reverts it and touches nothing else', async () => {
+    const ts = await fleet(20);
+    const p = await mkpatch(computePatch(11), TARGET, 'fleet');
+    const plan = writePlan({ targets: { pids: ts.map((t) => t.pid) }, canary: 1, parallel: 5, steps: [{ apply: p }], healthCheck: 'echo unhealthy; exit 3' });
+    const r = await hotload(['rollout', plan, '--json']);
+    expect(r.code).toBe(12);
+    const canary = r.json.processes.find((x: { canary: boolean }) => x.canary);
+    expect(canary.status).toBe('failed');
+    expect(canary.reason).toMatch(/health check failed: .*exited 3: unhealthy/);
+    expect(canary.reverted).toEqual([p]);
+    const rest = r.json.processes.filter((x: { canary: boolean }) => !x.canary);
+    expect(rest).toHaveLength(19);
+    expect(rest.every((x: { status: string }) => x.status === 'skipped')).toBe(true);
+    for (const t of ts) {
+      await t.next(/^compute 6 /);
+      expect((await hotload(['status', String(t.pid)])).stdout).toMatch(/no patch applied/);
+    }
+  }, 120000);
+
+  test('over 20 processes: all healthy, all patched; the report has one result per process', async () => {
+    const ts = await fleet(20);
+    const p = await mkpatch(computePatch(12), TARGET, 'fleet-ok');
+    const plan = writePlan({ targets: { pids: ts.map((t) => t.pid) }, canary: 2, parallel: 4, steps: [{ apply: p }, { wait: 50 }], healthCheck: 'kill -0 $HOTLOAD_PID' });
+    const dry = await hotload(['rollout', plan, '--dry-run', '--json']);
+    expect(dry.code).toBe(0);
+    expect(dry.json.processes.every((x: { status: string }) => x.status === 'would-apply')).toBe(true);
+    await ts[0].next(/^compute 6 /); // the dry run changed nothing
+    const r = await hotload(['rollout', plan, '--json']);
+    expect(r.code).toBe(0);
+    expect(r.json.outcome).toBe('success');
+    expect(r.json.processes).toHaveLength(20);
+    expect(r.json.processes.filter((x: { canary: boolean }) => x.canary)).toHaveLength(2);
+    expect(r.json.processes.every((x: { status: string }) => x.status === 'applied')).toBe(true);
+    for (const t of ts) await t.next(/^compute 1017 /);
+    const again = await hotload(['rollout', plan, '--json']);
+    expect(again.json.processes.every((x: { status: string }) => x.status === 'skipped')).toBe(true); // already applied
+  }, 120000);
+
+  test('a process that exits in the middle is reported, and the rest go on', async () => {
+    const ts = await fleet(4);
+    const p = await mkpatch(computePatch(13), TARGET, 'exiting');
+    const victim = ts[2];
+    const plan = writePlan({ targets: { pids: ts.map((t) => t.pid) }, canary: 1, parallel: 3, steps: [{ apply: p }, { wait: 700 }, { check: 'true' }] });
+    const run = hotload(['rollout', plan, '--json']);
+    await victim.next(/^compute 1018 /, 20000); // patched, now waiting
+    await victim.stop();
+    const r = await run;
+    expect(r.code).toBe(11);
+    const byPid = new Map(r.json.processes.map((x: { pid: number }) => [x.pid, x]));
+    expect((byPid.get(victim.pid) as { status: string }).status).toBe('exited');
+    for (const t of ts.filter((x) => x !== victim)) expect((byPid.get(t.pid) as { status: string }).status).toBe('applied');
+  }, 120000);
+
+  test('an invalid plan is refused with every problem listed', async () => {
+    const plan = writePlan({ targets: { pids: [], name: 'x' }, canary: -1, steps: [{ apply: 3 }, { bogus: 1 }], extra: true });
+    const r = await hotload(['rollout', plan]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/PLAN_INVALID/);
+    for (const m of [/unknown field "extra"/, /exactly one of/, /"canary" must be a whole number/, /steps\[0\]\.apply must be a non-empty string/, /steps\[1\]: unknown step "bogus"/]) expect(r.stderr).toMatch(m);
+  });
+});
