@@ -43,9 +43,10 @@ demo: build
 test: system build lua
 	npx jest --runInBand
 
-bench: build lua
+bench: system build lua
 	node bench/index-speed.js
 	node bench/attach-pause.js
+	node bench/rollout.js
 
 clean:
 	rm -rf packages/*/dist packages/*/tsconfig.tsbuildinfo native-shim/build

@@ -158,3 +158,45 @@ test('stacking, status, revert of the middle patch, revert --all, apply after re
   await t.next(/^compute 1007 /);
   t.expectHealthy();
 });
+
+test('signals that arrive while the patch goes in are delivered, none lost', async () => {
+  const t = start(TARGET, ['signals']);
+  await t.waitFor(/^signals 0 compute 6/);
+  const SIG = 40; // SIGRTMIN+6 with glibc (SIGRTMIN = 34): real-time signals queue, so none may merge
+  const patches = await Promise.all([0, 1, 2].map((k) => mkpatch(computePatch(30 + k), TARGET, `sig${k}`)));
+  let sent = 0;
+  const sender = setInterval(() => {
+    for (let i = 0; i < 5; i++, sent++) process.kill(t.pid, SIG);
+  }, 2);
+  try {
+    for (const p of patches) expect((await hotload(['attach', String(t.pid), p])).code).toBe(0);
+  } finally {
+    clearInterval(sender);
+  }
+  expect(sent).toBeGreaterThan(50);
+  const line = await t.next(new RegExp(`^signals ${sent} compute 1037$`));
+  expect(line).toBeTruthy();
+  t.expectHealthy();
+});
+
+test('SIGINT or SIGTERM during an attach: it finishes (or rolls back), then exits; the target is whole', async () => {
+  const { spawn } = await import('child_process');
+  const { BIN } = await import('./helpers');
+  for (const [sig, code] of [['SIGINT', 130], ['SIGTERM', 143]] as const) {
+    const t = start(TARGET, ['threads', '2']);
+    await t.waitFor(/^compute 6/);
+    const p = await mkpatch(computePatch(40), TARGET, `int-${sig}`);
+    const child = spawn(process.execPath, [BIN, 'attach', String(t.pid), p], { stdio: 'ignore' });
+    const exited = new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
+    // Wait until hotload is tracing the target, then interrupt it mid-attach.
+    const until = Date.now() + 5000;
+    while (t.state().tracer === 0 && Date.now() < until) await new Promise((r) => setImmediate(r));
+    child.kill(sig);
+    const status = await exited;
+    expect([0, code]).toContain(status);
+    t.expectHealthy();
+    const line = await t.next(/^compute \d+ /);
+    expect(line).toMatch(/^compute (6|1045) /); // all or nothing
+    await t.stop();
+  }
+});
