@@ -65,7 +65,7 @@ test('flags prints the CFLAGS for a build', async () => {
   expect(r.stdout.trim()).toBe('-fpatchable-function-entry=16,14');
 });
 
-test.each(['attach', 'revert', 'status', 'mkpatch', 'index', 'check', 'post', 'flags'])('%s --help documents the command', async (cmd) => {
+test.each(['attach', 'revert', 'status', 'ps', 'rollout', 'mkpatch', 'diff', 'index', 'check', 'post', 'flags'])('%s --help documents the command', async (cmd) => {
   const r = await hotload([cmd, '--help']);
   expect(r.code).toBe(0);
   expect(r.stdout).toContain(`hotload ${cmd}`);

@@ -2,3 +2,4 @@
 export * from './read-patch';
 export * from './check-patch';
 export * from './make-patch';
+export * from './diff-builds';

@@ -6,16 +6,25 @@ export const BUILD_FLAGS = {
   CFLAGS: '-fpatchable-function-entry=16,14',
   /** For `hotload diff`/`mkpatch --from` builds: one section per function and datum. */
   CFLAGS_DIFF: '-ffunction-sections -fdata-sections',
-  LDFLAGS: '',
+  /** Keeps the relocations in the linked file, for `hotload diff` on programs. */
+  LDFLAGS_DIFF: '-Wl,--emit-relocs',
 };
 
 export const flagsCommand = {
   command: 'flags',
   describe: 'Print the CFLAGS a hotpatchable build needs (for Makefiles: CFLAGS += $(shell hotload flags --cflags))',
-  builder: (y: Argv) => y.option('cflags', { type: 'boolean', default: false, describe: 'print only the CFLAGS value' }),
-  run(argv: { cflags: boolean }, out: Out): number {
+  builder: (y: Argv) =>
+    y
+      .option('cflags', { type: 'boolean', default: false, describe: 'print only the CFLAGS value' })
+      .option('diff', { type: 'boolean', default: false, describe: 'add the flags `hotload diff` needs' }),
+  run(argv: { cflags: boolean; diff: boolean }, out: Out): number {
+    const cflags = argv.diff ? `${BUILD_FLAGS.CFLAGS} ${BUILD_FLAGS.CFLAGS_DIFF}` : BUILD_FLAGS.CFLAGS;
     if (out.json) out.doc(BUILD_FLAGS);
-    else if (argv.cflags) out.line(BUILD_FLAGS.CFLAGS);
+    else if (argv.cflags) out.line(cflags);
+    else if (argv.diff) {
+      out.line(`CFLAGS += ${cflags}`);
+      out.line(`LDFLAGS += ${BUILD_FLAGS.LDFLAGS_DIFF}`);
+    }
     else {
       out.line(`CFLAGS += ${BUILD_FLAGS.CFLAGS}`);
       out.line('# after linking each executable or library:');

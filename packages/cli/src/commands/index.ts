@@ -10,5 +10,6 @@ import { revertCommand } from './revert';
 import { statusCommand } from './status';
 import { psCommand } from './ps';
 import { rolloutCommand } from './rollout';
+import { diffCommand } from './diff';
 
-export const COMMANDS: Command[] = [attachCommand, revertCommand, statusCommand, psCommand, rolloutCommand, mkpatchCommand, indexCommand, checkCommand, postCommand, flagsCommand];
+export const COMMANDS: Command[] = [attachCommand, revertCommand, statusCommand, psCommand, rolloutCommand, mkpatchCommand, diffCommand, indexCommand, checkCommand, postCommand, flagsCommand];

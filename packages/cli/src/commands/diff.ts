@@ -1,0 +1,38 @@
+// hotload diff <old> <new>: what differs between two builds, function by function.
+import type { Argv } from 'yargs';
+import { HotloadError } from '@hotload/errors';
+import { diffBuilds } from '@hotload/patch';
+import { Out } from '../output';
+
+export const diffCommand = {
+  command: 'diff <old> <new>',
+  describe: 'Compare two builds function by function, relocations taken into account (objects, or programs linked with -Wl,--emit-relocs)',
+  builder: (y: Argv) =>
+    y
+      .positional('old', { type: 'string', demandOption: true, describe: 'the build the process runs' })
+      .positional('new', { type: 'string', demandOption: true, describe: 'the rebuilt file' }),
+  run(argv: { old: string; new: string }, out: Out): number {
+    const d = diffBuilds(argv.old, argv.new);
+    if (!out.json) {
+      const list = (label: string, xs: string[], paint: (s: string) => string) => {
+        if (xs.length) out.line(`${paint(label)} ${xs.join(', ')}`);
+      };
+      list('changed functions:', d.changed, out.yellow);
+      list('added functions:', d.added, out.green);
+      list('removed functions:', d.removed, out.red);
+      list('changed data:', d.data.changed, out.yellow);
+      list('added data:', d.data.added, out.green);
+      list('removed data:', d.data.removed, out.red);
+      out.line(`${d.changed.length} changed, ${d.added.length} added, ${d.removed.length} removed, ${d.unchanged} unchanged functions`);
+    }
+    if (d.refused.length) {
+      // With --json the error document carries the refusals; the lists come in details too.
+      throw new HotloadError('UNPATCHABLE', `${d.refused.length} change${d.refused.length === 1 ? '' : 's'} cannot be patched into a running process`, {
+        details: [...d.refused.map((r) => `${r.symbol}: ${r.reason}`), ...(out.json ? [`changed functions: ${d.changed.join(', ') || '-'}`] : [])],
+        hint: 'Restart the process with the new build for these changes; there is no --force.',
+      });
+    }
+    if (out.json) out.doc(d);
+    return 0;
+  },
+};

@@ -1,0 +1,65 @@
+// `hotload diff` on builds of fixtures/src/diff.c that each change one thing,
+// compared as linked programs (-Wl,--emit-relocs) and as object files.
+import * as path from 'path';
+import { FIX, hotload } from './helpers';
+
+const D = path.join(FIX, 'diff');
+
+describe.each([['program', 'diff'], ['object file', 'diff.o']])('as %s', (_kind, file) => {
+  const diff = (variant: string) => hotload(['diff', path.join(D, 'base', file), path.join(D, variant, file), '--json']);
+
+  test('a rebuild with no change: nothing changed', async () => {
+    const r = await diff('base');
+    expect(r.code).toBe(0);
+    expect(r.json.changed).toEqual([]);
+    expect(r.json.unchanged).toBeGreaterThanOrEqual(7);
+  });
+
+  test.each([
+    ['CONST', 'a constant in one function', ['constant']],
+    ['PRINTF', 'a new printf (a new string literal too)', ['say']],
+    ['COUNT', 'a function updating a static counter', ['count']],
+    ['TINY', 'a change in a function inlined into its caller: the caller is in the patch', ['user_of_tiny']],
+    ['GROW', 'a function that grew: the functions after it moved, but are unchanged', ['first']],
+  ])('%s: %s', async (variant, _what, changed) => {
+    const r = await diff(variant);
+    expect(r.code).toBe(0);
+    expect(r.json.changed).toEqual(changed);
+    expect(r.json.added).toEqual([]);
+    expect(r.json.removed).toEqual([]);
+    expect(r.json.refused).toEqual([]);
+  });
+
+  test('a new helper function is added, its caller changed', async () => {
+    const r = await diff('NEWHELPER');
+    expect(r.json.changed).toEqual(['constant']);
+    expect(r.json.added).toEqual(['extra@diff.c']);
+  });
+
+  test('a new static variable is new data, its user changed', async () => {
+    const r = await diff('NEWSTATIC');
+    expect(r.json.changed).toEqual(['count']);
+    expect(r.json.data.added).toEqual(['newvar@diff.c']);
+  });
+
+  test('a struct layout change is refused, naming the symbol', async () => {
+    const r = await diff('BIGGER');
+    expect(r.code).toBe(4);
+    expect(r.json.error.code).toBe('UNPATCHABLE');
+    expect(r.json.error.details[0]).toMatch(/^conf@diff\.c: its size changed from 8 to 12 bytes/);
+    expect(r.json.error.hint).toMatch(/no --force/);
+  });
+
+  test('a changed initial value of existing data is refused', async () => {
+    const r = await diff('INITVAL');
+    expect(r.code).toBe(4);
+    expect(r.json.error.details[0]).toMatch(/^limit: its initial value changed/);
+  });
+});
+
+test('a linked program without --emit-relocs is refused with the flag to add', async () => {
+  const r = await hotload(['diff', path.join(FIX, 'demo'), path.join(FIX, 'demo')]);
+  expect(r.code).toBe(6);
+  expect(r.stderr).toMatch(/carries no relocations for its code/);
+  expect(r.stderr).toMatch(/-Wl,--emit-relocs/);
+});
