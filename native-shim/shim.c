@@ -583,7 +583,9 @@ int hl_stop_times(void) {
 }
 
 /* Every stopped thread's tid, rip, rax and orig_rax, 4 x u64 each, into the data
- * buffer (one FFI call instead of one per thread). Returns the count. */
+ * buffer (one FFI call instead of one per thread). Returns the count. A thread
+ * stopped with a signal to deliver is left out: it cannot host a call until it
+ * has had its signal (the next look, after the threads ran, finds it again). */
 int hl_survey(void) {
   int r = data_reserve((size_t)g_nthreads * 32);
   if (r) return r;
@@ -592,7 +594,7 @@ int hl_survey(void) {
   for (int i = 0; i < g_nthreads; i++) {
     struct thread *t = &g_threads[i];
     struct user_regs_struct regs;
-    if (t->gone || !t->stopped || ptrace(PTRACE_GETREGS, t->tid, 0, &regs) != 0) continue;
+    if (t->gone || !t->stopped || t->pending_sig || ptrace(PTRACE_GETREGS, t->tid, 0, &regs) != 0) continue;
     o[n * 4] = (uint64_t)t->tid;
     o[n * 4 + 1] = regs.rip;
     o[n * 4 + 2] = regs.rax;
