@@ -32,6 +32,12 @@ export class Session {
     } catch (e) {
       throw mapAttachError(pid, e);
     }
+    // The first call of each FFI function is several times slower than the
+    // next; make those first calls now, while nothing is stopped (no threads
+    // are traced yet, so they do nothing).
+    native.survey();
+    native.resumeAllExcept(-1);
+    native.stopTimes();
     open = true;
     return new Session(pid);
   }
