@@ -144,3 +144,21 @@ test('the process loads the bytes that were checked, from a private copy', async
   expect(fs.readFileSync(`/proc/${t.pid}/maps`, 'utf8')).toContain(r.json.staged);
   expect((await hotload(['revert', String(t.pid), '--all'])).code).toBe(0);
 });
+
+test('no safe moment within the deadline: fails cleanly, the process untouched', async () => {
+  const u = Target.start(TARGET, ['unsafe']);
+  try {
+    await u.waitFor(/^blocking in flock/);
+    const before = u.readMem(symbolAddress(u.pid, TARGET, 'compute') - 14n, 16);
+    const r = await hotload(['attach', String(u.pid), good, '--timeout', '300']);
+    expect(r.code).toBe(7);
+    expect(r.stderr).toMatch(/error NO_SAFE_POINT: no thread of process \d+ reached a safe moment within 300 ms/);
+    u.expectHealthy();
+    expect(fs.readFileSync(`/proc/${u.pid}/syscall`, 'utf8').split(' ')[0]).toBe('73'); // still blocked in flock
+    expect(u.readMem(symbolAddress(u.pid, TARGET, 'compute') - 14n, 16)).toEqual(before);
+    expect(fs.readFileSync(`/proc/${u.pid}/maps`, 'utf8')).not.toMatch(/hotload-\d+\//);
+  } finally {
+    await u.stop();
+    spawnSync('pkill', ['-9', '-f', `${TARGET} unsafe`]);
+  }
+});
