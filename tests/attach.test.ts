@@ -144,6 +144,8 @@ test('stacking, status, revert of the middle patch, revert --all, apply after re
   expect(again.stderr).toMatch(/PATCH_ALREADY_APPLIED/);
   const st = await hotload(['status', String(t.pid), '--json']);
   expect(st.json.functions[0].stack.map((e: { patch: string }) => path.basename(e.patch).replace(/^[0-9a-f]+-/, ''))).toEqual(['stack3.so', 'stack2.so', 'stack1.so']);
+  expect(st.json.patches.map((x: { source: string }) => x.source).sort()).toEqual([p1, p2, p3].sort()); // the files applied
+  expect(st.json.patches.every((x: { buildId: string; appliedAt: string }) => /^[0-9a-f]{40}$/.test(x.buildId) && !isNaN(Date.parse(x.appliedAt)))).toBe(true);
   expect((await hotload(['revert', String(t.pid), p2])).code).toBe(0); // the middle one
   await sleep(100);
   await t.next(/^compute 1008 /); // the newest stays in force

@@ -238,6 +238,11 @@ function attachLocked(pid: number, patchFile: string, opts: AttachOptions): Atta
     for (const r of plan.refs) s.writeU64(patchBias + BigInt(r.slot), mod.bias + BigInt(r.value));
     for (const site of sites) if (site.prevSlot !== undefined) s.writeU64(patchBias + site.prevSlot, site.previous ?? 0n);
     if (meta.appliedAtSlot !== undefined) s.writeU64(patchBias + BigInt(meta.appliedAtSlot), BigInt(Date.now()));
+    if (meta.sourcePathSlot !== undefined) {
+      const src = Buffer.alloc(512);
+      src.write(path.resolve(patchFile).slice(0, 511), 'utf8');
+      s.write(patchBias + BigInt(meta.sourcePathSlot), src);
+    }
 
     // 8b. The patch's on-apply hook, if any, runs in the process now: its statics
     //     are resolved and nothing of it is live yet. Failure changes nothing.

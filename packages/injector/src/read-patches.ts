@@ -39,6 +39,8 @@ export interface LoadedPatch {
   module: Module;
   targetElf: ElfFile;
   appliedAt?: number;
+  /** The file the user applied (the staged copy is what the process loaded). */
+  source?: string;
 }
 
 export interface FunctionState {
@@ -78,7 +80,13 @@ export function loadedPatches(pid: number): LoadedPatch[] {
         continue;
       }
       const appliedAt = meta.appliedAtSlot !== undefined ? Number(mem.read(bias + BigInt(meta.appliedAtSlot), 8).readBigUInt64LE(0)) : undefined;
-      out.push({ staged: m.path, meta, bias, module: target.mod, targetElf: target.elf, appliedAt });
+      let source: string | undefined;
+      if (meta.sourcePathSlot !== undefined) {
+        const raw = mem.read(bias + BigInt(meta.sourcePathSlot), 512);
+        const z = raw.indexOf(0);
+        source = raw.toString('utf8', 0, z < 0 ? raw.length : z) || undefined;
+      }
+      out.push({ staged: m.path, meta, bias, module: target.mod, targetElf: target.elf, appliedAt, source });
     }
   } finally {
     mem.close();

@@ -6,11 +6,13 @@ export interface StatusFunction {
   name: string;
   module: string;
   /** Newest first. */
-  stack: { patch: string; function: string; address: string }[];
+  stack: { patch: string; source?: string; function: string; address: string }[];
 }
 
 export interface StatusPatch {
   staged: string;
+  /** The file that was applied (recorded in the process at attach). */
+  source?: string;
   buildId?: string;
   target: string;
   targetBuildId: string;
@@ -43,7 +45,7 @@ export function status(pid: number): StatusResult {
         const stack = functionStack(mem, patches, st);
         if (stack.length === 0) continue;
         for (const e of stack) inForce.get(e.patch)!.push(r.old);
-        functions.push({ name: r.old, module: p.module.path, stack: stack.map((e) => ({ patch: e.patch.staged, function: e.newName, address: '0x' + e.address.toString(16) })) });
+        functions.push({ name: r.old, module: p.module.path, stack: stack.map((e) => ({ patch: e.patch.staged, source: e.patch.source, function: e.newName, address: '0x' + e.address.toString(16) })) });
       }
     }
   } finally {
@@ -54,6 +56,7 @@ export function status(pid: number): StatusResult {
     functions,
     patches: patches.map((p) => ({
       staged: p.staged,
+      source: p.source,
       buildId: p.meta.buildId,
       target: p.module.path,
       targetBuildId: p.meta.target.buildId,

@@ -7,7 +7,8 @@
 // - symbols `hotload_prev__NEW`: slots recording what `old` ran before this
 //   patch, for revert and status;
 // - `hotload_on_apply` / `hotload_on_revert` (optional hooks), and
-//   `hotload_applied_at` (filled in with the time of the attach).
+//   `hotload_applied_at` and `hotload_source_path` (filled in by attach: when,
+//   and from which file the user applied it).
 // Addresses here are link-time values of the patch; add its load bias.
 
 import { HotloadError } from '@hotload/errors';
@@ -50,6 +51,8 @@ export interface PatchMeta {
   onApply?: number;
   onRevert?: number;
   appliedAtSlot?: number;
+  /** Address of `hotload_source_path` (char[512]): the file the user applied, written by attach. */
+  sourcePathSlot?: number;
   /** Address of `hotload_hook_message` (a const char *), set by a failing hook. */
   hookMessageSlot?: number;
 }
@@ -117,5 +120,6 @@ export function readPatch(elf: ElfFile): PatchMeta {
     onRevert: syms.get('hotload_on_revert')?.value,
     appliedAtSlot: syms.get('hotload_applied_at')?.value,
     hookMessageSlot: syms.get('hotload_hook_message')?.value,
+    sourcePathSlot: syms.get('hotload_source_path')?.value,
   };
 }

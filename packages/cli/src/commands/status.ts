@@ -20,10 +20,13 @@ export const statusCommand = {
     out.line(`process ${r.pid}: ${r.functions.length} function${r.functions.length === 1 ? '' : 's'} patched`);
     for (const f of r.functions) {
       out.line(`  ${out.bold(f.name)} (${f.module})`);
-      f.stack.forEach((e, i) => out.line(`    ${i === 0 ? 'runs ' : 'over '} ${e.function} ${out.dim(e.address)} from ${e.patch}`));
+      f.stack.forEach((e, i) => out.line(`    ${i === 0 ? 'runs ' : 'over '} ${e.function} ${out.dim(e.address)} from ${e.source ?? e.patch}`));
     }
     out.line('patches:');
-    for (const p of r.patches) out.line(`  ${p.staged}  applied ${p.appliedAt ?? '?'}  ${p.inForce.length ? `in force: ${p.inForce.join(', ')}` : out.dim('reverted')}`);
+    for (const p of r.patches) {
+      out.line(`  ${p.source ?? p.staged}  build-id ${p.buildId ?? '?'}  applied ${p.appliedAt ?? '?'}  ${p.inForce.length ? `in force: ${p.inForce.join(', ')}` : out.dim('reverted')}`);
+      if (p.source) out.line(out.dim(`    loaded from ${p.staged}`));
+    }
     return 0;
   },
 };
