@@ -108,9 +108,6 @@ static struct thread *find_thread(pid_t tid) {
   return NULL;
 }
 
-int hl_thread_count(void) { return g_nthreads; }
-int hl_thread_tid(int i) { return (i >= 0 && i < g_nthreads && !g_threads[i].gone) ? g_threads[i].tid : 0; }
-
 /* If a thread stopped right after a syscall that returned -EINTR because we
  * interrupted it (epoll_wait does this), put it back on its `syscall`
  * instruction with the syscall number in rax, so it re-issues the call. */

@@ -285,11 +285,6 @@ export class ElfFile {
   }
   private lastSegment?: ProgramHeader;
 
-  /** The executable PT_LOAD segment containing `addr`, if any. */
-  execSegmentOf(addr: number): ProgramHeader | undefined {
-    return this.programs.find((p) => p.type === PT.LOAD && p.flags & PF.X && addr >= p.vaddr && addr < p.vaddr + p.memsz);
-  }
-
   /** Lowest PT_LOAD vaddr, rounded down to a page: the base that load bias is added to. */
   get loadBase(): number {
     const loads = this.programs.filter((p) => p.type === PT.LOAD);

@@ -6,10 +6,11 @@
 import * as path from 'path';
 import { HotloadError } from '@hotload/errors';
 import { ElfFile, PadFunction, loadPadIndex } from '@hotload/elf';
-import { PatchMeta, PatchPlan, planPatch, readPatch } from '@hotload/patch';
-import { PAD_BEFORE, classifyEntryBytes, decodePadJump, entryJump, entryNopOffset, padJump } from '@hotload/x86';
+import { PatchPlan, planPatch, readPatch } from '@hotload/patch';
+import { PAD_BEFORE, entryJump, padJump } from '@hotload/x86';
 import { Session } from './session';
-import { Module, modules, openModule, readMaps, requireProcess, setBias } from './read-process';
+import { findTargetModule, hex, modules, readMaps, requireProcess } from './read-process';
+import { readSite } from './read-patches';
 import { callOnHost, findRuntime, placeStub, stopAndChooseHost, TargetRuntime } from './call-in-target';
 import type { CodeWrite } from './native';
 import { readPatchFile, stagePatch } from './stage-patch';
@@ -56,39 +57,6 @@ export interface AttachResult {
   timings: { totalMs: number; stoppedMs: number; maxStopMs: number; loadMs: number; hostPausedMs: number };
 }
 
-const hex = (n: bigint) => '0x' + n.toString(16);
-
-/** The module of the process the patch was built for, matched by build-id. */
-export function findTargetModule(pid: number, mods: Module[], meta: PatchMeta): { mod: Module; elf: ElfFile } {
-  const byName = mods.filter((m) => path.basename(m.path) === meta.target.module);
-  const seen: string[] = [];
-  for (const m of [...byName, ...mods.filter((x) => !byName.includes(x))]) {
-    let elf: ElfFile;
-    try {
-      elf = openModule(pid, m);
-    } catch {
-      continue;
-    }
-    const id = elf.buildId();
-    if (id === meta.target.buildId) return { mod: setBias(m, elf), elf };
-    if (byName.includes(m)) seen.push(`${m.path} has build-id ${id ?? '(none)'}`);
-  }
-  if (seen.length) {
-    throw new HotloadError('PATCH_BUILD_MISMATCH', `${meta.file} was built for ${meta.target.module} with build-id ${meta.target.buildId}, but process ${pid} runs another build`, { details: seen });
-  }
-  const padded = mods.some((m) => {
-    try {
-      return openModule(pid, m).section('__patchable_function_entries') !== undefined;
-    } catch {
-      return false;
-    }
-  });
-  if (!padded) {
-    throw new HotloadError('PROCESS_NO_PADS', `process ${pid} (${mods[0]?.path ?? '?'}) has no module built with -fpatchable-function-entry, so nothing in it can be patched`);
-  }
-  throw new HotloadError('PATCH_TARGET_NOT_MAPPED', `${meta.file} is for ${meta.target.module} (build-id ${meta.target.buildId}), which process ${pid} has not loaded`);
-}
-
 interface Site {
   f: PadFunction;
   name: string;
@@ -101,18 +69,6 @@ interface Site {
   previous?: bigint;
   newAddr: bigint;
   prevSlot?: bigint;
-}
-
-/** Read what a function's pad holds in the process now. */
-export function readSite(s: Session, bias: bigint, f: PadFunction): { pad: bigint; entrySite: bigint; padBytes: Buffer; entryBytes: Buffer; state: 'nop' | 'posted' | 'jump' | 'other'; target?: bigint } {
-  const pad = bias + BigInt(f.pad!);
-  const entrySite = pad + BigInt(PAD_BEFORE + entryNopOffset(f.endbr));
-  const padBytes = s.read(pad, PAD_BEFORE);
-  const entryBytes = s.read(entrySite, 2);
-  const state = classifyEntryBytes(entryBytes, f.endbr);
-  const target = decodePadJump(padBytes);
-  if (state === 'jump' && target === undefined) return { pad, entrySite, padBytes, entryBytes, state: 'other' };
-  return { pad, entrySite, padBytes, entryBytes, state, target };
 }
 
 /**

@@ -46,8 +46,6 @@ function load() {
     hl_stop_all: { library: LIB, retType: I32, paramsType: [] },
     hl_resume_all_except: { library: LIB, retType: I32, paramsType: [I32] },
     hl_detach: { library: LIB, retType: I32, paramsType: [] },
-    hl_thread_count: { library: LIB, retType: I32, paramsType: [] },
-    hl_thread_tid: { library: LIB, retType: I32, paramsType: [I32] },
     hl_read: { library: LIB, retType: I32, paramsType: [U64, I32] },
     hl_write: { library: LIB, retType: I32, paramsType: [U64, DataType.U8Array, I32] },
     hl_call: { library: LIB, retType: I32, paramsType: [I32, U64, U64, U64, DataType.U8Array, I32, U64, U64, I32] },
@@ -102,15 +100,6 @@ export function detach(): { stoppedNs: number; maxStopNs: number } {
 export function stopTimes(): { stoppedNs: number; maxStopNs: number } {
   shim().hl_stop_times([]);
   return { stoppedNs: Number(out(0)), maxStopNs: Number(out(1)) };
-}
-export function threads(): number[] {
-  const n = shim().hl_thread_count([]);
-  const tids: number[] = [];
-  for (let i = 0; i < n; i++) {
-    const t = shim().hl_thread_tid([i]);
-    if (t > 0) tids.push(t);
-  }
-  return tids;
 }
 export function read(addr: bigint, len: number): Buffer {
   const n = check('read', shim().hl_read([addr, len]));

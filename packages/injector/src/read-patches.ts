@@ -10,10 +10,9 @@
 import * as fs from 'fs';
 import { ElfFile, PadFunction, findFunction, loadPadIndex } from '@hotload/elf';
 import { PatchMeta, readPatch } from '@hotload/patch';
-import { PAD_BEFORE, classifyEntryBytes, decodePadJump, entryNopOffset } from '@hotload/x86';
-import { Module, modules, readMaps } from './read-process';
+import { EntryState, PAD_BEFORE, classifyEntryBytes, decodePadJump, entryNopOffset } from '@hotload/x86';
+import { Module, findTargetModule, modules, readMaps } from './read-process';
 import { isStaged } from './stage-patch';
-import { findTargetModule } from './attach';
 
 /** Reads memory of a live process through /proc/PID/mem (no stop needed). */
 export interface MemReader {
@@ -94,15 +93,25 @@ export function loadedPatches(pid: number): LoadedPatch[] {
   return out;
 }
 
+/** What a function's pad and entry hold in the process now. */
+export function readSite(mem: MemReader, bias: bigint, f: PadFunction): { pad: bigint; entrySite: bigint; padBytes: Buffer; entryBytes: Buffer; state: EntryState; target?: bigint } {
+  const pad = bias + BigInt(f.pad!);
+  const entrySite = pad + BigInt(PAD_BEFORE + entryNopOffset(f.endbr));
+  const padBytes = mem.read(pad, PAD_BEFORE);
+  const entryBytes = mem.read(entrySite, 2);
+  const state = classifyEntryBytes(entryBytes, f.endbr);
+  const target = decodePadJump(padBytes);
+  // An entry jump with no jump of ours in the pad is not something hotload wrote.
+  if (state === 'jump' && target === undefined) return { pad, entrySite, padBytes, entryBytes, state: 'other' };
+  return { pad, entrySite, padBytes, entryBytes, state, target };
+}
+
 /** Prologue state of function `name` of a patch's target, read through `mem`. */
 export function functionState(mem: MemReader, p: LoadedPatch, name: string): FunctionState | undefined {
   const fn = findFunction(loadPadIndex(p.targetElf), name);
   if (!fn || fn.pad === undefined) return undefined;
-  const pad = p.module.bias + BigInt(fn.pad);
-  const entrySite = pad + BigInt(PAD_BEFORE + entryNopOffset(fn.endbr));
-  const padBytes = mem.read(pad, PAD_BEFORE);
-  const entry = mem.read(entrySite, 2);
-  return { name, fn, module: p.module, pad, entrySite, redirected: classifyEntryBytes(entry, fn.endbr) === 'jump', target: decodePadJump(padBytes) };
+  const site = readSite(mem, p.module.bias, fn);
+  return { name, fn, module: p.module, pad: site.pad, entrySite: site.entrySite, redirected: site.state === 'jump', target: site.target };
 }
 
 export function newAddress(p: LoadedPatch, newName: string): bigint {

@@ -10,6 +10,8 @@
 import * as fs from 'fs';
 import { HotloadError } from '@hotload/errors';
 import { ElfFile, ElfSymbol, PF, PT, STT } from '@hotload/elf';
+import type { PatchMeta } from '@hotload/patch';
+import * as path from 'path';
 
 export interface Mapping {
   start: bigint;
@@ -25,6 +27,11 @@ export interface Module {
   inode: number;
   bias: bigint;
   mappings: Mapping[];
+}
+
+/** An address as hotload prints it. */
+export function hex(n: bigint): string {
+  return '0x' + n.toString(16);
 }
 
 export function processExists(pid: number): boolean {
@@ -135,4 +142,35 @@ export function stubSite(mod: Module, elf: ElfFile, size: number): bigint | unde
     if (slot >= segEnd) return slot;
   }
   return undefined;
+}
+
+/** The module of the process the patch was built for, matched by build-id. */
+export function findTargetModule(pid: number, mods: Module[], meta: PatchMeta): { mod: Module; elf: ElfFile } {
+  const byName = mods.filter((m) => path.basename(m.path) === meta.target.module);
+  const seen: string[] = [];
+  for (const m of [...byName, ...mods.filter((x) => !byName.includes(x))]) {
+    let elf: ElfFile;
+    try {
+      elf = openModule(pid, m);
+    } catch {
+      continue;
+    }
+    const id = elf.buildId();
+    if (id === meta.target.buildId) return { mod: setBias(m, elf), elf };
+    if (byName.includes(m)) seen.push(`${m.path} has build-id ${id ?? '(none)'}`);
+  }
+  if (seen.length) {
+    throw new HotloadError('PATCH_BUILD_MISMATCH', `${meta.file} was built for ${meta.target.module} with build-id ${meta.target.buildId}, but process ${pid} runs another build`, { details: seen });
+  }
+  const padded = mods.some((m) => {
+    try {
+      return openModule(pid, m).section('__patchable_function_entries') !== undefined;
+    } catch {
+      return false;
+    }
+  });
+  if (!padded) {
+    throw new HotloadError('PROCESS_NO_PADS', `process ${pid} (${mods[0]?.path ?? '?'}) has no module built with -fpatchable-function-entry, so nothing in it can be patched`);
+  }
+  throw new HotloadError('PATCH_TARGET_NOT_MAPPED', `${meta.file} is for ${meta.target.module} (build-id ${meta.target.buildId}), which process ${pid} has not loaded`);
 }

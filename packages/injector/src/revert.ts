@@ -13,7 +13,7 @@ import { HotloadError } from '@hotload/errors';
 import { NOP2 } from '@hotload/x86';
 import { Session } from './session';
 import type { CodeWrite } from './native';
-import { modules, requireProcess } from './read-process';
+import { hex, modules, requireProcess } from './read-process';
 import { withProcessLock } from './process-lock';
 import { HookOptions, runHook } from './run-hook';
 import { TargetRuntime, findRuntime, placeStub } from './call-in-target';
@@ -32,8 +32,6 @@ export interface RevertResult {
   reverted: RevertedFunction[];
   timings: { totalMs: number; stoppedMs: number };
 }
-
-const hex = (n: bigint) => '0x' + n.toString(16);
 
 /** The loaded copy of `patchFile` in the process, found by content hash. */
 export function findLoadedPatch(patches: LoadedPatch[], patchFile: string): LoadedPatch | undefined {

@@ -79,10 +79,6 @@ export class Session {
     }
   }
 
-  threads(): number[] {
-    return native.threads();
-  }
-
   read(addr: bigint, len: number): Buffer {
     return this.wrap(`read memory at 0x${addr.toString(16)}`, () => native.read(addr, len));
   }

@@ -18,13 +18,8 @@ export const PAD_AT = 2;
 
 export const NOP1 = 0x90;
 export const NOP2 = Buffer.from([0x66, 0x90]); // xchg %ax,%ax (2-byte nop)
-export const NOP1x2 = Buffer.from([0x90, 0x90]); // nop; nop
 export const ENDBR64 = Buffer.from([0xf3, 0x0f, 0x1e, 0xfa]); // endbr64
 export const JMP_RIP_INDIRECT = Buffer.from([0xff, 0x25, 0x00, 0x00, 0x00, 0x00]); // jmp *0(%rip)
-
-/** Size of the `syscall` instruction; the kernel moves rip back by this to restart one. */
-export const SYSCALL_INSN_LEN = 2;
-export const SYSCALL = Buffer.from([0x0f, 0x05]); // syscall
 
 /** The two bytes at the entry that send control to the pad: `jmp .-14` measured from the entry. */
 export function entryJump(hasEndbr: boolean): Buffer {
