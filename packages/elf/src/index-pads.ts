@@ -168,40 +168,38 @@ export function indexPads(elf: ElfFile): PadIndex {
   const padAddrs = readPadAddresses(elf);
   const pads = Float64Array.from(padAddrs).sort();
   const usedPad = new Uint8Array(pads.length);
-  const syms = elf.functionSymbols();
-  const values = new Float64Array(syms.length);
-  for (let i = 0; i < syms.length; i++) values[i] = syms[i].value;
+  const cols = elf.functionColumns();
+  const values = cols.value.subarray(0, cols.n);
   const order = sortedOrder(values);
 
   const functions: PadFunction[] = [];
   let pi = 0;
   for (let k = 0; k < order.length; ) {
-    const address = values[order[k]];
-    // Aliases: every symbol at this address.
-    const first = syms[order[k]];
-    let main = { name: first.name, local: first.bind === 0 };
+    const first = order[k];
+    const address = values[first];
+    let main = { name: cols.name(first), local: cols.local[first] === 1 };
     let aliases: string[] = NO_ALIASES;
-    let size = first.size;
-    let file = first.file;
+    let size = cols.size[first];
+    let fileIdx = cols.file[first];
     if (k + 1 < order.length && values[order[k + 1]] === address) {
+      // Aliases: every symbol at this address.
       const names: { name: string; local: boolean }[] = [];
       for (; k < order.length && values[order[k]] === address; k++) {
-        const s = syms[order[k]];
-        if (!names.some((n) => n.name === s.name)) names.push({ name: s.name, local: s.bind === 0 });
-        if (s.size > size) size = s.size;
-        if (s.file && !file) file = s.file;
+        const i = order[k];
+        const name = cols.name(i);
+        if (!names.some((x) => x.name === name)) names.push({ name, local: cols.local[i] === 1 });
+        if (cols.size[i] > size) size = cols.size[i];
+        if (fileIdx < 0) fileIdx = cols.file[i];
       }
       names.sort((a, b) => rankName(a) - rankName(b) || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
       main = names[0];
-      aliases = names.slice(1).map((n) => n.name);
+      aliases = names.slice(1).map((x) => x.name);
     } else {
       k++;
     }
-    // Every field present from the start: one object shape for all functions.
-    const f: PadFunction = {
-      name: main.name, aliases, address, size, status: 'patchable', pad: undefined, endbr: false, posted: false, local: main.local,
-      file, origin: undefined, clones: undefined, reason: undefined, hint: undefined,
-    };
+    // The fields every function has, in one order (one object shape); the
+    // rare ones (origin, clones, reason, hint) are added only where they apply.
+    const f: PadFunction = { name: main.name, aliases, address, size, status: 'patchable', pad: undefined, endbr: false, posted: false, local: main.local, file: fileIdx >= 0 ? cols.files[fileIdx] : undefined };
 
     while (pi < pads.length && pads[pi] + PAD_BEFORE < address) pi++;
     const pad = pi < pads.length && pads[pi] + PAD_BEFORE === address ? pads[pi] : undefined;
@@ -245,10 +243,7 @@ export function indexPads(elf: ElfFile): PadIndex {
     if (usedPad[i] || (i > 0 && pads[i] === pads[i - 1])) continue;
     const pad = pads[i];
     const pb = inspectPad(elf, pad);
-    const f: PadFunction = {
-      name: `pad_0x${(pad + PAD_BEFORE).toString(16)}`, aliases: [], address: pad + PAD_BEFORE, size: 0, status: pb.ok ? 'patchable' : 'modified', pad, endbr: pb.endbr, posted: pb.posted, local: true,
-      file: undefined, origin: undefined, clones: undefined, reason: undefined, hint: undefined,
-    };
+    const f: PadFunction = { name: `pad_0x${(pad + PAD_BEFORE).toString(16)}`, aliases: NO_ALIASES, address: pad + PAD_BEFORE, size: 0, status: pb.ok ? 'patchable' : 'modified', pad, endbr: pb.endbr, posted: pb.posted, local: true, file: undefined };
     if (!pb.ok) f.reason = `pad present but not NOPs: ${pb.problem}`;
     functions.push(f);
     unnamed++;
