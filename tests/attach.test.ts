@@ -104,15 +104,22 @@ test('a file that was not posted (90 90 entries) is patched too', async () => {
   t.expectHealthy();
 });
 
-test('a function in a shared library', async () => {
+test('a function in a shared library, using the library\'s exported global as a plain extern', async () => {
   const lib = path.join(FIX, 'libtarget.so');
-  const p = await mkpatch('#include <hotload.h>\nint lib_compute_v2(int x) { return x * 2 + 1000; }\nHOTLOAD_REPLACE(lib_compute, lib_compute_v2);\n', lib);
-  const t = start(path.join(FIX, 'target-lib'), ['threads', '2']);
+  const p = await mkpatch('#include <hotload.h>\nextern int lib_calls;\nint lib_compute_v2(int x) { lib_calls += 1000; return x * 2 + 1000; }\nHOTLOAD_REPLACE(lib_compute, lib_compute_v2);\n', lib);
+  const t = start(path.join(FIX, 'target-lib'), ['loop']); // one lib_compute call per line
   await t.waitFor(/lib 10$/);
   const r = await hotload(['attach', String(t.pid), p, '--json']);
   expect(r.code).toBe(0);
   expect(r.json.module).toMatch(/libtarget\.so$/);
-  await t.next(/lib 1010$/);
+  const a = await t.next(/lib_calls (-?\d+) lib 1010$/);
+  const i = t.lines.indexOf(a);
+  while (t.lines.length < i + 2) await sleep(10);
+  const b = t.lines[i + 1]; // the very next line
+  // The patch's extern is the library's own counter: it carries on, 1000 more per line.
+  const [ca, cb] = [a, b].map((l) => Number(/lib_calls (-?\d+)/.exec(l)![1]));
+  expect(cb - ca).toBe(1000);
+  expect(ca).toBeGreaterThan(1000); // not a fresh copy: the calls before the patch are in it
   t.expectHealthy();
 });
 
