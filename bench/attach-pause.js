@@ -137,8 +137,10 @@ async function main() {
   else console.log('  gdb: not installed, baseline skipped');
   console.log(`  node -e '' (start-up alone, no ptrace)       ${'-'.padStart(9)}     ${'-'.padStart(9)}     ${f(median(nodeOnly.map((r) => r.stallMs)))}  ${'-'.padStart(9)} ${f(median(nodeOnly.map((r) => r.wall)))}`);
   console.log(`  hotload attach, 1,000 functions (${hb.length} runs)    ${f(median(hb.map((r) => r.stoppedMs)))}     ${f(median(hb.map((r) => r.maxStopMs)))}     ${f(median(hb.map((r) => r.stallMs)))}  ${f(median(hb.map((r) => r.dlopenMs)))} ${f(median(hb.map((r) => r.wall)))}`);
-  console.log('  (stopped = hotload\'s own count of time every thread was stopped, both stops added; target stall = longest gap seen');
-  console.log('   by the target\'s spinning threads, which includes this VM\'s own stalls of up to ~0.6 ms; wall includes Node start-up)');
+  console.log('  (stopped = hotload\'s own count of time every thread was stopped at once (the one stop, for the code writes);');
+  console.log('   target stall = longest gap seen by the target\'s spinning thread, which also counts this VM\'s own stalls and');
+  console.log('   CPU sharing on 2 cores (see the node -e \'\' row); dlopen runs on one borrowed thread while the others run;');
+  console.log('   wall includes Node start-up)');
   fs.rmSync(work, { recursive: true, force: true });
 }
 

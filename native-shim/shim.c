@@ -158,8 +158,10 @@ static int wait_stopped(struct thread *t) {
   }
 }
 
-/* Seize and interrupt every thread not yet known; returns how many were new. */
-static int seize_new(void) {
+/* Seize every thread not yet known, and with `stop`, interrupt every thread
+ * not stopped and wait for each to stop. Returns how many threads were new
+ * (or, with `stop`, new or restopped). */
+static int seize_new(int stop) {
   char path[64];
   snprintf(path, sizeof path, "/proc/%d/task", g_pid);
   DIR *d = opendir(path);
@@ -171,7 +173,7 @@ static int seize_new(void) {
     pid_t tid = (pid_t)atoi(e->d_name);
     struct thread *t = find_thread(tid);
     if (t && !t->gone) {
-      if (!t->stopped && ptrace(PTRACE_INTERRUPT, tid, 0, 0) == 0) added++; /* resumed earlier: stop it again */
+      if (stop && !t->stopped && ptrace(PTRACE_INTERRUPT, tid, 0, 0) == 0) added++; /* resumed earlier: stop it again */
       continue;
     }
     if (g_nthreads >= MAX_THREADS) { err = -E2BIG; break; }
@@ -180,12 +182,12 @@ static int seize_new(void) {
       err = -errno;
       break;
     }
-    if (ptrace(PTRACE_INTERRUPT, tid, 0, 0) != 0 && errno != ESRCH) { err = -errno; }
+    if (stop && ptrace(PTRACE_INTERRUPT, tid, 0, 0) != 0 && errno != ESRCH) { err = -errno; }
     g_threads[g_nthreads++] = (struct thread){ .tid = tid };
     added++;
   }
   closedir(d);
-  if (err) return err;
+  if (err || !stop) return err ? err : added;
   uint64_t tw = now_ns();
   for (int i = 0; i < g_nthreads; i++) {
     struct thread *t = &g_threads[i];
@@ -201,7 +203,7 @@ int hl_stop_all(void) {
   if (!g_pid) return -EINVAL;
   g_stop_began_ns = now_ns();
   for (int round = 0; round < 100; round++) {
-    int n = seize_new();
+    int n = seize_new(1);
     if (n < 0) return n;
     if (n == 0) {
       int live = 0;
@@ -245,6 +247,52 @@ int hl_attach(int pid) {
   }
   hl_open_mem(pid);
   return r;
+}
+
+/* Seize every thread of `pid` without stopping any (rescanning until no new
+ * thread appears). Threads are then stopped one at a time (hl_stop_thread) or
+ * all together (hl_stop_all). Returns the number of threads. */
+int hl_seize(int pid) {
+  if (g_pid && g_pid != pid) return -EBUSY;
+  if (kill(pid, 0) != 0) return -errno;
+  if (!g_pid) { /* a new session; otherwise this only seizes threads born since */
+    g_pid = pid;
+    g_nthreads = 0;
+    g_stopped_ns = 0;
+    g_max_stop_ns = 0;
+  }
+  int r = 0;
+  for (int round = 0; round < 100; round++) {
+    r = seize_new(0);
+    if (r <= 0) break;
+  }
+  if (r < 0) {
+    for (int i = 0; i < g_nthreads; i++) ptrace(PTRACE_DETACH, g_threads[i].tid, 0, 0);
+    g_nthreads = 0;
+    g_pid = 0;
+    return r;
+  }
+  hl_open_mem(pid);
+  return g_nthreads;
+}
+
+/* Stop one traced thread and wait until it is stopped. */
+int hl_stop_thread(int tid) {
+  struct thread *t = find_thread(tid);
+  if (!t || t->gone) return -ESRCH;
+  if (t->stopped) return 0;
+  if (ptrace(PTRACE_INTERRUPT, tid, 0, 0) != 0) return -errno;
+  return wait_stopped(t);
+}
+
+/* Let one stopped thread run again (it stays traced). */
+int hl_resume_thread(int tid) {
+  struct thread *t = find_thread(tid);
+  if (!t || t->gone || !t->stopped) return 0;
+  if (ptrace(PTRACE_CONT, tid, 0, (void *)(long)t->pending_sig) != 0) return -errno;
+  t->stopped = 0;
+  t->pending_sig = 0;
+  return 0;
 }
 
 static void account_stop(void) {

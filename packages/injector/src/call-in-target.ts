@@ -8,12 +8,14 @@
 //     poll, ...): glibc takes neither lock around those waits; or
 //   - running code outside the C library and the dynamic loader (its own code,
 //     or another library's), where those locks are not held.
-// If no thread is at such a moment, all threads run again briefly and we look
-// again, up to a deadline; then we give up with the process untouched.
-// While the host runs the call, every other thread runs too, so a lock any of
-// them holds is released; only the host is borrowed. See native-shim/shim.c
+// Candidates are stopped one at a time, idle ones first; the others never stop
+// for this. If no thread is at such a moment, the process runs for a moment
+// and we look again, up to a deadline; then we give up with the process
+// untouched. While the host runs the call, every other thread runs too, so a
+// lock any of them holds is released; only the host is borrowed. See native-shim/shim.c
 // (hl_call) for how the host always returns home, even if hotload dies.
 
+import * as fs from 'fs';
 import { HotloadError } from '@hotload/errors';
 import { CALL_STUB, CALL_STUB_SIGRETURN_END } from '@hotload/x86';
 import { Session } from './session';
@@ -125,26 +127,41 @@ export function hostScore(rt: TargetRuntime, r: ThreadRegs): number {
   return 1;
 }
 
+/** The syscall a thread is blocked in, read from /proc without stopping it (-1: running or unknown). */
+function blockedIn(pid: number, tid: number): number {
+  try {
+    const t = fs.readFileSync(`/proc/${pid}/task/${tid}/syscall`, 'utf8');
+    return t.startsWith('running') ? -1 : Number(t.split(' ')[0]);
+  } catch {
+    return -1;
+  }
+}
+
 /**
- * Stop every thread and pick a host at a safe moment; if none is, let the
- * process run for a moment and look again until `deadlineMs`. Returns with
- * every thread stopped.
+ * Pick a host at a safe moment without stopping the world: trace every thread,
+ * then stop candidates one at a time (idle ones first, as /proc shows them),
+ * keep the first that is at a safe moment, and let each other one go at once.
+ * If none is, let the process run for a moment and look again until
+ * `deadlineMs`. Returns with the host stopped and every other thread running.
  */
 export function stopAndChooseHost(s: Session, rt: TargetRuntime, deadlineMs: number): { tid: number; tries: number } {
   const until = Date.now() + deadlineMs;
   for (let tries = 1; ; tries++) {
-    s.stopAll();
-    let best = 0;
-    let bestScore = 0;
-    for (const r of s.survey()) {
-      const sc = hostScore(rt, r);
-      if (sc > bestScore) {
-        best = r.tid;
-        bestScore = sc;
-      }
+    s.seizeAll();
+    let tids: number[];
+    try {
+      tids = fs.readdirSync(`/proc/${s.pid}/task`).map(Number);
+    } catch {
+      throw new HotloadError('PID_NOT_FOUND', `process ${s.pid} exited while hotload worked`);
     }
-    if (best) return { tid: best, tries };
-    s.resumeAllExcept(-1);
+    const idle = (tid: number) => (WAITING_SYSCALLS.has(blockedIn(s.pid, tid)) ? 1 : 0);
+    const ranked = tids.map((tid) => ({ tid, idle: idle(tid) })).sort((a, b) => b.idle - a.idle);
+    for (const { tid } of ranked) {
+      if (!s.stopThread(tid)) continue; // gone, or born after the seize: next round
+      const r = s.survey().find((x) => x.tid === tid);
+      if (r && hostScore(rt, r) > 0) return { tid, tries };
+      s.resumeThread(tid);
+    }
     if (Date.now() > until) {
       throw new HotloadError('NO_SAFE_POINT', `no thread of process ${s.pid} reached a safe moment within ${deadlineMs} ms (${tries} looks)`);
     }

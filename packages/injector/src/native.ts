@@ -53,6 +53,9 @@ function load() {
     hl_data: { library: LIB, retType: DataType.External, paramsType: [] },
     hl_stop_times: { library: LIB, retType: I32, paramsType: [] },
     hl_open_mem: { library: LIB, retType: I32, paramsType: [I32] },
+    hl_seize: { library: LIB, retType: I32, paramsType: [I32] },
+    hl_stop_thread: { library: LIB, retType: I32, paramsType: [I32] },
+    hl_resume_thread: { library: LIB, retType: I32, paramsType: [I32] },
     hl_survey: { library: LIB, retType: I32, paramsType: [] },
     hl_apply: { library: LIB, retType: I32, paramsType: [DataType.U8Array, I32] },
   });
@@ -179,3 +182,15 @@ export class ApplyError extends Errno {
   }
 }
 export const ESTALE = 116;
+
+/** Seize every thread without stopping any; returns the thread count. */
+export function seize(pid: number): number {
+  return check('seize', shim().hl_seize([pid]));
+}
+/** Stop one thread (it stays stopped until resumed or detached). */
+export function stopThread(tid: number): void {
+  check('stop thread', shim().hl_stop_thread([tid]));
+}
+export function resumeThread(tid: number): void {
+  check('resume thread', shim().hl_resume_thread([tid]));
+}

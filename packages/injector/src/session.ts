@@ -42,6 +42,32 @@ export class Session {
     return new Session(pid);
   }
 
+  /** Trace every thread without stopping any (again: also threads born since). */
+  seizeAll(): number {
+    try {
+      this.threadCount = native.seize(this.pid);
+    } catch (e) {
+      throw mapAttachError(this.pid, e);
+    }
+    this.attached = true;
+    return this.threadCount;
+  }
+
+  /** Stop one traced thread; false if it is gone. */
+  stopThread(tid: number): boolean {
+    try {
+      native.stopThread(tid);
+      return true;
+    } catch (e) {
+      if (e instanceof native.Errno && e.errno === native.ESRCH) return false;
+      throw this.mapError('stop a thread', e);
+    }
+  }
+
+  resumeThread(tid: number): void {
+    this.wrap('resume a thread', () => native.resumeThread(tid));
+  }
+
   /** Stop every thread (seizing any new one). */
   stopAll(): number {
     if (!this.attached) {
