@@ -627,12 +627,12 @@ int hl_stop_times(void) {
   return 0;
 }
 
-/* Every stopped thread's tid, rip, rax and orig_rax, 4 x u64 each, into the data
+/* Every stopped thread's tid, rip, rax, orig_rax and rsp, 5 x u64 each, into the data
  * buffer (one FFI call instead of one per thread). Returns the count. A thread
  * stopped with a signal to deliver is left out: it cannot host a call until it
  * has had its signal (the next look, after the threads ran, finds it again). */
 int hl_survey(void) {
-  int r = data_reserve((size_t)g_nthreads * 32);
+  int r = data_reserve((size_t)g_nthreads * 40);
   if (r) return r;
   int n = 0;
   uint64_t *o = (uint64_t *)g_data;
@@ -640,10 +640,11 @@ int hl_survey(void) {
     struct thread *t = &g_threads[i];
     struct user_regs_struct regs;
     if (t->gone || !t->stopped || t->pending_sig || ptrace(PTRACE_GETREGS, t->tid, 0, &regs) != 0) continue;
-    o[n * 4] = (uint64_t)t->tid;
-    o[n * 4 + 1] = regs.rip;
-    o[n * 4 + 2] = regs.rax;
-    o[n * 4 + 3] = regs.orig_rax;
+    o[n * 5] = (uint64_t)t->tid;
+    o[n * 5 + 1] = regs.rip;
+    o[n * 5 + 2] = regs.rax;
+    o[n * 5 + 3] = regs.orig_rax;
+    o[n * 5 + 4] = regs.rsp;
     n++;
   }
   return n;

@@ -44,7 +44,7 @@ test('200 successive attaches while every thread hammers malloc/free and dlopen/
   } finally {
     await t.stop();
   }
-}, 180000);
+}, 420000);
 
 test('hotload killed with SIGKILL at random moments of 50 attaches: the target survives, each call runs old or new code', async () => {
   const ps = patches(50, 'k');
@@ -74,4 +74,4 @@ test('hotload killed with SIGKILL at random moments of 50 attaches: the target s
   } finally {
     await t.stop();
   }
-}, 180000);
+}, 420000);

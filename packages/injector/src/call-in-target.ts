@@ -45,6 +45,17 @@ const WAITING_SYSCALLS = new Set([
 ]);
 const INTERRUPTED = new Set([-512n, -513n, -514n, -516n, -4n]); // -ERESTART*, -EINTR
 
+/** libc functions that hold the allocator or loader lock while they run (or call back with it held). */
+const LOCKING_FUNCTIONS = [
+  'malloc', 'free', 'calloc', 'realloc', 'reallocarray', 'memalign', 'aligned_alloc', 'posix_memalign', 'valloc', 'pvalloc',
+  'malloc_trim', 'malloc_info', 'malloc_stats', 'mallinfo', 'mallinfo2', 'mallopt',
+  'dlopen', 'dlclose', 'dlsym', 'dlvsym', 'dladdr', 'dladdr1', 'dlinfo', 'dlmopen', 'dl_iterate_phdr', '__libc_dlopen_mode',
+  'fork', '_Fork',
+];
+
+/** How far up a thread's stack to look for return addresses (bytes). */
+const STACK_SCAN = 64 * 1024;
+
 export interface TargetRuntime {
   stub: bigint;
   dlopen: bigint;
@@ -53,6 +64,13 @@ export interface TargetRuntime {
   dlclose: bigint;
   /** Executable ranges of libc and the loader: a thread there may hold their locks. */
   unsafeRanges: [bigint, bigint][];
+  /**
+   * Code that runs with the allocator or loader lock held, or that calls back
+   * into the program with it held: the loader's text, and libc's malloc family,
+   * dlopen/dlclose and dl_iterate_phdr. A return address into any of them on a
+   * thread's stack means it is inside one of them.
+   */
+  lockRanges: [bigint, bigint][];
 }
 
 const sleepCell = new Int32Array(new SharedArrayBuffer(4));
@@ -78,10 +96,20 @@ export function findRuntime(pid: number, mods: Module[]): Omit<TargetRuntime, 's
     throw new HotloadError('PATCH_DLOPEN_FAILED', `${libc.path} exports no dlopen/dlerror/dlclose (glibc before 2.34 without libdl loaded?)`);
   }
   const unsafeRanges: [bigint, bigint][] = [];
+  const lockRanges: [bigint, bigint][] = [];
   const loader = findLoader(mods);
   for (const m of [libc, loader]) {
     if (!m) continue;
-    for (const map of m.mappings) if (map.perms.includes('x')) unsafeRanges.push([map.start, map.end]);
+    for (const map of m.mappings) {
+      if (!map.perms.includes('x')) continue;
+      unsafeRanges.push([map.start, map.end]);
+      if (m === loader) lockRanges.push([map.start, map.end]);
+    }
+  }
+  for (const name of LOCKING_FUNCTIONS) {
+    for (const sym of libcElf.symbols('.dynsym')) {
+      if (sym.name === name && sym.shndx !== 0 && sym.size > 0) lockRanges.push([libc.bias + BigInt(sym.value), libc.bias + BigInt(sym.value + sym.size)]);
+    }
   }
   const stubCandidates: bigint[] = [];
   for (const m of [mods[0], libc, loader]) {
@@ -96,7 +124,7 @@ export function findRuntime(pid: number, mods: Module[]): Omit<TargetRuntime, 's
     }
   }
   if (stubCandidates.length === 0) throw new HotloadError('PTRACE_FAILED', `no room for hotload's call stub in process ${pid}`);
-  return { dlopen: libc.bias + BigInt(dlopen.value), dlopenMode: mode, dlerror: libc.bias + BigInt(dlerror.value), dlclose: libc.bias + BigInt(dlclose.value), unsafeRanges, stubCandidates };
+  return { dlopen: libc.bias + BigInt(dlopen.value), dlopenMode: mode, dlerror: libc.bias + BigInt(dlerror.value), dlclose: libc.bias + BigInt(dlclose.value), unsafeRanges, lockRanges, stubCandidates };
 }
 
 /** Put the call stub in place (threads stopped); returns its address. */
@@ -120,11 +148,54 @@ export function placeStub(s: Session, candidates: bigint[]): bigint {
   throw new HotloadError('PTRACE_FAILED', `could not write hotload's call stub into process ${s.pid}`);
 }
 
-/** Is this stopped thread at a moment where it can run dlopen? Higher is better; 0 = no. */
-export function hostScore(rt: TargetRuntime, r: ThreadRegs): number {
+/**
+ * Is this stopped thread at a moment where it can run dlopen? Higher is better;
+ * 0 = no. A waiting syscall alone is not enough: a thread waits in futex for
+ * an arena lock while holding the loader lock, inside dlopen. So first, the
+ * live part of its stack must hold no return address into code that runs with
+ * those locks held (lockRanges); this also catches a signal handler that
+ * interrupted malloc (the interrupted rip is in the signal frame). False
+ * alarms from stale stack words only make hotload wait for another moment.
+ */
+export function hostScore(rt: TargetRuntime, r: ThreadRegs, stack: Buffer): number {
+  if (holdsLock(rt, stack)) return 0;
   if (r.origRax >= 0n && WAITING_SYSCALLS.has(Number(r.origRax)) && (INTERRUPTED.has(r.rax) || r.rax === r.origRax)) return 2;
   if (rt.unsafeRanges.some(([a, b]) => r.rip >= a && r.rip < b)) return 0;
   return 1;
+}
+
+function holdsLock(rt: TargetRuntime, stack: Buffer): boolean {
+  let lo = -1n;
+  let hi = 0n;
+  for (const [a, b] of rt.lockRanges) {
+    if (lo < 0n || a < lo) lo = a;
+    if (b > hi) hi = b;
+  }
+  for (let o = 0; o + 8 <= stack.length; o += 8) {
+    const w = stack.readBigUInt64LE(o);
+    if (w < lo || w >= hi) continue;
+    if (rt.lockRanges.some(([a, b]) => w >= a && w < b)) return true;
+  }
+  return false;
+}
+
+/** The live stack of a stopped thread: from rsp up to STACK_SCAN bytes, within its mapping. */
+function liveStack(s: Session, rsp: bigint): Buffer {
+  try {
+    return s.read(rsp, STACK_SCAN);
+  } catch {
+    // Near the top of the stack mapping the read may be short or fail: take pages one by one.
+    const parts: Buffer[] = [];
+    for (let off = 0; off < STACK_SCAN; off += 4096) {
+      const at = off === 0 ? rsp : (rsp & ~4095n) + BigInt(off);
+      try {
+        parts.push(s.read(at, off === 0 ? Number(4096n - (rsp & 4095n)) : 4096));
+      } catch {
+        break;
+      }
+    }
+    return Buffer.concat(parts);
+  }
 }
 
 /** The syscall a thread is blocked in, read from /proc without stopping it (-1: running or unknown). */
@@ -159,7 +230,7 @@ export function stopAndChooseHost(s: Session, rt: TargetRuntime, deadlineMs: num
     for (const { tid } of ranked) {
       if (!s.stopThread(tid)) continue; // gone, or born after the seize: next round
       const r = s.survey().find((x) => x.tid === tid);
-      if (r && hostScore(rt, r) > 0) return { tid, tries };
+      if (r && hostScore(rt, r, liveStack(s, r.rsp)) > 0) return { tid, tries };
       s.resumeThread(tid);
     }
     if (Date.now() > until) {

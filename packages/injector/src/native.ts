@@ -128,16 +128,18 @@ export interface ThreadRegs {
   rip: bigint;
   rax: bigint; // signed
   origRax: bigint; // signed
+  rsp: bigint;
 }
 
 /** Registers of every stopped thread, in one call. */
 export function survey(): ThreadRegs[] {
   const n = check('survey', shim().hl_survey([]));
   if (n === 0) return [];
-  const b = Buffer.from(createExternalBuffer(shim().hl_data([]), n * 32));
+  const b = Buffer.from(createExternalBuffer(shim().hl_data([]), n * 40));
   const out: ThreadRegs[] = [];
   for (let i = 0; i < n; i++) {
-    out.push({ tid: Number(b.readBigUInt64LE(i * 32)), rip: b.readBigUInt64LE(i * 32 + 8), rax: b.readBigInt64LE(i * 32 + 16), origRax: b.readBigInt64LE(i * 32 + 24) });
+    const o = i * 40;
+    out.push({ tid: Number(b.readBigUInt64LE(o)), rip: b.readBigUInt64LE(o + 8), rax: b.readBigInt64LE(o + 16), origRax: b.readBigInt64LE(o + 24), rsp: b.readBigUInt64LE(o + 32) });
   }
   return out;
 }
