@@ -54,7 +54,7 @@ const LOCKING_FUNCTIONS = [
 ];
 
 /** How far up a thread's stack to look for return addresses (bytes). */
-const STACK_SCAN = 64 * 1024;
+const STACK_SCAN = 16 * 1024;
 
 export interface TargetRuntime {
   stub: bigint;
@@ -150,16 +150,17 @@ export function placeStub(s: Session, candidates: bigint[]): bigint {
 
 /**
  * Is this stopped thread at a moment where it can run dlopen? Higher is better;
- * 0 = no. A waiting syscall alone is not enough: a thread waits in futex for
- * an arena lock while holding the loader lock, inside dlopen. So first, the
- * live part of its stack must hold no return address into code that runs with
- * those locks held (lockRanges); this also catches a signal handler that
- * interrupted malloc (the interrupted rip is in the signal frame). False
- * alarms from stale stack words only make hotload wait for another moment.
+ * 0 = no. A thread blocked in a waiting syscall qualifies, except in futex:
+ * glibc waits there for one lock while holding another (a thread inside dlopen
+ * waits for an arena lock holding the loader lock; the stress test found it).
+ * So a futex waiter must also have no return address into code that holds
+ * those locks (lockRanges) in the innermost part of its stack. Only futex
+ * waiters are scanned: stale return addresses further up a stack (the Lua
+ * interpreter has them) would otherwise make busy threads look unsafe forever.
  */
-export function hostScore(rt: TargetRuntime, r: ThreadRegs, stack: Buffer): number {
-  if (holdsLock(rt, stack)) return 0;
-  if (r.origRax >= 0n && WAITING_SYSCALLS.has(Number(r.origRax)) && (INTERRUPTED.has(r.rax) || r.rax === r.origRax)) return 2;
+export function hostScore(rt: TargetRuntime, r: ThreadRegs, stack: () => Buffer): number {
+  const waiting = r.origRax >= 0n && WAITING_SYSCALLS.has(Number(r.origRax)) && (INTERRUPTED.has(r.rax) || r.rax === r.origRax);
+  if (waiting) return r.origRax === 202n && holdsLock(rt, stack()) ? 0 : 2; // 202: futex
   if (rt.unsafeRanges.some(([a, b]) => r.rip >= a && r.rip < b)) return 0;
   return 1;
 }
@@ -179,7 +180,7 @@ function holdsLock(rt: TargetRuntime, stack: Buffer): boolean {
   return false;
 }
 
-/** The live stack of a stopped thread: from rsp up to STACK_SCAN bytes, within its mapping. */
+/** The innermost part of a stopped thread's stack: from rsp up to STACK_SCAN bytes, within its mapping. */
 function liveStack(s: Session, rsp: bigint): Buffer {
   try {
     return s.read(rsp, STACK_SCAN);
@@ -230,7 +231,7 @@ export function stopAndChooseHost(s: Session, rt: TargetRuntime, deadlineMs: num
     for (const { tid } of ranked) {
       if (!s.stopThread(tid)) continue; // gone, or born after the seize: next round
       const r = s.survey().find((x) => x.tid === tid);
-      if (r && hostScore(rt, r, liveStack(s, r.rsp)) > 0) return { tid, tries };
+      if (r && hostScore(rt, r, () => liveStack(s, r.rsp)) > 0) return { tid, tries };
       s.resumeThread(tid);
     }
     if (Date.now() > until) {
