@@ -229,49 +229,52 @@ int hl_open_mem(int pid) {
   return g_memfd >= 0 ? 0 : -errno;
 }
 
-int hl_attach(int pid) {
-  if (g_pid) return -EBUSY;
-  if (kill(pid, 0) != 0) return -errno;
-  g_pid = pid;
-  g_nthreads = 0;
-  g_stopped_ns = 0;
-  g_max_stop_ns = 0;
-  int r = hl_stop_all();
-  if (r < 0) {
-    /* Leave nothing behind: detach whatever was seized. */
-    for (int i = 0; i < g_nthreads; i++)
-      if (!g_threads[i].gone) ptrace(PTRACE_DETACH, g_threads[i].tid, 0, (void *)(long)g_threads[i].pending_sig);
-    g_nthreads = 0;
-    g_pid = 0;
-    return r;
-  }
-  hl_open_mem(pid);
-  return r;
-}
-
-/* Seize every thread of `pid` without stopping any (rescanning until no new
- * thread appears). Threads are then stopped one at a time (hl_stop_thread) or
- * all together (hl_stop_all). Returns the number of threads. */
-int hl_seize(int pid) {
+/* Start a session on `pid` (or continue the one already on it). */
+static int begin_session(int pid) {
   if (g_pid && g_pid != pid) return -EBUSY;
   if (kill(pid, 0) != 0) return -errno;
-  if (!g_pid) { /* a new session; otherwise this only seizes threads born since */
+  if (!g_pid) {
     g_pid = pid;
     g_nthreads = 0;
     g_stopped_ns = 0;
     g_max_stop_ns = 0;
   }
-  int r = 0;
+  return 0;
+}
+
+/* Leave nothing behind after a failed start: detach whatever was seized,
+ * passing on any signal a thread was stopped with. */
+static int abandon_session(int err) {
+  for (int i = 0; i < g_nthreads; i++)
+    if (!g_threads[i].gone) ptrace(PTRACE_DETACH, g_threads[i].tid, 0, (void *)(long)g_threads[i].pending_sig);
+  g_nthreads = 0;
+  g_pid = 0;
+  return err;
+}
+
+/* Seize and stop every thread of `pid`. Returns the number of threads. */
+int hl_attach(int pid) {
+  if (g_pid) return -EBUSY;
+  int r = begin_session(pid);
+  if (r < 0) return r;
+  r = hl_stop_all();
+  if (r < 0) return abandon_session(r);
+  hl_open_mem(pid);
+  return r;
+}
+
+/* Seize every thread of `pid` without stopping any (rescanning until no new
+ * thread appears); called again, seize only threads born since. Threads are
+ * then stopped one at a time (hl_stop_thread) or all together (hl_stop_all).
+ * Returns the number of threads. */
+int hl_seize(int pid) {
+  int r = begin_session(pid);
+  if (r < 0) return r;
   for (int round = 0; round < 100; round++) {
     r = seize_new(0);
     if (r <= 0) break;
   }
-  if (r < 0) {
-    for (int i = 0; i < g_nthreads; i++) ptrace(PTRACE_DETACH, g_threads[i].tid, 0, 0);
-    g_nthreads = 0;
-    g_pid = 0;
-    return r;
-  }
+  if (r < 0) return abandon_session(r);
   hl_open_mem(pid);
   return g_nthreads;
 }
