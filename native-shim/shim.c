@@ -623,12 +623,6 @@ int hl_call(int tid, uint64_t stub, uint64_t stub_sigreturn_end, uint64_t fn, co
   return 0;
 }
 
-/* Time spent stopped so far: out[0] total, out[1] longest. */
-int hl_stop_times(void) {
-  hl_out[0] = g_stopped_ns + (g_stop_began_ns ? now_ns() - g_stop_began_ns : 0);
-  hl_out[1] = g_max_stop_ns;
-  return 0;
-}
 
 /* Every stopped thread's tid, rip, rax, orig_rax and rsp, 5 x u64 each, into the data
  * buffer (one FFI call instead of one per thread). Returns the count. A thread

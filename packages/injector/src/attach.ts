@@ -67,6 +67,8 @@ interface Site {
   origEntry: Buffer;
   /** Current jump target when already redirected (stacking). */
   previous?: bigint;
+  /** Link-time address of the new function in the patch. */
+  newValue: bigint;
   newAddr: bigint;
   prevSlot?: bigint;
 }
@@ -146,6 +148,7 @@ function attachLocked(pid: number, patchFile: string, opts: AttachOptions): Atta
         origPad: cur.padBytes,
         origEntry: cur.entryBytes,
         previous: cur.state === 'jump' ? cur.target : undefined,
+        newValue: BigInt(p.newValue),
         newAddr: 0n,
         prevSlot: p.prevSlot !== undefined ? BigInt(p.prevSlot) : undefined,
       };
@@ -158,7 +161,7 @@ function attachLocked(pid: number, patchFile: string, opts: AttachOptions): Atta
     // A copy already loaded (applied before, maybe reverted since) is reused, not loaded again.
     let patchBias = patchBiasIn(readMaps(pid));
     const setNewAddrs = (bias: bigint) => {
-      for (const site of sites) site.newAddr = bias + BigInt(plan.functions.find((p) => p.old === site.name)!.newValue);
+      for (const site of sites) site.newAddr = bias + site.newValue;
     };
     if (patchBias !== undefined) {
       setNewAddrs(patchBias);

@@ -106,10 +106,9 @@ export function findRuntime(pid: number, mods: Module[]): Omit<TargetRuntime, 's
       if (m === loader) lockRanges.push([map.start, map.end]);
     }
   }
-  for (const name of LOCKING_FUNCTIONS) {
-    for (const sym of libcElf.symbols('.dynsym')) {
-      if (sym.name === name && sym.shndx !== 0 && sym.size > 0) lockRanges.push([libc.bias + BigInt(sym.value), libc.bias + BigInt(sym.value + sym.size)]);
-    }
+  const locking = new Set(LOCKING_FUNCTIONS);
+  for (const sym of libcElf.symbols('.dynsym')) {
+    if (locking.has(sym.name) && sym.shndx !== 0 && sym.size > 0) lockRanges.push([libc.bias + BigInt(sym.value), libc.bias + BigInt(sym.value + sym.size)]);
   }
   const stubCandidates: bigint[] = [];
   for (const m of [mods[0], libc, loader]) {

@@ -51,7 +51,6 @@ function load() {
     hl_call: { library: LIB, retType: I32, paramsType: [I32, U64, U64, U64, DataType.U8Array, I32, U64, U64, I32] },
     hl_out_get: { library: LIB, retType: U64, paramsType: [I32] },
     hl_data: { library: LIB, retType: DataType.External, paramsType: [] },
-    hl_stop_times: { library: LIB, retType: I32, paramsType: [] },
     hl_open_mem: { library: LIB, retType: I32, paramsType: [I32] },
     hl_seize: { library: LIB, retType: I32, paramsType: [I32] },
     hl_stop_thread: { library: LIB, retType: I32, paramsType: [I32] },
@@ -99,10 +98,6 @@ export function detach(): { stoppedNs: number; maxStopNs: number } {
   const res = { stoppedNs: Number(out(0)), maxStopNs: Number(out(1)) };
   check('detach', r);
   return res;
-}
-export function stopTimes(): { stoppedNs: number; maxStopNs: number } {
-  shim().hl_stop_times([]);
-  return { stoppedNs: Number(out(0)), maxStopNs: Number(out(1)) };
 }
 export function read(addr: bigint, len: number): Buffer {
   const n = check('read', shim().hl_read([addr, len]));

@@ -114,10 +114,6 @@ export function functionState(mem: MemReader, p: LoadedPatch, name: string): Fun
   return { name, fn, module: p.module, pad: site.pad, entrySite: site.entrySite, redirected: site.state === 'jump', target: site.target };
 }
 
-export function newAddress(p: LoadedPatch, newName: string): bigint {
-  return p.bias + BigInt(p.meta.replacements.find((r) => r.new === newName)!.newValue);
-}
-
 export function prevSlotAddress(p: LoadedPatch, newName: string): bigint | undefined {
   const r = p.meta.replacements.find((x) => x.new === newName);
   return r?.prevSlot !== undefined ? p.bias + BigInt(r.prevSlot) : undefined;

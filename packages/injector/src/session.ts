@@ -37,7 +37,6 @@ export class Session {
     // are traced yet, so they do nothing).
     native.survey();
     native.resumeAllExcept(-1);
-    native.stopTimes();
     open = true;
     return new Session(pid);
   }
@@ -148,11 +147,6 @@ export class Session {
       }
       throw this.mapError('call a function in the process', e);
     }
-  }
-
-  stopTimes(): StopTimes {
-    const t = native.stopTimes();
-    return { stoppedMs: t.stoppedNs / 1e6, maxStopMs: t.maxStopNs / 1e6 };
   }
 
   /** Detach every thread (each resumes where it was) and close the memory. Safe to call twice. */
