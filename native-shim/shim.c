@@ -453,7 +453,7 @@ static int wait_any(pid_t *who, int *status) {
  * On -ETIMEDOUT the thread is still in the call and will go home by itself.
  */
 int hl_call(int tid, uint64_t stub, uint64_t stub_sigreturn_end, uint64_t fn, const uint8_t *data, int data_len,
-            uint64_t a1, uint64_t a2, int timeout_ms) {
+            uint64_t a0, uint64_t a1, uint64_t a2, uint64_t a3, uint64_t a4, uint64_t a5, int timeout_ms) {
   struct thread *t = find_thread(tid);
   if (!t || t->gone || !t->stopped) return -ESRCH;
   if (t->pending_sig) return -EAGAIN; /* deliver that first */
@@ -528,9 +528,12 @@ int hl_call(int tid, uint64_t stub, uint64_t stub_sigreturn_end, uint64_t fn, co
   call.rip = stub;
   call.rsp = A;
   call.r11 = fn;
-  call.rdi = data_len > 0 ? data_addr : 0;
+  call.rdi = data_len > 0 ? data_addr : a0; /* the data block, copied below the frame, is the first argument */
   call.rsi = a1;
   call.rdx = a2;
+  call.rcx = a3;
+  call.r8 = a4;
+  call.r9 = a5;
   call.rax = 0;
   call.orig_rax = (uint64_t)-1; /* not in a syscall: no restart on resume */
   call.eflags &= ~(0x400ull | 0x100ull); /* DF clear (ABI), TF clear */

@@ -11,8 +11,8 @@
 // Every failure is a HotloadError with a code, a message and a hint.
 export { attach, revert, status, ps, resolveTargets, pidsByName, pidsByExe, pidsByBuildId } from '@hotload/injector';
 export type { AttachOptions, AttachResult, PatchedFunction, RevertResult, RevertOptions, StatusResult, PatchableProcess } from '@hotload/injector';
-export { mkpatch } from '@hotload/patch';
-export type { MkpatchOptions, MkpatchResult } from '@hotload/patch';
+export { mkpatch, mkpatchFromBuilds, findProgram, diffBuilds } from '@hotload/patch';
+export type { MkpatchOptions, MkpatchResult, RebuildOptions, RebuildResult, BuildDiff } from '@hotload/patch';
 export { HotloadError, isHotloadError, ERRORS, EXIT } from '@hotload/errors';
 export type { ErrorCode } from '@hotload/errors';
 export { rollout, loadPlan, validatePlan, planTargets } from './rollout';

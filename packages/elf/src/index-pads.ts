@@ -303,6 +303,12 @@ export function unpatchable(idx: PadIndex): PadFunction[] {
 }
 
 /** Find a function by any of its names. */
+/** A function by name; `name@file.c` picks the file-local (static) one of that source file. */
 export function findFunction(idx: PadIndex, name: string): PadFunction | undefined {
-  return idx.functions.find((f) => f.name === name || f.aliases.includes(name));
+  const direct = idx.functions.find((f) => f.name === name || f.aliases.includes(name));
+  if (direct) return direct;
+  const at = name.lastIndexOf('@');
+  if (at <= 0) return undefined;
+  const [base, file] = [name.slice(0, at), name.slice(at + 1)];
+  return idx.functions.find((f) => f.local && f.file === file && (f.name === base || f.aliases.includes(base)));
 }

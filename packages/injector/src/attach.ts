@@ -6,7 +6,7 @@
 import * as path from 'path';
 import { HotloadError } from '@hotload/errors';
 import { ElfFile, PadFunction, loadPadIndex } from '@hotload/elf';
-import { PatchPlan, planPatch, readPatch } from '@hotload/patch';
+import { PatchPlan, planPatch, readPatch, readRebuild } from '@hotload/patch';
 import { PAD_BEFORE, entryJump, padJump } from '@hotload/x86';
 import { Session } from './session';
 import { findTargetModule, hex, modules, readMaps, requireProcess } from './read-process';
@@ -16,6 +16,7 @@ import type { CodeWrite } from './native';
 import { readPatchFile, stagePatch } from './stage-patch';
 import { withProcessLock } from './process-lock';
 import { runHook } from './run-hook';
+import { loadNear } from './load-near';
 
 export interface AttachOptions {
   /** Accept a patch file others could write. */
@@ -84,10 +85,10 @@ function loadInProcess(s: Session, rt: TargetRuntime, file: string, shownAs: str
   const callMs = opts.callTimeoutMs ?? 10000;
   const host = stopAndChooseHost(s, rt, opts.safePointTimeoutMs ?? 3000);
   const hostStoppedAt = process.hrtime.bigint();
-  const res = callOnHost(s, rt, host.tid, rt.dlopen, Buffer.from(file + '\0'), rt.dlopenMode, 0n, callMs);
+  const res = callOnHost(s, rt, host.tid, rt.dlopen, Buffer.from(file + '\0'), [0n, rt.dlopenMode], callMs);
   if (res.value === 0n) {
     // dlerror() state is per thread: ask the same thread, which is back at the same safe moment.
-    const msgPtr = callOnHost(s, rt, host.tid, rt.dlerror, Buffer.alloc(0), 0n, 0n, callMs).value;
+    const msgPtr = callOnHost(s, rt, host.tid, rt.dlerror, Buffer.alloc(0), [], callMs).value;
     const msg = msgPtr ? s.readString(msgPtr) : 'dlopen returned NULL';
     s.resumeAllExcept(-1);
     throw new HotloadError('PATCH_DLOPEN_FAILED', `process ${s.pid} could not load ${shownAs}: ${msg}`);
@@ -183,7 +184,8 @@ function attachLocked(pid: number, patchFile: string, opts: AttachOptions): Atta
     let hostStoppedAt: bigint | undefined;
     if (patchBias === undefined) {
       progress('loading the patch');
-      const loaded = loadInProcess(s, rt, staged.staged, patchFile, opts);
+      // A patch made from a rebuild is mapped next to the program by hotload (load-near.ts).
+      const loaded = readRebuild(patchElf) ? loadNear(s, rt, staged.staged, patchElf, mod, mods, opts) : loadInProcess(s, rt, staged.staged, patchFile, opts);
       ({ hostThread, loadMs, repaired: repairedRegisters, hostStoppedAt } = loaded);
       patchBias = patchBiasIn(readMaps(pid));
       if (patchBias === undefined) throw new HotloadError('PATCH_DLOPEN_FAILED', `dlopen succeeded but ${staged.staged} is not mapped in process ${pid}`);

@@ -62,6 +62,8 @@ export interface TargetRuntime {
   dlopenMode: bigint;
   dlerror: bigint;
   dlclose: bigint;
+  /** System call wrappers, for mapping a rebuilt patch (load-near.ts). */
+  libc: { open: bigint; mmap: bigint; munmap: bigint; close: bigint };
   /** Executable ranges of libc and the loader: a thread there may hold their locks. */
   unsafeRanges: [bigint, bigint][];
   /**
@@ -95,6 +97,12 @@ export function findRuntime(pid: number, mods: Module[]): Omit<TargetRuntime, 's
   if (!dlopen || !dlerror || !dlclose) {
     throw new HotloadError('PATCH_DLOPEN_FAILED', `${libc.path} exports no dlopen/dlerror/dlclose (glibc before 2.34 without libdl loaded?)`);
   }
+  const wrappers: Record<string, bigint> = {};
+  for (const name of ['open', 'mmap', 'munmap', 'close']) {
+    const sym = dynamicSymbol(libcElf, name);
+    if (!sym) throw new HotloadError('PATCH_DLOPEN_FAILED', `${libc.path} exports no ${name}`);
+    wrappers[name] = libc.bias + BigInt(sym.value);
+  }
   const unsafeRanges: [bigint, bigint][] = [];
   const lockRanges: [bigint, bigint][] = [];
   const loader = findLoader(mods);
@@ -123,7 +131,8 @@ export function findRuntime(pid: number, mods: Module[]): Omit<TargetRuntime, 's
     }
   }
   if (stubCandidates.length === 0) throw new HotloadError('PTRACE_FAILED', `no room for hotload's call stub in process ${pid}`);
-  return { dlopen: libc.bias + BigInt(dlopen.value), dlopenMode: mode, dlerror: libc.bias + BigInt(dlerror.value), dlclose: libc.bias + BigInt(dlclose.value), unsafeRanges, lockRanges, stubCandidates };
+  const libcCalls = { open: wrappers.open, mmap: wrappers.mmap, munmap: wrappers.munmap, close: wrappers.close };
+  return { libc: libcCalls, dlopen: libc.bias + BigInt(dlopen.value), dlopenMode: mode, dlerror: libc.bias + BigInt(dlerror.value), dlclose: libc.bias + BigInt(dlclose.value), unsafeRanges, lockRanges, stubCandidates };
 }
 
 /** Put the call stub in place (threads stopped); returns its address. */
@@ -240,8 +249,12 @@ export function stopAndChooseHost(s: Session, rt: TargetRuntime, deadlineMs: num
   }
 }
 
-/** Run fn(data, a1, a2) on the stopped `host` while the other threads run; returns with the host stopped, the others running. */
-export function callOnHost(s: Session, rt: TargetRuntime, host: number, fn: bigint, data: Buffer, a1: bigint, a2: bigint, timeoutMs: number) {
+/**
+ * Run fn(args...) on the stopped `host` while the other threads run; returns
+ * with the host stopped, the others running. A non-empty `data` is copied to
+ * the host's stack and passed as the first argument.
+ */
+export function callOnHost(s: Session, rt: TargetRuntime, host: number, fn: bigint, data: Buffer, args: bigint[], timeoutMs: number) {
   s.resumeAllExcept(host);
-  return s.call(host, rt.stub, rt.stub + BigInt(CALL_STUB_SIGRETURN_END), fn, data, a1, a2, timeoutMs);
+  return s.call(host, rt.stub, rt.stub + BigInt(CALL_STUB_SIGRETURN_END), fn, data, args, timeoutMs);
 }

@@ -48,7 +48,7 @@ function load() {
     hl_detach: { library: LIB, retType: I32, paramsType: [] },
     hl_read: { library: LIB, retType: I32, paramsType: [U64, I32] },
     hl_write: { library: LIB, retType: I32, paramsType: [U64, DataType.U8Array, I32] },
-    hl_call: { library: LIB, retType: I32, paramsType: [I32, U64, U64, U64, DataType.U8Array, I32, U64, U64, I32] },
+    hl_call: { library: LIB, retType: I32, paramsType: [I32, U64, U64, U64, DataType.U8Array, I32, U64, U64, U64, U64, U64, U64, I32] },
     hl_out_get: { library: LIB, retType: U64, paramsType: [I32] },
     hl_data: { library: LIB, retType: DataType.External, paramsType: [] },
     hl_open_mem: { library: LIB, retType: I32, paramsType: [I32] },
@@ -107,8 +107,14 @@ export function read(addr: bigint, len: number): Buffer {
 export function write(addr: bigint, bytes: Buffer): void {
   check('write', shim().hl_write([addr, bytes, bytes.length]));
 }
-export function call(tid: number, stub: bigint, stubSigreturnEnd: bigint, fn: bigint, data: Buffer, a1: bigint, a2: bigint, timeoutMs: number): CallResult {
-  const r = shim().hl_call([tid, stub, stubSigreturnEnd, fn, data.length ? data : Buffer.alloc(1), data.length, a1, a2, timeoutMs]);
+/**
+ * fn(args...) on thread `tid` (up to six integer arguments). A non-empty `data`
+ * is copied onto the thread's stack and its address replaces the first argument.
+ */
+export function call(tid: number, stub: bigint, stubSigreturnEnd: bigint, fn: bigint, data: Buffer, args: bigint[], timeoutMs: number): CallResult {
+  if (args.length > 6) throw new Error('at most six arguments');
+  const a = [...args, 0n, 0n, 0n, 0n, 0n, 0n].slice(0, 6);
+  const r = shim().hl_call([tid, stub, stubSigreturnEnd, fn, data.length ? data : Buffer.alloc(1), data.length, ...a, timeoutMs]);
   check('call', r);
   return { value: out(0), syscallStops: Number(out(1)), ns: Number(out(2)), repaired: out(3) !== 0n };
 }

@@ -20,7 +20,7 @@ export interface HookOptions {
 export function runHook(s: Session, rt: TargetRuntime, host: number, meta: PatchMeta, patchBias: bigint, slot: number, which: 'on-apply' | 'on-revert', opts: HookOptions): number {
   const tid = host || stopAndChooseHost(s, rt, opts.safePointTimeoutMs ?? 3000).tid;
   const fn = s.readU64(patchBias + BigInt(slot));
-  const ret = BigInt.asIntN(32, callOnHost(s, rt, tid, fn, Buffer.alloc(0), 0n, 0n, opts.callTimeoutMs ?? 10000).value);
+  const ret = BigInt.asIntN(32, callOnHost(s, rt, tid, fn, Buffer.alloc(0), [], opts.callTimeoutMs ?? 10000).value);
   if (ret !== 0n) {
     let message = '';
     if (meta.hookMessageSlot !== undefined) {

@@ -138,9 +138,9 @@ export class Session {
     this.wrap('resume threads', () => native.resumeAllExcept(tid));
   }
 
-  call(tid: number, stub: bigint, stubEnd: bigint, fn: bigint, data: Buffer, a1: bigint, a2: bigint, timeoutMs: number): native.CallResult {
+  call(tid: number, stub: bigint, stubEnd: bigint, fn: bigint, data: Buffer, args: bigint[], timeoutMs: number): native.CallResult {
     try {
-      return native.call(tid, stub, stubEnd, fn, data, a1, a2, timeoutMs);
+      return native.call(tid, stub, stubEnd, fn, data, args, timeoutMs);
     } catch (e) {
       if (e instanceof native.Errno && e.errno === native.ETIMEDOUT) {
         throw new HotloadError('CALL_TIMEOUT', `the call in process ${this.pid} did not return within ${timeoutMs} ms`);

@@ -19,7 +19,7 @@
 // field), a changed initial value of data that already exists in the process.
 
 import { HotloadError } from '@hotload/errors';
-import { ElfFile, ElfSymbol, SHT, STB, STT, Section } from '@hotload/elf';
+import { ElfFile, ElfSymbol, SHF, SHT, STB, STT, Section } from '@hotload/elf';
 
 export interface BuildDiff {
   changed: string[];
@@ -47,15 +47,15 @@ const SHF_MERGE = 0x10;
 const SHF_STRINGS = 0x20;
 
 /** Name for a function/object: globals by name, locals qualified by their file so two statics do not collide. */
-function key(s: ElfSymbol): string {
+export function key(s: ElfSymbol): string {
   return s.bind === STB.LOCAL && s.file ? `${s.name}@${s.file}` : s.name;
 }
 
-class Build {
+export class Build {
   readonly elf: ElfFile;
   readonly relocatable: boolean;
-  private relocsBySection = new Map<number, { offset: number; type: number; sym: number; addend: bigint }[]>();
-  private symsBySection = new Map<number, ElfSymbol[]>();
+  readonly relocsBySection = new Map<number, { offset: number; type: number; sym: number; addend: bigint }[]>();
+  readonly symsBySection = new Map<number, ElfSymbol[]>();
   readonly syms: ElfSymbol[];
 
   constructor(file: string) {
@@ -140,8 +140,16 @@ function same(a: Item, b: Item): boolean {
 }
 
 export function diffBuilds(oldFile: string, newFile: string): BuildDiff {
-  const a = new Build(oldFile);
-  const b = new Build(newFile);
+  return diffLoaded(new Build(oldFile), new Build(newFile));
+}
+
+/** Is this datum read-only (the process cannot have changed it, so a patch may carry its own copy)? */
+export function readOnlyDatum(b: Build, s: ElfSymbol): boolean {
+  const sec = b.elf.sections[s.shndx];
+  return !!sec && (sec.flags & SHF.WRITE) === 0;
+}
+
+export function diffLoaded(a: Build, b: Build): BuildDiff {
   const res: BuildDiff = { changed: [], added: [], removed: [], unchanged: 0, data: { changed: [], added: [], removed: [] }, refused: [] };
   const fa = a.items(STT.FUNC);
   const fb = b.items(STT.FUNC);
@@ -163,6 +171,8 @@ export function diffBuilds(oldFile: string, newFile: string): BuildDiff {
     }
     if (same(o, d)) continue;
     res.data.changed.push(k);
+    // Read-only data: the patch carries the new copy, and its users with it.
+    if (readOnlyDatum(b, d.sym) && readOnlyDatum(a, o.sym)) continue;
     if (o.size !== d.size) {
       res.refused.push({ symbol: k, reason: `its size changed from ${o.size} to ${d.size} bytes (a changed struct layout or array size); the running process keeps the old layout, so code cannot be patched to use the new one` });
     } else {

@@ -3,3 +3,4 @@ export * from './read-patch';
 export * from './check-patch';
 export * from './make-patch';
 export * from './diff-builds';
+export * from './rebuild-patch';

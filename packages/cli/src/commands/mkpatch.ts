@@ -1,19 +1,50 @@
-// hotload mkpatch patch.c --target <elf> -o patch.so
+// hotload mkpatch patch.c --target <elf> -o patch.so           (a hand-written patch)
+// hotload mkpatch --from <old build> --to <new build> -o patch.so  (a patch from a rebuild)
 import type { Argv } from 'yargs';
-import { mkpatch } from '@hotload/api';
+import { HotloadError, findProgram, mkpatch, mkpatchFromBuilds } from '@hotload/api';
 import { Out } from '../output';
 
+interface Args {
+  source?: string[];
+  target?: string;
+  from?: string;
+  to?: string;
+  o: string;
+  cc?: string;
+  cflags?: string;
+}
+
 export const mkpatchCommand = {
-  command: 'mkpatch <source..>',
-  describe: 'Compile a hand-written C patch against the exact build a process runs',
+  command: 'mkpatch [source..]',
+  describe: 'Make a patch: compile hand-written C against the running build, or diff two builds (--from/--to)',
   builder: (y: Argv) =>
     y
-      .positional('source', { type: 'string', array: true, demandOption: true, describe: 'C files of the patch' })
-      .option('target', { type: 'string', demandOption: true, describe: 'the executable or library the process runs' })
+      .positional('source', { type: 'string', array: true, describe: 'C files of a hand-written patch' })
+      .option('from', { type: 'string', describe: 'the build the process runs: its object files (a .o, or a directory of them)' })
+      .option('to', { type: 'string', describe: 'the new build: its object files, paired with --from by relative path' })
+      .option('target', { type: 'string', describe: 'the executable or library the process runs (with --from: default, the one program in the --from directory)' })
       .option('o', { alias: 'output', type: 'string', demandOption: true, describe: 'the patch .so to write' })
-      .option('cc', { type: 'string', describe: 'compiler (default $CC or cc)' })
-      .option('cflags', { type: 'string', describe: 'extra compiler flags, space-separated' }),
-  run(argv: { source: string[]; target: string; o: string; cc?: string; cflags?: string }, out: Out): number {
+      .option('cc', { type: 'string', describe: 'compiler/linker driver (default $CC or cc)' })
+      .option('cflags', { type: 'string', describe: 'extra compiler flags, space-separated (hand-written patches)' })
+      .example('$0 mkpatch fix.c --target ./server -o fix.so', 'compile a hand-written patch')
+      .example('$0 mkpatch --from build.running --to build -o p.so', 'patch the functions that changed between two builds')
+      .epilog('Exit status 9: the two builds run the same code (nothing to patch).'),
+  run(argv: Args, out: Out): number {
+    if (argv.from !== undefined || argv.to !== undefined) {
+      if (!argv.from || !argv.to) throw new HotloadError('USAGE', 'give both --from (the build the process runs) and --to (the new build)');
+      if (argv.source?.length) throw new HotloadError('USAGE', 'give either C sources or --from/--to, not both');
+      const target = argv.target ?? findProgram(argv.from);
+      const r = mkpatchFromBuilds({ from: argv.from, to: argv.to, target, out: argv.o, cc: argv.cc });
+      if (out.json) {
+        out.doc({ out: r.out, target: r.target, replaced: r.replaced, added: r.added, notes: r.plan.notes });
+        return 0;
+      }
+      out.line(`${out.green('wrote')} ${r.out}: replaces ${r.replaced.join(', ')}${r.added.length ? `; adds ${r.added.join(', ')}` : ''} in ${r.target.module} (build-id ${r.target.buildId.slice(0, 16)}...)`);
+      for (const n of r.plan.notes) out.line(`  ${out.yellow('note')}: ${n}`);
+      return 0;
+    }
+    if (!argv.source?.length) throw new HotloadError('USAGE', 'name the C files of the patch, or give --from and --to');
+    if (!argv.target) throw new HotloadError('USAGE', 'name the program the process runs with --target');
     const r = mkpatch({ sources: argv.source, target: argv.target, out: argv.o, cc: argv.cc, cflags: argv.cflags?.split(/\s+/).filter(Boolean) });
     if (out.json) {
       out.doc({ out: r.out, target: r.target, functions: r.plan.functions.map((f) => ({ old: f.old, new: f.new, status: f.fn.status })), statics: r.plan.refs.map((x) => x.name), notes: r.plan.notes });
