@@ -17,3 +17,5 @@ export { HotloadError, isHotloadError, ERRORS, EXIT } from '@hotload/errors';
 export type { ErrorCode } from '@hotload/errors';
 export { rollout, loadPlan, validatePlan, planTargets } from './rollout';
 export type { RolloutPlan, RolloutResult, RolloutOptions, RolloutEvent, ProcessResult, ProcessStatus, Step } from './rollout';
+export { watch } from './watch';
+export type { WatchOptions, WatchEvent, WatchSummary } from './watch';

@@ -6,7 +6,7 @@
 import yargs from 'yargs';
 import type { Argv } from 'yargs';
 import { EXIT, HotloadError, isHotloadError } from '@hotload/errors';
-import { makeOut, Out } from './output';
+import { makeOut, Out, takeInterrupt } from './output';
 import { COMMANDS } from './commands';
 
 export interface Command {
@@ -39,7 +39,9 @@ export async function main(args: string[]): Promise<void> {
   });
   // Ctrl-C or SIGTERM while a patch goes in: the work is synchronous, so the
   // handler runs once it has finished or rolled back; then exit 130/143.
-  const onSignal = (sig: NodeJS.Signals) => process.exit(sig === 'SIGINT' ? 130 : 143);
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (!takeInterrupt()) process.exit(sig === 'SIGINT' ? 130 : 143);
+  };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   const json = args.includes('--json');
@@ -50,7 +52,7 @@ export async function main(args: string[]): Promise<void> {
     .demandCommand(1, 'Name a command; `hotload --help` lists them.')
     .strict()
     .recommendCommands()
-    .epilog('Exit codes: 0 ok, 1 internal error, 2 usage, 3 bad ELF file, 4 unpatchable, 5 process/ptrace, 6 patch, 7 timeout, 8 build, 10 already applied, 11 rollout partial, 12 rollout failed.')
+    .epilog('Exit codes: 0 ok, 1 internal error, 2 usage, 3 bad ELF file, 4 unpatchable, 5 process/ptrace, 6 patch, 7 timeout, 8 build, 9 nothing to patch, 10 already applied, 11 rollout partial, 12 rollout failed.')
     .help()
     .alias('h', 'help')
     .version(false)

@@ -53,3 +53,19 @@ export function table(rows: string[][]): string[] {
   for (const r of rows) r.forEach((c, i) => (widths[i] = Math.max(widths[i] ?? 0, plain(c).length)));
   return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c + ' '.repeat(widths[i] - plain(c).length))).join('  '));
 }
+
+let interruptHandler: (() => void) | undefined;
+
+/** A long-running command takes Ctrl-C/SIGTERM itself (to finish cleanly) instead of exiting at once. */
+export function onInterrupt(fn: () => void): void {
+  interruptHandler = fn;
+}
+
+/** Called by the entry point on SIGINT/SIGTERM: true when a command took it. */
+export function takeInterrupt(): boolean {
+  if (!interruptHandler) return false;
+  const fn = interruptHandler;
+  interruptHandler = undefined; // a second Ctrl-C exits at once
+  fn();
+  return true;
+}

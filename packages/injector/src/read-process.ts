@@ -65,10 +65,12 @@ export function modules(pid: number, maps = readMaps(pid)): Module[] {
   const byPath = new Map<string, Module>();
   for (const m of maps) {
     if (!m.path.startsWith('/') || m.inode === 0) continue;
-    let mod = byPath.get(m.path);
+    // A file deleted or replaced (a rebuild) since it was mapped: still the module it was.
+    const p = m.path.replace(/ \(deleted\)$/, '');
+    let mod = byPath.get(p);
     if (!mod) {
-      mod = { path: m.path, inode: m.inode, bias: 0n, mappings: [] };
-      byPath.set(m.path, mod);
+      mod = { path: p, inode: m.inode, bias: 0n, mappings: [] };
+      byPath.set(p, mod);
     }
     mod.mappings.push(m);
   }
@@ -82,8 +84,7 @@ const moduleCache = new Map<string, ElfFile>();
 
 /** Open a module's ELF file as the process sees it. */
 export function openModule(pid: number, mod: Module): ElfFile {
-  const viaRoot = `/proc/${pid}/root${mod.path}`;
-  const file = fs.existsSync(viaRoot) ? viaRoot : mod.path;
+  const file = moduleFile(pid, mod);
   let key = '';
   try {
     const st = fs.statSync(file);
@@ -98,6 +99,29 @@ export function openModule(pid: number, mod: Module): ElfFile {
     moduleCache.set(key, elf);
   }
   return elf;
+}
+
+/**
+ * The file a module was mapped from. Usually its path (through the process's
+ * root); but when a rebuild has replaced or deleted that file since, the
+ * mapped file itself: /proc/PID/map_files (needs privileges), or for the
+ * executable /proc/PID/exe.
+ */
+function moduleFile(pid: number, mod: Module): string {
+  const viaRoot = `/proc/${pid}/root${mod.path}`;
+  const inode = (f: string) => {
+    try {
+      return fs.statSync(f).ino;
+    } catch {
+      return -1;
+    }
+  };
+  if (inode(viaRoot) === mod.inode) return viaRoot;
+  const m = mod.mappings[0];
+  const mapped = `/proc/${pid}/map_files/${m.start.toString(16)}-${m.end.toString(16)}`;
+  if (inode(mapped) === mod.inode) return mapped;
+  if (inode(`/proc/${pid}/exe`) === mod.inode) return `/proc/${pid}/exe`;
+  return fs.existsSync(viaRoot) ? viaRoot : mod.path;
 }
 
 /** Compute the load bias of a module from its ELF program headers. */

@@ -146,7 +146,16 @@ export function diffBuilds(oldFile: string, newFile: string): BuildDiff {
 /** Is this datum read-only (the process cannot have changed it, so a patch may carry its own copy)? */
 export function readOnlyDatum(b: Build, s: ElfSymbol): boolean {
   const sec = b.elf.sections[s.shndx];
-  return !!sec && (sec.flags & SHF.WRITE) === 0;
+  return !!sec && readOnlySection(sec);
+}
+
+/**
+ * Data the program cannot change: read-only sections, and `.data.rel.ro*`
+ * (constants holding addresses, such as a function's table of labels, which
+ * is only writable until the loader has relocated it).
+ */
+export function readOnlySection(sec: Section): boolean {
+  return (sec.flags & SHF.WRITE) === 0 || sec.name.startsWith('.data.rel.ro');
 }
 
 export function diffLoaded(a: Build, b: Build): BuildDiff {

@@ -30,7 +30,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { HotloadError } from '@hotload/errors';
 import { ElfFile, ElfSymbol, SHF, SHT, STB, STT, loadPadIndex } from '@hotload/elf';
-import { Build, BuildDiff, diffLoaded, key } from './diff-builds';
+import { Build, BuildDiff, diffLoaded, key, readOnlySection } from './diff-builds';
 import { PatchTarget, TARGET_SECTION, readPatch } from './read-patch';
 import { PatchPlan, planPatch } from './check-patch';
 
@@ -258,9 +258,9 @@ class Generator {
       this.includeSection(u, secIdx, queue);
       return { internal: this.label(u, secIdx), off: tOff };
     }
-    const writable = (sec.flags & SHF.WRITE) !== 0 || sec.type === SHT.NOBITS;
-    if (!writable) {
-      // Read-only data (string literals, jump tables, const tables): the patch's own copy.
+    if (readOnlySection(sec) && sec.type !== SHT.NOBITS) {
+      // Read-only data (string literals, jump tables, const tables, label
+      // tables of computed gotos): the patch's own copy.
       this.includeSection(u, secIdx, queue);
       return { internal: this.label(u, secIdx), off: tOff };
     }

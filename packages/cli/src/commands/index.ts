@@ -11,5 +11,6 @@ import { statusCommand } from './status';
 import { psCommand } from './ps';
 import { rolloutCommand } from './rollout';
 import { diffCommand } from './diff';
+import { watchCommand } from './watch';
 
-export const COMMANDS: Command[] = [attachCommand, revertCommand, statusCommand, psCommand, rolloutCommand, mkpatchCommand, diffCommand, indexCommand, checkCommand, postCommand, flagsCommand];
+export const COMMANDS: Command[] = [attachCommand, revertCommand, statusCommand, psCommand, rolloutCommand, watchCommand, mkpatchCommand, diffCommand, indexCommand, checkCommand, postCommand, flagsCommand];

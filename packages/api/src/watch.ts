@@ -1,0 +1,247 @@
+// `hotload watch --pid <pid>`: the edit-save-live loop.
+//
+// At start, the build the process runs is copied aside (its object files and
+// the program itself, from /proc/PID/exe unless --target names a library), so
+// rebuilding cannot overwrite it. Then, on every save:
+//   build command -> mkpatch --from <that copy> --to <the build's objects>
+//   -> attach,
+// and one event per outcome. Each patch is made against the original build and
+// replaces every function changed so far (those of earlier patches too), so a
+// function edited back, or a helper added earlier and edited again, is always
+// current; data added by an earlier patch is found in that patch when the next
+// one is loaded, so its value carries on. Failed builds and refused changes are
+// reported, and the process keeps running what it ran.
+
+import * as cp from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { HotloadError, isHotloadError } from '@hotload/errors';
+import { attach } from '@hotload/injector';
+import { Build, diffLoaded, mkpatchFromBuilds, objectFiles } from '@hotload/patch';
+
+export interface WatchOptions {
+  pid: number;
+  /** Shell command that rebuilds (run in `cwd`); default `make`. */
+  build?: string;
+  /** Files or directories whose changes trigger a rebuild; default `cwd`. */
+  paths?: string[];
+  /** Where the build leaves its object files; default `cwd`. */
+  objects?: string;
+  /** The file the process runs that is patched; default /proc/PID/exe. */
+  target?: string;
+  cwd?: string;
+  /** Poll interval for source changes (ms). */
+  intervalMs?: number;
+  /** Stop after this many patches (tests, scripts); default: run until aborted. */
+  maxPatches?: number;
+  signal?: AbortSignal;
+  onEvent?: (e: WatchEvent) => void;
+}
+
+export type WatchEvent =
+  | { event: 'ready'; pid: number; target: string; objects: number; watching: string[]; snapshot: string; warnings: string[] }
+  | { event: 'change'; files: string[] }
+  | { event: 'build-failed'; status: number | null; output: string; buildMs: number }
+  | { event: 'no-change'; buildMs: number }
+  | { event: 'refused'; error: { code: string; message: string; hint: string; details: string[] }; buildMs: number }
+  | { event: 'patched'; changed: string[]; added: string[]; replaced: string[]; patch: string; buildMs: number; patchMs: number; applyMs: number; totalMs: number; stoppedMs: number }
+  | { event: 'exited'; pid: number };
+
+export interface WatchSummary {
+  patches: string[];
+  replaced: string[];
+  /** Why the loop ended. */
+  reason: 'aborted' | 'exited' | 'max-patches';
+}
+
+const SOURCE = /\.(c|h|cc|cpp|cxx|hh|hpp|hxx|inc|s|S)$/;
+
+/** Every source file under the watched paths, with a stamp that changes on save. */
+function stamps(paths: string[]): Map<string, string> {
+  const out = new Map<string, string>();
+  const visit = (p: string, depth: number) => {
+    let st: fs.Stats;
+    try {
+      st = fs.statSync(p);
+    } catch {
+      return;
+    }
+    if (st.isDirectory()) {
+      if (depth > 8) return;
+      for (const e of fs.readdirSync(p)) if (!e.startsWith('.') && e !== 'node_modules') visit(path.join(p, e), depth + 1);
+    } else if (depth === 0 || SOURCE.test(p)) out.set(p, `${st.mtimeMs}:${st.size}:${st.ino}`);
+  };
+  for (const p of paths) visit(p, 0);
+  return out;
+}
+
+function copyObjects(from: string, to: string): number {
+  const objs = objectFiles(from);
+  for (const [rel, file] of objs) {
+    fs.mkdirSync(path.dirname(path.join(to, rel)), { recursive: true });
+    fs.copyFileSync(file, path.join(to, rel));
+  }
+  return objs.size;
+}
+
+function runBuild(cmd: string, cwd: string, signal?: AbortSignal): Promise<{ status: number | null; output: string }> {
+  return new Promise((resolve) => {
+    const child = cp.spawn('sh', ['-c', cmd], { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+    let output = '';
+    child.stdout.on('data', (d) => (output += d));
+    child.stderr.on('data', (d) => (output += d));
+    const abort = () => child.kill('SIGTERM');
+    signal?.addEventListener('abort', abort);
+    child.on('close', (status) => {
+      signal?.removeEventListener('abort', abort);
+      resolve({ status, output });
+    });
+    child.on('error', (e) => resolve({ status: null, output: String(e) }));
+  });
+}
+
+const sleep = (ms: number, signal?: AbortSignal) =>
+  new Promise<void>((resolve) => {
+    const done = () => {
+      clearTimeout(t);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    };
+    const t = setTimeout(done, ms);
+    signal?.addEventListener('abort', done, { once: true });
+  });
+
+const msSince = (t: bigint) => Number(process.hrtime.bigint() - t) / 1e6;
+
+export async function watch(opts: WatchOptions): Promise<WatchSummary> {
+  const emit = opts.onEvent ?? (() => undefined);
+  const cwd = path.resolve(opts.cwd ?? process.cwd());
+  const objectsDir = path.resolve(cwd, opts.objects ?? '.');
+  const paths = (opts.paths?.length ? opts.paths : ['.']).map((p) => path.resolve(cwd, p));
+  const build = opts.build ?? 'make';
+  const pid = opts.pid;
+  if (!fs.existsSync(`/proc/${pid}`)) throw new HotloadError('PID_NOT_FOUND', `no process with pid ${pid}`);
+  for (const p of paths) if (!fs.existsSync(p)) throw new HotloadError('FILE_NOT_FOUND', `${p}: no such file or directory to watch`);
+
+  // The running build, copied aside.
+  const snap = fs.mkdtempSync(path.join(os.tmpdir(), `hotload-watch-${pid}-`));
+  const orig = path.join(snap, 'running');
+  const last = path.join(snap, 'last');
+  const targetSrc = opts.target ? path.resolve(cwd, opts.target) : `/proc/${pid}/exe`;
+  const targetCopy = path.join(snap, path.basename(opts.target ?? (fs.readlinkSync(`/proc/${pid}/exe`).replace(/ \(deleted\)$/, '') || 'program')));
+  try {
+    fs.copyFileSync(targetSrc, targetCopy);
+  } catch (e) {
+    throw new HotloadError('FILE_UNREADABLE', `cannot copy ${targetSrc}: ${(e as Error).message}`);
+  }
+  const nObjects = copyObjects(objectsDir, orig);
+  copyObjects(objectsDir, last);
+  const warnings: string[] = [];
+  const programTime = fs.statSync(targetCopy).mtimeMs;
+  const runningSince = fs.statSync(`/proc/${pid}`).mtimeMs;
+  const newer = [...objectFiles(objectsDir).entries()].filter(([, f]) => fs.statSync(f).mtimeMs > Math.max(programTime, runningSince) + 1000).map(([r]) => r);
+  if (newer.length) warnings.push(`object files newer than the running program (${newer.slice(0, 5).join(', ')}${newer.length > 5 ? ', ...' : ''}): if they were rebuilt after it started, patches are made against the wrong code`);
+  emit({ event: 'ready', pid, target: targetCopy, objects: nObjects, watching: paths, snapshot: snap, warnings });
+
+  const replaced = new Set<string>();
+  const patches: string[] = [];
+  try {
+    return await loop();
+  } finally {
+    // The copies of the build go; the patches stay (the process loaded its own copies of them).
+    fs.rmSync(orig, { recursive: true, force: true });
+    fs.rmSync(last, { recursive: true, force: true });
+    if (patches.length === 0) fs.rmSync(snap, { recursive: true, force: true });
+  }
+
+  async function loop(): Promise<WatchSummary> {
+    let seen = stamps(paths);
+    const interval = opts.intervalMs ?? 100;
+    while (!opts.signal?.aborted) {
+      await sleep(interval, opts.signal);
+      if (opts.signal?.aborted) break;
+      if (!fs.existsSync(`/proc/${pid}`)) {
+        emit({ event: 'exited', pid });
+        return { patches, replaced: [...replaced].sort(), reason: 'exited' };
+      }
+      let now = stamps(paths);
+      const changed = [...now.keys()].filter((f) => now.get(f) !== seen.get(f));
+      if (changed.length === 0) continue;
+      // Editors save in steps (write, rename): wait until the files are still.
+      for (let i = 0; i < 10; i++) {
+        await sleep(30, opts.signal);
+        const again = stamps(paths);
+        if ([...again].every(([f, s]) => now.get(f) === s) && again.size === now.size) break;
+        now = again;
+      }
+      seen = now;
+      const t0 = process.hrtime.bigint();
+      emit({ event: 'change', files: changed.map((f) => path.relative(cwd, f) || f) });
+
+      const b = await runBuild(build, cwd, opts.signal);
+      const buildMs = msSince(t0);
+      if (opts.signal?.aborted) break;
+      seen = stamps(paths); // the build may touch watched files (generated headers)
+      if (b.status !== 0) {
+        emit({ event: 'build-failed', status: b.status, output: b.output.trim(), buildMs });
+        continue;
+      }
+      const t1 = process.hrtime.bigint();
+      const out = path.join(snap, `patch-${patches.length + 1}.so`);
+      let made;
+      try {
+        made = mkpatchFromBuilds({ from: orig, to: objectsDir, target: targetCopy, out, also: [...replaced] });
+      } catch (e) {
+        if (isHotloadError(e) && e.code === 'NO_CHANGE') emit({ event: 'no-change', buildMs });
+        else emit({ event: 'refused', error: errorDoc(e), buildMs });
+        continue;
+      }
+      const patchMs = msSince(t1);
+      // What changed since the last patch (for the report; the patch has them all).
+      const since: string[] = [];
+      for (const [rel, file] of objectFiles(objectsDir)) {
+        const before = path.join(last, rel);
+        if (!fs.existsSync(before)) continue;
+        const d = diffLoaded(new Build(before), new Build(file));
+        since.push(...d.changed, ...d.added.filter((a) => made.added.includes(a)));
+      }
+      const t2 = process.hrtime.bigint();
+      let res;
+      try {
+        res = attach(pid, out);
+      } catch (e) {
+        if (isHotloadError(e) && e.code === 'PID_NOT_FOUND') {
+          emit({ event: 'exited', pid });
+          return { patches, replaced: [...replaced].sort(), reason: 'exited' };
+        }
+        emit({ event: 'refused', error: errorDoc(e), buildMs });
+        continue;
+      }
+      const applyMs = msSince(t2);
+      for (const f of made.replaced) replaced.add(f);
+      patches.push(out);
+      fs.rmSync(last, { recursive: true, force: true });
+      copyObjects(objectsDir, last);
+      emit({
+        event: 'patched',
+        changed: [...new Set(since)].filter((f) => made.replaced.includes(f) || made.added.includes(f)).sort(),
+        added: made.added,
+        replaced: made.replaced,
+        patch: out,
+        buildMs,
+        patchMs,
+        applyMs,
+        totalMs: msSince(t0),
+        stoppedMs: res.timings.stoppedMs,
+      });
+      if (opts.maxPatches && patches.length >= opts.maxPatches) return { patches, replaced: [...replaced].sort(), reason: 'max-patches' };
+    }
+    return { patches, replaced: [...replaced].sort(), reason: 'aborted' };
+  }
+}
+
+function errorDoc(e: unknown): { code: string; message: string; hint: string; details: string[] } {
+  if (isHotloadError(e)) return e.toJSON();
+  return { code: 'INTERNAL', message: (e as Error)?.message ?? String(e), hint: 'This is a hotload bug; please report it.', details: [] };
+}

@@ -1,0 +1,90 @@
+// hotload watch --pid <pid> [--build "make"] [paths...]: rebuild on save and patch the running process.
+import type { Argv } from 'yargs';
+import { HotloadError, WatchEvent, watch } from '@hotload/api';
+import { Out, onInterrupt } from '../output';
+
+interface Args {
+  pid: number;
+  build: string;
+  paths?: string[];
+  objects?: string;
+  target?: string;
+  interval: number;
+  max?: number;
+}
+
+const ms = (n: number) => (n >= 1000 ? `${(n / 1000).toFixed(2)} s` : `${Math.round(n)} ms`);
+const clock = () => new Date().toTimeString().slice(0, 8);
+
+export const watchCommand = {
+  command: 'watch [paths..]',
+  describe: 'Rebuild on every save and patch the running process with what changed',
+  builder: (y: Argv) =>
+    y
+      .positional('paths', { type: 'string', array: true, describe: 'source files or directories to watch (default: the current directory)' })
+      .option('pid', { type: 'number', demandOption: true, describe: 'the process to keep patched' })
+      .option('build', { type: 'string', default: 'make', describe: 'shell command that rebuilds the objects (run in the current directory)' })
+      .option('objects', { type: 'string', describe: 'directory where the build leaves its object files (default: the current directory)' })
+      .option('target', { type: 'string', describe: 'the file the process runs that is patched (default: its executable; name a library to patch that)' })
+      .option('interval', { type: 'number', default: 100, describe: 'how often to look for saved files (ms)' })
+      .option('max', { type: 'number', describe: 'stop after this many patches' })
+      .example('$0 watch --pid $(pidof server) src/', 'on each save under src/: make, diff, patch')
+      .epilog(
+        'Build with `hotload flags --diff` (one section per function and datum) and keep the objects. ' +
+          'Start watch while the objects are those of the running build; it copies them aside. ' +
+          'Ctrl-C stops watching and leaves the process patched. ' +
+          'With --json, one JSON object per line and event (ready, change, build-failed, no-change, refused, patched, exited).',
+      ),
+  async run(argv: Args, out: Out): Promise<number> {
+    if (!Number.isInteger(argv.pid) || argv.pid <= 0) throw new HotloadError('USAGE', `--pid must be a process id, not ${argv.pid}`);
+    const ac = new AbortController();
+    onInterrupt(() => ac.abort());
+    const show = (e: WatchEvent) => {
+      if (out.json) {
+        process.stdout.write(JSON.stringify(e) + '\n');
+        return;
+      }
+      switch (e.event) {
+        case 'ready':
+          out.line(`${out.dim(clock())} watching ${e.watching.join(', ')} for process ${e.pid} (${e.objects} object files copied aside); Ctrl-C to stop`);
+          for (const w of e.warnings) out.line(`  ${out.yellow('warning')}: ${w}`);
+          break;
+        case 'change':
+          out.progress(`${clock()} ${e.files.join(', ')} changed: building...`);
+          break;
+        case 'build-failed':
+          out.progress('');
+          out.line(`${out.dim(clock())} ${out.red('build failed')} (exit ${e.status}, ${ms(e.buildMs)}); the process runs what it ran:`);
+          for (const l of e.output.split('\n').slice(-20)) out.line(`  ${l}`);
+          break;
+        case 'no-change':
+          out.progress('');
+          out.line(`${out.dim(clock())} rebuilt in ${ms(e.buildMs)}: no code changed`);
+          break;
+        case 'refused':
+          out.progress('');
+          out.line(`${out.dim(clock())} ${out.red('not patched')}: ${e.error.code}: ${e.error.message}`);
+          for (const d of e.error.details) out.line(`  - ${d}`);
+          out.line(`  hint: ${e.error.hint}`);
+          break;
+        case 'patched':
+          out.progress('');
+          out.line(
+            `${out.dim(clock())} ${out.green('patched')} ${e.changed.join(', ') || e.replaced.join(', ')}${e.added.length ? ` (new: ${e.added.join(', ')})` : ''} in ${ms(e.totalMs)}` +
+              ` (build ${ms(e.buildMs)}, patch ${ms(e.patchMs)}, apply ${ms(e.applyMs)}; process stopped ${e.stoppedMs.toFixed(2)} ms)`,
+          );
+          break;
+        case 'exited':
+          out.line(`${out.dim(clock())} process ${e.pid} exited; stopping`);
+          break;
+      }
+    };
+    const r = await watch({ pid: argv.pid, build: argv.build, paths: argv.paths, objects: argv.objects, target: argv.target, intervalMs: argv.interval, maxPatches: argv.max, signal: ac.signal, onEvent: show });
+    if (!out.json) {
+      if (r.patches.length) {
+        out.line(`process ${argv.pid} keeps ${r.patches.length} patch${r.patches.length === 1 ? '' : 'es'} (${r.replaced.join(', ')}); undo with: hotload revert ${argv.pid} --all`);
+      } else out.line('nothing was patched');
+    }
+    return r.reason === 'exited' ? 5 : 0;
+  },
+};
