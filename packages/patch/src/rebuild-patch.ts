@@ -71,14 +71,14 @@ export interface Fixup {
 export function readRebuild(elf: ElfFile): { info: RebuildInfo; fixups: Fixup[] } | undefined {
   const j = elf.section(REBUILD_SECTION);
   const f = elf.section(FIXUP_SECTION);
-  if (!j || !f) return undefined;
+  if (!j) return undefined; // .hotload.fixups is left out when there are none
   let info: RebuildInfo;
   try {
     info = JSON.parse(elf.sectionData(j).toString('utf8').replace(/\0+$/, '')) as RebuildInfo;
   } catch {
     throw new HotloadError('PATCH_BAD', `${elf.path}: ${REBUILD_SECTION} is not valid JSON`);
   }
-  const d = elf.sectionData(f);
+  const d = f ? elf.sectionData(f) : Buffer.alloc(0);
   const fixups: Fixup[] = [];
   for (let o = 0; o + FIXUP_SIZE <= d.length; o += FIXUP_SIZE) {
     const fx = { at: Number(d.readBigUInt64LE(o)), addend: d.readBigInt64LE(o + 8), kind: d.readUInt32LE(o + 16), ref: d.readUInt32LE(o + 20) };

@@ -1,0 +1,161 @@
+// `hotload mkpatch --from <old> --to <new>` and attach on a live process: each
+// fixture variant of fixtures/src/diff.c changes one thing; the base build
+// runs (`diff loop` prints its functions' results every 20 ms), a patch is
+// made from the two object files and applied, and the output must change as
+// the source did, with the program's state intact.
+import * as fs from 'fs';
+import * as path from 'path';
+import { FIX, Target, hotload, tmpdir } from './helpers';
+
+const D = path.join(FIX, 'diff');
+const BASE = path.join(D, 'base/diff');
+const obj = (v: string) => path.join(D, v, 'diff.o');
+
+const targets: Target[] = [];
+afterEach(async () => {
+  for (const t of targets.splice(0)) await t.stop();
+});
+
+async function running(): Promise<Target> {
+  const t = Target.start(BASE, ['loop']);
+  targets.push(t);
+  await t.waitFor(/^constant=/);
+  return t;
+}
+
+/** The values of the last line the target printed (after `re` appears). */
+async function values(t: Target, re = /^constant=/): Promise<Record<string, number>> {
+  const line = await t.next(re);
+  return Object.fromEntries([...line.matchAll(/(\w+)=(-?\d+)/g)].map((m) => [m[1], Number(m[2])]));
+}
+
+async function make(variant: string, from = 'base'): Promise<{ file: string; json: any }> {
+  const out = path.join(tmpdir(), `${variant}.so`);
+  const r = await hotload(['mkpatch', '--from', obj(from), '--to', obj(variant), '--target', BASE, '-o', out, '--json']);
+  if (r.code !== 0) throw new Error(`mkpatch ${variant}: ${r.stdout}${r.stderr}`);
+  return { file: out, json: r.json };
+}
+
+test.each([
+  ['CONST', 'a constant in one function', ['constant'], { constant: 12 }],
+  ['TINY', 'a change inlined into its caller: the caller is replaced', ['user_of_tiny'], { tiny: 9 }],
+  ['NEWHELPER', 'a new helper function, called by a changed one', ['constant'], { constant: 14 }],
+])('%s: %s', async (variant, _what, replaced, expected) => {
+  const t = await running();
+  const p = await make(variant);
+  expect(p.json.replaced).toEqual(replaced);
+  const r = await hotload(['attach', String(t.pid), p.file, '--json']);
+  expect(r.code).toBe(0);
+  expect(r.json.functions.map((f: { name: string }) => f.name)).toEqual(replaced);
+  const v = await values(t);
+  for (const [k, n] of Object.entries(expected)) expect(v[k]).toBe(n);
+  t.expectHealthy();
+});
+
+test('NEWHELPER: the new function lives in the patch', async () => {
+  const p = await make('NEWHELPER');
+  expect(p.json.added).toEqual(['extra@diff.c']);
+});
+
+test('PRINTF: a new printf call (a C library function the patch reaches through a thunk) and a new string literal', async () => {
+  const t = await running();
+  const p = await make('PRINTF');
+  expect((await hotload(['attach', String(t.pid), p.file])).code).toBe(0);
+  await t.next(/^hello 1$/);
+  t.expectHealthy();
+});
+
+test('COUNT: a function updating a static counter: the count carries on, in steps of 2', async () => {
+  const t = await running();
+  const before = await values(t);
+  const p = await make('COUNT');
+  expect((await hotload(['attach', String(t.pid), p.file])).code).toBe(0);
+  await t.next(/^constant=/);
+  const a = await values(t);
+  const b = await values(t);
+  expect(a.count).toBeGreaterThan(before.count); // not back to zero
+  expect(b.count - a.count).toBe(2);
+  // `say` (unchanged) updates the same struct the program had: its count continues too.
+  expect(b.say).toBe(a.say + 1);
+});
+
+test('NEWSTATIC: a new static lives in the patch; a later patch finds it there and it carries on', async () => {
+  const t = await running();
+  const p1 = await make('NEWSTATIC');
+  expect((await hotload(['attach', String(t.pid), p1.file])).code).toBe(0);
+  await t.next(/^constant=/);
+  const a = await values(t);
+  const newvarA = Math.floor(a.count / 1000);
+  expect(newvarA).toBeGreaterThanOrEqual(1);
+  // The second patch also changes how counter grows; newvar must not restart at 0.
+  const p2 = await make('NEWSTATIC_COUNT');
+  expect((await hotload(['attach', String(t.pid), p2.file])).code).toBe(0);
+  await t.next(/^constant=/);
+  const b = await values(t);
+  const c = await values(t);
+  expect(Math.floor(b.count / 1000)).toBeGreaterThan(newvarA);
+  expect(c.count - b.count).toBe(2 + 1000);
+  const st = await hotload(['status', String(t.pid), '--json']);
+  expect(st.json.patches).toHaveLength(2);
+});
+
+test('a rebuilt patch reverts like any other, and the original code runs again', async () => {
+  const t = await running();
+  const p = await make('CONST');
+  expect((await hotload(['attach', String(t.pid), p.file])).code).toBe(0);
+  expect((await values(t)).constant).toBe(12);
+  const r = await hotload(['revert', String(t.pid), p.file]);
+  expect(r.code).toBe(0);
+  await t.next(/^constant=/);
+  expect((await values(t)).constant).toBe(11);
+  t.expectHealthy();
+});
+
+test('a patch goes within 2 GiB of the program it patches, mapped from the staged file', async () => {
+  const t = await running();
+  const p = await make('CONST');
+  const r = await hotload(['attach', String(t.pid), p.file, '--json']);
+  const fn = r.json.functions[0];
+  expect(Math.abs(Number(BigInt(fn.new) - BigInt(fn.old)))).toBeLessThan(2 ** 31);
+  const maps = fs.readFileSync(`/proc/${t.pid}/maps`, 'utf8');
+  expect(maps).toContain(r.json.staged);
+  expect(maps).not.toMatch(/rwxp/);
+});
+
+test('a struct layout change is refused, naming the symbol, and nothing is written', async () => {
+  const out = path.join(tmpdir(), 'bigger.so');
+  const r = await hotload(['mkpatch', '--from', obj('base'), '--to', obj('BIGGER'), '--target', BASE, '-o', out, '--json']);
+  expect(r.code).toBe(4);
+  expect(r.json.error.code).toBe('UNPATCHABLE');
+  expect(r.json.error.details[0]).toMatch(/^conf@diff\.c: its size changed from 8 to 12 bytes/);
+  expect(fs.existsSync(out)).toBe(false);
+});
+
+test('two builds with the same code: exit 9, nothing to patch', async () => {
+  const out = path.join(tmpdir(), 'same.so');
+  const r = await hotload(['mkpatch', '--from', obj('base'), '--to', obj('GROW'), '--target', BASE, '-o', out]);
+  expect(r.code).toBe(0); // GROW changes `first`
+  const same = await hotload(['mkpatch', '--from', obj('base'), '--to', obj('base'), '--target', BASE, '-o', out + '2', '--json']);
+  expect(same.code).toBe(9);
+  expect(same.json.error.code).toBe('NO_CHANGE');
+});
+
+test('objects built without -ffunction-sections are refused with the flags to use', async () => {
+  const r = await hotload(['mkpatch', '--from', obj('base'), '--to', obj('NOSECTIONS'), '--target', BASE, '-o', path.join(tmpdir(), 'x.so'), '--json']);
+  expect(r.code).toBe(4);
+  expect(r.json.error.code).toBe('REBUILD_UNSUPPORTED');
+  expect(r.json.error.details.join('\n')).toMatch(/-ffunction-sections/);
+});
+
+test('a patch for another build is refused by attach (build-id), and the process is untouched', async () => {
+  const t = await running();
+  // Made against the CONST build's program, which the process does not run.
+  const out = path.join(tmpdir(), 'other.so');
+  const r = await hotload(['mkpatch', '--from', obj('CONST'), '--to', obj('COUNT'), '--target', path.join(D, 'CONST/diff'), '-o', out]);
+  expect(r.code).toBe(0);
+  const a = await hotload(['attach', String(t.pid), out, '--json']);
+  expect(a.code).toBe(6);
+  expect(a.json.error.code).toBe('PATCH_BUILD_MISMATCH');
+  expect((await values(t)).constant).toBe(11);
+  t.expectHealthy();
+});
