@@ -159,3 +159,10 @@ test('a patch for another build is refused by attach (build-id), and the process
   expect((await values(t)).constant).toBe(11);
   t.expectHealthy();
 });
+
+test('--from objects of another build than the program are refused (a datum differs in size)', async () => {
+  const r = await hotload(['mkpatch', '--from', obj('BIGGER'), '--to', obj('COUNT'), '--target', BASE, '-o', path.join(tmpdir(), 'x.so'), '--json']);
+  expect(r.code).toBe(6);
+  expect(r.json.error.code).toBe('PATCH_BUILD_MISMATCH');
+  expect(r.json.error.details[0]).toMatch(/^conf@diff\.c: 12 bytes in .*, 8 in /);
+});

@@ -18,7 +18,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { HotloadError, isHotloadError } from '@hotload/errors';
 import { attach } from '@hotload/injector';
-import { Build, diffLoaded, mkpatchFromBuilds, objectFiles } from '@hotload/patch';
+import { Build, diffLoaded, mkpatchFromBuilds, objectFiles, sameFile } from '@hotload/patch';
 
 export interface WatchOptions {
   pid: number;
@@ -144,7 +144,7 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
   if (newer.length) warnings.push(`object files newer than the running program (${newer.slice(0, 5).join(', ')}${newer.length > 5 ? ', ...' : ''}): if they were rebuilt after it started, patches are made against the wrong code`);
   emit({ event: 'ready', pid, target: targetCopy, objects: nObjects, watching: paths, snapshot: snap, warnings });
 
-  const replaced = new Set<string>();
+  const replaced = new Map<string, string>(); // function -> its object file
   const patches: string[] = [];
   try {
     return await loop();
@@ -158,86 +158,109 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
   async function loop(): Promise<WatchSummary> {
     let seen = stamps(paths);
     const interval = opts.intervalMs ?? 100;
-    while (!opts.signal?.aborted) {
-      await sleep(interval, opts.signal);
-      if (opts.signal?.aborted) break;
-      if (!fs.existsSync(`/proc/${pid}`)) {
-        emit({ event: 'exited', pid });
-        return { patches, replaced: [...replaced].sort(), reason: 'exited' };
-      }
-      let now = stamps(paths);
-      const changed = [...now.keys()].filter((f) => now.get(f) !== seen.get(f));
-      if (changed.length === 0) continue;
-      // Editors save in steps (write, rename): wait until the files are still.
-      for (let i = 0; i < 10; i++) {
-        await sleep(30, opts.signal);
-        const again = stamps(paths);
-        if ([...again].every(([f, s]) => now.get(f) === s) && again.size === now.size) break;
-        now = again;
-      }
-      seen = now;
-      const t0 = process.hrtime.bigint();
-      emit({ event: 'change', files: changed.map((f) => path.relative(cwd, f) || f) });
-
-      const b = await runBuild(build, cwd, opts.signal);
-      const buildMs = msSince(t0);
-      if (opts.signal?.aborted) break;
-      seen = stamps(paths); // the build may touch watched files (generated headers)
-      if (b.status !== 0) {
-        emit({ event: 'build-failed', status: b.status, output: b.output.trim(), buildMs });
-        continue;
-      }
-      const t1 = process.hrtime.bigint();
-      const out = path.join(snap, `patch-${patches.length + 1}.so`);
-      let made;
+    // inotify (fs.watch) wakes the loop at once; the poll is the fallback for
+    // file systems without it, and the truth (stamps decide what changed).
+    let wake: (() => void) | undefined;
+    const watchers: fs.FSWatcher[] = [];
+    for (const p of paths) {
       try {
-        made = mkpatchFromBuilds({ from: orig, to: objectsDir, target: targetCopy, out, also: [...replaced] });
-      } catch (e) {
-        if (isHotloadError(e) && e.code === 'NO_CHANGE') emit({ event: 'no-change', buildMs });
-        else emit({ event: 'refused', error: errorDoc(e), buildMs });
-        continue;
+        watchers.push(fs.watch(p, { recursive: fs.statSync(p).isDirectory(), persistent: false }, () => wake?.()));
+      } catch {
+        /* polling only */
       }
-      const patchMs = msSince(t1);
-      // What changed since the last patch (for the report; the patch has them all).
-      const since: string[] = [];
-      for (const [rel, file] of objectFiles(objectsDir)) {
-        const before = path.join(last, rel);
-        if (!fs.existsSync(before)) continue;
-        const d = diffLoaded(new Build(before), new Build(file));
-        since.push(...d.changed, ...d.added.filter((a) => made.added.includes(a)));
-      }
-      const t2 = process.hrtime.bigint();
-      let res;
-      try {
-        res = attach(pid, out);
-      } catch (e) {
-        if (isHotloadError(e) && e.code === 'PID_NOT_FOUND') {
-          emit({ event: 'exited', pid });
-          return { patches, replaced: [...replaced].sort(), reason: 'exited' };
-        }
-        emit({ event: 'refused', error: errorDoc(e), buildMs });
-        continue;
-      }
-      const applyMs = msSince(t2);
-      for (const f of made.replaced) replaced.add(f);
-      patches.push(out);
-      fs.rmSync(last, { recursive: true, force: true });
-      copyObjects(objectsDir, last);
-      emit({
-        event: 'patched',
-        changed: [...new Set(since)].filter((f) => made.replaced.includes(f) || made.added.includes(f)).sort(),
-        added: made.added,
-        replaced: made.replaced,
-        patch: out,
-        buildMs,
-        patchMs,
-        applyMs,
-        totalMs: msSince(t0),
-        stoppedMs: res.timings.stoppedMs,
-      });
-      if (opts.maxPatches && patches.length >= opts.maxPatches) return { patches, replaced: [...replaced].sort(), reason: 'max-patches' };
     }
-    return { patches, replaced: [...replaced].sort(), reason: 'aborted' };
+    try {
+      return await run();
+    } finally {
+      for (const w of watchers) w.close();
+    }
+
+    async function run(): Promise<WatchSummary> {
+      while (!opts.signal?.aborted) {
+        await new Promise<void>((resolve) => {
+          wake = resolve;
+          void sleep(interval, opts.signal).then(resolve);
+        });
+        wake = undefined;
+        if (opts.signal?.aborted) break;
+        if (!fs.existsSync(`/proc/${pid}`)) {
+          emit({ event: 'exited', pid });
+          return { patches, replaced: [...replaced.keys()].sort(), reason: 'exited' };
+        }
+        let now = stamps(paths);
+        const changed = [...now.keys()].filter((f) => now.get(f) !== seen.get(f));
+        if (changed.length === 0) continue;
+        // Editors save in steps (write, rename): wait until the files are still.
+        for (let i = 0; i < 10; i++) {
+          await sleep(30, opts.signal);
+          const again = stamps(paths);
+          if ([...again].every(([f, s]) => now.get(f) === s) && again.size === now.size) break;
+          now = again;
+        }
+        seen = now;
+        const t0 = process.hrtime.bigint();
+        emit({ event: 'change', files: changed.map((f) => path.relative(cwd, f) || f) });
+
+        const b = await runBuild(build, cwd, opts.signal);
+        const buildMs = msSince(t0);
+        if (opts.signal?.aborted) break;
+        seen = stamps(paths); // the build may touch watched files (generated headers)
+        if (b.status !== 0) {
+          emit({ event: 'build-failed', status: b.status, output: b.output.trim(), buildMs });
+          continue;
+        }
+        const t1 = process.hrtime.bigint();
+        const out = path.join(snap, `patch-${patches.length + 1}.so`);
+        let made;
+        try {
+          made = mkpatchFromBuilds({ from: orig, to: objectsDir, target: targetCopy, out, also: Object.fromEntries(replaced) });
+        } catch (e) {
+          if (isHotloadError(e) && e.code === 'NO_CHANGE') emit({ event: 'no-change', buildMs });
+          else emit({ event: 'refused', error: errorDoc(e), buildMs });
+          continue;
+        }
+        const patchMs = msSince(t1);
+        // What changed since the last patch (for the report; the patch has them all).
+        const since: string[] = [];
+        for (const [rel, file] of objectFiles(objectsDir)) {
+          const before = path.join(last, rel);
+          if (!fs.existsSync(before) || sameFile(before, file)) continue;
+          const d = diffLoaded(new Build(before), new Build(file));
+          since.push(...d.changed, ...d.added.filter((a) => made.added.includes(a)));
+        }
+        const t2 = process.hrtime.bigint();
+        let res;
+        try {
+          res = attach(pid, out);
+        } catch (e) {
+          if (isHotloadError(e) && e.code === 'PID_NOT_FOUND') {
+            emit({ event: 'exited', pid });
+            return { patches, replaced: [...replaced.keys()].sort(), reason: 'exited' };
+          }
+          emit({ event: 'refused', error: errorDoc(e), buildMs });
+          continue;
+        }
+        const applyMs = msSince(t2);
+        for (const f of made.replaced) replaced.set(f, made.replacedIn[f]);
+        patches.push(out);
+        fs.rmSync(last, { recursive: true, force: true });
+        copyObjects(objectsDir, last);
+        emit({
+          event: 'patched',
+          changed: [...new Set(since)].filter((f) => made.replaced.includes(f) || made.added.includes(f)).sort(),
+          added: made.added,
+          replaced: made.replaced,
+          patch: out,
+          buildMs,
+          patchMs,
+          applyMs,
+          totalMs: msSince(t0),
+          stoppedMs: res.timings.stoppedMs,
+        });
+        if (opts.maxPatches && patches.length >= opts.maxPatches) return { patches, replaced: [...replaced.keys()].sort(), reason: 'max-patches' };
+      }
+      return { patches, replaced: [...replaced.keys()].sort(), reason: 'aborted' };
+    }
   }
 }
 

@@ -30,7 +30,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { HotloadError } from '@hotload/errors';
 import { ElfFile, ElfSymbol, SHF, SHT, STB, STT, loadPadIndex } from '@hotload/elf';
-import { Build, BuildDiff, diffLoaded, key, readOnlySection } from './diff-builds';
+import { Build, BuildDiff, diffLoaded, key, readOnlyDatum, readOnlySection } from './diff-builds';
 import { PatchTarget, TARGET_SECTION, readPatch } from './read-patch';
 import { PatchPlan, planPatch } from './check-patch';
 
@@ -151,8 +151,12 @@ export interface RebuildOptions {
   to: string;
   target: string;
   out: string;
-  /** Functions to replace even when unchanged (by diff key): watch passes what earlier patches replaced. */
-  also?: string[];
+  /**
+   * Functions to replace even when unchanged, as diff key -> object file
+   * (relative path): watch passes what earlier patches replaced, so a function
+   * edited back to its original is replaced by that again.
+   */
+  also?: Record<string, string>;
   cc?: string;
 }
 
@@ -164,6 +168,8 @@ export interface RebuildResult {
   diffs: { file: string; diff: BuildDiff }[];
   /** Replaced functions (diff keys), and the new ones the patch adds. */
   replaced: string[];
+  /** The object file (relative path) of each replaced function. */
+  replacedIn: Record<string, string>;
   added: string[];
 }
 
@@ -431,18 +437,43 @@ export function mkpatchFromBuilds(opts: RebuildOptions): RebuildResult {
   const target: PatchTarget = { version: 1, buildId, module: path.basename(opts.target), path: path.resolve(opts.target) };
   const oldObjs = objectFiles(opts.from);
   const newObjs = objectFiles(opts.to);
-  const also = new Set(opts.also ?? []);
+  const also = new Set(Object.keys(opts.also ?? {}));
+  const alsoObjects = new Set(Object.values(opts.also ?? {}));
 
   const units: Unit[] = [];
   const diffs: RebuildResult['diffs'] = [];
   const refused: string[] = [];
   for (const [rel, file] of newObjs) {
-    const b = new Build(file);
     const old = oldObjs.get(rel);
+    // An object file the rebuild left as it was holds no change: skip it (the
+    // quick path of a one-file edit in a large build).
+    if (old && !alsoObjects.has(rel) && sameFile(old, file)) continue;
+    const b = new Build(file);
     const d = old ? diffLoaded(new Build(old), b) : diffLoaded(emptyLike(b), b);
     diffs.push({ file: rel, diff: d });
     refused.push(...d.refused.map((r) => `${r.symbol}: ${r.reason}`));
     units.push({ idx: units.length, rel, b, include: new Set(), replace: [] });
+  }
+  const replacedIn: Record<string, string> = {};
+  const g = new Generator(targetElf, units);
+
+  // The --from objects must be the build the process runs. Functions may
+  // differ (patches applied since replace them), but writable data cannot: a
+  // size that differs from the program's means these objects are of another build.
+  const mismatch: string[] = [];
+  for (const u of units) {
+    const old = oldObjs.get(u.rel);
+    if (!old) continue;
+    for (const [k, d] of new Build(old).items(STT.OBJECT)) {
+      const t = g.inTarget(d.sym);
+      if (t && t.size !== d.size && !readOnlyDatum(u.b, d.sym)) mismatch.push(`${k}: ${d.size} bytes in ${old}, ${t.size} in ${opts.target}`);
+    }
+  }
+  if (mismatch.length) {
+    throw new HotloadError('PATCH_BUILD_MISMATCH', `the objects in ${opts.from} are not those of ${opts.target}`, {
+      details: mismatch,
+      hint: 'Give --from the object files of the build the process runs (keep a copy of them when you start it).',
+    });
   }
   if (refused.length) {
     throw new HotloadError('UNPATCHABLE', `${refused.length} change${refused.length === 1 ? '' : 's'} cannot be patched into a running process`, {
@@ -450,7 +481,6 @@ export function mkpatchFromBuilds(opts: RebuildOptions): RebuildResult {
       hint: 'Restart the program to take these changes (there is no --force: the running state has the old layout or values).',
     });
   }
-  const g = new Generator(targetElf, units);
 
   // The functions to replace: changed ones, the users of changed read-only data,
   // and those earlier patches replaced (`also`), each in the program too.
@@ -476,6 +506,7 @@ export function mkpatchFromBuilds(opts: RebuildOptions): RebuildResult {
       }
       u.replace.push(f.sym);
       replaced.push(k);
+      replacedIn[k] = u.rel;
       if (!u.include.has(f.sym.shndx)) {
         u.include.add(f.sym.shndx);
         queue.push([u, f.sym.shndx]);
@@ -554,9 +585,19 @@ export function mkpatchFromBuilds(opts: RebuildOptions): RebuildResult {
     const plan = planPatch(readPatch(patchElf), patchElf, targetElf, loadPadIndex(targetElf));
     fs.copyFileSync(tmpOut, opts.out);
     fs.chmodSync(opts.out, 0o644);
-    return { out: opts.out, target, plan, diffs, replaced: replaced.sort(), added: added.sort() };
+    return { out: opts.out, target, plan, diffs, replaced: replaced.sort(), replacedIn, added: added.sort() };
   } finally {
     fs.rmSync(work, { recursive: true, force: true });
+  }
+}
+
+/** Same size and bytes. */
+export function sameFile(a: string, b: string): boolean {
+  try {
+    if (fs.statSync(a).size !== fs.statSync(b).size) return false;
+    return fs.readFileSync(a).equals(fs.readFileSync(b));
+  } catch {
+    return false;
   }
 }
 

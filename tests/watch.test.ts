@@ -1,0 +1,201 @@
+// `hotload watch`: edit a source file of a running program, save, and the
+// process runs the new code. First on the fixture (fixtures/src/diff.c, built
+// by a two-rule Makefile), then on the real program (Lua 5.4 from Debian's
+// sources, scripts/lua-workdir.sh).
+import { ChildProcess, execFileSync, spawn } from 'child_process';
+import * as fs from 'fs';
+import * as path from 'path';
+import { BIN, ROOT, Target, hotload, sleep, tmpdir } from './helpers';
+
+class Watch {
+  readonly events: any[] = []; // eslint-disable-line @typescript-eslint/no-explicit-any
+  private buf = '';
+  readonly child: ChildProcess;
+  stdout = '';
+  constructor(cwd: string, args: string[]) {
+    this.child = spawn(process.execPath, [BIN, 'watch', '--json', ...args], { cwd, stdio: ['ignore', 'pipe', 'inherit'] });
+    this.child.stdout!.on('data', (d: Buffer) => {
+      this.buf += d.toString();
+      const lines = this.buf.split('\n');
+      this.buf = lines.pop()!;
+      for (const l of lines) this.events.push(JSON.parse(l));
+    });
+  }
+
+  /** The next event of kind `kind` after the first `from` events. */
+  async event(kind: string, from: number, timeoutMs = 60000) {
+    const until = Date.now() + timeoutMs;
+    for (;;) {
+      const e = this.events.slice(from).find((x) => x.event === kind);
+      if (e) return e;
+      const other = this.events.slice(from).find((x) => ['refused', 'build-failed', 'patched', 'no-change'].includes(x.event) && x.event !== kind);
+      if (other) throw new Error(`expected ${kind}, got ${JSON.stringify(other)}`);
+      if (Date.now() > until) throw new Error(`no ${kind} event; events: ${JSON.stringify(this.events)}`);
+      if (this.child.exitCode !== null) throw new Error(`watch exited ${this.child.exitCode}: ${JSON.stringify(this.events)}`);
+      await sleep(20);
+    }
+  }
+
+  async stop(): Promise<number> {
+    if (this.child.exitCode !== null) return this.child.exitCode;
+    this.child.kill('SIGINT');
+    return new Promise((r) => this.child.once('exit', (code) => r(code ?? -1)));
+  }
+}
+
+/** Replace `from` by `to` in a file, as an editor saving it would. */
+function edit(file: string, from: string | RegExp, to: string): void {
+  const text = fs.readFileSync(file, 'utf8');
+  const next = text.replace(from, to);
+  if (next === text) throw new Error(`${file}: ${from} not found`);
+  fs.writeFileSync(file, next);
+}
+
+const cleanup: (() => Promise<unknown>)[] = [];
+afterEach(async () => {
+  for (const c of cleanup.splice(0).reverse()) await c();
+});
+
+describe('on the fixture', () => {
+  let dir: string;
+  let t: Target;
+  let w: Watch;
+  const values = async () => {
+    const line = await t.next(/^constant=/);
+    return Object.fromEntries([...line.matchAll(/(\w+)=(-?\d+)/g)].map((m) => [m[1], Number(m[2])]));
+  };
+
+  beforeEach(async () => {
+    dir = tmpdir('hotload-watch-');
+    fs.copyFileSync(path.join(ROOT, 'fixtures/src/diff.c'), path.join(dir, 'diff.c'));
+    fs.writeFileSync(
+      path.join(dir, 'Makefile'),
+      'CFLAGS = -O2 -g -fpatchable-function-entry=16,14 -ffunction-sections -fdata-sections\n' +
+        'diff: diff.o\n\t$(CC) diff.o -o diff\ndiff.o: diff.c\n\t$(CC) $(CFLAGS) -c diff.c -o diff.o\n',
+    );
+    execFileSync('make', ['-s'], { cwd: dir });
+    t = Target.start(path.join(dir, 'diff'), ['loop']);
+    cleanup.push(() => t.stop());
+    await t.waitFor(/^constant=/);
+    w = new Watch(dir, ['--pid', String(t.pid), 'diff.c']);
+    cleanup.push(() => w.stop());
+    await w.event('ready', 0, 10000);
+  });
+
+  test('each save is patched in: a constant, a static counter (the count carries on), a new static (carries on across saves)', async () => {
+    let n = w.events.length;
+    edit(path.join(dir, 'diff.c'), 'return x + K;', 'return x + K + 100;');
+    let e = await w.event('patched', n);
+    expect(e.changed).toEqual(['constant']);
+    expect((await values()).constant).toBe(111);
+
+    const before = await values();
+    n = w.events.length;
+    edit(path.join(dir, 'diff.c'), 'counter += 1;', 'counter += 3;');
+    e = await w.event('patched', n);
+    expect(e.changed).toEqual(['count']);
+    expect(e.replaced).toEqual(['constant', 'count']); // each patch carries every change so far
+    await values();
+    const a = await values();
+    const b = await values();
+    expect(a.count).toBeGreaterThan(before.count);
+    expect(b.count - a.count).toBe(3);
+    expect(b.constant).toBe(111);
+
+    n = w.events.length;
+    edit(path.join(dir, 'diff.c'), 'static int counter;', 'static int counter;\nstatic int seen;');
+    edit(path.join(dir, 'diff.c'), 'counter += 3;', 'counter += 3;\n  seen++;\n  return counter + 1000000 * seen;');
+    e = await w.event('patched', n);
+    await values();
+    const s1 = Math.floor((await values()).count / 1000000);
+    expect(s1).toBeGreaterThanOrEqual(1);
+    n = w.events.length;
+    edit(path.join(dir, 'diff.c'), 'counter += 3;', 'counter += 4;');
+    e = await w.event('patched', n);
+    await values();
+    const c = await values();
+    const d = await values();
+    expect(Math.floor(c.count / 1000000)).toBeGreaterThan(s1); // `seen` lives on in the earlier patch
+    expect(d.count - c.count).toBe(4 + 1000000);
+    t.expectHealthy();
+  });
+
+  test('a failed build is reported and the process runs on; a refused change names its symbol; Ctrl-C leaves the patches in and says how to revert', async () => {
+    let n = w.events.length;
+    edit(path.join(dir, 'diff.c'), 'return x + K;', 'return x + K +;');
+    const f = await w.event('build-failed', n);
+    expect(f.output).toMatch(/error: expected expression/);
+    expect((await values()).constant).toBe(11);
+
+    n = w.events.length;
+    edit(path.join(dir, 'diff.c'), 'return x + K +;', 'return x + K + 7;');
+    await w.event('patched', n);
+    expect((await values()).constant).toBe(18);
+
+    n = w.events.length;
+    edit(path.join(dir, 'diff.c'), 'int a, b;', 'int a, b, c;');
+    const r = await w.event('refused', n);
+    expect(r.error.code).toBe('UNPATCHABLE');
+    expect(r.error.details[0]).toMatch(/^conf@diff\.c: its size changed from 8 to 12 bytes/);
+    expect((await values()).constant).toBe(18);
+    t.expectHealthy();
+    // Undo the struct change: the build is patchable again (constant as it was).
+    n = w.events.length;
+    edit(path.join(dir, 'diff.c'), 'int a, b, c;', 'int a, b;');
+    expect((await w.event('patched', n)).replaced).toEqual(['constant']);
+
+    // Stop: the human output says how to undo.
+    expect(await w.stop()).toBe(0);
+    const st = await hotload(['status', String(t.pid), '--json']);
+    expect(st.json.patches).toHaveLength(2);
+    const again = spawn(process.execPath, [BIN, 'watch', '--pid', String(t.pid), 'diff.c'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    again.stdout!.on('data', (d) => (out += d));
+    const until = async (re: RegExp) => {
+      for (let i = 0; i < 1000 && !re.test(out); i++) await sleep(20);
+      expect(out).toMatch(re);
+    };
+    await until(/watching .*diff\.c for process \d+/);
+    edit(path.join(dir, 'diff.c'), 'return x + K + 7;', 'return x + K + 8;');
+    await until(/patched constant in [\d.]+ m?s \(build/);
+    again.kill('SIGINT');
+    const code = await new Promise((r) => again.once('exit', r));
+    expect(code).toBe(0);
+    expect(out).toMatch(new RegExp(`process ${t.pid} keeps 1 patch \\(constant\\); undo with: hotload revert ${t.pid} --all`));
+    expect((await values()).constant).toBe(19);
+  });
+
+  test('the process exiting ends watch with exit 5', async () => {
+    await t.stop();
+    const code = await new Promise((r) => w.child.once('exit', r));
+    expect(code).toBe(5);
+    expect(w.events.map((e) => e.event)).toContain('exited');
+  });
+});
+
+test('the real program: Lua 5.4 running a workload; edit math_abs in lmathlib.c, save, and the interpreter runs the new code with its state intact', async () => {
+  const dir = tmpdir('hotload-lua-');
+  const lua = execFileSync(path.join(ROOT, 'scripts/lua-workdir.sh'), [dir], { encoding: 'utf8' }).trim().split('\n').pop()!;
+  const t = Target.start(lua, [path.join(ROOT, 'tests/lua/workload.lua')]);
+  cleanup.push(() => t.stop());
+  const before = await t.waitFor(/^tick (\d+) abs 5 total (\d+)$/);
+  const w = new Watch(dir, ['--pid', String(t.pid), '--build', 'make -s lua', 'lmathlib.c']);
+  cleanup.push(() => w.stop());
+  await w.event('ready', 0, 20000);
+  const n = w.events.length;
+  edit(path.join(dir, 'lmathlib.c'), /(static int math_abs [^]*?)lua_pushinteger\(L, n\);/, '$1lua_pushinteger(L, n + 1000);');
+  const e = await w.event('patched', n);
+  expect(e.changed).toEqual(['math_abs@lmathlib.c']);
+  const after = await t.next(/^tick (\d+) abs 1005 total (\d+)$/);
+  const [, t0, s0] = /tick (\d+) abs 5 total (\d+)/.exec(before)!.map(Number);
+  const [, t1, s1] = /tick (\d+) abs 1005 total (\d+)/.exec(after)!.map(Number);
+  expect(t1).toBeGreaterThan(t0); // the script's tick counter carried on
+  expect(s1).toBeGreaterThan(s0 + 1005); // and its total
+  t.expectHealthy();
+  // Edit it back: the original code runs again.
+  const m = w.events.length;
+  edit(path.join(dir, 'lmathlib.c'), 'lua_pushinteger(L, n + 1000);', 'lua_pushinteger(L, n);');
+  await w.event('patched', m);
+  await t.next(/^tick \d+ abs 5 total/);
+  t.expectHealthy();
+});
