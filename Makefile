@@ -47,6 +47,7 @@ bench: system build lua
 	node bench/index-speed.js
 	node bench/attach-pause.js
 	node bench/rollout.js
+	node bench/watch-latency.js
 
 clean:
 	rm -rf packages/*/dist packages/*/tsconfig.tsbuildinfo native-shim/build

@@ -1,0 +1,94 @@
+#!/usr/bin/env node
+// Save-to-live latency of `hotload watch` on the real program: Lua 5.4 (from
+// Debian's sources, scripts/lua-workdir.sh) runs a script that prints
+// math.abs(-5) every 2 ms; a one-line edit of math_abs in lmathlib.c is saved,
+// and the clock stops when the interpreter prints the new value. Reported next
+// to the baseline measured in this same run: the compiler's own time for
+// lmathlib.c (gcc -c with the same flags). Aim: latency minus that under 1 s.
+'use strict';
+const { spawn, execFileSync } = require('child_process');
+const fs = require('fs');
+const os = require('os');
+const path = require('path');
+
+const root = path.resolve(__dirname, '..');
+const BIN = path.join(root, 'packages/cli/bin/hotload.js');
+const ROUNDS = Number(process.env.ROUNDS ?? 7);
+const median = (a) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)];
+const ms = (t) => Number(process.hrtime.bigint() - t) / 1e6;
+const sleep = (n) => new Promise((r) => setTimeout(r, n));
+
+async function main() {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hotload-bench-watch-'));
+  const lua = execFileSync(path.join(root, 'scripts/lua-workdir.sh'), [dir], { encoding: 'utf8' }).trim().split('\n').pop();
+  const script = path.join(dir, 'abs.lua');
+  fs.writeFileSync(script, 'while true do\n  print(math.abs(-5))\n  io.stdout:flush()\n  local t = os.clock()\n  while os.clock() - t < 0.002 do end\nend\n');
+
+  // Baseline: the compiler alone on the edited file.
+  const cflags = /^CFLAGS = (.*)$/m.exec(fs.readFileSync(path.join(dir, 'GNUmakefile'), 'utf8'))[1].split(/\s+/);
+  const cc = [];
+  for (let i = 0; i < 5; i++) {
+    const t = process.hrtime.bigint();
+    execFileSync('gcc', [...cflags, '-c', 'lmathlib.c', '-o', path.join(os.tmpdir(), 'hotload-bench-lmathlib.o')], { cwd: dir });
+    cc.push(ms(t));
+  }
+
+  const target = spawn(lua, [script], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let last = '';
+  target.stdout.on('data', (d) => {
+    const lines = String(d).trim().split('\n');
+    last = lines[lines.length - 1];
+  });
+  const watch = spawn(process.execPath, [BIN, 'watch', '--json', '--pid', String(target.pid), '--build', 'make -s lua', 'lmathlib.c'], { cwd: dir, stdio: ['ignore', 'pipe', 'inherit'] });
+  const events = [];
+  let buf = '';
+  watch.stdout.on('data', (d) => {
+    buf += d;
+    const lines = buf.split('\n');
+    buf = lines.pop();
+    for (const l of lines) events.push(JSON.parse(l));
+  });
+  try {
+    while (!events.some((e) => e.event === 'ready')) await sleep(20);
+    const src = path.join(dir, 'lmathlib.c');
+    const original = fs.readFileSync(src, 'utf8');
+    const rows = [];
+    for (let i = 1; i <= ROUNDS; i++) {
+      const want = String(5 + 1000 * i);
+      const text = original.replace(/(static int math_abs [^]*?)lua_pushinteger\(L, n\);/, `$1lua_pushinteger(L, n + ${1000 * i});`);
+      const n = events.length;
+      const t = process.hrtime.bigint();
+      fs.writeFileSync(src, text);
+      while (last !== want) {
+        const bad = events.slice(n).find((e) => e.event === 'refused' || e.event === 'build-failed');
+        if (bad) throw new Error(JSON.stringify(bad));
+        await sleep(1);
+      }
+      const latency = ms(t);
+      while (!events.slice(n).some((e) => e.event === 'patched')) await sleep(5);
+      const e = events.slice(n).find((x) => x.event === 'patched');
+      rows.push({ latency, build: e.buildMs, patch: e.patchMs, apply: e.applyMs, stopped: e.stoppedMs });
+      await sleep(300);
+    }
+    const col = (k) => median(rows.map((r) => r[k]));
+    const ccMs = median(cc);
+    console.log(`watch latency on Lua 5.4 (lmathlib.c, one-line edit of math_abs), median of ${ROUNDS} saves:`);
+    console.log(`  save -> new value printed     ${col('latency').toFixed(0)} ms`);
+    console.log(`    build (make: compile + link) ${col('build').toFixed(0)} ms`);
+    console.log(`    diff + make the patch         ${col('patch').toFixed(0)} ms`);
+    console.log(`    attach (load near, redirect)  ${col('apply').toFixed(0)} ms (all threads stopped ${col('stopped').toFixed(2)} ms)`);
+    console.log(`  baseline: gcc -c lmathlib.c    ${ccMs.toFixed(0)} ms (median of 5)`);
+    console.log(`  beyond the compiler's own time: ${(col('latency') - ccMs).toFixed(0)} ms (aim: under 1000 ms)`);
+  } finally {
+    watch.kill('SIGINT');
+    target.kill('SIGKILL');
+    await sleep(300);
+    watch.kill('SIGKILL');
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exitCode = 1;
+});
