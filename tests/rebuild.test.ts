@@ -65,6 +65,18 @@ test('PRINTF: a new printf call (a C library function the patch reaches through 
   t.expectHealthy();
 });
 
+test('IFUNC: a new call of a glibc indirect function (strspn) reaches the implementation its resolver picks', async () => {
+  const t = await running();
+  const before = await values(t);
+  const p = await make('IFUNC');
+  expect((await hotload(['attach', String(t.pid), p.file])).code).toBe(0);
+  await t.next(/^constant=/);
+  const v = await values(t);
+  expect(v.say).toBeGreaterThan(5000 + before.say); // 5000 from strspn, and conf.a counted on
+  expect(v.say).toBeLessThan(5000 + before.say + 200);
+  t.expectHealthy();
+});
+
 test('COUNT: a function updating a static counter: the count carries on, in steps of 2', async () => {
   const t = await running();
   const before = await values(t);

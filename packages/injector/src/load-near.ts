@@ -19,7 +19,7 @@
 // constructors, thread-locals or unwind tables to register.
 
 import { HotloadError } from '@hotload/errors';
-import { ElfFile, PF, PT } from '@hotload/elf';
+import { ElfFile, PF, PT, STT } from '@hotload/elf';
 import { FIXUP_KIND, RebuildInfo, readRebuild } from '@hotload/patch';
 import { Session } from './session';
 import { Mapping, Module, dynamicSymbol, hex, openModule, readMaps, setBias } from './read-process';
@@ -84,8 +84,13 @@ export function chooseAddress(maps: Mapping[], lo: bigint, hi: bigint, span: big
   return undefined;
 }
 
-/** Find a symbol by name in the process's shared libraries (default versions first). */
-function librarySymbol(pid: number, mods: Module[], name: string): bigint | undefined {
+/**
+ * Find a symbol by name in the process's shared libraries (default versions
+ * first). For a GNU indirect function (glibc's strlen, memcpy, strspn, ...) the
+ * symbol is its resolver; `ifunc` says the resolver must be called for the
+ * implementation's address.
+ */
+function librarySymbol(pid: number, mods: Module[], name: string): { addr: bigint; ifunc: boolean } | undefined {
   for (const m of mods.slice(1)) {
     if (isStaged(m.path)) continue;
     let elf: ElfFile;
@@ -96,7 +101,7 @@ function librarySymbol(pid: number, mods: Module[], name: string): bigint | unde
       continue;
     }
     const s = dynamicSymbol(elf, name);
-    if (s && s.bind !== 0) return m.bias + BigInt(s.value);
+    if (s && s.bind !== 0) return { addr: m.bias + BigInt(s.value), ifunc: s.type === STT.GNU_IFUNC };
   }
   return undefined;
 }
@@ -133,10 +138,12 @@ export function loadNear(
   const labels = new Map(patchElf.symbols('.symtab').filter((x) => x.name.startsWith('hl.')).map((x) => [x.name, BigInt(x.value)]));
   const unresolved: string[] = [];
   const libs = new Map<string, bigint>();
+  const resolvers = new Map<string, bigint>();
   for (const r of rb.info.refs) {
     if (r.how !== 'lib') continue;
     const a = librarySymbol(pid, mods, r.name);
-    if (a !== undefined) libs.set(r.name, a);
+    if (a?.ifunc) resolvers.set(r.name, a.addr);
+    else if (a !== undefined) libs.set(r.name, a.addr);
     else if (r.weak) libs.set(r.name, 0n);
     else unresolved.push(`${r.name}: not defined by any library of process ${pid}`);
   }
@@ -159,6 +166,16 @@ export function loadNear(
     repaired ||= r.repaired;
     return BigInt.asIntN(64, r.value);
   };
+  // Indirect functions: ask each resolver for the implementation this CPU uses,
+  // as the loader would (x86-64 resolvers take no arguments).
+  for (const [name, resolver] of resolvers) {
+    const impl = call(resolver, Buffer.alloc(0), []);
+    if (impl <= 0n) {
+      s.resumeAllExcept(-1);
+      throw new HotloadError('PATCH_UNRESOLVED', `${name}: its resolver in process ${pid} returned no implementation`);
+    }
+    libs.set(name, impl);
+  }
   const fd = call(rt.libc.open, Buffer.from(file + '\0'), [0n, O_RDONLY_CLOEXEC]);
   if (fd < 0n) {
     s.resumeAllExcept(-1);

@@ -16,14 +16,16 @@ export const flagsCommand = {
   builder: (y: Argv) =>
     y
       .option('cflags', { type: 'boolean', default: false, describe: 'print only the CFLAGS value' })
-      .option('diff', { type: 'boolean', default: false, describe: 'add the flags `hotload diff` needs' }),
+      .option('diff', { type: 'boolean', default: false, describe: 'add the flags `hotload watch`, `mkpatch --from` and `diff` need' }),
   run(argv: { cflags: boolean; diff: boolean }, out: Out): number {
     const cflags = argv.diff ? `${BUILD_FLAGS.CFLAGS} ${BUILD_FLAGS.CFLAGS_DIFF}` : BUILD_FLAGS.CFLAGS;
     if (out.json) out.doc(BUILD_FLAGS);
     else if (argv.cflags) out.line(cflags);
     else if (argv.diff) {
       out.line(`CFLAGS += ${cflags}`);
-      out.line(`LDFLAGS += ${BUILD_FLAGS.LDFLAGS_DIFF}`);
+      out.line('# keep the object files: `hotload watch` and `mkpatch --from` read them');
+      out.line(`# LDFLAGS += ${BUILD_FLAGS.LDFLAGS_DIFF}   # only for \`hotload diff\` on linked programs`);
+      out.line('# CMake: add_compile_options(' + cflags + ')');
     }
     else {
       out.line(`CFLAGS += ${BUILD_FLAGS.CFLAGS}`);
