@@ -3,9 +3,10 @@
 // runs (`diff loop` prints its functions' results every 20 ms), a patch is
 // made from the two object files and applied, and the output must change as
 // the source did, with the program's state intact.
+import { execFileSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
-import { FIX, Target, hotload, tmpdir } from './helpers';
+import { FIX, ROOT, Target, hotload, tmpdir } from './helpers';
 
 const D = path.join(FIX, 'diff');
 const BASE = path.join(D, 'base/diff');
@@ -178,3 +179,25 @@ test('--from objects of another build than the program are refused (a datum diff
   expect(r.json.error.code).toBe('PATCH_BUILD_MISMATCH');
   expect(r.json.error.details[0]).toMatch(/^conf@diff\.c: 12 bytes in .*, 8 in /);
 });
+
+test('the real program: every function of a running Lua 5.4 replaced by its -O1 build, and the interpreter gives the same results', async () => {
+  const a = tmpdir('hotload-lua-O2-');
+  const b = tmpdir('hotload-lua-O1-');
+  const lua = execFileSync(path.join(ROOT, 'scripts/lua-workdir.sh'), [a], { encoding: 'utf8' }).trim().split('\n').pop()!;
+  execFileSync(path.join(ROOT, 'scripts/lua-workdir.sh'), [b, '-O1'], { encoding: 'utf8' });
+  const t = Target.start(lua, [path.join(ROOT, 'tests/lua/repeat.lua'), path.join(ROOT, 'tests/lua/exercise.lua')]);
+  targets.push(t);
+  await t.waitFor(/^round 3 same$/, 30000);
+  const out = path.join(tmpdir(), 'O1.so');
+  const mk = await hotload(['mkpatch', '--from', a, '--to', b, '--target', lua, '-o', out, '--json']);
+  expect(mk.code).toBe(0);
+  expect(mk.json.replaced.length).toBeGreaterThan(500); // nearly every function differs at -O1
+  expect(mk.json.replaced).toEqual(expect.arrayContaining(['luaH_getshortstr', 'str_format@lstrlib.c', 'math_abs@lmathlib.c']));
+  const r = await hotload(['attach', String(t.pid), out, '--json']);
+  expect(r.code).toBe(0);
+  const n = t.lines.length;
+  await t.next(/^round \d+ /);
+  for (let i = 0; i < 20; i++) await t.next(/^round \d+ /, 30000);
+  expect(t.lines.slice(n).filter((l) => /DIFF/.test(l))).toEqual([]);
+  t.expectHealthy();
+}, 120000);
