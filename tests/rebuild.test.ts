@@ -201,3 +201,22 @@ test('the real program: every function of a running Lua 5.4 replaced by its -O1 
   expect(t.lines.slice(n).filter((l) => /DIFF/.test(l))).toEqual([]);
   t.expectHealthy();
 }, 120000);
+
+test('a shared library: its exported global, which the program holds a copy of (copy relocation), carries on', async () => {
+  const L = path.join(D, '../rebuild-lib');
+  const lib = path.join(L, 'base/libtarget.so');
+  const t = Target.start(path.join(FIX, 'target-lib'), ['loop'], { env: { LD_LIBRARY_PATH: path.dirname(lib) } });
+  targets.push(t);
+  const before = await t.waitFor(/^compute 6 .* lib_calls (\d+) lib 10$/);
+  expect(fs.readFileSync(`/proc/${t.pid}/maps`, 'utf8')).toContain(lib);
+  const out = path.join(tmpdir(), 'lib.so');
+  const mk = await hotload(['mkpatch', '--from', path.join(L, 'base/libtarget.o'), '--to', path.join(L, 'PLUS/libtarget.o'), '--target', lib, '-o', out]);
+  expect(mk.code).toBe(0);
+  expect((await hotload(['attach', String(t.pid), out])).code).toBe(0);
+  const a = await t.next(/lib 1010$/);
+  const b = await t.next(/lib 1010$/);
+  const calls = (l: string) => Number(/lib_calls (\d+)/.exec(l)![1]);
+  expect(calls(a)).toBeGreaterThan(calls(before));
+  expect(calls(b)).toBeGreaterThan(calls(a)); // the program sees the patched code's increments
+  t.expectHealthy();
+});

@@ -202,7 +202,10 @@ export function loadNear(
     for (const r of dyn) s.writeU64(base + BigInt(r.offset), base + r.addend);
     const baseOf = (i: number): bigint => {
       const r = rb.info.refs[i];
-      if (r.how === 'target') return mod.bias + BigInt(r.value);
+      if (r.how === 'target') {
+        if (r.got === undefined) return mod.bias + BigInt(r.value);
+        return s.read(mod.bias + BigInt(r.got), 8).readBigUInt64LE(0) - BigInt(r.symOff ?? 0);
+      }
       if (r.how === 'lib') return libs.get(r.name)!;
       const owner = owners.get(`${r.key}/${r.size}`);
       return (owner ?? base + labels.get(r.label)! + BigInt(r.objOff)) - BigInt(r.objOff);

@@ -29,7 +29,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { HotloadError } from '@hotload/errors';
-import { ElfFile, ElfSymbol, SHF, SHT, STB, STT, loadPadIndex } from '@hotload/elf';
+import { ET, ElfFile, ElfSymbol, SHF, SHT, STB, STT, loadPadIndex } from '@hotload/elf';
 import { Build, BuildDiff, diffLoaded, key, readOnlyDatum, readOnlySection } from './diff-builds';
 import { PatchTarget, TARGET_SECTION, readPatch } from './read-patch';
 import { PatchPlan, planPatch } from './check-patch';
@@ -42,8 +42,14 @@ export const FIXUP_KIND = { PC32: 1, ABS64: 2 } as const;
 
 /** What a fixup refers to; `base` + the fixup's addend is the address wanted. */
 export type RebuildRef =
-  /** In the program: base = its load bias + `value`. */
-  | { how: 'target'; name: string; value: number }
+  /**
+   * In the program: base = its load bias + `value`. For an exported datum of a
+   * shared library, `got` is the library's own GOT entry for it: the datum
+   * the library's code really uses (the executable's copy, after a copy
+   * relocation, or another module's that interposes it) is read from there at
+   * attach, and base = that address - `symOff`.
+   */
+  | { how: 'target'; name: string; value: number; got?: number; symOff?: number }
   /** In a shared library of the process, by name (an undefined weak one may be missing: 0). */
   | { how: 'lib'; name: string; weak?: boolean }
   /**
@@ -186,6 +192,8 @@ class Generator {
   private targetSyms = new Map<string, ElfSymbol>();
   /** Globals defined by the new objects: name -> [unit, symbol]. */
   private globals = new Map<string, [Unit, ElfSymbol]>();
+  /** A shared library target's GOT entries for data (R_X86_64_GLOB_DAT), by symbol name. */
+  private gotOf = new Map<string, number>();
 
   constructor(readonly target: ElfFile, readonly units: Unit[]) {
     for (const s of target.symbols('.symtab')) {
@@ -193,6 +201,11 @@ class Generator {
       if (s.type !== STT.FUNC && s.type !== STT.OBJECT && s.type !== STT.GNU_IFUNC) continue;
       const k = s.bind === STB.LOCAL ? key(s) : s.name.replace(/@.*$/, '');
       if (!this.targetSyms.has(k)) this.targetSyms.set(k, s);
+    }
+    const library = target.header.type === ET.DYN && !target.programs.some((p) => p.type === 3); // no PT_INTERP: not a program
+    if (library) {
+      const dynsym = target.symbols('.dynsym');
+      for (const r of target.relocations('.rela.dyn')) if (r.type === 6 && dynsym[r.sym]?.type === STT.OBJECT) this.gotOf.set(dynsym[r.sym].name, r.offset);
     }
     for (const u of units) {
       for (const s of u.b.syms) if (s.bind !== STB.LOCAL && s.shndx !== 0 && s.shndx < 0xff00 && s.name) this.globals.set(s.name, [u, s]);
@@ -240,7 +253,7 @@ class Generator {
     if (sym.shndx === 0) {
       // Defined in another object of the build, or in a library.
       const t = this.targetSyms.get(sym.name);
-      if (t) return { ref: this.ref({ how: 'target', name: sym.name, value: t.value }), off };
+      if (t) return { ref: this.ref(this.targetRef(sym.name, t, 0)), off };
       const g = this.globals.get(sym.name);
       if (g) return this.resolve(g[0], g[0].b.syms.indexOf(g[1]), off, pcrel, queue, from);
       if (sym.bind === STB.WEAK) return { ref: this.ref({ how: 'lib', name: sym.name, weak: true }), off };
@@ -281,13 +294,19 @@ class Generator {
         this.problems.push(`${key(obj)}: its size changed from ${t.size} to ${obj.size} bytes; the running process keeps the old layout`);
         return undefined;
       }
-      return { ref: this.ref({ how: 'target', name: key(obj), value: t.value - obj.value }), off: tOff };
+      return { ref: this.ref(this.targetRef(key(obj), t, obj.value)), off: tOff };
     }
     // New data: in the patch, or the copy an earlier patch added (resolved at attach).
     const label = this.label(u, secIdx);
     if (!u.include.has(secIdx)) this.dataDefs.push({ key: key(obj), size: obj.size, label, objOff: obj.value });
     this.includeSection(u, secIdx, queue);
     return { ref: this.ref({ how: 'data', key: key(obj), size: obj.size, label, objOff: obj.value }), off: tOff };
+  }
+
+  /** A reference to the program's symbol `t`, which lies `symOff` into its section in the object. */
+  private targetRef(name: string, t: ElfSymbol, symOff: number): RebuildRef {
+    const got = t.bind !== STB.LOCAL ? this.gotOf.get(t.name.replace(/@.*$/, '')) : undefined;
+    return got !== undefined ? { how: 'target', name, value: t.value - symOff, got, symOff } : { how: 'target', name, value: t.value - symOff };
   }
 
   /** A thunk `jmp *slot(%rip)` for a library function. */
