@@ -79,7 +79,7 @@ describe('on the fixture', () => {
     await t.waitFor(/^constant=/);
     w = new Watch(dir, ['--pid', String(t.pid), 'diff.c']);
     cleanup.push(() => w.stop());
-    await w.event('ready', 0, 10000);
+    expect((await w.event('ready', 0, 10000)).warnings).toEqual([]);
   });
 
   test('each save is patched in: a constant, a static counter (the count carries on), a new static (carries on across saves)', async () => {
@@ -171,6 +171,26 @@ describe('on the fixture', () => {
     expect(code).toBe(5);
     expect(w.events.map((e) => e.event)).toContain('exited');
   });
+});
+
+test('objects built without -ffunction-sections: watch warns at start, and a change is refused with the flags to use', async () => {
+  const dir = tmpdir('hotload-watch-nosec-');
+  fs.copyFileSync(path.join(ROOT, 'fixtures/src/diff.c'), path.join(dir, 'diff.c'));
+  fs.writeFileSync(path.join(dir, 'Makefile'), 'CFLAGS = -O2 -g -fpatchable-function-entry=16,14\ndiff: diff.o\n\t$(CC) diff.o -o diff\n');
+  execFileSync('make', ['-s'], { cwd: dir });
+  const t = Target.start(path.join(dir, 'diff'), ['loop']);
+  cleanup.push(() => t.stop());
+  await t.waitFor(/^constant=/);
+  const w = new Watch(dir, ['--pid', String(t.pid), 'diff.c']);
+  cleanup.push(() => w.stop());
+  const ready = await w.event('ready', 0, 10000);
+  expect(ready.warnings.join('\n')).toMatch(/built without -ffunction-sections \(diff\.o\)/);
+  const n = w.events.length;
+  edit(path.join(dir, 'diff.c'), 'counter += 1;', 'counter += 2;');
+  const r = await w.event('refused', n);
+  expect(r.error.code).toBe('REBUILD_UNSUPPORTED');
+  expect(r.error.details.join('\n')).toMatch(/-ffunction-sections/);
+  t.expectHealthy();
 });
 
 test('the real program: Lua 5.4 running a workload; edit math_abs in lmathlib.c, save, and the interpreter runs the new code with its state intact', async () => {

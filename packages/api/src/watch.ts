@@ -18,6 +18,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { HotloadError, isHotloadError } from '@hotload/errors';
 import { attach } from '@hotload/injector';
+import { STT } from '@hotload/elf';
 import { Build, diffLoaded, mkpatchFromBuilds, objectFiles, sameFile } from '@hotload/patch';
 
 export interface WatchOptions {
@@ -141,6 +142,16 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
   const programTime = fs.statSync(targetCopy).mtimeMs;
   const runningSince = fs.statSync(`/proc/${pid}`).mtimeMs;
   const newer = [...objectFiles(objectsDir).entries()].filter(([, f]) => fs.statSync(f).mtimeMs > Math.max(programTime, runningSince) + 1000).map(([r]) => r);
+  const noSections: string[] = [];
+  const noPads: string[] = [];
+  for (const [rel, file] of objectFiles(orig)) {
+    const b = new Build(file);
+    if (b.syms.some((x) => x.type === STT.FUNC && x.shndx > 0 && b.elf.sections[x.shndx]?.name === '.text' && x.size > 0)) noSections.push(rel);
+    if (b.syms.some((x) => x.type === STT.FUNC && x.shndx > 0) && !b.elf.section('__patchable_function_entries')) noPads.push(rel);
+  }
+  const some = (l: string[]) => `${l.slice(0, 5).join(', ')}${l.length > 5 ? `, and ${l.length - 5} more` : ''}`;
+  if (noSections.length) warnings.push(`built without -ffunction-sections (${some(noSections)}): changes in them will be refused; build with \`hotload flags --diff\``);
+  if (noPads.length) warnings.push(`built without -fpatchable-function-entry (${some(noPads)}): their functions cannot be patched`);
   if (newer.length) warnings.push(`object files newer than the running program (${newer.slice(0, 5).join(', ')}${newer.length > 5 ? ', ...' : ''}): if they were rebuilt after it started, patches are made against the wrong code`);
   emit({ event: 'ready', pid, target: targetCopy, objects: nObjects, watching: paths, snapshot: snap, warnings });
 
