@@ -30,6 +30,17 @@ describe.each([['program', 'diff'], ['object file', 'diff.o']])('as %s', (_kind,
     expect(r.json.refused).toEqual([]);
   });
 
+  test('TINY: the caller is labelled with the changed function inlined into it (from DWARF)', async () => {
+    const r = await diff('TINY');
+    expect(r.json.inlined).toEqual({ user_of_tiny: ['tiny'] });
+    const text = await hotload(['diff', path.join(D, 'base', file), path.join(D, 'TINY', file)]);
+    expect(text.stdout).toMatch(/changed functions: user_of_tiny \(has tiny inlined\)/);
+  });
+
+  test('CONST: a change of the function itself carries no inlining label', async () => {
+    expect((await diff('CONST')).json.inlined).toEqual({});
+  });
+
   test('a new helper function is added, its caller changed', async () => {
     const r = await diff('NEWHELPER');
     expect(r.json.changed).toEqual(['constant']);

@@ -2,3 +2,4 @@
 export * from './read-elf';
 export * from './index-pads';
 export * from './post-elf';
+export * from './dwarf-inlines';

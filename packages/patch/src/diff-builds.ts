@@ -19,7 +19,7 @@
 // field), a changed initial value of data that already exists in the process.
 
 import { HotloadError } from '@hotload/errors';
-import { ElfFile, ElfSymbol, SHF, SHT, STB, STT, Section } from '@hotload/elf';
+import { ElfFile, ElfSymbol, SHF, SHT, STB, STT, Section, inlinedFunctions } from '@hotload/elf';
 
 export interface BuildDiff {
   changed: string[];
@@ -29,6 +29,13 @@ export interface BuildDiff {
   data: { changed: string[]; added: string[]; removed: string[] };
   /** Changes a patch cannot carry, each with its reason. */
   refused: { symbol: string; reason: string }[];
+  /**
+   * Changed functions that have inlined a function which changed too, or which
+   * has no copy of its own to compare (a `static inline` used only inlined):
+   * they may differ only because of that, and must be in the patch all the
+   * same. From the DWARF of the new build (built with -g); empty without it.
+   */
+  inlined: Record<string, string[]>;
 }
 
 interface Item {
@@ -140,7 +147,7 @@ function same(a: Item, b: Item): boolean {
 }
 
 export function diffBuilds(oldFile: string, newFile: string): BuildDiff {
-  return diffLoaded(new Build(oldFile), new Build(newFile));
+  return diffLoaded(new Build(oldFile), new Build(newFile), { inlines: true });
 }
 
 /** Is this datum read-only (the process cannot have changed it, so a patch may carry its own copy)? */
@@ -158,8 +165,9 @@ export function readOnlySection(sec: Section): boolean {
   return (sec.flags & SHF.WRITE) === 0 || sec.name.startsWith('.data.rel.ro');
 }
 
-export function diffLoaded(a: Build, b: Build): BuildDiff {
-  const res: BuildDiff = { changed: [], added: [], removed: [], unchanged: 0, data: { changed: [], added: [], removed: [] }, refused: [] };
+/** `inlines`: read the new build's DWARF for BuildDiff.inlined (tens of ms for a large object; patches do not need it). */
+export function diffLoaded(a: Build, b: Build, opts: { inlines?: boolean } = {}): BuildDiff {
+  const res: BuildDiff = { changed: [], added: [], removed: [], unchanged: 0, data: { changed: [], added: [], removed: [] }, refused: [], inlined: {} };
   const fa = a.items(STT.FUNC);
   const fb = b.items(STT.FUNC);
   for (const [k, f] of fb) {
@@ -199,5 +207,17 @@ export function diffLoaded(a: Build, b: Build): BuildDiff {
     }
   }
   for (const l of [res.changed, res.added, res.removed, res.data.changed, res.data.added, res.data.removed]) l.sort();
+
+  // Why a caller changed: a changed function inlined into it.
+  if (opts.inlines && res.changed.length) {
+    const inl = inlinedFunctions(b.elf);
+    const changedNames = new Set(res.changed.map((k) => k.split('@')[0]));
+    const outOfLine = new Set([...fb.values()].map((f) => f.name));
+    for (const k of res.changed) {
+      const callees = inl.get(k) ?? inl.get(k.split('@')[0]);
+      const why = [...(callees ?? [])].filter((g) => changedNames.has(g) || !outOfLine.has(g)).sort();
+      if (why.length) res.inlined[k] = why;
+    }
+  }
   return res;
 }

@@ -17,7 +17,7 @@ export const diffCommand = {
       const list = (label: string, xs: string[], paint: (s: string) => string) => {
         if (xs.length) out.line(`${paint(label)} ${xs.join(', ')}`);
       };
-      list('changed functions:', d.changed, out.yellow);
+      list('changed functions:', d.changed.map((f) => (d.inlined[f] ? `${f} (has ${d.inlined[f].join(', ')} inlined)` : f)), out.yellow);
       list('added functions:', d.added, out.green);
       list('removed functions:', d.removed, out.red);
       list('changed data:', d.data.changed, out.yellow);
