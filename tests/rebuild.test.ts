@@ -220,3 +220,25 @@ test('a shared library: its exported global, which the program holds a copy of (
   expect(calls(b)).toBeGreaterThan(calls(a)); // the program sees the patched code's increments
   t.expectHealthy();
 });
+
+test('C++: exceptions thrown and caught across patched functions (the patch registers its unwind tables)', async () => {
+  const C = path.join(FIX, 'cxx');
+  const t = Target.start(path.join(C, 'base/cxx'));
+  targets.push(t);
+  await t.waitFor(/guarded=-1 i=5 /);
+  const out = path.join(tmpdir(), 'cxx.so');
+  const mk = await hotload(['mkpatch', '--from', path.join(C, 'base/cxx.o'), '--to', path.join(C, 'EDIT/cxx.o'), '--target', path.join(C, 'base/cxx'), '-o', out, '--json']);
+  expect(mk.code).toBe(0);
+  // guarded's catch handler is in guarded.cold: that change makes guarded part of the patch.
+  expect(mk.json.replaced).toEqual(['_Z5riskyi', '_Z7guardedi', '_ZN7Greeter5greetEi']);
+  expect((await hotload(['attach', String(t.pid), out])).code).toBe(0);
+  // Several throws from the patched risky, each caught by the patched guarded.
+  const lines: string[] = [];
+  for (let i = 0; i < 7; i++) lines.push(await t.next(/^greet=/));
+  for (const l of lines) {
+    const [, greet, guarded, n] = /greet=(\d+) guarded=(-?\d+) i=(\d+)/.exec(l)!.map(Number);
+    expect(greet).toBe(104);
+    expect(guarded).toBe(n % 3 === 0 ? -2 : n);
+  }
+  t.expectHealthy();
+});

@@ -237,7 +237,12 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
           const before = path.join(last, rel);
           if (!fs.existsSync(before) || sameFile(before, file)) continue;
           const d = diffLoaded(new Build(before), new Build(file));
-          since.push(...d.changed, ...d.added.filter((a) => made.added.includes(a)));
+          // A changed part (f.cold) is reported as its function.
+        const parts = d.changed.flatMap((k) => {
+          const parent = k.replace(/\.(cold|part\.\d+)(\.\d+)?(?=@|$)/, '');
+          return parent === k ? [k] : [parent, parent.split('@')[0]];
+        });
+        since.push(...parts, ...d.added.filter((a) => made.added.includes(a)));
         }
         const t2 = process.hrtime.bigint();
         let res;

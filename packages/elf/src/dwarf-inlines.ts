@@ -19,6 +19,9 @@ const AT_LOW_PC = 0x11;
 const AT_RANGES = 0x55;
 const AT_ABSTRACT_ORIGIN = 0x31;
 const AT_SPECIFICATION = 0x47;
+const AT_EXTERNAL = 0x3f;
+const AT_LINKAGE_NAME = 0x6e;
+const AT_MIPS_LINKAGE_NAME = 0x2007;
 
 interface Abbrev {
   tag: number;
@@ -28,6 +31,8 @@ interface Abbrev {
 
 interface Die {
   name?: string;
+  linkage?: string;
+  external?: boolean;
   origin?: number; // absolute offset in .debug_info
   concrete: boolean;
   tag: number;
@@ -106,9 +111,12 @@ function str(buf: Buffer | undefined, off: number): string | undefined {
  * For every function with code in this file: the names of the functions
  * inlined into it (directly or nested). Keys are plain names; statics are also
  * keyed `name@file` (the compile unit's base name), as `hotload diff` names them.
+ * Names are symbol names (C++: mangled). `local` holds the inlined functions
+ * that are file-local (static, not DW_AT_external).
  */
-export function inlinedFunctions(elf: ElfFile): Map<string, Set<string>> {
-  const out = new Map<string, Set<string>>();
+export function inlinedFunctions(elf: ElfFile): Map<string, Set<string>> & { local: Set<string> } {
+  const local = new Set<string>();
+  const out = Object.assign(new Map<string, Set<string>>(), { local });
   const info = relocated(elf, '.debug_info');
   const abbrevSec = elf.section('.debug_abbrev');
   if (!info || !abbrevSec) return out;
@@ -161,6 +169,8 @@ export function inlinedFunctions(elf: ElfFile): Map<string, Set<string>> {
         for (const [attr, form, implicit] of ab.attrs) {
           const v = readForm(r, form, addrSize, unitStart, implicit);
           if (attr === AT_NAME && typeof v === 'string') die.name = v;
+          else if ((attr === AT_LINKAGE_NAME || attr === AT_MIPS_LINKAGE_NAME) && typeof v === 'string') die.linkage = v;
+          else if (attr === AT_EXTERNAL) die.external = true;
           else if ((attr === AT_ABSTRACT_ORIGIN || attr === AT_SPECIFICATION) && typeof v === 'number') die.origin = v;
           else if (attr === AT_LOW_PC || attr === AT_RANGES) die.concrete = true;
         }
@@ -172,14 +182,22 @@ export function inlinedFunctions(elf: ElfFile): Map<string, Set<string>> {
         if (ab.tag === TAG_INLINED && owner !== undefined) inlinedBy.push([owner, at]);
         if (ab.children) stack.push(mine);
       }
-      const nameOf = (off: number): string | undefined => {
-        for (let i = 0, d = dies.get(off); d && i < 8; i++, d = d.origin !== undefined ? dies.get(d.origin) : undefined) if (d.name) return d.name;
-        return undefined;
+      // A DIE's symbol name (the linkage name of C++, else the name) and
+      // whether it is external, following abstract_origin/specification.
+      const chain = (off: number) => {
+        const out: Die[] = [];
+        for (let d = dies.get(off); d && out.length < 8; d = d.origin !== undefined ? dies.get(d.origin) : undefined) out.push(d);
+        return out;
+      };
+      const nameOf = (off: number) => {
+        const c = chain(off);
+        return c.find((d) => d.linkage)?.linkage ?? c.find((d) => d.name)?.name;
       };
       for (const [fn, inl] of inlinedBy) {
         const f = nameOf(fn);
         const g = nameOf(inl);
         if (!f || !g || f === g) continue;
+        if (!chain(inl).some((d) => d.external)) local.add(g);
         for (const k of [f, `${f}@${cuName}`]) {
           const set = out.get(k) ?? new Set<string>();
           set.add(g);

@@ -106,7 +106,10 @@ export function findRuntime(pid: number, mods: Module[]): Omit<TargetRuntime, 's
   const unsafeRanges: [bigint, bigint][] = [];
   const lockRanges: [bigint, bigint][] = [];
   const loader = findLoader(mods);
-  for (const m of [libc, loader]) {
+  // libgcc_s: its unwinder holds its own lock while it searches the tables a
+  // patch from a rebuild registers (load-near.ts).
+  const libgcc = mods.find((m) => /\/libgcc_s\.so\.1$/.test(m.path));
+  for (const m of [libc, loader, libgcc]) {
     if (!m) continue;
     for (const map of m.mappings) {
       if (!map.perms.includes('x')) continue;

@@ -148,6 +148,16 @@ export function loadNear(
     else unresolved.push(`${r.name}: not defined by any library of process ${pid}`);
   }
   for (const r of rb.info.refs) if (r.how === 'data' && !labels.has(r.label)) unresolved.push(`${r.key}: its label ${r.label} is missing from the patch`);
+  // Unwind tables go to libgcc's registry, so exceptions and backtraces pass through the patch.
+  const eh = rb.info.ehFrame;
+  let registerFrame: bigint | undefined;
+  if (eh) {
+    registerFrame = librarySymbol(pid, mods, '__register_frame')?.addr;
+    if (!labels.has(eh.label)) unresolved.push(`its unwind tables (${eh.label}) are missing from the patch`);
+    else if (registerFrame === undefined && eh.personality) {
+      unresolved.push('__register_frame: the process has no libgcc_s to register the patch\'s unwind tables with, and its C++ code needs them for exceptions');
+    }
+  }
   if (unresolved.length) throw new HotloadError('PATCH_UNRESOLVED', `${patchElf.path}: ${unresolved.length} symbol${unresolved.length === 1 ? '' : 's'} do not resolve in process ${pid}`, { details: unresolved });
   const owners = dataOwners(pid, mod, patchElf.path);
 
@@ -224,6 +234,9 @@ export function loadNear(
       const b = Buffer.alloc(4);
       b.writeInt32LE(Number(rel));
       s.write(at, b);
+    }
+    if (eh && registerFrame !== undefined) {
+      callOnHost(s, rt, host.tid, registerFrame, Buffer.alloc(0), [base + labels.get(eh.label)!], callMs);
     }
     return { base, hostThread: host.tid, loadMs, repaired, hostStoppedAt };
   } catch (e) {

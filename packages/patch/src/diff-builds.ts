@@ -215,7 +215,9 @@ export function diffLoaded(a: Build, b: Build, opts: { inlines?: boolean } = {})
     const outOfLine = new Set([...fb.values()].map((f) => f.name));
     for (const k of res.changed) {
       const callees = inl.get(k) ?? inl.get(k.split('@')[0]);
-      const why = [...(callees ?? [])].filter((g) => changedNames.has(g) || !outOfLine.has(g)).sort();
+      // Changed itself, or a static with no copy of its own (a header's inline
+      // functions, such as the C++ library's, are external: left out).
+      const why = [...(callees ?? [])].filter((g) => changedNames.has(g) || (!outOfLine.has(g) && inl.local.has(g))).sort();
       if (why.length) res.inlined[k] = why;
     }
   }

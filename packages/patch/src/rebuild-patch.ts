@@ -64,6 +64,14 @@ export interface RebuildInfo {
   refs: RebuildRef[];
   /** New data this patch defines, for later patches to find: address = label + objOff. */
   data: { key: string; size: number; label: string; objOff: number }[];
+  /**
+   * The unwind tables (CIEs and FDEs from the objects' .eh_frame, for the
+   * patch's functions only, ending in a zero terminator): attach registers
+   * them with libgcc's __register_frame so exceptions and backtraces pass
+   * through the patch's code. `personality`: some function needs them for
+   * exceptions (C++), so attach refuses when the process cannot register them.
+   */
+  ehFrame?: { label: string; personality: boolean };
 }
 
 export interface Fixup {
@@ -192,6 +200,8 @@ class Generator {
   private targetSyms = new Map<string, ElfSymbol>();
   /** Globals defined by the new objects: name -> [unit, symbol]. */
   private globals = new Map<string, [Unit, ElfSymbol]>();
+  /** The program's locals by plain name (null: more than one). */
+  private localByName = new Map<string, ElfSymbol | null>();
   /** A shared library target's GOT entries for data (R_X86_64_GLOB_DAT), by symbol name. */
   private gotOf = new Map<string, number>();
 
@@ -201,6 +211,7 @@ class Generator {
       if (s.type !== STT.FUNC && s.type !== STT.OBJECT && s.type !== STT.GNU_IFUNC) continue;
       const k = s.bind === STB.LOCAL ? key(s) : s.name.replace(/@.*$/, '');
       if (!this.targetSyms.has(k)) this.targetSyms.set(k, s);
+      if (s.bind === STB.LOCAL) this.localByName.set(s.name, this.localByName.has(s.name) ? null : s);
     }
     const library = target.header.type === ET.DYN && !target.programs.some((p) => p.type === 3); // no PT_INTERP: not a program
     if (library) {
@@ -213,7 +224,11 @@ class Generator {
   }
 
   inTarget(s: ElfSymbol): ElfSymbol | undefined {
-    return this.targetSyms.get(key(s));
+    const t = this.targetSyms.get(key(s));
+    if (t || s.bind === STB.LOCAL) return t;
+    // A hidden global of the objects is a local of the linked program.
+    const l = this.localByName.get(s.name);
+    return l ?? undefined;
   }
 
   label(u: Unit, sec: number): string {
@@ -355,13 +370,9 @@ function asmName(name: string): string {
 function emitSection(g: Generator, u: Unit, secIdx: number, queue: [Unit, number][], names: Map<ElfSymbol, string>): string {
   const elf = u.b.elf;
   const sec = elf.sections[secIdx];
-  const data = sec.type === SHT.NOBITS ? Buffer.alloc(sec.size) : elf.sectionData(sec);
-  const relocs = [...(u.b.relocsBySection.get(secIdx) ?? [])].sort((a, b) => a.offset - b.offset);
   const exec = (sec.flags & SHF.EXECINSTR) !== 0;
   const flags = `a${sec.flags & SHF.WRITE || sec.type === SHT.NOBITS ? 'w' : ''}${exec ? 'x' : ''}`;
-  const label = g.label(u, secIdx);
   const kind = exec ? 'text' : flags.includes('w') ? 'data' : 'rodata';
-  const out: string[] = [`\t.section .${kind}.hl.${u.idx}.${secIdx},"${flags}",@progbits`, `\t.p2align ${Math.max(0, Math.log2(Math.max(1, sec.addralign)) | 0)}`, `${label}:`];
   const labelsAt = new Map<number, ElfSymbol[]>();
   for (const s of u.b.symsBySection.get(secIdx) ?? []) {
     if (!names.has(s)) continue;
@@ -369,6 +380,35 @@ function emitSection(g: Generator, u: Unit, secIdx: number, queue: [Unit, number
     l.push(s);
     labelsAt.set(s.value, l);
   }
+  return emitBytes(g, u, {
+    header: [`\t.section .${kind}.hl.${u.idx}.${secIdx},"${flags}",@progbits`, `\t.p2align ${Math.max(0, Math.log2(Math.max(1, sec.addralign)) | 0)}`],
+    label: g.label(u, secIdx),
+    name: sec.name,
+    data: sec.type === SHT.NOBITS ? Buffer.alloc(sec.size) : elf.sectionData(sec),
+    relocs: [...(u.b.relocsBySection.get(secIdx) ?? [])].sort((a, b) => a.offset - b.offset),
+    labelsAt,
+    names,
+    queue,
+  });
+}
+
+interface ByteBlock {
+  header: string[];
+  label: string;
+  /** For messages. */
+  name: string;
+  data: Buffer;
+  relocs: { offset: number; type: number; sym: number; addend: bigint }[];
+  labelsAt: Map<number, ElfSymbol[]>;
+  names: Map<ElfSymbol, string>;
+  queue: [Unit, number][];
+}
+
+/** Bytes as assembly, every relocated field an expression or a fixup. */
+function emitBytes(g: Generator, u: Unit, blk: ByteBlock): string {
+  const { data, relocs, labelsAt, names, queue, label } = blk;
+  const sec = { name: blk.name };
+  const out: string[] = [...blk.header, `${label}:`];
   let pos = 0;
   const labels = () => {
     for (const s of labelsAt.get(pos) ?? []) {
@@ -448,6 +488,59 @@ function emitSection(g: Generator, u: Unit, secIdx: number, queue: [Unit, number
   return out.join('\n');
 }
 
+/**
+ * The unit's .eh_frame records for the functions the patch includes: their
+ * FDEs and the CIEs those use, in their order, with each FDE's CIE pointer
+ * recomputed for the new layout. Returns the bytes and relocations, or
+ * undefined when the object has no .eh_frame (or one hotload cannot read).
+ */
+function unwindRecords(u: Unit): { data: Buffer; relocs: ByteBlock['relocs']; personality: boolean } | undefined {
+  const sec = u.b.elf.sections.find((x) => x.name === '.eh_frame');
+  if (!sec) return undefined;
+  const src = u.b.elf.sectionData(sec);
+  const relocs = u.b.relocsBySection.get(sec.index) ?? [];
+  const relocAt = new Map(relocs.map((r) => [r.offset, r]));
+  type Rec = { off: number; len: number; cie: boolean; cieOff: number };
+  const recs: Rec[] = [];
+  for (let off = 0; off + 8 <= src.length; ) {
+    const len = src.readUInt32LE(off);
+    if (len === 0) break;
+    if (len === 0xffffffff || off + 4 + len > src.length) return undefined; // 64-bit records: not produced for x86-64
+    const id = src.readUInt32LE(off + 4);
+    recs.push({ off, len: len + 4, cie: id === 0, cieOff: off + 4 - id });
+    off += len + 4;
+  }
+  const keepFde = (r: Rec) => {
+    const pc = relocAt.get(r.off + 8);
+    const sym = pc && u.b.syms[pc.sym];
+    return !!sym && u.include.has(sym.shndx);
+  };
+  const fdes = recs.filter((r) => !r.cie && keepFde(r));
+  if (fdes.length === 0) return undefined;
+  const cies = new Set(fdes.map((r) => r.cieOff));
+  const kept = recs.filter((r) => (r.cie ? cies.has(r.off) : fdes.includes(r)));
+  const newOff = new Map<number, number>();
+  let n = 0;
+  for (const r of kept) {
+    newOff.set(r.off, n);
+    n += r.len;
+  }
+  const data = Buffer.alloc(n);
+  const out: ByteBlock['relocs'] = [];
+  let personality = false;
+  for (const r of kept) {
+    const at = newOff.get(r.off)!;
+    src.copy(data, at, r.off, r.off + r.len);
+    if (!r.cie) data.writeUInt32LE(at + 4 - newOff.get(r.cieOff)!, at + 4);
+    else {
+      const aug = src.toString('latin1', r.off + 9, src.indexOf(0, r.off + 9));
+      if (aug.includes('P')) personality = true;
+    }
+    for (const x of relocs) if (x.offset >= r.off && x.offset < r.off + r.len) out.push({ ...x, offset: x.offset - r.off + at });
+  }
+  return { data, relocs: out.sort((a, b) => a.offset - b.offset), personality };
+}
+
 /** Build a patch from two builds of a program. */
 export function mkpatchFromBuilds(opts: RebuildOptions): RebuildResult {
   const targetElf = ElfFile.open(opts.target);
@@ -509,12 +602,18 @@ export function mkpatchFromBuilds(opts: RebuildOptions): RebuildResult {
     const d = diffs[u.idx].diff;
     const changedRo = new Set(d.data.changed);
     const fns = u.b.items(STT.FUNC);
+    // A changed part (`f.cold`: the unlikely code, a catch handler) changes its function.
+    const changed = new Set(d.changed);
+    for (const k of d.changed) {
+      const parent = k.replace(/\.(cold|part\.\d+)(\.\d+)?(?=@|$)/, '');
+      if (parent !== k) changed.add(parent).add(parent.split('@')[0]); // the part is local, its function maybe global
+    }
     for (const [k, f] of fns) {
       const usesChangedRo = f.relocs.some((r) => {
         const base = r.split(':').slice(2).join(':').replace(/[+-]\d+$/, '');
         return changedRo.has(base) || [...changedRo].some((c) => c.split('@')[0] === base);
       });
-      if (!d.changed.includes(k) && !also.has(k) && !usesChangedRo) continue;
+      if (!changed.has(k) && !also.has(k) && !usesChangedRo) continue;
       if (FRAGMENT.test(f.name)) continue; // a .cold part comes with its function
       if (!g.inTarget(f.sym)) continue; // new: included if referenced
       const sec = u.b.elf.sections[f.sym.shndx];
@@ -548,14 +647,32 @@ export function mkpatchFromBuilds(opts: RebuildOptions): RebuildResult {
   };
   const sectionsAsm: string[] = [];
   const done = new Set<string>();
-  while (queue.length) {
-    const [u, sec] = queue.shift()!;
-    const k = `${u.idx}.${sec}`;
-    if (done.has(k)) continue;
-    done.add(k);
-    for (const s of u.b.symsBySection.get(sec) ?? []) if (!names.has(s) && s.name) nameOf(s);
-    sectionsAsm.push(emitSection(g, u, sec, queue, names));
+  const drain = () => {
+    while (queue.length) {
+      const [u, sec] = queue.shift()!;
+      const k = `${u.idx}.${sec}`;
+      if (done.has(k)) continue;
+      done.add(k);
+      for (const s of u.b.symsBySection.get(sec) ?? []) if (!names.has(s) && s.name) nameOf(s);
+      sectionsAsm.push(emitSection(g, u, sec, queue, names));
+    }
+  };
+  drain();
+  // Unwind tables for the included functions (after the code, whose
+  // sections they refer to; their LSDAs may include more read-only data).
+  let ehFrame: RebuildInfo['ehFrame'];
+  for (const u of units) {
+    const rec = unwindRecords(u);
+    if (!rec) continue;
+    // One list in one section: only the first block aligns (padding between
+    // records would read as the terminator).
+    const header = ['\t.section .rodata.hotload.eh_frame,"a",@progbits', ...(ehFrame ? [] : ['\t.p2align 3'])];
+    ehFrame ??= { label: `hl.eh.${u.idx}`, personality: false };
+    ehFrame.personality ||= rec.personality;
+    sectionsAsm.push(emitBytes(g, u, { header, label: `hl.eh.${u.idx}`, name: `.eh_frame (${u.rel})`, data: rec.data, relocs: rec.relocs, labelsAt: new Map(), names, queue }));
+    drain();
   }
+  if (ehFrame) sectionsAsm.push('\t.section .rodata.hotload.eh_frame,"a",@progbits\n\t.long 0');
   if (g.problems.length) {
     throw new HotloadError('REBUILD_UNSUPPORTED', `${g.problems.length} reference${g.problems.length === 1 ? '' : 's'} of the changed code cannot be patched`, { details: g.problems });
   }
@@ -581,7 +698,7 @@ export function mkpatchFromBuilds(opts: RebuildOptions): RebuildResult {
   }
   meta.push('\t.globl hotload_applied_at\n\t.type hotload_applied_at, @object\n\t.size hotload_applied_at, 8\nhotload_applied_at:\n\t.quad 0');
   meta.push('\t.globl hotload_source_path\n\t.type hotload_source_path, @object\n\t.size hotload_source_path, 512\nhotload_source_path:\n\t.zero 512');
-  const info: RebuildInfo = { version: 1, refs: g.refs, data: g.dataDefs };
+  const info: RebuildInfo = { version: 1, refs: g.refs, data: g.dataDefs, ehFrame };
   meta.push(`\t.section ${REBUILD_SECTION},"",@progbits\n\t.ascii ${JSON.stringify(JSON.stringify(info))}`);
   meta.push(`\t.section ${FIXUP_SECTION},"",@progbits`);
   for (const f of g.fixups) meta.push(`\t.quad ${f.at}\n\t.quad ${f.addend}\n\t.long ${f.kind}\n\t.long ${f.ref}`);
