@@ -242,3 +242,20 @@ test('C++: exceptions thrown and caught across patched functions (the patch regi
   }
   t.expectHealthy();
 });
+
+test('a patch calling a function no library of the process defines is refused by attach, naming it; the process is untouched', async () => {
+  const dir = tmpdir();
+  fs.copyFileSync(path.join(ROOT, 'fixtures/src/diff.c'), path.join(dir, 'diff.c'));
+  execFileSync('cc', ['-O2', '-g', '-fpatchable-function-entry=16,14', '-ffunction-sections', '-fdata-sections', '-DUNRESOLVED', '-c', 'diff.c', '-o', 'diff.o'], { cwd: dir });
+  const t = await running();
+  const out = path.join(dir, 'u.so');
+  expect((await hotload(['mkpatch', '--from', obj('base'), '--to', path.join(dir, 'diff.o'), '--target', BASE, '-o', out])).code).toBe(0);
+  const mapsBefore = fs.readFileSync(`/proc/${t.pid}/maps`, 'utf8');
+  const r = await hotload(['attach', String(t.pid), out, '--json']);
+  expect(r.code).toBe(6);
+  expect(r.json.error.code).toBe('PATCH_UNRESOLVED');
+  expect(r.json.error.details[0]).toMatch(/^hotload_no_such_function: not defined by any library of process/);
+  expect(fs.readFileSync(`/proc/${t.pid}/maps`, 'utf8')).toBe(mapsBefore); // nothing mapped
+  expect((await values(t)).say).toBeGreaterThan(0);
+  t.expectHealthy();
+});

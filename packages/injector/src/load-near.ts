@@ -163,8 +163,12 @@ export function loadNear(
 
   const lo = mod.mappings.reduce((a, m) => (m.start < a ? m.start : a), mod.mappings[0].start);
   const hi = mod.mappings.reduce((a, m) => (m.end > a ? m.end : a), 0n);
-  const base = chooseAddress(readMaps(pid), lo, hi, span);
-  if (base === undefined) throw new HotloadError('PATCH_NO_ROOM', `no free ${span} bytes within 2 GiB of ${mod.path} in process ${pid}`);
+  const place = () => {
+    const at = chooseAddress(readMaps(pid), lo, hi, span);
+    if (at === undefined) throw new HotloadError('PATCH_NO_ROOM', `no free ${span} bytes within 2 GiB of ${mod.path} in process ${pid}`);
+    return at;
+  };
+  let base = place();
 
   const callMs = opts.callTimeoutMs ?? 10000;
   const host = stopAndChooseHost(s, rt, opts.safePointTimeoutMs ?? 3000);
@@ -193,11 +197,18 @@ export function loadNear(
   }
   let mapped = false;
   try {
-    const first = call(rt.libc.mmap, Buffer.alloc(0), [base, span, segs[0].prot, MAP_PRIVATE | MAP_FIXED_NOREPLACE, fd, 0n]);
+    // The other threads run meanwhile and may map memory too: if the range was
+    // taken since maps was read (mmap fails, EEXIST), choose again.
+    let first = -1n;
+    for (let attempt = 0; attempt < 3; attempt++) {
+      if (attempt > 0) base = place();
+      first = call(rt.libc.mmap, Buffer.alloc(0), [base, span, segs[0].prot, MAP_PRIVATE | MAP_FIXED_NOREPLACE, fd, 0n]);
+      if (first !== -1n) break;
+    }
     if (first !== base) {
       // An old kernel takes MAP_FIXED_NOREPLACE as a hint and maps elsewhere.
       if (first > 0n) call(rt.libc.munmap, Buffer.alloc(0), [first, span]);
-      throw new HotloadError('PATCH_NO_ROOM', `process ${pid} could not map the patch at ${hex(base)} (mmap returned ${first < 0n && first > -4096n ? `errno ${-first}` : hex(first)})`);
+      throw new HotloadError('PATCH_NO_ROOM', `process ${pid} could not map the patch near ${mod.path} (last try at ${hex(base)}: mmap returned ${first === -1n ? 'MAP_FAILED' : hex(first)})`);
     }
     mapped = true;
     for (const seg of segs.slice(1)) {
