@@ -173,6 +173,34 @@ describe('on the fixture', () => {
   });
 });
 
+test('several processes of one build are patched on each save; one running another build is left out with a warning', async () => {
+  const dir = tmpdir('hotload-watch-many-');
+  fs.copyFileSync(path.join(ROOT, 'fixtures/src/diff.c'), path.join(dir, 'diff.c'));
+  fs.writeFileSync(
+    path.join(dir, 'Makefile'),
+    'CFLAGS = -O2 -g -fpatchable-function-entry=16,14 -ffunction-sections -fdata-sections\n' +
+      'diff: diff.o\n\t$(CC) diff.o -o diff\ndiff.o: diff.c\n\t$(CC) $(CFLAGS) -c diff.c -o diff.o\n',
+  );
+  execFileSync('make', ['-s'], { cwd: dir });
+  const ts = [0, 1].map(() => Target.start(path.join(dir, 'diff'), ['loop']));
+  const other = Target.start(path.join(ROOT, 'fixtures/build/diff/CONST/diff'), ['loop']);
+  for (const t of [...ts, other]) cleanup.push(() => t.stop());
+  for (const t of [...ts, other]) await t.waitFor(/^constant=/);
+  const w = new Watch(dir, ['--pid', [...ts, other].map((t) => t.pid).join(','), 'diff.c']);
+  cleanup.push(() => w.stop());
+  const ready = await w.event('ready', 0, 10000);
+  expect(ready.pids).toEqual(ts.map((t) => t.pid));
+  expect(ready.warnings.join('\n')).toMatch(new RegExp(`process ${other.pid} runs another build`));
+  const n = w.events.length;
+  edit(path.join(dir, 'diff.c'), 'return x + K;', 'return x + K + 50;');
+  const e = await w.event('patched', n);
+  expect(e.pids).toEqual(ts.map((t) => t.pid));
+  expect(e.failed).toEqual([]);
+  for (const t of ts) await t.next(/^constant=61 /);
+  await other.next(/^constant=12 /); // untouched
+  for (const t of [...ts, other]) t.expectHealthy();
+});
+
 test('objects built without -ffunction-sections: watch warns at start, and a change is refused with the flags to use', async () => {
   const dir = tmpdir('hotload-watch-nosec-');
   fs.copyFileSync(path.join(ROOT, 'fixtures/src/diff.c'), path.join(dir, 'diff.c'));

@@ -1,4 +1,4 @@
-// `hotload watch --pid <pid>`: the edit-save-live loop.
+// `hotload watch --pid <pid>[,<pid>...|name]`: the edit-save-live loop.
 //
 // At start, the build the process runs is copied aside (its object files and
 // the program itself, from /proc/PID/exe unless --target names a library), so
@@ -18,11 +18,12 @@ import * as os from 'os';
 import * as path from 'path';
 import { HotloadError, isHotloadError } from '@hotload/errors';
 import { attach } from '@hotload/injector';
-import { STT } from '@hotload/elf';
+import { ElfFile, STT } from '@hotload/elf';
 import { Build, diffLoaded, mkpatchFromBuilds, objectFiles, sameFile } from '@hotload/patch';
 
 export interface WatchOptions {
-  pid: number;
+  /** The processes to keep patched: all must run the same build (those that do not are left out, with a warning). */
+  pids: number[];
   /** Shell command that rebuilds (run in `cwd`); default `make`. */
   build?: string;
   /** Files or directories whose changes trigger a rebuild; default `cwd`. */
@@ -41,13 +42,31 @@ export interface WatchOptions {
 }
 
 export type WatchEvent =
-  | { event: 'ready'; pid: number; target: string; objects: number; watching: string[]; snapshot: string; warnings: string[] }
+  | { event: 'ready'; pids: number[]; target: string; objects: number; watching: string[]; snapshot: string; warnings: string[] }
   | { event: 'change'; files: string[] }
   | { event: 'build-failed'; status: number | null; output: string; buildMs: number }
   | { event: 'no-change'; buildMs: number }
-  | { event: 'refused'; error: { code: string; message: string; hint: string; details: string[] }; buildMs: number }
-  | { event: 'patched'; changed: string[]; added: string[]; replaced: string[]; patch: string; buildMs: number; patchMs: number; applyMs: number; totalMs: number; stoppedMs: number }
+  | { event: 'refused'; error: ErrorDoc; buildMs: number }
+  | {
+      event: 'patched';
+      changed: string[];
+      added: string[];
+      replaced: string[];
+      patch: string;
+      /** The processes now running it, and those where attach failed (they run what they ran). */
+      pids: number[];
+      failed: { pid: number; error: ErrorDoc }[];
+      buildMs: number;
+      patchMs: number;
+      /** Attach, all processes in turn. */
+      applyMs: number;
+      totalMs: number;
+      /** The longest all-threads stop of any process. */
+      stoppedMs: number;
+    }
   | { event: 'exited'; pid: number };
+
+type ErrorDoc = { code: string; message: string; hint: string; details: string[] };
 
 export interface WatchSummary {
   patches: string[];
@@ -121,8 +140,9 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
   const objectsDir = path.resolve(cwd, opts.objects ?? '.');
   const paths = (opts.paths?.length ? opts.paths : ['.']).map((p) => path.resolve(cwd, p));
   const build = opts.build ?? 'make';
-  const pid = opts.pid;
-  if (!fs.existsSync(`/proc/${pid}`)) throw new HotloadError('PID_NOT_FOUND', `no process with pid ${pid}`);
+  if (opts.pids.length === 0) throw new HotloadError('USAGE', 'name at least one process to patch');
+  for (const p of opts.pids) if (!fs.existsSync(`/proc/${p}`)) throw new HotloadError('PID_NOT_FOUND', `no process with pid ${p}`);
+  const pid = opts.pids[0];
   for (const p of paths) if (!fs.existsSync(p)) throw new HotloadError('FILE_NOT_FOUND', `${p}: no such file or directory to watch`);
 
   // The running build, copied aside.
@@ -153,7 +173,21 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
   if (noSections.length) warnings.push(`built without -ffunction-sections (${some(noSections)}): changes in them will be refused; build with \`hotload flags --diff\``);
   if (noPads.length) warnings.push(`built without -fpatchable-function-entry (${some(noPads)}): their functions cannot be patched`);
   if (newer.length) warnings.push(`object files newer than the running program (${newer.slice(0, 5).join(', ')}${newer.length > 5 ? ', ...' : ''}): if they were rebuilt after it started, patches are made against the wrong code`);
-  emit({ event: 'ready', pid, target: targetCopy, objects: nObjects, watching: paths, snapshot: snap, warnings });
+  // Every process must run the build copied aside (the first one's).
+  const buildId = ElfFile.open(targetCopy).buildId();
+  let pids = [pid];
+  for (const p of opts.pids.slice(1)) {
+    let id: string | undefined;
+    try {
+      id = ElfFile.open(opts.target ? targetSrc : `/proc/${p}/exe`).buildId();
+    } catch {
+      id = undefined;
+    }
+    if (opts.target || id === buildId) pids.push(p);
+    else warnings.push(`process ${p} runs another build than process ${pid} (build-id ${id ?? 'none'}); it is left out`);
+  }
+  pids = [...new Set(pids)];
+  emit({ event: 'ready', pids, target: targetCopy, objects: nObjects, watching: paths, snapshot: snap, warnings });
 
   const replaced = new Map<string, string>(); // function -> its object file
   const patches: string[] = [];
@@ -194,10 +228,11 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
         });
         wake = undefined;
         if (opts.signal?.aborted) break;
-        if (!fs.existsSync(`/proc/${pid}`)) {
-          emit({ event: 'exited', pid });
-          return { patches, replaced: [...replaced.keys()].sort(), reason: 'exited' };
+        for (const p of pids.filter((x) => !fs.existsSync(`/proc/${x}`))) {
+          emit({ event: 'exited', pid: p });
+          pids = pids.filter((x) => x !== p);
         }
+        if (pids.length === 0) return { patches, replaced: [...replaced.keys()].sort(), reason: 'exited' };
         let now = stamps(paths);
         const changed = [...now.keys()].filter((f) => now.get(f) !== seen.get(f));
         if (changed.length === 0) continue;
@@ -238,22 +273,31 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
           if (!fs.existsSync(before) || sameFile(before, file)) continue;
           const d = diffLoaded(new Build(before), new Build(file));
           // A changed part (f.cold) is reported as its function.
-        const parts = d.changed.flatMap((k) => {
-          const parent = k.replace(/\.(cold|part\.\d+)(\.\d+)?(?=@|$)/, '');
-          return parent === k ? [k] : [parent, parent.split('@')[0]];
-        });
-        since.push(...parts, ...d.added.filter((a) => made.added.includes(a)));
+          const parts = d.changed.flatMap((k) => {
+            const parent = k.replace(/\.(cold|part\.\d+)(\.\d+)?(?=@|$)/, '');
+            return parent === k ? [k] : [parent, parent.split('@')[0]];
+          });
+          since.push(...parts, ...d.added.filter((a) => made.added.includes(a)));
         }
         const t2 = process.hrtime.bigint();
-        let res;
-        try {
-          res = attach(pid, out);
-        } catch (e) {
-          if (isHotloadError(e) && e.code === 'PID_NOT_FOUND') {
-            emit({ event: 'exited', pid });
-            return { patches, replaced: [...replaced.keys()].sort(), reason: 'exited' };
+        const done: number[] = [];
+        const failed: { pid: number; error: ErrorDoc }[] = [];
+        let stoppedMs = 0;
+        for (const p of pids) {
+          try {
+            stoppedMs = Math.max(stoppedMs, attach(p, out).timings.stoppedMs);
+            done.push(p);
+          } catch (e) {
+            if (isHotloadError(e) && e.code === 'PID_NOT_FOUND') {
+              emit({ event: 'exited', pid: p });
+              pids = pids.filter((x) => x !== p);
+            } else failed.push({ pid: p, error: errorDoc(e) });
           }
-          emit({ event: 'refused', error: errorDoc(e), buildMs });
+        }
+        if (pids.length === 0) return { patches, replaced: [...replaced.keys()].sort(), reason: 'exited' };
+        if (done.length === 0) {
+          // The same error everywhere (the usual case: one process): nothing changed anywhere.
+          emit({ event: 'refused', error: failed[0].error, buildMs });
           continue;
         }
         const applyMs = msSince(t2);
@@ -267,11 +311,13 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
           added: made.added,
           replaced: made.replaced,
           patch: out,
+          pids: done,
+          failed,
           buildMs,
           patchMs,
           applyMs,
           totalMs: msSince(t0),
-          stoppedMs: res.timings.stoppedMs,
+          stoppedMs,
         });
         if (opts.maxPatches && patches.length >= opts.maxPatches) return { patches, replaced: [...replaced.keys()].sort(), reason: 'max-patches' };
       }
@@ -280,7 +326,7 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
   }
 }
 
-function errorDoc(e: unknown): { code: string; message: string; hint: string; details: string[] } {
+function errorDoc(e: unknown): ErrorDoc {
   if (isHotloadError(e)) return e.toJSON();
   return { code: 'INTERNAL', message: (e as Error)?.message ?? String(e), hint: 'This is a hotload bug; please report it.', details: [] };
 }

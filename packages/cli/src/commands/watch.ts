@@ -1,10 +1,10 @@
-// hotload watch --pid <pid> [--build "make"] [paths...]: rebuild on save and patch the running process.
+// hotload watch --pid <pid>[,<pid>...|name] [--build "make"] [paths...]: rebuild on save and patch the running processes.
 import type { Argv } from 'yargs';
-import { HotloadError, WatchEvent, watch } from '@hotload/api';
+import { HotloadError, WatchEvent, resolveTargets, watch } from '@hotload/api';
 import { Out, onInterrupt } from '../output';
 
 interface Args {
-  pid: number;
+  pid: string;
   build: string;
   paths?: string[];
   objects?: string;
@@ -22,13 +22,14 @@ export const watchCommand = {
   builder: (y: Argv) =>
     y
       .positional('paths', { type: 'string', array: true, describe: 'source files or directories to watch (default: the current directory)' })
-      .option('pid', { type: 'number', demandOption: true, describe: 'the process to keep patched' })
+      .option('pid', { type: 'string', demandOption: true, describe: 'the process to keep patched: a pid, pids separated by commas, or a process name (all running one build)' })
       .option('build', { type: 'string', default: 'make', describe: 'shell command that rebuilds the objects (run in the current directory)' })
       .option('objects', { type: 'string', describe: 'directory where the build leaves its object files (default: the current directory)' })
       .option('target', { type: 'string', describe: 'the file the process runs that is patched (default: its executable; name a library to patch that)' })
       .option('interval', { type: 'number', default: 100, describe: 'how often to look for saved files (ms)' })
       .option('max', { type: 'number', describe: 'stop after this many patches' })
       .example('$0 watch --pid $(pidof server) src/', 'on each save under src/: make, diff, patch')
+      .example('$0 watch --pid server --build "make -j8"', 'keep every process named server patched')
       .epilog(
         'Build with `hotload flags --diff` (one section per function and datum) and keep the objects. ' +
           'Start watch while the objects are those of the running build; it copies them aside. ' +
@@ -36,7 +37,8 @@ export const watchCommand = {
           'With --json, one JSON object per line and event (ready, change, build-failed, no-change, refused, patched, exited).',
       ),
   async run(argv: Args, out: Out): Promise<number> {
-    if (!Number.isInteger(argv.pid) || argv.pid <= 0) throw new HotloadError('USAGE', `--pid must be a process id, not ${argv.pid}`);
+    if (!argv.pid) throw new HotloadError('USAGE', '--pid needs a process id, a comma-separated list, or a name');
+    const pids = resolveTargets(argv.pid);
     const ac = new AbortController();
     onInterrupt(() => ac.abort());
     const show = (e: WatchEvent) => {
@@ -46,7 +48,7 @@ export const watchCommand = {
       }
       switch (e.event) {
         case 'ready':
-          out.line(`${out.dim(clock())} watching ${e.watching.join(', ')} for process ${e.pid} (${e.objects} object files copied aside); Ctrl-C to stop`);
+          out.line(`${out.dim(clock())} watching ${e.watching.join(', ')} for process${e.pids.length === 1 ? '' : 'es'} ${e.pids.join(', ')} (${e.objects} object files copied aside); Ctrl-C to stop`);
           for (const w of e.warnings) out.line(`  ${out.yellow('warning')}: ${w}`);
           break;
         case 'change':
@@ -71,18 +73,20 @@ export const watchCommand = {
           out.progress('');
           out.line(
             `${out.dim(clock())} ${out.green('patched')} ${e.changed.join(', ') || e.replaced.join(', ')}${e.added.length ? ` (new: ${e.added.join(', ')})` : ''} in ${ms(e.totalMs)}` +
-              ` (build ${ms(e.buildMs)}, patch ${ms(e.patchMs)}, apply ${ms(e.applyMs)}; process stopped ${e.stoppedMs.toFixed(2)} ms)`,
+              ` (build ${ms(e.buildMs)}, patch ${ms(e.patchMs)}, apply ${ms(e.applyMs)}; ${e.pids.length > 1 || e.failed.length ? `${e.pids.length} processes, each ` : 'process '}stopped ${e.stoppedMs.toFixed(2)} ms${e.pids.length > 1 ? ' at most' : ''})`,
           );
+          for (const f of e.failed) out.line(`  ${out.red('not patched')}: process ${f.pid}: ${f.error.code}: ${f.error.message} (hint: ${f.error.hint})`);
           break;
         case 'exited':
           out.line(`${out.dim(clock())} process ${e.pid} exited; stopping`);
           break;
       }
     };
-    const r = await watch({ pid: argv.pid, build: argv.build, paths: argv.paths, objects: argv.objects, target: argv.target, intervalMs: argv.interval, maxPatches: argv.max, signal: ac.signal, onEvent: show });
+    const r = await watch({ pids, build: argv.build, paths: argv.paths, objects: argv.objects, target: argv.target, intervalMs: argv.interval, maxPatches: argv.max, signal: ac.signal, onEvent: show });
     if (!out.json) {
       if (r.patches.length) {
-        out.line(`process ${argv.pid} keeps ${r.patches.length} patch${r.patches.length === 1 ? '' : 'es'} (${r.replaced.join(', ')}); undo with: hotload revert ${argv.pid} --all`);
+        const who = pids.join(',');
+        out.line(`process${pids.length === 1 ? '' : 'es'} ${who} keep${pids.length === 1 ? 's' : ''} ${r.patches.length} patch${r.patches.length === 1 ? '' : 'es'} (${r.replaced.join(', ')}); undo with: hotload revert ${who} --all`);
       } else out.line('nothing was patched');
     }
     return r.reason === 'exited' ? 5 : 0;
