@@ -30,7 +30,8 @@ shim: $(SHIM)
 ts: $(STAMP)
 	npx tsc -b
 
-build: ts shim
+# The fixtures need clang and g++ (system) besides gcc.
+build: system ts shim
 	$(MAKE) -C fixtures
 
 # The real program: Lua 5.4 from Debian's sources, built with the pad flags (cached).

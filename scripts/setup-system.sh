@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install what hotload's tests need from Debian, once: clang (the pad index must
-# handle clang output too) and deb-src entries so `apt-get source` can fetch the
+# handle clang output too), g++ (a C++ fixture) and deb-src entries so `apt-get source` can fetch the
 # real program the tests build (Lua 5.4). Idempotent; does nothing when all is there.
 set -euo pipefail
 
@@ -23,6 +23,8 @@ fi
 
 missing=()
 command -v clang >/dev/null || missing+=(clang)
+command -v g++ >/dev/null || missing+=(g++)
+command -v make >/dev/null || missing+=(make)
 command -v dpkg-source >/dev/null || missing+=(dpkg-dev)
 command -v gdb >/dev/null || missing+=(gdb)
 command -v readelf >/dev/null || missing+=(binutils)
