@@ -1,7 +1,9 @@
 // `hotload diff` on builds of fixtures/src/diff.c that each change one thing,
 // compared as linked programs (-Wl,--emit-relocs) and as object files.
+import { execFileSync } from 'child_process';
+import * as fs from 'fs';
 import * as path from 'path';
-import { FIX, hotload } from './helpers';
+import { FIX, hotload, tmpdir } from './helpers';
 
 const D = path.join(FIX, 'diff');
 
@@ -73,4 +75,30 @@ test('a linked program without --emit-relocs is refused with the flag to add', a
   expect(r.code).toBe(6);
   expect(r.stderr).toMatch(/carries no relocations for its code/);
   expect(r.stderr).toMatch(/-Wl,--emit-relocs/);
+});
+
+describe('function-local statics named alike (count.0, count.1, ...)', () => {
+  const build = (dir: string, src: string) => {
+    fs.mkdirSync(dir, { recursive: true });
+    fs.writeFileSync(path.join(dir, 'f.c'), src);
+    execFileSync('cc', ['-O2', '-ffunction-sections', '-fdata-sections', '-c', 'f.c'], { cwd: dir });
+    return path.join(dir, 'f.o');
+  };
+  const F = 'int f(void) { static int count; return ++count; }\n';
+  const G = 'int g(void) { static int count; return count += 2; }\n';
+  const H = 'int h(void) { static int count; return count += 3; }\n';
+
+  test('one added whose numbering leaves the others as they were: accepted', async () => {
+    const dir = tmpdir();
+    const r = await hotload(['diff', build(path.join(dir, 'a'), F + G), build(path.join(dir, 'b'), H + F + G), '--json']);
+    expect(r.code).toBe(0);
+    expect(r.json.added).toEqual(['h']);
+  });
+
+  test('one added that renumbers the others: refused, naming them', async () => {
+    const dir = tmpdir();
+    const r = await hotload(['diff', build(path.join(dir, 'a'), F + G), build(path.join(dir, 'b'), F + H + G), '--json']);
+    expect(r.code).toBe(4);
+    expect(r.json.error.details[0]).toMatch(/^count@f\.c: the function-local statics named count went from 2 to 3/);
+  });
 });

@@ -198,6 +198,39 @@ export function diffLoaded(a: Build, b: Build, opts: { inlines?: boolean } = {})
   }
   for (const k of da.keys()) if (!db.has(k)) res.data.removed.push(k);
 
+  // Function-local statics are named `name.N`, numbered in source order among
+  // those sharing `name`; one added or removed renumbers the rest, and the
+  // names no longer say which is which.
+  const family = (items: Map<string, Item>, build: Build) => {
+    const m = new Map<string, number>();
+    for (const [k, d] of items) {
+      const f = /^(.*)\.\d+(@.*)?$/.exec(k);
+      if (d.local && f && !readOnlyDatum(build, d.sym)) m.set(f[1] + (f[2] ?? ''), (m.get(f[1] + (f[2] ?? '')) ?? 0) + 1);
+    }
+    return m;
+  };
+  // Still fine when every function that used a `name.N` before uses the same
+  // `name.N` now (gcc appends a new one when the others' functions are unchanged).
+  const users = (fns: Map<string, Item>, datum: string) => {
+    const plain = datum.split('@')[0];
+    return new Set([...fns].filter(([, f]) => f.relocs.some((r) => {
+      const t = r.split(':').slice(2).join(':').replace(/[+-]\d+$/, '');
+      return t === datum || t === plain;
+    })).map(([k]) => k));
+  };
+  const stable = (name: string) =>
+    [...da.keys()].filter((k) => k.replace(/\.\d+(?=@|$)/, '') === name).every((m) => {
+      const now = users(fb, m);
+      return [...users(fa, m)].every((f) => !fb.has(f) || now.has(f));
+    });
+  const fa2 = family(da, a);
+  for (const [name, n] of family(db, b)) {
+    const before = fa2.get(name);
+    if (before !== undefined && before !== n && !stable(name)) {
+      res.refused.push({ symbol: name, reason: `the function-local statics named ${name.split('@')[0]} went from ${before} to ${n}: their numbering (${name.split('@')[0]}.0, .1, ...) shifted, so hotload cannot tell which running one each new one is. Give the new one another name` });
+    }
+  }
+
   // A removed function that unchanged code of the new build still refers to.
   for (const k of res.removed) {
     const name = fa.get(k)!.name;
