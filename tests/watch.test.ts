@@ -4,6 +4,7 @@
 // sources, scripts/lua-workdir.sh).
 import { ChildProcess, execFileSync, spawn } from 'child_process';
 import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
 import { BIN, ROOT, Target, hotload, sleep, tmpdir } from './helpers';
 
@@ -245,5 +246,24 @@ test('the real program: Lua 5.4 running a workload; edit math_abs in lmathlib.c,
   edit(path.join(dir, 'lmathlib.c'), 'lua_pushinteger(L, n + 1000);', 'lua_pushinteger(L, n);');
   await w.event('patched', m);
   await t.next(/^tick \d+ abs 5 total/);
+  t.expectHealthy();
+});
+
+test('bad input: no such process, no such path to watch: a clear error, nothing started', async () => {
+  const dir = tmpdir();
+  const r = await new Promise<{ code: number; out: string }>((resolve) => {
+    const c = spawn(process.execPath, [BIN, 'watch', '--pid', '999999999', '--json'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    c.stdout!.on('data', (d) => (out += d));
+    c.on('exit', (code) => resolve({ code: code ?? -1, out }));
+  });
+  expect(r.code).toBe(5);
+  expect(JSON.parse(r.out).error.code).toBe('PID_NOT_FOUND');
+  const t = Target.start(path.join(ROOT, 'fixtures/build/diff/base/diff'), ['loop']);
+  cleanup.push(() => t.stop());
+  const r2 = await hotload(['watch', '--pid', String(t.pid), path.join(dir, 'missing.c'), '--json']);
+  expect(r2.code).toBe(3);
+  expect(r2.json.error.code).toBe('FILE_NOT_FOUND');
+  expect(fs.readdirSync(os.tmpdir()).filter((f) => f.startsWith(`hotload-watch-${t.pid}-`))).toEqual([]);
   t.expectHealthy();
 });
