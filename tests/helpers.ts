@@ -106,6 +106,22 @@ export class Target {
     return this.waitFor(re, timeoutMs, this.lines.length);
   }
 
+  /**
+   * `n` consecutive lines matching `re` printed from now on, skipping the first
+   * one (it may have been printed before now and only read since).
+   */
+  async fresh(re: RegExp, n = 1, timeoutMs = 10000): Promise<string[]> {
+    const from = this.lines.length;
+    const until = Date.now() + timeoutMs;
+    for (;;) {
+      const hits = this.lines.slice(from).filter((l) => re.test(l));
+      if (hits.length > n) return hits.slice(1, n + 1);
+      if (Date.now() > until) throw new Error(`timed out waiting for ${n + 1} lines matching ${re}; last lines:\n${this.lines.slice(-5).join('\n')}`);
+      if (this.child.exitCode !== null || this.child.signalCode !== null) throw new Error(`target exited (${this.child.exitCode ?? this.child.signalCode}) waiting for ${re}`);
+      await sleep(10);
+    }
+  }
+
   alive(): boolean {
     return this.child.exitCode === null && this.child.signalCode === null && fs.existsSync(`/proc/${this.pid}`);
   }

@@ -24,10 +24,16 @@ async function running(): Promise<Target> {
   return t;
 }
 
-/** The values of the last line the target printed (after `re` appears). */
+const parse = (line: string) => Object.fromEntries([...line.matchAll(/(\w+)=(-?\d+)/g)].map((m) => [m[1], Number(m[2])]));
+
+/** The values of a line the target printed after now (not one already on its way). */
 async function values(t: Target, re = /^constant=/): Promise<Record<string, number>> {
-  const line = await t.next(re);
-  return Object.fromEntries([...line.matchAll(/(\w+)=(-?\d+)/g)].map((m) => [m[1], Number(m[2])]));
+  return parse((await t.fresh(re))[0]);
+}
+
+/** Two consecutive lines' values, printed after now. */
+async function pair(t: Target): Promise<Record<string, number>[]> {
+  return (await t.fresh(/^constant=/, 2)).map(parse);
 }
 
 async function make(variant: string, from = 'base'): Promise<{ file: string; json: any }> {
@@ -83,9 +89,7 @@ test('COUNT: a function updating a static counter: the count carries on, in step
   const before = await values(t);
   const p = await make('COUNT');
   expect((await hotload(['attach', String(t.pid), p.file])).code).toBe(0);
-  await t.next(/^constant=/);
-  const a = await values(t);
-  const b = await values(t);
+  const [a, b] = await pair(t);
   expect(a.count).toBeGreaterThan(before.count); // not back to zero
   expect(b.count - a.count).toBe(2);
   // `say` (unchanged) updates the same struct the program had: its count continues too.
@@ -103,9 +107,7 @@ test('NEWSTATIC: a new static lives in the patch; a later patch finds it there a
   // The second patch also changes how counter grows; newvar must not restart at 0.
   const p2 = await make('NEWSTATIC_COUNT');
   expect((await hotload(['attach', String(t.pid), p2.file])).code).toBe(0);
-  await t.next(/^constant=/);
-  const b = await values(t);
-  const c = await values(t);
+  const [b, c] = await pair(t);
   expect(Math.floor(b.count / 1000)).toBeGreaterThan(newvarA);
   expect(c.count - b.count).toBe(2 + 1000);
   const st = await hotload(['status', String(t.pid), '--json']);

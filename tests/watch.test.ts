@@ -61,10 +61,11 @@ describe('on the fixture', () => {
   let dir: string;
   let t: Target;
   let w: Watch;
-  const values = async () => {
-    const line = await t.next(/^constant=/);
-    return Object.fromEntries([...line.matchAll(/(\w+)=(-?\d+)/g)].map((m) => [m[1], Number(m[2])]));
-  };
+  const parse = (line: string) => Object.fromEntries([...line.matchAll(/(\w+)=(-?\d+)/g)].map((m) => [m[1], Number(m[2])]));
+  /** A line printed after now (not one already on its way). */
+  const values = async () => parse((await t.fresh(/^constant=/))[0]);
+  /** Two consecutive lines printed after now. */
+  const pair = async () => (await t.fresh(/^constant=/, 2)).map(parse);
 
   beforeEach(async () => {
     dir = tmpdir('hotload-watch-');
@@ -96,9 +97,7 @@ describe('on the fixture', () => {
     e = await w.event('patched', n);
     expect(e.changed).toEqual(['count']);
     expect(e.replaced).toEqual(['constant', 'count']); // each patch carries every change so far
-    await values();
-    const a = await values();
-    const b = await values();
+    const [a, b] = await pair();
     expect(a.count).toBeGreaterThan(before.count);
     expect(b.count - a.count).toBe(3);
     expect(b.constant).toBe(111);
@@ -107,15 +106,12 @@ describe('on the fixture', () => {
     edit(path.join(dir, 'diff.c'), 'static int counter;', 'static int counter;\nstatic int seen;');
     edit(path.join(dir, 'diff.c'), 'counter += 3;', 'counter += 3;\n  seen++;\n  return counter + 1000000 * seen;');
     e = await w.event('patched', n);
-    await values();
     const s1 = Math.floor((await values()).count / 1000000);
     expect(s1).toBeGreaterThanOrEqual(1);
     n = w.events.length;
     edit(path.join(dir, 'diff.c'), 'counter += 3;', 'counter += 4;');
     e = await w.event('patched', n);
-    await values();
-    const c = await values();
-    const d = await values();
+    const [c, d] = await pair();
     expect(Math.floor(c.count / 1000000)).toBeGreaterThan(s1); // `seen` lives on in the earlier patch
     expect(d.count - c.count).toBe(4 + 1000000);
     t.expectHealthy();
