@@ -19,7 +19,7 @@ import * as path from 'path';
 import { HotloadError, isHotloadError } from '@hotload/errors';
 import { attach } from '@hotload/injector';
 import { ElfFile, STT } from '@hotload/elf';
-import { Build, diffLoaded, mkpatchFromBuilds, objectFiles, sameFile } from '@hotload/patch';
+import { Build, diffLoaded, functionOfPart, mkpatchFromBuilds, objectFiles, sameFile } from '@hotload/patch';
 
 export interface WatchOptions {
   /** The processes to keep patched: all must run the same build (those that do not are left out, with a warning). */
@@ -273,11 +273,7 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
           if (!fs.existsSync(before) || sameFile(before, file)) continue;
           const d = diffLoaded(new Build(before), new Build(file));
           // A changed part (f.cold) is reported as its function.
-          const parts = d.changed.flatMap((k) => {
-            const parent = k.replace(/\.(cold|part\.\d+)(\.\d+)?(?=@|$)/, '');
-            return parent === k ? [k] : [parent, parent.split('@')[0]];
-          });
-          since.push(...parts, ...d.added.filter((a) => made.added.includes(a)));
+          since.push(...d.changed.flatMap(functionOfPart), ...d.added.filter((a) => made.added.includes(a)));
         }
         const t2 = process.hrtime.bigint();
         const done: number[] = [];

@@ -105,6 +105,15 @@ export function readRebuild(elf: ElfFile): { info: RebuildInfo; fixups: Fixup[] 
 const R = { _64: 1, PC32: 2, PLT32: 4, GOTPCREL: 9, _32: 10, _32S: 11, GOTPCRELX: 41, REX_GOTPCRELX: 42 } as const;
 const FRAGMENT = /\.(cold|part\.\d+)(\.\d+)?$/;
 
+/**
+ * The function a part belongs to, by diff key: `f.cold@x.c` -> [`f@x.c`, `f`]
+ * (a part is local even when its function is global); [key] for a function.
+ */
+export function functionOfPart(key: string): string[] {
+  const parent = key.replace(/\.(cold|part\.\d+)(\.\d+)?(?=@|$)/, '');
+  return parent === key ? [key] : [parent, parent.split('@')[0]];
+}
+
 /** Object files of a build: a file, or every .o under a directory (by relative path). */
 export function objectFiles(build: string): Map<string, string> {
   if (!fs.existsSync(build)) throw new HotloadError('FILE_NOT_FOUND', `${build}: no such file or directory`);
@@ -603,11 +612,7 @@ export function mkpatchFromBuilds(opts: RebuildOptions): RebuildResult {
     const changedRo = new Set(d.data.changed);
     const fns = u.b.items(STT.FUNC);
     // A changed part (`f.cold`: the unlikely code, a catch handler) changes its function.
-    const changed = new Set(d.changed);
-    for (const k of d.changed) {
-      const parent = k.replace(/\.(cold|part\.\d+)(\.\d+)?(?=@|$)/, '');
-      if (parent !== k) changed.add(parent).add(parent.split('@')[0]); // the part is local, its function maybe global
-    }
+    const changed = new Set([...d.changed, ...d.changed.flatMap(functionOfPart)]);
     for (const [k, f] of fns) {
       const usesChangedRo = f.relocs.some((r) => {
         const base = r.split(':').slice(2).join(':').replace(/[+-]\d+$/, '');
