@@ -3,4 +3,6 @@ export * from './read-patch';
 export * from './check-patch';
 export * from './make-patch';
 export * from './diff-builds';
+export * from './rebuild-format';
+export * from './rebuild-asm';
 export * from './rebuild-patch';
