@@ -196,6 +196,7 @@ export function loadNear(
     throw new HotloadError('PATCH_DLOPEN_FAILED', `process ${pid} could not open ${file}`);
   }
   let mapped = false;
+  let fdOpen = true;
   try {
     // The other threads run meanwhile and may map memory too: if the range was
     // taken since maps was read (mmap fails, EEXIST), choose again.
@@ -216,6 +217,7 @@ export function loadNear(
       if (r !== base + seg.vaddr) throw new HotloadError('PATCH_DLOPEN_FAILED', `process ${pid} could not map a segment of the patch (mmap returned ${r})`);
     }
     call(rt.libc.close, Buffer.alloc(0), [fd]);
+    fdOpen = false;
     const loadMs = Number(process.hrtime.bigint() - t0) / 1e6;
     s.resumeAllExcept(host.tid);
 
@@ -254,7 +256,7 @@ export function loadNear(
     try {
       // The host is stopped unless a call timed out (then it is still busy and cannot help).
       if (mapped) callOnHost(s, rt, host.tid, rt.libc.munmap, Buffer.alloc(0), [base, span], callMs);
-      else callOnHost(s, rt, host.tid, rt.libc.close, Buffer.alloc(0), [fd], callMs);
+      if (fdOpen) callOnHost(s, rt, host.tid, rt.libc.close, Buffer.alloc(0), [fd], callMs);
     } catch {
       /* the process keeps an unused mapping; the error below is the one to report */
     }

@@ -18,7 +18,7 @@ const clock = () => new Date().toTimeString().slice(0, 8);
 
 export const watchCommand = {
   command: 'watch [paths..]',
-  describe: 'Rebuild on every save and patch the running process with what changed',
+  describe: 'Rebuild on every save and patch the running processes with what changed',
   builder: (y: Argv) =>
     y
       .positional('paths', { type: 'string', array: true, describe: 'source files or directories to watch (default: the current directory)' })
@@ -34,7 +34,8 @@ export const watchCommand = {
         'Build with `hotload flags --diff` (one section per function and datum) and keep the objects. ' +
           'Start watch while the objects are those of the running build; it copies them aside. ' +
           'Ctrl-C stops watching and leaves the process patched. ' +
-          'With --json, one JSON object per line and event (ready, change, build-failed, no-change, refused, patched, exited).',
+          'With --json, one JSON object per line and event (ready, change, build-failed, no-change, refused, patched, exited). ' +
+          'Exit status: 0 after Ctrl-C (or --max patches), 5 when the processes have exited.',
       ),
   async run(argv: Args, out: Out): Promise<number> {
     if (!argv.pid) throw new HotloadError('USAGE', '--pid needs a process id, a comma-separated list, or a name');
