@@ -56,6 +56,24 @@ test('a pid we may not trace (already traced by another process)', async () => {
   }
 });
 
+test('a stopped process (Ctrl-Z, SIGSTOP) is refused and stays stopped', async () => {
+  const st = Target.start(TARGET, ['loop']);
+  try {
+    await st.waitFor(/^compute 6/);
+    const before = st.readMem(symbolAddress(st.pid, TARGET, 'compute') - 14n, 16);
+    process.kill(st.pid, 'SIGSTOP');
+    for (let i = 0; i < 100 && st.state().state !== 'T'; i++) await new Promise((r) => setTimeout(r, 10));
+    await expectError(['attach', String(st.pid), good], 'PROCESS_STOPPED', 5, /process \d+ is stopped/);
+    expect(st.state().state).toBe('T');
+    expect(st.state().tracer).toBe(0);
+    expect(st.readMem(symbolAddress(st.pid, TARGET, 'compute') - 14n, 16)).toEqual(before);
+    process.kill(st.pid, 'SIGCONT');
+    await st.next(/^compute 6 /);
+  } finally {
+    await st.stop();
+  }
+});
+
 test('the pid of a process without pads', async () => {
   const np = Target.start(path.join(FIX, 'target-nopads'), ['loop']);
   try {

@@ -41,6 +41,7 @@ export const ERRORS = {
   PID_NOT_FOUND: { exit: EXIT.process, title: 'no such process', hint: 'Check the pid with `ps`; the process may have exited.' },
   PTRACE_DENIED: { exit: EXIT.process, title: 'not allowed to trace the process', hint: 'Run hotload as the user that owns the process (or root); check /proc/sys/kernel/yama/ptrace_scope (0 or 1 allows it) and that no debugger is already attached.' },
   PTRACE_FAILED: { exit: EXIT.process, title: 'ptrace operation failed', hint: 'The process may have exited or changed while hotload worked; it was left running. Retry.' },
+  PROCESS_STOPPED: { exit: EXIT.process, title: 'the process is stopped', hint: 'It was stopped by a signal (Ctrl-Z, SIGSTOP); hotload would have to let it run. Continue it (`kill -CONT <pid>`, or `fg`) and retry.' },
   PROCESS_NO_PADS: { exit: EXIT.unpatchable, title: 'the process has no patchable module', hint: 'Rebuild the program with `-fpatchable-function-entry=16,14` and restart it once.' },
   PATCH_BAD: { exit: EXIT.patch, title: 'not a usable patch', hint: 'Build patches with `hotload mkpatch patch.c --target <elf> -o patch.so`.' },
   PATCH_UNSAFE_FILE: { exit: EXIT.patch, title: 'patch file could be changed by another user', hint: 'Make the file and its directory writable by you only (chmod go-w), or pass --allow-unsafe-file.' },

@@ -9,7 +9,7 @@ import { ElfFile, PadFunction, loadPadIndex } from '@hotload/elf';
 import { PatchPlan, planPatch, readPatch, readRebuild } from '@hotload/patch';
 import { PAD_BEFORE, entryJump, padJump } from '@hotload/x86';
 import { Session } from './session';
-import { findTargetModule, hex, modules, readMaps, requireProcess } from './read-process';
+import { findTargetModule, hex, modules, readMaps, requireRunning } from './read-process';
 import { readSite } from './read-patches';
 import { callOnHost, findRuntime, placeStub, stopAndChooseHost, TargetRuntime } from './call-in-target';
 import type { CodeWrite } from './native';
@@ -117,7 +117,7 @@ function attachLocked(pid: number, patchFile: string, opts: AttachOptions): Atta
   const meta = readPatch(patchElf);
 
   // 2. Find the module it was built for in the process, by build-id, and check every function against it.
-  requireProcess(pid);
+  requireRunning(pid);
   const mods = modules(pid, readMaps(pid));
   const { mod, elf: targetElf } = findTargetModule(pid, mods, meta);
   const plan: PatchPlan = planPatch(meta, patchElf, targetElf, loadPadIndex(targetElf));

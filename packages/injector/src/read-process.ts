@@ -42,6 +42,24 @@ export function requireProcess(pid: number): void {
   if (!processExists(pid)) throw new HotloadError('PID_NOT_FOUND', `no process with pid ${pid}`);
 }
 
+/**
+ * The process exists and is not stopped by a signal (Ctrl-Z): changing its
+ * code needs one of its threads to run, which would continue it. A zombie has
+ * exited.
+ */
+export function requireRunning(pid: number): void {
+  requireProcess(pid);
+  let state = '';
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    state = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0];
+  } catch {
+    throw new HotloadError('PID_NOT_FOUND', `no process with pid ${pid}`);
+  }
+  if (state === 'Z' || state === 'X') throw new HotloadError('PID_NOT_FOUND', `process ${pid} has exited (a zombie its parent has not reaped)`);
+  if (state === 'T') throw new HotloadError('PROCESS_STOPPED', `process ${pid} is stopped (state T)`);
+}
+
 export function readMaps(pid: number): Mapping[] {
   let text: string;
   try {

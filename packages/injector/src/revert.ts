@@ -13,7 +13,7 @@ import { HotloadError } from '@hotload/errors';
 import { NOP2 } from '@hotload/x86';
 import { Session } from './session';
 import type { CodeWrite } from './native';
-import { hex, modules, requireProcess } from './read-process';
+import { hex, modules, requireRunning } from './read-process';
 import { withProcessLock } from './process-lock';
 import { HookOptions, runHook } from './run-hook';
 import { TargetRuntime, findRuntime, placeStub } from './call-in-target';
@@ -50,7 +50,7 @@ export function revert(pid: number, patchFile: string | undefined, opts: RevertO
 
 function revertLocked(pid: number, patchFile: string | undefined, opts: RevertOptions): RevertResult {
   const t0 = process.hrtime.bigint();
-  requireProcess(pid);
+  requireRunning(pid);
   const patches = loadedPatches(pid);
   let chosen: LoadedPatch[];
   if (opts.all) {
