@@ -78,17 +78,71 @@ export function stageDir(): string {
   return dir;
 }
 
+/** Staged copies are cleaned once the directory holds more than this many. */
+const CLEAN_ABOVE = 32;
+/** A copy younger than this may be about to be loaded by another hotload: kept. */
+const KEEP_YOUNG_MS = 10 * 60 * 1000;
+
+/**
+ * Remove staged copies no process maps any more (looking at every process's
+ * /proc/PID/maps that can be read), older than a few minutes. Runs only when
+ * the directory has grown (`hotload watch` stages a copy per save), so a plain
+ * attach stays fast. Returns how many were removed.
+ */
+export function cleanStaged(dir = stageDir(), force = false): number {
+  let names: string[];
+  try {
+    names = fs.readdirSync(dir);
+  } catch {
+    return 0;
+  }
+  if (!force && names.length <= CLEAN_ABOVE) return 0;
+  const mapped = new Set<string>();
+  for (const pid of fs.readdirSync('/proc').filter((x) => /^\d+$/.test(x))) {
+    let maps: string;
+    try {
+      maps = fs.readFileSync(`/proc/${pid}/maps`, 'utf8');
+    } catch {
+      continue;
+    }
+    for (const line of maps.split('\n')) {
+      const at = line.indexOf(dir + '/');
+      if (at >= 0) mapped.add(line.slice(at).replace(/ \(deleted\)$/, ''));
+    }
+  }
+  let removed = 0;
+  const now = Date.now();
+  for (const n of names) {
+    const p = path.join(dir, n);
+    if (mapped.has(p)) continue;
+    try {
+      if (now - fs.statSync(p).mtimeMs < KEEP_YOUNG_MS) continue;
+      fs.unlinkSync(p);
+      removed++;
+    } catch {
+      /* gone already, or not ours to remove */
+    }
+  }
+  return removed;
+}
+
 export function stagePatch(source: string, bytes: Buffer): StagedPatch {
   const sha256 = crypto.createHash('sha256').update(bytes).digest('hex');
   const base = path.basename(source).replace(/[^A-Za-z0-9._-]/g, '_');
-  const staged = path.join(stageDir(), `${sha256.slice(0, 16)}-${base}`);
+  const dir = stageDir();
+  cleanStaged(dir);
+  const staged = path.join(dir, `${sha256.slice(0, 16)}-${base}`);
   let same = false;
   try {
     same = fs.readFileSync(staged).equals(bytes);
   } catch {
     same = false;
   }
-  if (!same) {
+  if (same) {
+    // Fresh again, so a cleaning run elsewhere does not take it before the process maps it.
+    const now = new Date();
+    fs.utimesSync(staged, now, now);
+  } else {
     const tmp = `${staged}.${process.pid}.tmp`;
     fs.writeFileSync(tmp, bytes, { mode: 0o444, flag: 'wx' });
     fs.renameSync(tmp, staged);
