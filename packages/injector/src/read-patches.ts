@@ -9,7 +9,7 @@
 
 import * as fs from 'fs';
 import { ElfFile, PadFunction, findFunction, loadPadIndex } from '@hotload/elf';
-import { PatchMeta, readPatch } from '@hotload/patch';
+import { PatchMeta, REBUILD_SECTION, readPatch } from '@hotload/patch';
 import { EntryState, PAD_BEFORE, classifyEntryBytes, decodePadJump, entryNopOffset } from '@hotload/x86';
 import { Module, findTargetModule, modules, readMaps } from './read-process';
 import { isStaged } from './stage-patch';
@@ -40,6 +40,8 @@ export interface LoadedPatch {
   appliedAt?: number;
   /** The file the user applied (the staged copy is what the process loaded). */
   source?: string;
+  /** Mapped by hotload next to its target (a patch from a rebuild), not by dlopen: debuggers do not see it by themselves. */
+  mappedByHotload: boolean;
 }
 
 export interface FunctionState {
@@ -85,7 +87,7 @@ export function loadedPatches(pid: number): LoadedPatch[] {
         const z = raw.indexOf(0);
         source = raw.toString('utf8', 0, z < 0 ? raw.length : z) || undefined;
       }
-      out.push({ staged: m.path, meta, bias, module: target.mod, targetElf: target.elf, appliedAt, source });
+      out.push({ staged: m.path, meta, bias, module: target.mod, targetElf: target.elf, appliedAt, source, mappedByHotload: !!elf.section(REBUILD_SECTION) });
     }
   } finally {
     mem.close();

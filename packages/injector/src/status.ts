@@ -19,6 +19,10 @@ export interface StatusPatch {
   appliedAt?: string;
   /** Functions of this patch in force now (anywhere in a stack). */
   inForce: string[];
+  /** How it was loaded: dlopen (hand-written), or mapped by hotload next to its target (from a rebuild). */
+  loadedBy: 'dlopen' | 'hotload';
+  /** Its load address; for a patch dlopen did not load, gdb learns its symbols with `add-symbol-file <staged> -o <bias>`. */
+  bias: string;
 }
 
 export interface StatusResult {
@@ -62,6 +66,8 @@ export function status(pid: number): StatusResult {
       targetBuildId: p.meta.target.buildId,
       appliedAt: p.appliedAt ? new Date(p.appliedAt).toISOString() : undefined,
       inForce: inForce.get(p)!,
+      loadedBy: p.mappedByHotload ? ('hotload' as const) : ('dlopen' as const),
+      bias: '0x' + p.bias.toString(16),
     })),
   };
 }

@@ -26,6 +26,7 @@ export const statusCommand = {
     for (const p of r.patches) {
       out.line(`  ${p.source ?? p.staged}  build-id ${p.buildId ?? '?'}  applied ${p.appliedAt ?? '?'}  ${p.inForce.length ? `in force: ${p.inForce.join(', ')}` : out.dim('reverted')}`);
       if (p.source) out.line(out.dim(`    loaded from ${p.staged}`));
+      if (p.loadedBy === 'hotload') out.line(out.dim(`    mapped by hotload, not dlopen; in gdb: add-symbol-file ${p.staged} -o ${p.bias}`));
     }
     return 0;
   },
