@@ -121,7 +121,8 @@ function runBuild(cmd: string, cwd: string, signal?: AbortSignal): Promise<{ sta
   });
 }
 
-const sleep = (ms: number, signal?: AbortSignal) =>
+/** Wait `ms`, or less on abort or when the function handed to `onWake` is called; nothing is left behind. */
+const sleep = (ms: number, signal?: AbortSignal, onWake?: (wake: () => void) => void) =>
   new Promise<void>((resolve) => {
     const done = () => {
       clearTimeout(t);
@@ -130,6 +131,7 @@ const sleep = (ms: number, signal?: AbortSignal) =>
     };
     const t = setTimeout(done, ms);
     signal?.addEventListener('abort', done, { once: true });
+    onWake?.(done);
   });
 
 const msSince = (t: bigint) => Number(process.hrtime.bigint() - t) / 1e6;
@@ -222,10 +224,7 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
 
     async function run(): Promise<WatchSummary> {
       while (!opts.signal?.aborted) {
-        await new Promise<void>((resolve) => {
-          wake = resolve;
-          void sleep(interval, opts.signal).then(resolve);
-        });
+        await sleep(interval, opts.signal, (w) => (wake = w));
         wake = undefined;
         if (opts.signal?.aborted) break;
         for (const p of pids.filter((x) => !fs.existsSync(`/proc/${x}`))) {

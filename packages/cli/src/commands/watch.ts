@@ -73,7 +73,8 @@ export const watchCommand = {
         case 'patched':
           out.progress('');
           out.line(
-            `${out.dim(clock())} ${out.green('patched')} ${e.changed.join(', ') || e.replaced.join(', ')}${e.added.length ? ` (new: ${e.added.join(', ')})` : ''} in ${ms(e.totalMs)}` +
+            `${out.dim(clock())} ${out.green('patched')} ${e.changed.filter((f) => !e.added.includes(f)).join(', ') || e.replaced.join(', ')}` +
+              `${e.changed.some((f) => e.added.includes(f)) ? ` (+ new ${e.changed.filter((f) => e.added.includes(f)).join(', ')})` : ''} in ${ms(e.totalMs)}` +
               ` (build ${ms(e.buildMs)}, patch ${ms(e.patchMs)}, apply ${ms(e.applyMs)}; ${e.pids.length > 1 || e.failed.length ? `${e.pids.length} processes, each ` : 'process '}stopped ${e.stoppedMs.toFixed(2)} ms${e.pids.length > 1 ? ' at most' : ''})`,
           );
           for (const f of e.failed) out.line(`  ${out.red('not patched')}: process ${f.pid}: ${f.error.code}: ${f.error.message} (hint: ${f.error.hint})`);
