@@ -265,3 +265,26 @@ test('a patch calling a function no library of the process defines is refused by
   expect((await values(t)).say).toBeGreaterThan(0);
   t.expectHealthy();
 });
+
+describe('code hotload cannot place is refused, naming the reference', () => {
+  const build = (flags: string[]) => {
+    const dir = tmpdir();
+    fs.copyFileSync(path.join(ROOT, 'fixtures/src/diff.c'), path.join(dir, 'diff.c'));
+    execFileSync('cc', ['-O2', '-g', '-fpatchable-function-entry=16,14', '-ffunction-sections', '-fdata-sections', ...flags, '-c', 'diff.c', '-o', 'diff.o'], { cwd: dir });
+    return path.join(dir, 'diff.o');
+  };
+  const mk = (o: string) => hotload(['mkpatch', '--from', obj('base'), '--to', o, '--target', BASE, '-o', path.join(tmpdir(), 'x.so'), '--json']);
+
+  test('code built without -fPIE (absolute 32-bit addresses)', async () => {
+    const r = await mk(build(['-fno-pie', '-DPRINTF']));
+    expect(r.code).toBe(4);
+    expect(r.json.error.code).toBe('REBUILD_UNSUPPORTED');
+    expect(r.json.error.details.join('\n')).toMatch(/absolute 32-bit reference .*-fPIE/);
+  });
+
+  test('a thread-local variable', async () => {
+    const r = await mk(build(['-DTLS']));
+    expect(r.code).toBe(4);
+    expect(r.json.error.details.join('\n')).toMatch(/tcount.*thread-local variables are not/);
+  });
+});
