@@ -85,11 +85,17 @@ const KEEP_YOUNG_MS = 10 * 60 * 1000;
 
 /**
  * Remove staged copies no process maps any more (looking at every process's
- * /proc/PID/maps that can be read), older than a few minutes. Runs only when
- * the directory has grown (`hotload watch` stages a copy per save), so a plain
- * attach stays fast. Returns how many were removed.
+ * /proc/PID/maps that can be read), older than a few minutes. Runs at most
+ * once per hotload run, and only when the directory has grown (`hotload
+ * watch` stages a copy per save) and holds old copies, so an attach or a
+ * rollout stays fast. Returns how many were removed.
  */
+let cleanedOnce = false;
+
 export function cleanStaged(dir = stageDir(), force = false): number {
+  // Once per hotload run: a rollout stages for many processes in one run.
+  if (cleanedOnce && !force) return 0;
+  cleanedOnce = true;
   let names: string[];
   try {
     names = fs.readdirSync(dir);
@@ -97,6 +103,15 @@ export function cleanStaged(dir = stageDir(), force = false): number {
     return 0;
   }
   if (!force && names.length <= CLEAN_ABOVE) return 0;
+  const now = Date.now();
+  const old = names.filter((n) => {
+    try {
+      return now - fs.statSync(path.join(dir, n)).mtimeMs >= KEEP_YOUNG_MS;
+    } catch {
+      return false;
+    }
+  });
+  if (old.length === 0) return 0;
   const mapped = new Set<string>();
   for (const pid of fs.readdirSync('/proc').filter((x) => /^\d+$/.test(x))) {
     let maps: string;
@@ -111,12 +126,10 @@ export function cleanStaged(dir = stageDir(), force = false): number {
     }
   }
   let removed = 0;
-  const now = Date.now();
-  for (const n of names) {
+  for (const n of old) {
     const p = path.join(dir, n);
     if (mapped.has(p)) continue;
     try {
-      if (now - fs.statSync(p).mtimeMs < KEEP_YOUNG_MS) continue;
       fs.unlinkSync(p);
       removed++;
     } catch {
