@@ -20,9 +20,10 @@ export function functionOfPart(key: string): string[] {
   return parent === key ? [key] : [parent, parent.split('@')[0]];
 }
 
-/** Object files of a build: a file, or every .o under a directory (by relative path). */
+/** Where a relocated field points: a label of the patch, or a fixup reference; plus an offset. */
 type Addr = { internal: string; off: bigint } | { ref: number; off: bigint };
 
+/** One object file of the new build, and what the patch takes from it. */
 export interface Unit {
   idx: number;
   rel: string;

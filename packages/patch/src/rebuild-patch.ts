@@ -36,6 +36,7 @@ import { PatchPlan, planPatch } from './check-patch';
 import { FIXUP_SECTION, REBUILD_SECTION, RebuildInfo } from './rebuild-format';
 import { FRAGMENT, Generator, Unit, asmName, emitBytes, emitSection, functionOfPart, unwindRecords } from './rebuild-asm';
 
+/** Object files of a build: a file, or every .o under a directory (by relative path). */
 export function objectFiles(build: string): Map<string, string> {
   if (!fs.existsSync(build)) throw new HotloadError('FILE_NOT_FOUND', `${build}: no such file or directory`);
   const out = new Map<string, string>();
@@ -64,9 +65,14 @@ export function findProgram(build: string): string {
       if (e.isDirectory()) walk(p);
       else if (e.isFile() && !e.name.endsWith('.o')) {
         const head = Buffer.alloc(18);
-        const fd = fs.openSync(p, 'r');
-        const n = fs.readSync(fd, head, 0, 18, 0);
-        fs.closeSync(fd);
+        let n = 0;
+        try {
+          const fd = fs.openSync(p, 'r');
+          n = fs.readSync(fd, head, 0, 18, 0);
+          fs.closeSync(fd);
+        } catch {
+          continue; // unreadable: not the program
+        }
         if (n === 18 && head.readUInt32BE(0) === 0x7f454c46 && (head.readUInt16LE(16) === 2 || head.readUInt16LE(16) === 3)) found.push(p);
       }
     }
@@ -140,9 +146,10 @@ export function mkpatchFromBuilds(opts: RebuildOptions): RebuildResult {
   for (const u of units) {
     const old = oldObjs.get(u.rel);
     if (!old) continue;
-    for (const [k, d] of new Build(old).items(STT.OBJECT)) {
+    const ob = new Build(old);
+    for (const [k, d] of ob.items(STT.OBJECT)) {
       const t = g.inTarget(d.sym);
-      if (t && t.size !== d.size && !readOnlyDatum(u.b, d.sym)) mismatch.push(`${k}: ${d.size} bytes in ${old}, ${t.size} in ${opts.target}`);
+      if (t && t.size !== d.size && !readOnlyDatum(ob, d.sym)) mismatch.push(`${k}: ${d.size} bytes in ${old}, ${t.size} in ${opts.target}`);
     }
   }
   if (mismatch.length) {
