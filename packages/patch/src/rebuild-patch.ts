@@ -123,6 +123,7 @@ export function mkpatchFromBuilds(opts: RebuildOptions): RebuildResult {
   const alsoObjects = new Set(Object.values(opts.also ?? {}));
 
   const units: Unit[] = [];
+  const oldBuilds = new Map<string, Build>();
   const diffs: RebuildResult['diffs'] = [];
   const refused: string[] = [];
   for (const [rel, file] of newObjs) {
@@ -131,7 +132,9 @@ export function mkpatchFromBuilds(opts: RebuildOptions): RebuildResult {
     // quick path of a one-file edit in a large build).
     if (old && !alsoObjects.has(rel) && sameFile(old, file)) continue;
     const b = new Build(file);
-    const d = old ? diffLoaded(new Build(old), b) : diffLoaded(emptyLike(b), b);
+    const ob = old ? new Build(old) : undefined;
+    if (ob) oldBuilds.set(rel, ob);
+    const d = diffLoaded(ob ?? emptyLike(b), b);
     diffs.push({ file: rel, diff: d });
     refused.push(...d.refused.map((r) => `${r.symbol}: ${r.reason}`));
     units.push({ idx: units.length, rel, b, include: new Set(), replace: [] });
@@ -144,12 +147,11 @@ export function mkpatchFromBuilds(opts: RebuildOptions): RebuildResult {
   // size that differs from the program's means these objects are of another build.
   const mismatch: string[] = [];
   for (const u of units) {
-    const old = oldObjs.get(u.rel);
-    if (!old) continue;
-    const ob = new Build(old);
+    const ob = oldBuilds.get(u.rel);
+    if (!ob) continue;
     for (const [k, d] of ob.items(STT.OBJECT)) {
       const t = g.inTarget(d.sym);
-      if (t && t.size !== d.size && !readOnlyDatum(ob, d.sym)) mismatch.push(`${k}: ${d.size} bytes in ${old}, ${t.size} in ${opts.target}`);
+      if (t && t.size !== d.size && !readOnlyDatum(ob, d.sym)) mismatch.push(`${k}: ${d.size} bytes in ${ob.elf.path}, ${t.size} in ${opts.target}`);
     }
   }
   if (mismatch.length) {
