@@ -33,7 +33,7 @@ export interface WatchOptions {
   /** The file the process runs that is patched; default /proc/PID/exe. */
   target?: string;
   cwd?: string;
-  /** Poll interval for source changes (ms). */
+  /** Poll interval for source changes (ms); default 100, or 1000 when inotify watches every path. */
   intervalMs?: number;
   /** Stop after this many patches (tests, scripts); default: run until aborted. */
   maxPatches?: number;
@@ -204,18 +204,23 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
 
   async function loop(): Promise<WatchSummary> {
     let seen = stamps(paths);
-    const interval = opts.intervalMs ?? 100;
     // inotify (fs.watch) wakes the loop at once; the poll is the fallback for
-    // file systems without it, and the truth (stamps decide what changed).
+    // file systems without it, and the truth (stamps decide what changed). With
+    // inotify on every path the poll is only a safety net: once a second.
     let wake: (() => void) | undefined;
     const watchers: fs.FSWatcher[] = [];
+    // A file is watched through its directory: editors often save by writing
+    // a new file and renaming it over the old one, which a watch on the old
+    // file's inode would miss.
     for (const p of paths) {
       try {
-        watchers.push(fs.watch(p, { recursive: fs.statSync(p).isDirectory(), persistent: false }, () => wake?.()));
+        const dir = fs.statSync(p).isDirectory();
+        watchers.push(fs.watch(dir ? p : path.dirname(p), { recursive: dir, persistent: false }, () => wake?.()));
       } catch {
         /* polling only */
       }
     }
+    const interval = opts.intervalMs ?? (watchers.length === paths.length ? 1000 : 100);
     try {
       return await run();
     } finally {

@@ -9,7 +9,7 @@ interface Args {
   paths?: string[];
   objects?: string;
   target?: string;
-  interval: number;
+  interval?: number;
   max?: number;
 }
 
@@ -26,7 +26,7 @@ export const watchCommand = {
       .option('build', { type: 'string', default: 'make', describe: 'shell command that rebuilds the objects (run in the current directory)' })
       .option('objects', { type: 'string', describe: 'directory where the build leaves its object files (default: the current directory)' })
       .option('target', { type: 'string', describe: 'the file the process runs that is patched (default: its executable; name a library to patch that)' })
-      .option('interval', { type: 'number', default: 100, describe: 'how often to look for saved files (ms)' })
+      .option('interval', { type: 'number', describe: 'how often to look for saved files besides inotify (ms; default 1000, or 100 where inotify does not work)' })
       .option('max', { type: 'number', describe: 'stop after this many patches' })
       .example('$0 watch --pid $(pidof server) src/', 'on each save under src/: make, diff, patch')
       .example('$0 watch --pid server --build "make -j8"', 'keep every process named server patched')
