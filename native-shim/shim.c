@@ -124,11 +124,21 @@ static void undo_eintr(pid_t tid) {
 }
 
 /* Wait until `t` is in a ptrace stop. Signal-delivery stops count: the signal is
- * kept to be passed on when the thread resumes. Returns 0, or -ESRCH if gone. */
+ * kept to be passed on when the thread resumes. Returns 0, -ESRCH if gone, or
+ * -ETIMEDOUT when it does not stop within 3 s (hotload must never hang on a
+ * target: a thread wedged for good is left to the kernel, which detaches it
+ * when hotload exits). */
 static int wait_stopped(struct thread *t) {
+  uint64_t deadline = now_ns() + 3000000000ull;
   for (;;) {
     int st;
-    pid_t r = waitpid(t->tid, &st, __WALL);
+    pid_t r = waitpid(t->tid, &st, __WALL | WNOHANG);
+    if (r == 0) {
+      if (now_ns() > deadline) return -ETIMEDOUT;
+      struct timespec ts = { 0, 20000 };
+      nanosleep(&ts, NULL);
+      continue;
+    }
     if (r < 0) {
       if (errno == EINTR) continue;
       t->gone = 1;
@@ -153,8 +163,12 @@ static int wait_stopped(struct thread *t) {
       t->stopped = 1;
       return 0;
     }
-    /* Anything else (a syscall stop): keep it going until our interrupt lands. */
+    /* Anything else (a syscall stop, left from a call that ran under
+     * PTRACE_SYSCALL): keep it going and ask again. The interrupt that caused
+     * this stop is spent; without a new one a thread that goes back to sleep
+     * in the same syscall would never stop. */
     ptrace(PTRACE_CONT, t->tid, 0, 0);
+    ptrace(PTRACE_INTERRUPT, t->tid, 0, 0);
   }
 }
 
@@ -191,7 +205,8 @@ static int seize_new(int stop) {
   uint64_t tw = now_ns();
   for (int i = 0; i < g_nthreads; i++) {
     struct thread *t = &g_threads[i];
-    if (!t->gone && !t->stopped) wait_stopped(t);
+    /* A thread that will not stop: report it; nothing may be written while it runs. */
+    if (!t->gone && !t->stopped && wait_stopped(t) == -ETIMEDOUT) return -ETIMEDOUT;
   }
   DBG("seize_new: %d added, waited %.3f ms", added, (now_ns() - tw) / 1e6);
   return added;

@@ -21,6 +21,7 @@ import { CALL_STUB, CALL_STUB_SIGRETURN_END } from '@hotload/x86';
 import { Session } from './session';
 import type { ThreadRegs } from './native';
 import { Module, dynamicSymbol, findLibc, findLoader, openModule, setBias, stubSite } from './read-process';
+import { ElfFile, PF, PT } from '@hotload/elf';
 
 /** Syscalls a thread waits in with no allocator or loader lock held. */
 const WAITING_SYSCALLS = new Set([
@@ -73,6 +74,12 @@ export interface TargetRuntime {
    * thread's stack means it is inside one of them.
    */
   lockRanges: [bigint, bigint][];
+  /**
+   * glibc's `__restore_rt`, the return address of every signal handler: on a
+   * thread's stack it marks a signal frame, whose saved registers say what the
+   * handler interrupted. Undefined when not found (then no frame is looked for).
+   */
+  restoreRt?: bigint;
 }
 
 const sleepCell = new Int32Array(new SharedArrayBuffer(4));
@@ -121,6 +128,7 @@ export function findRuntime(pid: number, mods: Module[]): Omit<TargetRuntime, 's
   for (const sym of libcElf.symbols('.dynsym')) {
     if (locking.has(sym.name) && sym.shndx !== 0 && sym.size > 0) lockRanges.push([libc.bias + BigInt(sym.value), libc.bias + BigInt(sym.value + sym.size)]);
   }
+  const restoreRt = findRestoreRt(libcElf, libc.bias);
   const stubCandidates: bigint[] = [];
   for (const m of [mods[0], libc, loader]) {
     if (!m) continue;
@@ -135,7 +143,23 @@ export function findRuntime(pid: number, mods: Module[]): Omit<TargetRuntime, 's
   }
   if (stubCandidates.length === 0) throw new HotloadError('PTRACE_FAILED', `no room for hotload's call stub in process ${pid}`);
   const libcCalls = { open: wrappers.open, mmap: wrappers.mmap, munmap: wrappers.munmap, close: wrappers.close };
-  return { libc: libcCalls, dlopen: libc.bias + BigInt(dlopen.value), dlopenMode: mode, dlerror: libc.bias + BigInt(dlerror.value), dlclose: libc.bias + BigInt(dlclose.value), unsafeRanges, lockRanges, stubCandidates };
+  return { restoreRt, libc: libcCalls, dlopen: libc.bias + BigInt(dlopen.value), dlopenMode: mode, dlerror: libc.bias + BigInt(dlerror.value), dlclose: libc.bias + BigInt(dlclose.value), unsafeRanges, lockRanges, stubCandidates };
+}
+
+/** `mov $15, %rax; syscall`: rt_sigreturn, the whole of glibc's __restore_rt (a local symbol, so found by its bytes). */
+const RESTORE_RT = Buffer.from('48c7c00f0000000f05', 'hex');
+
+function findRestoreRt(elf: ElfFile, bias: bigint): bigint | undefined {
+  let found: bigint | undefined;
+  for (const p of elf.programs) {
+    if (p.type !== PT.LOAD || !(p.flags & PF.X)) continue;
+    const text = elf.buf.subarray(p.offset, p.offset + p.filesz);
+    const at = text.indexOf(RESTORE_RT);
+    if (at < 0) continue;
+    if (found !== undefined || text.indexOf(RESTORE_RT, at + 1) >= 0) return undefined; // not unique: do not guess
+    found = bias + BigInt(p.vaddr + at);
+  }
+  return found;
 }
 
 /** Put the call stub in place (threads stopped); returns its address. */
@@ -169,11 +193,31 @@ export function placeStub(s: Session, candidates: bigint[]): bigint {
  * waiters are scanned: stale return addresses further up a stack (the Lua
  * interpreter has them) would otherwise make busy threads look unsafe forever.
  */
-export function hostScore(rt: TargetRuntime, r: ThreadRegs, stack: () => Buffer): number {
+export function hostScore(rt: TargetRuntime, r: ThreadRegs, readStack: () => Buffer): number {
+  let buf: Buffer | undefined;
+  const stack = () => (buf ??= readStack()); // read once, and only when needed
   const waiting = r.origRax >= 0n && WAITING_SYSCALLS.has(Number(r.origRax)) && (INTERRUPTED.has(r.rax) || r.rax === r.origRax);
+  if (!waiting && rt.unsafeRanges.some(([a, b]) => r.rip >= a && r.rip < b)) return 0;
+  // A signal handler that interrupted the C library or the loader: whatever
+  // lock the interrupted code held, it holds still (the stress of a SIGALRM
+  // handler spinning over malloc found this: dlopen waited for its own lock).
+  if (inHandlerOverLibc(rt, stack())) return 0;
   if (waiting) return r.origRax === 202n && holdsLock(rt, stack()) ? 0 : 2; // 202: futex
-  if (rt.unsafeRanges.some(([a, b]) => r.rip >= a && r.rip < b)) return 0;
   return 1;
+}
+
+/** Offsets in the kernel's x86-64 rt_sigframe, from its first word (the handler's return address). */
+const SIGFRAME_RIP = 176; // 8 (pretcode) + 40 (uc_flags, uc_link, uc_stack) + 16 * 8 (r8 .. rcx, rsp)
+
+/** Is there a signal frame on this stack whose interrupted instruction lies in libc or the loader? */
+function inHandlerOverLibc(rt: TargetRuntime, stack: Buffer): boolean {
+  if (rt.restoreRt === undefined) return false;
+  for (let o = 0; o + SIGFRAME_RIP + 8 <= stack.length; o += 8) {
+    if (stack.readBigUInt64LE(o) !== rt.restoreRt) continue;
+    const rip = stack.readBigUInt64LE(o + SIGFRAME_RIP);
+    if (rt.unsafeRanges.some(([a, b]) => rip >= a && rip < b)) return true;
+  }
+  return false;
 }
 
 function holdsLock(rt: TargetRuntime, stack: Buffer): boolean {
