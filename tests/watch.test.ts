@@ -60,6 +60,19 @@ function edit(file: string, from: string | RegExp, to: string): void {
   }
 }
 
+/** A copy of fixtures/src/diff.c with a two-rule Makefile, built: a program and its object. */
+function fixtureBuild(prefix: string): string {
+  const dir = tmpdir(prefix);
+  fs.copyFileSync(path.join(ROOT, 'fixtures/src/diff.c'), path.join(dir, 'diff.c'));
+  fs.writeFileSync(
+    path.join(dir, 'Makefile'),
+    'CFLAGS = -O2 -g -fpatchable-function-entry=16,14 -ffunction-sections -fdata-sections\n' +
+      'diff: diff.o\n\t$(CC) diff.o -o diff\ndiff.o: diff.c\n\t$(CC) $(CFLAGS) -c diff.c -o diff.o\n',
+  );
+  execFileSync('make', ['-s'], { cwd: dir });
+  return dir;
+}
+
 const cleanup: (() => Promise<unknown>)[] = [];
 afterEach(async () => {
   for (const c of cleanup.splice(0).reverse()) await c();
@@ -76,14 +89,7 @@ describe('on the fixture', () => {
   const pair = async () => (await t.fresh(/^constant=/, 2)).map(parse);
 
   beforeEach(async () => {
-    dir = tmpdir('hotload-watch-');
-    fs.copyFileSync(path.join(ROOT, 'fixtures/src/diff.c'), path.join(dir, 'diff.c'));
-    fs.writeFileSync(
-      path.join(dir, 'Makefile'),
-      'CFLAGS = -O2 -g -fpatchable-function-entry=16,14 -ffunction-sections -fdata-sections\n' +
-        'diff: diff.o\n\t$(CC) diff.o -o diff\ndiff.o: diff.c\n\t$(CC) $(CFLAGS) -c diff.c -o diff.o\n',
-    );
-    execFileSync('make', ['-s'], { cwd: dir });
+    dir = fixtureBuild('hotload-watch-');
     t = Target.start(path.join(dir, 'diff'), ['loop']);
     cleanup.push(() => t.stop());
     await t.waitFor(/^constant=/);
@@ -179,14 +185,7 @@ describe('on the fixture', () => {
 });
 
 test('several processes of one build are patched on each save; one running another build is left out with a warning', async () => {
-  const dir = tmpdir('hotload-watch-many-');
-  fs.copyFileSync(path.join(ROOT, 'fixtures/src/diff.c'), path.join(dir, 'diff.c'));
-  fs.writeFileSync(
-    path.join(dir, 'Makefile'),
-    'CFLAGS = -O2 -g -fpatchable-function-entry=16,14 -ffunction-sections -fdata-sections\n' +
-      'diff: diff.o\n\t$(CC) diff.o -o diff\ndiff.o: diff.c\n\t$(CC) $(CFLAGS) -c diff.c -o diff.o\n',
-  );
-  execFileSync('make', ['-s'], { cwd: dir });
+  const dir = fixtureBuild('hotload-watch-many-');
   const ts = [0, 1].map(() => Target.start(path.join(dir, 'diff'), ['loop']));
   const other = Target.start(path.join(ROOT, 'fixtures/build/diff/CONST/diff'), ['loop']);
   for (const t of [...ts, other]) cleanup.push(() => t.stop());
