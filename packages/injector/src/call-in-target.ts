@@ -201,8 +201,12 @@ export function hostScore(rt: TargetRuntime, r: ThreadRegs, readStack: () => Buf
   // A signal handler that interrupted the C library or the loader: whatever
   // lock the interrupted code held, it holds still (the stress of a SIGALRM
   // handler spinning over malloc found this: dlopen waited for its own lock).
+  // Only for threads running code or waiting in futex: a thread asleep in another
+  // waiting syscall often has stale signal frames above its stack pointer (the
+  // signals test: NO_SAFE_POINT), and such a handler rarely sleeps over malloc.
+  if (waiting && r.origRax !== 202n) return 2;
   if (inHandlerOverLibc(rt, stack())) return 0;
-  if (waiting) return r.origRax === 202n && holdsLock(rt, stack()) ? 0 : 2; // 202: futex
+  if (waiting) return holdsLock(rt, stack()) ? 0 : 2;
   return 1;
 }
 
