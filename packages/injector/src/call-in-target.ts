@@ -37,6 +37,7 @@ const WAITING_SYSCALLS = new Set([
   128, // rt_sigtimedwait
   130, // rt_sigsuspend
   202, // futex
+  219, // restart_syscall: nanosleep, poll or a futex wait resumed after a stop
   230, // clock_nanosleep
   232, // epoll_wait
   270, // pselect6
@@ -52,6 +53,14 @@ const LOCKING_FUNCTIONS = [
   'malloc_trim', 'malloc_info', 'malloc_stats', 'mallinfo', 'mallinfo2', 'mallopt',
   'dlopen', 'dlclose', 'dlsym', 'dlvsym', 'dladdr', 'dladdr1', 'dlinfo', 'dlmopen', 'dl_iterate_phdr', '__libc_dlopen_mode',
   'fork', '_Fork',
+];
+
+/** libc functions that only wait in a system call other than futex, holding no lock of libc's. */
+const WAITING_FUNCTIONS = [
+  'read', 'readv', 'pread64', 'poll', 'ppoll', 'select', 'pselect', 'epoll_wait', 'epoll_pwait', 'epoll_pwait2',
+  'accept', 'accept4', 'recv', 'recvfrom', 'recvmsg', 'recvmmsg', 'connect', 'pause', 'sigsuspend', 'sigtimedwait',
+  'sigwaitinfo', 'sigwait', 'wait', 'waitpid', 'wait4', 'waitid', 'nanosleep', 'clock_nanosleep', 'usleep', 'sleep',
+  'msgrcv', 'semop', 'semtimedop', 'mq_receive', 'mq_timedreceive',
 ];
 
 /** How far up a thread's stack to look for return addresses (bytes). */
@@ -74,6 +83,8 @@ export interface TargetRuntime {
    * thread's stack means it is inside one of them.
    */
   lockRanges: [bigint, bigint][];
+  /** libc's WAITING_FUNCTIONS: a signal handler that interrupted one of them interrupted no lock holder. */
+  waitRanges: [bigint, bigint][];
   /**
    * glibc's `__restore_rt`, the return address of every signal handler: on a
    * thread's stack it marks a signal frame, whose saved registers say what the
@@ -124,9 +135,14 @@ export function findRuntime(pid: number, mods: Module[]): Omit<TargetRuntime, 's
       if (m === loader) lockRanges.push([map.start, map.end]);
     }
   }
+  const waitRanges: [bigint, bigint][] = [];
   const locking = new Set(LOCKING_FUNCTIONS);
+  const waiting = new Set(WAITING_FUNCTIONS);
   for (const sym of libcElf.symbols('.dynsym')) {
-    if (locking.has(sym.name) && sym.shndx !== 0 && sym.size > 0) lockRanges.push([libc.bias + BigInt(sym.value), libc.bias + BigInt(sym.value + sym.size)]);
+    if (sym.shndx === 0 || sym.size === 0) continue;
+    const range: [bigint, bigint] = [libc.bias + BigInt(sym.value), libc.bias + BigInt(sym.value + sym.size)];
+    if (locking.has(sym.name)) lockRanges.push(range);
+    if (waiting.has(sym.name)) waitRanges.push(range);
   }
   const restoreRt = findRestoreRt(libcElf, libc.bias);
   const stubCandidates: bigint[] = [];
@@ -143,7 +159,7 @@ export function findRuntime(pid: number, mods: Module[]): Omit<TargetRuntime, 's
   }
   if (stubCandidates.length === 0) throw new HotloadError('PTRACE_FAILED', `no room for hotload's call stub in process ${pid}`);
   const libcCalls = { open: wrappers.open, mmap: wrappers.mmap, munmap: wrappers.munmap, close: wrappers.close };
-  return { restoreRt, libc: libcCalls, dlopen: libc.bias + BigInt(dlopen.value), dlopenMode: mode, dlerror: libc.bias + BigInt(dlerror.value), dlclose: libc.bias + BigInt(dlclose.value), unsafeRanges, lockRanges, stubCandidates };
+  return { restoreRt, libc: libcCalls, dlopen: libc.bias + BigInt(dlopen.value), dlopenMode: mode, dlerror: libc.bias + BigInt(dlerror.value), dlclose: libc.bias + BigInt(dlclose.value), unsafeRanges, lockRanges, waitRanges, stubCandidates };
 }
 
 /** `mov $15, %rax; syscall`: rt_sigreturn, the whole of glibc's __restore_rt (a local symbol, so found by its bytes). */
@@ -193,7 +209,7 @@ export function placeStub(s: Session, candidates: bigint[]): bigint {
  * waiters are scanned: stale return addresses further up a stack (the Lua
  * interpreter has them) would otherwise make busy threads look unsafe forever.
  */
-export function hostScore(rt: TargetRuntime, r: ThreadRegs, readStack: () => Buffer): number {
+export function hostScore(rt: TargetRuntime, r: ThreadRegs, readStack: () => Buffer, readCode: (at: bigint) => Buffer): number {
   let buf: Buffer | undefined;
   const stack = () => (buf ??= readStack()); // read once, and only when needed
   const waiting = r.origRax >= 0n && WAITING_SYSCALLS.has(Number(r.origRax)) && (INTERRUPTED.has(r.rax) || r.rax === r.origRax);
@@ -202,24 +218,49 @@ export function hostScore(rt: TargetRuntime, r: ThreadRegs, readStack: () => Buf
   // lock the interrupted code held, it holds still (the stress of a SIGALRM
   // handler spinning over malloc found this: dlopen waited for its own lock).
   // Only for threads running code or waiting in futex: a thread asleep in another
-  // waiting syscall often has stale signal frames above its stack pointer (the
-  // signals test: NO_SAFE_POINT), and such a handler rarely sleeps over malloc.
-  if (waiting && r.origRax !== 202n) return 2;
-  if (inHandlerOverLibc(rt, stack())) return 0;
+  // waiting syscall often has stale signal frames above its stack pointer, and
+  // such a handler rarely sleeps over malloc.
+  if (waiting && r.origRax !== 202n && r.origRax !== 219n) return 2; // 219 may resume a futex wait
+  if (inHandlerOverLibc(rt, stack(), readCode)) return 0;
   if (waiting) return holdsLock(rt, stack()) ? 0 : 2;
   return 1;
 }
 
 /** Offsets in the kernel's x86-64 rt_sigframe, from its first word (the handler's return address). */
-const SIGFRAME_RIP = 176; // 8 (pretcode) + 40 (uc_flags, uc_link, uc_stack) + 16 * 8 (r8 .. rcx, rsp)
+const SIGFRAME_RAX = 152; // 8 (pretcode) + 40 (uc_flags, uc_link, uc_stack) + 13 * 8 (r8 .. rdx)
+const SIGFRAME_RIP = 176; // ... + 16 * 8 (r8 .. rcx, rsp)
 
-/** Is there a signal frame on this stack whose interrupted instruction lies in libc or the loader? */
-function inHandlerOverLibc(rt: TargetRuntime, stack: Buffer): boolean {
+/**
+ * Is there a signal frame on this stack whose handler may have interrupted a
+ * holder of libc's or the loader's locks? A frame whose saved rip is outside
+ * them is not. Nor is one that interrupted a wait in a system call other than
+ * futex (a signal-counting handler runs there at every signal, and the thread
+ * holds nothing): either its rip lies in one of libc's WAITING_FUNCTIONS, or
+ * the kernel left it at a `syscall` to be restarted, with rax the syscall's
+ * number. A frame over any other wait (rax the number of futex, or -EINTR or
+ * -ERESTART* after a `syscall`) is judged like a thread waiting in futex: by the
+ * return addresses above it. Any other frame over libc is refused.
+ */
+function inHandlerOverLibc(rt: TargetRuntime, stack: Buffer, readCode: (at: bigint) => Buffer): boolean {
   if (rt.restoreRt === undefined) return false;
+  const isSyscallAt = (at: bigint) => {
+    try {
+      const c = readCode(at);
+      return c.length >= 2 && c[0] === 0x0f && c[1] === 0x05;
+    } catch {
+      return false;
+    }
+  };
+  const within = (ranges: [bigint, bigint][], x: bigint) => ranges.some(([a, b]) => x >= a && x < b);
   for (let o = 0; o + SIGFRAME_RIP + 8 <= stack.length; o += 8) {
     if (stack.readBigUInt64LE(o) !== rt.restoreRt) continue;
     const rip = stack.readBigUInt64LE(o + SIGFRAME_RIP);
-    if (rt.unsafeRanges.some(([a, b]) => rip >= a && rip < b)) return true;
+    if (!within(rt.unsafeRanges, rip) || within(rt.waitRanges, rip)) continue;
+    const rax = stack.readBigInt64LE(o + SIGFRAME_RAX);
+    const restart = WAITING_SYSCALLS.has(Number(rax)) && isSyscallAt(rip);
+    if (restart && rax !== 202n && rax !== 219n) continue;
+    const inWait = restart || (INTERRUPTED.has(rax) && isSyscallAt(rip - 2n));
+    if (!inWait || holdsLock(rt, stack.subarray(o))) return true;
   }
   return false;
 }
@@ -290,7 +331,7 @@ export function stopAndChooseHost(s: Session, rt: TargetRuntime, deadlineMs: num
     for (const { tid } of ranked) {
       if (!s.stopThread(tid)) continue; // gone, or born after the seize: next round
       const r = s.survey().find((x) => x.tid === tid);
-      if (r && hostScore(rt, r, () => liveStack(s, r.rsp)) > 0) return { tid, tries };
+      if (r && hostScore(rt, r, () => liveStack(s, r.rsp), (at) => s.read(at, 2)) > 0) return { tid, tries };
       s.resumeThread(tid);
     }
     if (Date.now() > until) {
