@@ -41,7 +41,11 @@ lua: system
 demo: build
 	node scripts/demo.js
 
-test: system build lua
+# Type-check the tests and every package with isolatedModules, as ts-jest compiles them.
+typecheck: $(STAMP)
+	npx tsc -p tsconfig.test.json --noEmit
+
+test: system build lua typecheck
 	npx jest --runInBand
 
 bench: system build lua
@@ -54,4 +58,4 @@ clean:
 	rm -rf packages/*/dist packages/*/tsconfig.tsbuildinfo native-shim/build
 	$(MAKE) -C fixtures clean
 
-.PHONY: all system shim ts build lua demo test bench clean
+.PHONY: all system shim ts build lua demo typecheck test bench clean

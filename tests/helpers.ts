@@ -20,7 +20,7 @@ export interface Run {
 export function hotload(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Run> {
   return new Promise((resolve) => {
     execFile(process.execPath, [BIN, ...args], { env: { ...process.env, ...env }, maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
-      const code = err ? ((err as NodeJS.ErrnoException & { code?: number | string }).code as number) ?? 1 : 0;
+      const code: unknown = err ? (err as { code?: unknown }).code ?? 1 : 0; // the exit status, or a string for a spawn error
       let json;
       if (args.includes('--json')) {
         try {

@@ -1,10 +1,14 @@
 // @hotload/injector: sessions on a live process (the only package that talks to
 // the native shim), and the jobs done on one: attach, revert, status.
-export { attach, AttachOptions, AttachResult, PatchedFunction } from './attach';
-export { revert, RevertResult } from './revert';
-export { status, StatusResult } from './status';
+export { attach } from './attach';
+export type { AttachOptions, AttachResult, PatchedFunction } from './attach';
+export { revert } from './revert';
+export type { RevertResult, RevertOptions } from './revert';
+export { status } from './status';
+export type { StatusResult } from './status';
 export { Session } from './session';
-export { readMaps, modules, processExists, findTargetModule, Module, Mapping } from './read-process';
+export { readMaps, modules, processExists, findTargetModule } from './read-process';
+export type { Module, Mapping } from './read-process';
 export { shimPath } from './native';
-export { ps, PatchableProcess, pidsByName, pidsByExe, pidsByBuildId, resolveTargets } from './ps';
-export { RevertOptions } from './revert';
+export { ps, pidsByName, pidsByExe, pidsByBuildId, resolveTargets } from './ps';
+export type { PatchableProcess } from './ps';
