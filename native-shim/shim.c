@@ -123,8 +123,8 @@ static void undo_eintr(pid_t tid) {
   ptrace(PTRACE_SETREGS, tid, 0, &r);
 }
 
-/* Wait until `t` is in a ptrace stop. Signal-delivery stops count: the signal is
- * kept to be passed on when the thread resumes. Returns 0, -ESRCH if gone, or
+/* Wait until `t` is in a ptrace stop. A signal that arrives first is delivered
+ * (a job-control one is kept, to pass on when the thread resumes). Returns 0, -ESRCH if gone, or
  * -ETIMEDOUT when it does not stop within 3 s (hotload must never hang on a
  * target: a thread wedged for good is left to the kernel, which detaches it
  * when hotload exits). */
@@ -158,10 +158,22 @@ static int wait_stopped(struct thread *t) {
       return 0;
     }
     if (event == 0 && sig != (SIGTRAP | 0x80)) {
-      /* A signal arrived first; our interrupt stays pending. Keep the signal. */
-      t->pending_sig = sig;
-      t->stopped = 1;
-      return 0;
+      if (sig == SIGSTOP || sig == SIGTSTP || sig == SIGTTIN || sig == SIGTTOU) {
+        /* A job-control stop: passed on only when hotload lets the thread go. */
+        t->pending_sig = sig;
+        t->stopped = 1;
+        return 0;
+      }
+      /* A signal arrived before our interrupt took effect, and the interrupt
+       * stays pending. Deliver the signal now (the handler's frame is set up)
+       * and wait for the interrupt, which stops the thread at the handler's
+       * first instruction. Keeping the signal back instead left the interrupt
+       * pending past our resume: the thread stopped again at once, each look
+       * reaped the last look's stop and asked for the next, and a thread
+       * taking a timer signal never ran again while hotload looked (the
+       * sigmalloc stress test: NO_SAFE_POINT). */
+      ptrace(PTRACE_CONT, t->tid, 0, (void *)(long)sig);
+      continue;
     }
     /* Anything else (a syscall stop, left from a call that ran under
      * PTRACE_SYSCALL): keep it going and ask again. The interrupt that caused

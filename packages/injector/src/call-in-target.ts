@@ -210,20 +210,27 @@ export function placeStub(s: Session, candidates: bigint[]): bigint {
  * interpreter has them) would otherwise make busy threads look unsafe forever.
  */
 export function hostScore(rt: TargetRuntime, r: ThreadRegs, readStack: () => Buffer, readCode: (at: bigint) => Buffer): number {
+  return judgeHost(rt, r, readStack, readCode).score;
+}
+
+/** hostScore, with the reason for a refusal (for NO_SAFE_POINT's message). */
+export function judgeHost(rt: TargetRuntime, r: ThreadRegs, readStack: () => Buffer, readCode: (at: bigint) => Buffer): { score: number; why?: string } {
   let buf: Buffer | undefined;
   const stack = () => (buf ??= readStack()); // read once, and only when needed
   const waiting = r.origRax >= 0n && WAITING_SYSCALLS.has(Number(r.origRax)) && (INTERRUPTED.has(r.rax) || r.rax === r.origRax);
-  if (!waiting && rt.unsafeRanges.some(([a, b]) => r.rip >= a && r.rip < b)) return 0;
+  if (!waiting && rt.unsafeRanges.some(([a, b]) => r.rip >= a && r.rip < b)) {
+    return { score: 0, why: r.origRax >= 0n && r.rax === -38n ? `in system call ${r.origRax}` : 'running libc or the loader' }; // -ENOSYS: at syscall entry
+  }
   // A signal handler that interrupted the C library or the loader: whatever
   // lock the interrupted code held, it holds still (the stress of a SIGALRM
   // handler spinning over malloc found this: dlopen waited for its own lock).
   // Only for threads running code or waiting in futex: a thread asleep in another
   // waiting syscall often has stale signal frames above its stack pointer, and
   // such a handler rarely sleeps over malloc.
-  if (waiting && r.origRax !== 202n && r.origRax !== 219n) return 2; // 219 may resume a futex wait
-  if (inHandlerOverLibc(rt, stack(), readCode)) return 0;
-  if (waiting) return holdsLock(rt, stack()) ? 0 : 2;
-  return 1;
+  if (waiting && r.origRax !== 202n && r.origRax !== 219n) return { score: 2 }; // 219 may resume a futex wait
+  if (inHandlerOverLibc(rt, stack(), readCode)) return { score: 0, why: 'in a signal handler that interrupted libc or the loader' };
+  if (waiting) return holdsLock(rt, stack()) ? { score: 0, why: 'waiting in futex inside malloc, dlopen or the loader' } : { score: 2 };
+  return { score: 1 };
 }
 
 /** Offsets in the kernel's x86-64 rt_sigframe, from its first word (the handler's return address). */
@@ -318,6 +325,7 @@ function blockedIn(pid: number, tid: number): number {
  */
 export function stopAndChooseHost(s: Session, rt: TargetRuntime, deadlineMs: number): { tid: number; tries: number } {
   const until = Date.now() + deadlineMs;
+  const refusals: Record<number, Record<string, number>> = {}; // per thread, why it was not taken, how often
   for (let tries = 1; ; tries++) {
     s.seizeAll();
     let tids: number[];
@@ -331,11 +339,15 @@ export function stopAndChooseHost(s: Session, rt: TargetRuntime, deadlineMs: num
     for (const { tid } of ranked) {
       if (!s.stopThread(tid)) continue; // gone, or born after the seize: next round
       const r = s.survey().find((x) => x.tid === tid);
-      if (r && hostScore(rt, r, () => liveStack(s, r.rsp), (at) => s.read(at, 2)) > 0) return { tid, tries };
+      const v = r ? judgeHost(rt, r, () => liveStack(s, r.rsp), (at) => s.read(at, 2)) : { score: 0, why: 'gone' };
+      if (v.score > 0) return { tid, tries };
       s.resumeThread(tid);
+      const seen = (refusals[tid] ??= {});
+      seen[v.why!] = (seen[v.why!] ?? 0) + 1;
     }
     if (Date.now() > until) {
-      throw new HotloadError('NO_SAFE_POINT', `no thread of process ${s.pid} reached a safe moment within ${deadlineMs} ms (${tries} looks)`);
+      const per = Object.entries(refusals).map(([tid, seen]) => `thread ${tid}: ${Object.entries(seen).sort((x, y) => y[1] - x[1]).map(([why, n]) => `${why} (${n}x)`).join(', ')}`);
+      throw new HotloadError('NO_SAFE_POINT', `no thread of process ${s.pid} reached a safe moment within ${deadlineMs} ms (${tries} looks)`, { details: per });
     }
     sleepMs(Math.min(5, tries));
   }
