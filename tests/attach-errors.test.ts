@@ -171,6 +171,7 @@ test('no safe moment within the deadline: fails cleanly, the process untouched',
     const r = await hotload(['attach', String(u.pid), good, '--timeout', '300']);
     expect(r.code).toBe(7);
     expect(r.stderr).toMatch(/error NO_SAFE_POINT: no thread of process \d+ reached a safe moment within 300 ms/);
+    expect(r.stderr).toMatch(/- thread \d+: in system call 73 \(flock\), not a wait hotload may interrupt \(\d+x\)/); // why, per thread
     u.expectHealthy();
     expect(fs.readFileSync(`/proc/${u.pid}/syscall`, 'utf8').split(' ')[0]).toBe('73'); // still blocked in flock
     expect(u.readMem(symbolAddress(u.pid, TARGET, 'compute') - 14n, 16)).toEqual(before);

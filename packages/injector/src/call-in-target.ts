@@ -45,6 +45,8 @@ const WAITING_SYSCALLS = new Set([
   281, // epoll_pwait
   288, // accept4
 ]);
+/** Names of system calls a thread may be blocked in that are not waits hotload interrupts (for messages). */
+const OTHER_SYSCALLS: Record<number, string> = { 1: 'write', 16: 'ioctl', 17: 'pread64', 18: 'pwrite64', 20: 'writev', 44: 'sendto', 46: 'sendmsg', 72: 'fcntl', 73: 'flock', 74: 'fsync', 257: 'openat' };
 const INTERRUPTED = new Set([-512n, -513n, -514n, -516n, -4n]); // -ERESTART*, -EINTR
 
 /** libc functions that hold the allocator or loader lock while they run (or call back with it held). */
@@ -219,7 +221,9 @@ export function judgeHost(rt: TargetRuntime, r: ThreadRegs, readStack: () => Buf
   const stack = () => (buf ??= readStack()); // read once, and only when needed
   const waiting = r.origRax >= 0n && WAITING_SYSCALLS.has(Number(r.origRax)) && (INTERRUPTED.has(r.rax) || r.rax === r.origRax);
   if (!waiting && rt.unsafeRanges.some(([a, b]) => r.rip >= a && r.rip < b)) {
-    return { score: 0, why: r.origRax >= 0n && r.rax === -38n ? `in system call ${r.origRax}` : 'running libc or the loader' }; // -ENOSYS: at syscall entry
+    const inSyscall = r.origRax >= 0n && (INTERRUPTED.has(r.rax) || r.rax === r.origRax || r.rax === -38n); // -ENOSYS: at its entry
+    const name = OTHER_SYSCALLS[Number(r.origRax)];
+    return { score: 0, why: inSyscall ? `in system call ${r.origRax}${name ? ` (${name})` : ''}, not a wait hotload may interrupt` : 'running libc or the loader' };
   }
   // A signal handler that interrupted the C library or the loader: whatever
   // lock the interrupted code held, it holds still (the stress of a SIGALRM
