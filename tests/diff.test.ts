@@ -102,3 +102,88 @@ describe('function-local statics named alike (count.0, count.1, ...)', () => {
     expect(r.json.error.details[0]).toMatch(/^count@f\.c: the function-local statics named count went from 2 to 3/);
   });
 });
+
+describe('directories of object files: removed and moved functions', () => {
+  const build = (dir: string, files: Record<string, string>) => {
+    fs.mkdirSync(dir, { recursive: true });
+    for (const [f, src] of Object.entries(files)) {
+      fs.writeFileSync(path.join(dir, f), src);
+      execFileSync('cc', ['-O2', '-ffunction-sections', '-fdata-sections', '-c', f], { cwd: dir });
+    }
+    return dir;
+  };
+  const FOO = 'int foo(int x) { return x * 3; }\n';
+
+  test('still called by code of the new build (unchanged or changed): refused, naming the callers', async () => {
+    const dir = tmpdir();
+    const a = build(path.join(dir, 'a'), { 'a.c': FOO, 'b.c': 'int foo(int);\nint bar(int x) { return foo(x) + 1; }\nint baz(int x) { return foo(x) + 2; }\n' });
+    const b = build(path.join(dir, 'b'), { 'a.c': 'int unrelated(void) { return 0; }\n', 'b.c': 'int foo(int);\nint bar(int x) { return foo(x) + 1; }\nint baz(int x) { return foo(x) + 5; }\n' });
+    const r = await hotload(['diff', a, b, '--json']);
+    expect(r.code).toBe(4);
+    expect(r.json.error.details[0]).toBe('foo: removed, but bar, baz still refer to it');
+  });
+
+  test('still called from an object file the rebuild left as it was: refused, naming the file', async () => {
+    const dir = tmpdir();
+    const B = 'int foo(int);\nint bar(int x) { return foo(x) + 1; }\n';
+    const a = build(path.join(dir, 'a'), { 'a.c': FOO, 'b.c': B });
+    const b = build(path.join(dir, 'b'), { 'a.c': 'int unrelated(void) { return 0; }\n', 'b.c': B });
+    const r = await hotload(['diff', a, b, '--json']);
+    expect(r.code).toBe(4);
+    expect(r.json.error.details[0]).toBe('foo: removed, but b.o still refers to it');
+  });
+
+  test('whose callers went with it, or whose name another function now bears: accepted', async () => {
+    const dir = tmpdir();
+    const a = build(path.join(dir, 'a'), { 'a.c': '__attribute__((noinline)) static int helper(int x) { return x * 3; }\nint user(int x) { return helper(x) + 1; }\n', 'b.c': 'int bar(int x) { return x; }\n' });
+    const b = build(path.join(dir, 'b'), { 'a.c': 'int user(int x) { return x + 1; }\n', 'b.c': 'int helper(int x) { return x * 4; }\nint bar(int x) { return helper(x); }\n' });
+    const r = await hotload(['diff', a, b, '--json']);
+    expect(r.json.removed).toEqual(['helper@a.c']);
+    expect(r.json.added).toEqual(['helper']);
+    expect(r.json.error).toBeUndefined();
+  });
+});
+
+describe('directories of object files: moves', () => {
+  const build = (dir: string, files: Record<string, string>) => {
+    fs.mkdirSync(dir, { recursive: true });
+    for (const [f, src] of Object.entries(files)) {
+      fs.writeFileSync(path.join(dir, f), src);
+      execFileSync('cc', ['-O2', '-ffunction-sections', '-fdata-sections', '-c', f], { cwd: dir });
+    }
+    return dir;
+  };
+
+  test('a function moved to another file is one function: changed if its code changed, else not listed', async () => {
+    const dir = tmpdir();
+    const a = build(path.join(dir, 'a'), { 'a.c': 'int foo(int x) { return x * 3; }\nint keep(int x) { return x - 1; }\n', 'b.c': 'int other(void) { return 0; }\n' });
+    const b = build(path.join(dir, 'b'), { 'a.c': 'int other(void) { return 0; }\n', 'b.c': 'int keep(int x) { return x - 1; }\nint foo(int x) { return x * 4; }\n' });
+    const r = await hotload(['diff', a, b, '--json']);
+    expect(r.code).toBe(0);
+    expect(r.json.changed).toEqual(['foo']);
+    expect(r.json.added).toEqual([]);
+    expect(r.json.removed).toEqual([]);
+    expect(r.json.objects).toEqual({ compared: 2, identical: 0 });
+  });
+
+  test('a global datum moved to another file: unchanged, or refused when its size changed', async () => {
+    const dir = tmpdir();
+    const a = build(path.join(dir, 'a'), { 'a.c': 'int table[4] = {1, 2, 3, 4};\n', 'b.c': 'int other(void) { return 0; }\n' });
+    const same = build(path.join(dir, 'b'), { 'a.c': 'int nothing;\n', 'b.c': 'int other(void) { return 0; }\nint table[4] = {1, 2, 3, 4};\n' });
+    const grown = build(path.join(dir, 'c'), { 'a.c': 'int nothing;\n', 'b.c': 'int other(void) { return 0; }\nint table[5] = {1, 2, 3, 4, 5};\n' });
+    const r = await hotload(['diff', a, same, '--json']);
+    expect(r.code).toBe(0);
+    expect(r.json.data).toEqual({ changed: [], added: ['nothing'], removed: [] });
+    const g = await hotload(['diff', a, grown, '--json']);
+    expect(g.code).toBe(4);
+    expect(g.json.error.details[0]).toBe('table: moved from a.o to b.o, and its size changed from 16 to 20 bytes');
+  });
+
+  test('a file and a directory cannot be compared', async () => {
+    const dir = tmpdir();
+    const a = build(path.join(dir, 'a'), { 'a.c': 'int foo(int x) { return x; }\n' });
+    const r = await hotload(['diff', a, path.join(a, 'a.o')]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/error USAGE: compare a directory with a directory, or a file with a file/);
+  });
+});

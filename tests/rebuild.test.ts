@@ -288,3 +288,41 @@ describe('code hotload cannot place is refused, naming the reference', () => {
     expect(r.json.error.details.join('\n')).toMatch(/tcount.*thread-local variables are not/);
   });
 });
+
+test('a function moved to another file and edited there: the patch replaces the running one; a global counter moved along carries on', async () => {
+  const dir = tmpdir();
+  const FLAGS = ['-O2', '-g', '-fpatchable-function-entry=16,14', '-ffunction-sections', '-fdata-sections', '-fPIE'];
+  const MAIN = '#include <stdio.h>\n#include <unistd.h>\nint user(int);\nextern int calls;\nint main(void) { setvbuf(stdout, 0, _IOLBF, 0); for (;;) { printf("user=%d calls=%d\\n", user(5), calls); usleep(20000); } }\n';
+  const build = (name: string, files: Record<string, string>) => {
+    const d = path.join(dir, name);
+    fs.mkdirSync(d);
+    for (const [f, src] of Object.entries({ 'main.c': MAIN, ...files })) {
+      fs.writeFileSync(path.join(d, f), src);
+      execFileSync('cc', [...FLAGS, '-c', f], { cwd: d });
+    }
+    execFileSync('cc', ['-pie', 'main.o', 'a.o', 'b.o', '-o', 'prog'], { cwd: d });
+    return d;
+  };
+  const old = build('old', {
+    'a.c': 'int calls;\n__attribute__((noinline)) int foo(int x) { calls++; return x * 3; }\nint user(int x) { return foo(x) + 1; }\n',
+    'b.c': 'int other(void) { return 0; }\n',
+  });
+  const edited = build('new', {
+    'a.c': 'int foo(int);\nint user(int x) { return foo(x) + 1; }\n',
+    'b.c': 'int other(void) { return 0; }\nint calls;\n__attribute__((noinline)) int foo(int x) { calls++; return x * 4; }\n',
+  });
+  const out = path.join(dir, 'p.so');
+  const m = await hotload(['mkpatch', '--from', old, '--to', edited, '--target', path.join(old, 'prog'), '-o', out, '--json']);
+  expect(m.code).toBe(0);
+  expect(m.json.replaced).toContain('foo');
+  expect(m.json.added).toEqual([]);
+  const t = Target.start(path.join(old, 'prog'), []);
+  targets.push(t);
+  const before = parse((await t.fresh(/^user=/))[0]);
+  expect(before.user).toBe(16);
+  expect((await hotload(['attach', String(t.pid), out])).code).toBe(0);
+  const after = parse((await t.fresh(/^user=/))[0]);
+  expect(after.user).toBe(21); // the edit, in the function's new file
+  expect(after.calls).toBeGreaterThan(before.calls); // the program's own counter, not a new one in the patch
+  t.expectHealthy();
+});

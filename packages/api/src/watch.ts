@@ -19,7 +19,7 @@ import * as path from 'path';
 import { HotloadError, isHotloadError } from '@hotload/errors';
 import { attach } from '@hotload/injector';
 import { ElfFile, STT } from '@hotload/elf';
-import { Build, diffLoaded, functionOfPart, mkpatchFromBuilds, objectFiles, sameFile } from '@hotload/patch';
+import { Build, diffObjectSets, functionOfPart, mkpatchFromBuilds, objectFiles } from '@hotload/patch';
 
 export interface WatchOptions {
   /** The processes to keep patched: all must run the same build (those that do not are left out, with a warning). */
@@ -271,14 +271,9 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
         }
         const patchMs = msSince(t1);
         // What changed since the last patch (for the report; the patch has them all).
-        const since: string[] = [];
-        for (const [rel, file] of objectFiles(objectsDir)) {
-          const before = path.join(last, rel);
-          if (!fs.existsSync(before) || sameFile(before, file)) continue;
-          const d = diffLoaded(new Build(before), new Build(file));
-          // A changed part (f.cold) is reported as its function.
-          since.push(...d.changed.flatMap(functionOfPart), ...d.added.filter((a) => made.added.includes(a)));
-        }
+        const d = diffObjectSets(objectFiles(last), objectFiles(objectsDir)).merged;
+        // A changed part (f.cold) is reported as its function.
+        const since = [...d.changed.flatMap(functionOfPart), ...d.added.filter((a) => made.added.includes(a))];
         const t2 = process.hrtime.bigint();
         const done: number[] = [];
         const failed: { pid: number; error: ErrorDoc }[] = [];

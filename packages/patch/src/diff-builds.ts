@@ -18,6 +18,8 @@
 // each naming its symbol: a datum whose size changed (a struct that gained a
 // field), a changed initial value of data that already exists in the process.
 
+import * as fs from 'fs';
+import * as path from 'path';
 import { HotloadError } from '@hotload/errors';
 import { ElfFile, ElfSymbol, SHF, SHT, STB, STT, Section, inlinedFunctions } from '@hotload/elf';
 
@@ -146,8 +148,116 @@ function same(a: Item, b: Item): boolean {
   return a.size === b.size && a.bytes.equals(b.bytes) && a.relocs.length === b.relocs.length && a.relocs.every((r, i) => r === b.relocs[i]);
 }
 
-export function diffBuilds(oldFile: string, newFile: string): BuildDiff {
-  return diffLoaded(new Build(oldFile), new Build(newFile), { inlines: true });
+/**
+ * `hotload diff`: two files (objects, or programs linked with --emit-relocs),
+ * or two directories of object files paired by relative path.
+ */
+export function diffBuilds(oldPath: string, newPath: string): BuildDiff & { objects: { compared: number; identical: number } } {
+  const dirs = [oldPath, newPath].map((p) => fs.existsSync(p) && fs.statSync(p).isDirectory());
+  if (dirs[0] !== dirs[1]) throw new HotloadError('USAGE', `compare a directory with a directory, or a file with a file (${oldPath}, ${newPath})`);
+  const pair = dirs[0] ? [objectFiles(oldPath), objectFiles(newPath)] : [new Map([['', oldPath]]), new Map([['', newPath]])];
+  const set = diffObjectSets(pair[0], pair[1], { inlines: true, always: dirs[0] ? undefined : new Set(['']) }); // two files: compared even when identical
+  return { ...set.merged, objects: { compared: set.units.length, identical: set.identical } };
+}
+
+/** One object file of a rebuild that is not byte-identical to its old copy. */
+export interface UnitDiff {
+  rel: string;
+  /** The old object; undefined when the file is new. */
+  a?: Build;
+  b: Build;
+  diff: BuildDiff;
+}
+
+/**
+ * Diff a rebuild object file by object file, then across them: a global
+ * function that left one file for another is one function, changed or not (a
+ * patch must replace it, not add a second copy beside the running one); and a
+ * function removed while code of the new build still refers to it (which then
+ * does not link, and a patch would quietly call the old copy) is refused.
+ * Identical object files are skipped unless named in `always`.
+ */
+export function diffObjectSets(oldObjs: Map<string, string>, newObjs: Map<string, string>, opts: { inlines?: boolean; always?: Set<string> } = {}): { units: UnitDiff[]; merged: BuildDiff; identical: number } {
+  const units: UnitDiff[] = [];
+  let identical = 0;
+  for (const [rel, file] of newObjs) {
+    const old = oldObjs.get(rel);
+    if (old && !opts.always?.has(rel) && sameFile(old, file)) {
+      identical++;
+      continue;
+    }
+    const b = new Build(file);
+    const a = old ? new Build(old) : undefined;
+    units.push({ rel, a, b, diff: diffLoaded(a ?? emptyLike(b), b, opts) });
+  }
+  // Object files gone from the build: what they held is removed (or moved).
+  const gone = [...oldObjs].filter(([rel]) => !newObjs.has(rel)).map(([rel, file]) => ({ rel, a: new Build(file) }));
+  const refused: BuildDiff['refused'] = [];
+  const goneRemoved = { fns: [] as string[], data: [] as string[] };
+  for (const type of [STT.FUNC, STT.OBJECT]) {
+    const fn = type === STT.FUNC;
+    const listOf = (x: BuildDiff) => (fn ? x : x.data);
+    const itemsB = new Map(units.map((u) => [u, u.b.items(type)]));
+    for (const u of [...units, ...gone]) {
+      const itemsA = u.a ? u.a.items(type) : new Map<string, Item>();
+      const unit = 'diff' in u ? u : undefined;
+      for (const k of unit ? listOf(unit.diff).removed : [...itemsA.keys()]) {
+        const was = itemsA.get(k)!;
+        // Moved: a global added in another file.
+        const to = was.local ? undefined : units.find((v) => listOf(v.diff).added.includes(k));
+        if (to) {
+          listOf(to.diff).added = listOf(to.diff).added.filter((x) => x !== k);
+          if (unit) listOf(unit.diff).removed = listOf(unit.diff).removed.filter((x) => x !== k);
+          const now = itemsB.get(to)!.get(k)!;
+          if (same(was, now)) {
+            if (fn) to.diff.unchanged++;
+          } else if (fn || readOnlyDatum(to.b, now.sym)) {
+            listOf(to.diff).changed = [...listOf(to.diff).changed, k].sort();
+          } else {
+            refused.push({ symbol: k, reason: `moved from ${u.rel || 'the old file'} to ${to.rel || 'the new file'}, and its ${was.size !== now.size ? `size changed from ${was.size} to ${now.size} bytes` : 'initial value changed'}` });
+          }
+          continue;
+        }
+        if (!unit) (fn ? goneRemoved.fns : goneRemoved.data).push(k);
+        if (!fn) continue;
+        // A function removed while the new build still refers to it, with no other of that name to bind to.
+        if (units.some((v) => [...itemsB.get(v)!.values()].some((f) => f.name === was.name && !f.local))) continue;
+        const users: string[] = [];
+        for (const v of units) {
+          for (const [fk, f] of itemsB.get(v)!) {
+            const refers = f.relocs.some((x) => {
+              const t = x.split(':')[2].replace(/[+-]\d+$/, '');
+              return t === k || (t === was.name && (!was.local || v.rel === u.rel));
+            });
+            if (refers) users.push(fk);
+          }
+        }
+        if (!was.local) {
+          // In object files the rebuild left as they were, a reference is an undefined symbol.
+          for (const [rel, file] of newObjs) {
+            if (units.some((v) => v.rel === rel)) continue;
+            if (ElfFile.open(file).symbols('.symtab').some((s) => s.shndx === 0 && s.name === was.name)) users.push(rel);
+          }
+        }
+        if (users.length) refused.push({ symbol: k, reason: `removed, but ${users.sort().join(', ')} still ${users.length > 1 ? 'refer' : 'refers'} to it` });
+      }
+    }
+  }
+  const merged: BuildDiff = { changed: [], added: [], removed: goneRemoved.fns, unchanged: 0, data: { changed: [], added: [], removed: goneRemoved.data }, refused: [], inlined: {} };
+  for (const { diff } of units) {
+    merged.changed.push(...diff.changed);
+    merged.added.push(...diff.added);
+    merged.removed.push(...diff.removed);
+    merged.unchanged += diff.unchanged;
+    merged.data.changed.push(...diff.data.changed);
+    merged.data.added.push(...diff.data.added);
+    merged.data.removed.push(...diff.data.removed);
+    merged.refused.push(...diff.refused);
+    Object.assign(merged.inlined, diff.inlined);
+  }
+  merged.refused.push(...refused);
+  for (const l of [merged.changed, merged.added, merged.removed, merged.data.changed, merged.data.added, merged.data.removed]) l.sort();
+  return { units, merged, identical };
 }
 
 /** Is this datum read-only (the process cannot have changed it, so a patch may carry its own copy)? */
@@ -231,14 +341,6 @@ export function diffLoaded(a: Build, b: Build, opts: { inlines?: boolean } = {})
     }
   }
 
-  // A removed function that unchanged code of the new build still refers to.
-  for (const k of res.removed) {
-    const name = fa.get(k)!.name;
-    for (const [fk, f] of fb) {
-      if (res.changed.includes(fk) || res.added.includes(fk)) continue;
-      if (f.relocs.some((r) => r.split(':')[2] === name)) res.refused.push({ symbol: k, reason: `removed, but ${fk} (unchanged) still refers to it` });
-    }
-  }
   for (const l of [res.changed, res.added, res.removed, res.data.changed, res.data.added, res.data.removed]) l.sort();
 
   // Why a caller changed: a changed function inlined into it.
@@ -255,4 +357,41 @@ export function diffLoaded(a: Build, b: Build, opts: { inlines?: boolean } = {})
     }
   }
   return res;
+}
+
+/** Object files of a build: a file, or every .o under a directory (by relative path). */
+export function objectFiles(build: string): Map<string, string> {
+  if (!fs.existsSync(build)) throw new HotloadError('FILE_NOT_FOUND', `${build}: no such file or directory`);
+  const out = new Map<string, string>();
+  if (!fs.statSync(build).isDirectory()) {
+    out.set(path.basename(build), build);
+    return out;
+  }
+  const walk = (dir: string) => {
+    for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+      const p = path.join(dir, e.name);
+      if (e.isDirectory()) walk(p);
+      else if (e.isFile() && e.name.endsWith('.o')) out.set(path.relative(build, p), p);
+    }
+  };
+  walk(build);
+  if (out.size === 0) throw new HotloadError('FILE_NOT_FOUND', `${build}: no object files (.o) in it`, { hint: 'Give the build directories that hold the objects (keep them: see `hotload flags --diff`).' });
+  return out;
+}
+
+/** Same size and bytes. */
+export function sameFile(a: string, b: string): boolean {
+  try {
+    if (fs.statSync(a).size !== fs.statSync(b).size) return false;
+    return fs.readFileSync(a).equals(fs.readFileSync(b));
+  } catch {
+    return false;
+  }
+}
+
+/** A stand-in "old build" for an object file new in the build: nothing in it existed. */
+export function emptyLike(b: Build): Build {
+  const e = Object.create(Build.prototype) as Build;
+  Object.assign(e, { elf: b.elf, relocatable: true, syms: [], relocsBySection: new Map(), symsBySection: new Map() });
+  return e;
 }

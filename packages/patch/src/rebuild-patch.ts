@@ -30,31 +30,11 @@ import * as os from 'os';
 import * as path from 'path';
 import { HotloadError } from '@hotload/errors';
 import { ElfFile, ElfSymbol, STT, loadPadIndex } from '@hotload/elf';
-import { Build, BuildDiff, diffLoaded, key, readOnlyDatum } from './diff-builds';
+import { BuildDiff, diffObjectSets, key, objectFiles, readOnlyDatum } from './diff-builds';
 import { PatchTarget, TARGET_SECTION, readPatch } from './read-patch';
 import { PatchPlan, planPatch } from './check-patch';
 import { FIXUP_SECTION, REBUILD_SECTION, RebuildInfo } from './rebuild-format';
 import { FRAGMENT, Generator, Unit, asmName, emitBytes, emitSection, functionOfPart, unwindRecords } from './rebuild-asm';
-
-/** Object files of a build: a file, or every .o under a directory (by relative path). */
-export function objectFiles(build: string): Map<string, string> {
-  if (!fs.existsSync(build)) throw new HotloadError('FILE_NOT_FOUND', `${build}: no such file or directory`);
-  const out = new Map<string, string>();
-  if (!fs.statSync(build).isDirectory()) {
-    out.set(path.basename(build), build);
-    return out;
-  }
-  const walk = (dir: string) => {
-    for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
-      const p = path.join(dir, e.name);
-      if (e.isDirectory()) walk(p);
-      else if (e.isFile() && e.name.endsWith('.o')) out.set(path.relative(build, p), p);
-    }
-  };
-  walk(build);
-  if (out.size === 0) throw new HotloadError('FILE_NOT_FOUND', `${build}: no object files (.o) in it`, { hint: 'Give the build directories that hold the objects (keep them: see `hotload flags --diff`).' });
-  return out;
-}
 
 /** The one program (executable or shared library with a build-id) in a build directory. */
 export function findProgram(build: string): string {
@@ -117,28 +97,15 @@ export function mkpatchFromBuilds(opts: RebuildOptions): RebuildResult {
   const buildId = targetElf.buildId();
   if (!buildId) throw new HotloadError('PATCH_BUILD_MISMATCH', `${opts.target} has no GNU build-id, so a patch cannot be tied to it`, { hint: 'Link the target with -Wl,--build-id (the default of Debian gcc).' });
   const target: PatchTarget = { version: 1, buildId, module: path.basename(opts.target), path: path.resolve(opts.target) };
-  const oldObjs = objectFiles(opts.from);
-  const newObjs = objectFiles(opts.to);
   const also = new Set(Object.keys(opts.also ?? {}));
-  const alsoObjects = new Set(Object.values(opts.also ?? {}));
-
-  const units: Unit[] = [];
-  const oldBuilds = new Map<string, Build>();
-  const diffs: RebuildResult['diffs'] = [];
-  const refused: string[] = [];
-  for (const [rel, file] of newObjs) {
-    const old = oldObjs.get(rel);
-    // An object file the rebuild left as it was holds no change: skip it (the
-    // quick path of a one-file edit in a large build).
-    if (old && !alsoObjects.has(rel) && sameFile(old, file)) continue;
-    const b = new Build(file);
-    const ob = old ? new Build(old) : undefined;
-    if (ob) oldBuilds.set(rel, ob);
-    const d = diffLoaded(ob ?? emptyLike(b), b);
-    diffs.push({ file: rel, diff: d });
-    refused.push(...d.refused.map((r) => `${r.symbol}: ${r.reason}`));
-    units.push({ idx: units.length, rel, b, include: new Set(), replace: [] });
-  }
+  // Object files the rebuild left as they were hold no change and are skipped
+  // (the quick path of a one-file edit in a large build), except those holding
+  // functions earlier patches replaced.
+  const set = diffObjectSets(objectFiles(opts.from), objectFiles(opts.to), { always: new Set(Object.values(opts.also ?? {})) });
+  const units: Unit[] = set.units.map((u, idx) => ({ idx, rel: u.rel, b: u.b, include: new Set(), replace: [] }));
+  const oldBuilds = new Map(set.units.filter((u) => u.a).map((u) => [u.rel, u.a!]));
+  const diffs: RebuildResult['diffs'] = set.units.map((u) => ({ file: u.rel, diff: u.diff }));
+  const refused = set.merged.refused.map((r) => `${r.symbol}: ${r.reason}`);
   const replacedIn: Record<string, string> = {};
   const g = new Generator(targetElf, units);
 
@@ -296,19 +263,3 @@ export function mkpatchFromBuilds(opts: RebuildOptions): RebuildResult {
   }
 }
 
-/** Same size and bytes. */
-export function sameFile(a: string, b: string): boolean {
-  try {
-    if (fs.statSync(a).size !== fs.statSync(b).size) return false;
-    return fs.readFileSync(a).equals(fs.readFileSync(b));
-  } catch {
-    return false;
-  }
-}
-
-/** A stand-in "old build" for an object file new in the build: nothing in it existed. */
-function emptyLike(b: Build): Build {
-  const e = Object.create(Build.prototype) as Build;
-  Object.assign(e, { elf: b.elf, relocatable: true, syms: [], relocsBySection: new Map(), symsBySection: new Map() });
-  return e;
-}

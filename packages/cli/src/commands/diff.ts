@@ -6,11 +6,11 @@ import { Out } from '../output';
 
 export const diffCommand = {
   command: 'diff <old> <new>',
-  describe: 'Compare two builds function by function, relocations taken into account (objects, or programs linked with -Wl,--emit-relocs)',
+  describe: 'Compare two builds function by function, relocations taken into account (object files, directories of them paired by path, or programs linked with -Wl,--emit-relocs)',
   builder: (y: Argv) =>
     y
-      .positional('old', { type: 'string', demandOption: true, describe: 'the build the process runs' })
-      .positional('new', { type: 'string', demandOption: true, describe: 'the rebuilt file' }),
+      .positional('old', { type: 'string', demandOption: true, describe: 'the build the process runs (a file or a directory)' })
+      .positional('new', { type: 'string', demandOption: true, describe: 'the rebuilt file, or directory' }),
   run(argv: { old: string; new: string }, out: Out): number {
     const d = diffBuilds(argv.old, argv.new);
     if (!out.json) {
@@ -23,7 +23,8 @@ export const diffCommand = {
       list('changed data:', d.data.changed, out.yellow);
       list('added data:', d.data.added, out.green);
       list('removed data:', d.data.removed, out.red);
-      out.line(`${d.changed.length} changed, ${d.added.length} added, ${d.removed.length} removed, ${d.unchanged} unchanged functions`);
+      const objects = d.objects.compared + d.objects.identical > 1 ? ` (in ${d.objects.compared} changed object files; ${d.objects.identical} identical ones skipped)` : '';
+      out.line(`${d.changed.length} changed, ${d.added.length} added, ${d.removed.length} removed, ${d.unchanged} unchanged functions${objects}`);
     }
     if (d.refused.length) {
       // With --json the error document carries the refusals; the lists come in details too.
