@@ -184,6 +184,37 @@ describe('on the fixture', () => {
   });
 });
 
+test('--follow: a change that needs a restart is refused; the program is restarted; watch takes the new process and its build, and patches it on the next save', async () => {
+  const dir = fixtureBuild('hotload-watch-follow-');
+  const t = Target.start(path.join(dir, 'diff'), ['loop']);
+  cleanup.push(() => t.stop());
+  await t.waitFor(/^constant=/);
+  const w = new Watch(dir, ['--pid', String(t.pid), '--follow', 'diff.c']);
+  cleanup.push(() => w.stop());
+  await w.event('ready', 0, 10000);
+  let n = w.events.length;
+  edit(path.join(dir, 'diff.c'), 'int a, b;', 'int a, b, c;'); // a struct grows: refused
+  expect((await w.event('refused', n)).error.code).toBe('UNPATCHABLE');
+  n = w.events.length;
+  await t.stop();
+  expect((await w.event('exited', n)).pid).toBe(t.pid);
+  expect((await w.event('waiting', n)).exe).toBe(path.join(dir, 'diff'));
+  const t2 = Target.start(path.join(dir, 'diff'), ['loop']); // the build with the bigger struct
+  cleanup.push(() => t2.stop());
+  const ready = await w.event('ready', n, 10000);
+  expect(ready.pids).toEqual([t2.pid]);
+  expect(ready.warnings).toEqual([]);
+  await t2.waitFor(/^constant=11 /);
+  n = w.events.length;
+  edit(path.join(dir, 'diff.c'), 'return x + K;', 'return x + K + 100;');
+  const e = await w.event('patched', n);
+  expect(e.pids).toEqual([t2.pid]);
+  expect(e.replaced).toEqual(['constant']); // against the new build: the struct is no change any more
+  await t2.next(/^constant=111 /);
+  t2.expectHealthy();
+  expect(await w.stop()).toBe(0);
+});
+
 test('several processes of one build are patched on each save; one running another build is left out with a warning', async () => {
   const dir = fixtureBuild('hotload-watch-many-');
   const ts = [0, 1].map(() => Target.start(path.join(dir, 'diff'), ['loop']));

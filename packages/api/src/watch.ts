@@ -35,6 +35,12 @@ export interface WatchOptions {
   cwd?: string;
   /** Poll interval for source changes (ms); default 100, or 1000 when inotify watches every path. */
   intervalMs?: number;
+  /**
+   * When the processes exit, wait for the program to be started again (a
+   * process running the same file), take its build anew, and go on watching
+   * it. Default: stop.
+   */
+  follow?: boolean;
   /** Stop after this many patches (tests, scripts); default: run until aborted. */
   maxPatches?: number;
   signal?: AbortSignal;
@@ -64,11 +70,16 @@ export type WatchEvent =
       /** The longest all-threads stop of any process. */
       stoppedMs: number;
     }
-  | { event: 'exited'; pid: number };
+  | { event: 'exited'; pid: number }
+  /** With `follow`: every process exited; waiting for the program to be started again. */
+  | { event: 'waiting'; exe: string };
 
 type ErrorDoc = { code: string; message: string; hint: string; details: string[] };
 
 export interface WatchSummary {
+  /** The processes watched last (after a restart with `follow`, the new ones). */
+  pids: number[];
+  /** The patches they run. */
   patches: string[];
   replaced: string[];
   /** Why the loop ended. */
@@ -103,6 +114,45 @@ function copyObjects(from: string, to: string): number {
     fs.copyFileSync(file, path.join(to, rel));
   }
   return objs.size;
+}
+
+/**
+ * Make `to` hold the object files of `from`, copying only those whose stamp
+ * (mtime, size, inode) changed since the last sync, and removing those gone.
+ */
+function syncObjects(from: string, to: string, seen: Map<string, string>): void {
+  const objs = objectFiles(from);
+  for (const [rel, file] of objs) {
+    const st = fs.statSync(file);
+    const stamp = `${st.mtimeMs}:${st.size}:${st.ino}`;
+    if (seen.get(rel) === stamp) continue;
+    fs.mkdirSync(path.dirname(path.join(to, rel)), { recursive: true });
+    fs.copyFileSync(file, path.join(to, rel));
+    seen.set(rel, stamp);
+  }
+  for (const rel of [...seen.keys()].filter((r) => !objs.has(r))) {
+    fs.rmSync(path.join(to, rel), { force: true });
+    seen.delete(rel);
+  }
+}
+
+/** The path of the program a process runs ('' when unknown). */
+function exeOf(pid: number): string {
+  try {
+    return fs.readlinkSync(`/proc/${pid}/exe`).replace(/ \(deleted\)$/, '');
+  } catch {
+    return '';
+  }
+}
+
+/** Wait until processes run the program at `exe` (its path), and return them; [] on abort. */
+async function waitForProgram(exe: string, signal?: AbortSignal): Promise<number[]> {
+  while (!signal?.aborted) {
+    const found = fs.readdirSync('/proc').filter((e) => /^\d+$/.test(e) && Number(e) !== process.pid && exeOf(Number(e)) === exe).map(Number);
+    if (found.length) return found.sort((a, b) => a - b);
+    await sleep(200, signal);
+  }
+  return [];
 }
 
 function runBuild(cmd: string, cwd: string, signal?: AbortSignal): Promise<{ status: number | null; output: string }> {
@@ -147,59 +197,84 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
   const pid = opts.pids[0];
   for (const p of paths) if (!fs.existsSync(p)) throw new HotloadError('FILE_NOT_FOUND', `${p}: no such file or directory to watch`);
 
-  // The running build, copied aside.
-  const snap = fs.mkdtempSync(path.join(os.tmpdir(), `hotload-watch-${pid}-`));
-  const orig = path.join(snap, 'running');
-  const last = path.join(snap, 'last');
-  const targetSrc = opts.target ? path.resolve(cwd, opts.target) : `/proc/${pid}/exe`;
-  const targetCopy = path.join(snap, path.basename(opts.target ?? (fs.readlinkSync(`/proc/${pid}/exe`).replace(/ \(deleted\)$/, '') || 'program')));
-  try {
-    fs.copyFileSync(targetSrc, targetCopy);
-  } catch (e) {
-    throw new HotloadError('FILE_UNREADABLE', `cannot copy ${targetSrc}: ${(e as Error).message}`);
-  }
-  const nObjects = copyObjects(objectsDir, orig);
-  copyObjects(objectsDir, last);
-  const warnings: string[] = [];
-  const programTime = fs.statSync(targetCopy).mtimeMs;
-  const runningSince = fs.statSync(`/proc/${pid}`).mtimeMs;
-  const newer = [...objectFiles(objectsDir).entries()].filter(([, f]) => fs.statSync(f).mtimeMs > Math.max(programTime, runningSince) + 1000).map(([r]) => r);
-  const noSections: string[] = [];
-  const noPads: string[] = [];
-  for (const [rel, file] of objectFiles(orig)) {
-    const b = new Build(file);
-    if (b.syms.some((x) => x.type === STT.FUNC && x.shndx > 0 && b.elf.sections[x.shndx]?.name === '.text' && x.size > 0)) noSections.push(rel);
-    if (b.syms.some((x) => x.type === STT.FUNC && x.shndx > 0) && !b.elf.section('__patchable_function_entries')) noPads.push(rel);
-  }
-  const some = (l: string[]) => `${l.slice(0, 5).join(', ')}${l.length > 5 ? `, and ${l.length - 5} more` : ''}`;
-  if (noSections.length) warnings.push(`built without -ffunction-sections (${some(noSections)}): changes in them will be refused; build with \`hotload flags --diff\``);
-  if (noPads.length) warnings.push(`built without -fpatchable-function-entry (${some(noPads)}): their functions cannot be patched`);
-  if (newer.length) warnings.push(`object files newer than the running program (${newer.slice(0, 5).join(', ')}${newer.length > 5 ? ', ...' : ''}): if they were rebuilt after it started, patches are made against the wrong code`);
-  // Every process must run the build copied aside (the first one's).
-  const buildId = ElfFile.open(targetCopy).buildId();
-  let pids = [pid];
-  for (const p of opts.pids.slice(1)) {
-    let id: string | undefined;
-    try {
-      id = ElfFile.open(opts.target ? targetSrc : `/proc/${p}/exe`).buildId();
-    } catch {
-      id = undefined;
-    }
-    if (opts.target || id === buildId) pids.push(p);
-    else warnings.push(`process ${p} runs another build than process ${pid} (build-id ${id ?? 'none'}); it is left out`);
-  }
-  pids = [...new Set(pids)];
-  emit({ event: 'ready', pids, target: targetCopy, objects: nObjects, watching: paths, snapshot: snap, warnings });
-
+  // The running build, copied aside (again for the new process after a restart, with `follow`).
+  let snap = '';
+  let orig = '';
+  let last = '';
+  let targetCopy = '';
+  let pids: number[] = [];
   const replaced = new Map<string, string>(); // function -> its object file
   const patches: string[] = [];
+  const lastStamps = new Map<string, string>(); // object file -> its stamp when copied to `last`
+  const exePath = exeOf(pid);
+  const begin = (procs: number[]) => {
+    const first = procs[0];
+    snap = fs.mkdtempSync(path.join(os.tmpdir(), `hotload-watch-${first}-`));
+    orig = path.join(snap, 'running');
+    last = path.join(snap, 'last');
+    const targetSrc = opts.target ? path.resolve(cwd, opts.target) : `/proc/${first}/exe`;
+    targetCopy = path.join(snap, path.basename(opts.target ?? (exeOf(first) || 'program')));
+    try {
+      fs.copyFileSync(targetSrc, targetCopy);
+    } catch (e) {
+      throw new HotloadError('FILE_UNREADABLE', `cannot copy ${targetSrc}: ${(e as Error).message}`);
+    }
+    const nObjects = copyObjects(objectsDir, orig);
+    lastStamps.clear();
+    syncObjects(objectsDir, last, lastStamps);
+    const warnings = checkBuild(first, targetCopy);
+    // Every process must run the build copied aside (the first one's).
+    const buildId = ElfFile.open(targetCopy).buildId();
+    pids = [first];
+    for (const p of procs.slice(1)) {
+      let id: string | undefined;
+      try {
+        id = ElfFile.open(opts.target ? targetSrc : `/proc/${p}/exe`).buildId();
+      } catch {
+        id = undefined;
+      }
+      if (opts.target || id === buildId) pids.push(p);
+      else warnings.push(`process ${p} runs another build than process ${first} (build-id ${id ?? 'none'}); it is left out`);
+    }
+    pids = [...new Set(pids)];
+    replaced.clear();
+    patches.length = 0;
+    emit({ event: 'ready', pids, target: targetCopy, objects: nObjects, watching: paths, snapshot: snap, warnings });
+  };
+  /** The copies of the build go; the patches stay while a process runs them (it loaded its own copies). */
+  const end = (processGone: boolean) => {
+    fs.rmSync(orig, { recursive: true, force: true });
+    fs.rmSync(last, { recursive: true, force: true });
+    if (patches.length === 0 || processGone) fs.rmSync(snap, { recursive: true, force: true });
+  };
+  const summary = (reason: WatchSummary['reason']): WatchSummary => ({ pids, patches: [...patches], replaced: [...replaced.keys()].sort(), reason });
+
+  /** Warnings about the objects on disk as the build of the running process `p`. */
+  function checkBuild(p: number, program: string): string[] {
+    const warnings: string[] = [];
+    const programTime = fs.statSync(program).mtimeMs;
+    const runningSince = fs.statSync(`/proc/${p}`).mtimeMs;
+    const newer = [...objectFiles(objectsDir).entries()].filter(([, f]) => fs.statSync(f).mtimeMs > Math.max(programTime, runningSince) + 1000).map(([r]) => r);
+    const noSections: string[] = [];
+    const noPads: string[] = [];
+    for (const [rel, file] of objectFiles(orig)) {
+      const b = new Build(file);
+      if (b.syms.some((x) => x.type === STT.FUNC && x.shndx > 0 && b.elf.sections[x.shndx]?.name === '.text' && x.size > 0)) noSections.push(rel);
+      if (b.syms.some((x) => x.type === STT.FUNC && x.shndx > 0) && !b.elf.section('__patchable_function_entries')) noPads.push(rel);
+    }
+    const some = (l: string[]) => `${l.slice(0, 5).join(', ')}${l.length > 5 ? `, and ${l.length - 5} more` : ''}`;
+    if (noSections.length) warnings.push(`built without -ffunction-sections (${some(noSections)}): changes in them will be refused; build with \`hotload flags --diff\``);
+    if (noPads.length) warnings.push(`built without -fpatchable-function-entry (${some(noPads)}): their functions cannot be patched`);
+    if (newer.length) warnings.push(`object files newer than the running program (${some(newer)}): if they were rebuilt after it started, patches are made against the wrong code`);
+    return warnings;
+  }
+
+  begin(opts.pids);
+  let gone = false;
   try {
     return await loop();
   } finally {
-    // The copies of the build go; the patches stay (the process loaded its own copies of them).
-    fs.rmSync(orig, { recursive: true, force: true });
-    fs.rmSync(last, { recursive: true, force: true });
-    if (patches.length === 0) fs.rmSync(snap, { recursive: true, force: true });
+    end(gone);
   }
 
   async function loop(): Promise<WatchSummary> {
@@ -236,7 +311,25 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
           emit({ event: 'exited', pid: p });
           pids = pids.filter((x) => x !== p);
         }
-        if (pids.length === 0) return { patches, replaced: [...replaced.keys()].sort(), reason: 'exited' };
+        if (pids.length === 0) {
+          if (!opts.follow) {
+            gone = true;
+            return summary('exited');
+          }
+          // Wait for the program to be started again, then watch the new process
+          // against the build it was started from (the objects on disk now).
+          end(true);
+          emit({ event: 'waiting', exe: exePath });
+          const next = await waitForProgram(exePath, opts.signal);
+          if (next.length === 0) {
+            gone = true;
+            return summary('aborted');
+          }
+          await sleep(100, opts.signal); // let it finish exec and its loader's work before its program file is read
+          begin(next);
+          seen = stamps(paths);
+          continue;
+        }
         let now = stamps(paths);
         const changed = [...now.keys()].filter((f) => now.get(f) !== seen.get(f));
         if (changed.length === 0) continue;
@@ -289,7 +382,7 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
             } else failed.push({ pid: p, error: errorDoc(e) });
           }
         }
-        if (pids.length === 0) return { patches, replaced: [...replaced.keys()].sort(), reason: 'exited' };
+        if (pids.length === 0) continue; // exited meanwhile: the loop's top reports it (and follows, with `follow`)
         if (done.length === 0) {
           // The same error everywhere (the usual case: one process): nothing changed anywhere.
           emit({ event: 'refused', error: failed[0].error, buildMs });
@@ -298,8 +391,7 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
         const applyMs = msSince(t2);
         for (const f of made.replaced) replaced.set(f, made.replacedIn[f]);
         patches.push(out);
-        fs.rmSync(last, { recursive: true, force: true });
-        copyObjects(objectsDir, last);
+        syncObjects(objectsDir, last, lastStamps);
         emit({
           event: 'patched',
           changed: [...new Set(since)].filter((f) => made.replaced.includes(f) || made.added.includes(f)).sort(),
@@ -314,9 +406,9 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
           totalMs: msSince(t0),
           stoppedMs,
         });
-        if (opts.maxPatches && patches.length >= opts.maxPatches) return { patches, replaced: [...replaced.keys()].sort(), reason: 'max-patches' };
+        if (opts.maxPatches && patches.length >= opts.maxPatches) return summary('max-patches');
       }
-      return { patches, replaced: [...replaced.keys()].sort(), reason: 'aborted' };
+      return summary('aborted');
     }
   }
 }

@@ -11,6 +11,7 @@ interface Args {
   target?: string;
   interval?: number;
   max?: number;
+  follow: boolean;
 }
 
 const ms = (n: number) => (n >= 1000 ? `${(n / 1000).toFixed(2)} s` : `${Math.round(n)} ms`);
@@ -27,15 +28,17 @@ export const watchCommand = {
       .option('objects', { type: 'string', describe: 'directory where the build leaves its object files (default: the current directory)' })
       .option('target', { type: 'string', describe: 'the file the process runs that is patched (default: its executable; name a library to patch that)' })
       .option('interval', { type: 'number', describe: 'how often to look for saved files besides inotify (ms; default 1000, or 100 where inotify does not work)' })
+      .option('follow', { type: 'boolean', default: false, describe: 'when the processes exit, wait for the program to be started again and go on with the new process (its build taken anew)' })
       .option('max', { type: 'number', describe: 'stop after this many patches' })
       .example('$0 watch --pid $(pidof server) src/', 'on each save under src/: make, diff, patch')
       .example('$0 watch --pid server --build "make -j8"', 'keep every process named server patched')
+      .example('$0 watch --pid server --follow', 'and after a restart (a change that needs one), the new server process')
       .epilog(
         'Build with `hotload flags --diff` (one section per function and datum) and keep the objects. ' +
           'Start watch while the objects are those of the running build; it copies them aside. ' +
           'Ctrl-C stops watching and leaves the process patched. ' +
-          'With --json, one JSON object per line and event (ready, change, build-failed, no-change, refused, patched, exited). ' +
-          'Exit status: 0 after Ctrl-C (or --max patches), 5 when the processes have exited.',
+          'With --json, one JSON object per line and event (ready, change, build-failed, no-change, refused, patched, exited, waiting). ' +
+          'Exit status: 0 after Ctrl-C (or --max patches), 5 when the processes have exited (without --follow).',
       ),
   async run(argv: Args, out: Out): Promise<number> {
     if (!argv.pid) throw new HotloadError('USAGE', '--pid needs a process id, a comma-separated list, or a name');
@@ -80,16 +83,19 @@ export const watchCommand = {
           for (const f of e.failed) out.line(`  ${out.red('not patched')}: process ${f.pid}: ${f.error.code}: ${f.error.message} (hint: ${f.error.hint})`);
           break;
         case 'exited':
-          out.line(`${out.dim(clock())} process ${e.pid} exited; stopping`);
+          out.line(`${out.dim(clock())} process ${e.pid} exited${argv.follow ? '' : '; stopping'}`);
+          break;
+        case 'waiting':
+          out.line(`${out.dim(clock())} waiting for ${e.exe} to be started again (--follow)`);
           break;
       }
     };
-    const r = await watch({ pids, build: argv.build, paths: argv.paths, objects: argv.objects, target: argv.target, intervalMs: argv.interval, maxPatches: argv.max, signal: ac.signal, onEvent: show });
+    const r = await watch({ pids, build: argv.build, paths: argv.paths, objects: argv.objects, target: argv.target, intervalMs: argv.interval, maxPatches: argv.max, follow: argv.follow, signal: ac.signal, onEvent: show });
     if (!out.json) {
-      if (r.patches.length) {
-        const who = pids.join(',');
-        out.line(`process${pids.length === 1 ? '' : 'es'} ${who} keep${pids.length === 1 ? 's' : ''} ${r.patches.length} patch${r.patches.length === 1 ? '' : 'es'} (${r.replaced.join(', ')}); undo with: hotload revert ${who} --all`);
-      } else out.line('nothing was patched');
+      if (r.patches.length && r.reason !== 'exited') {
+        const who = r.pids.join(',');
+        out.line(`process${r.pids.length === 1 ? '' : 'es'} ${who} keep${r.pids.length === 1 ? 's' : ''} ${r.patches.length} patch${r.patches.length === 1 ? '' : 'es'} (${r.replaced.join(', ')}); undo with: hotload revert ${who} --all`);
+      } else if (!r.patches.length) out.line('nothing was patched');
     }
     return r.reason === 'exited' ? 5 : 0;
   },
