@@ -187,3 +187,25 @@ describe('directories of object files: moves', () => {
     expect(r.stderr).toMatch(/error USAGE: compare a directory with a directory, or a file with a file/);
   });
 });
+
+test('a change only in constants gcc pooled (.rodata.cst16: a local table) is a change; strings are compared by content', async () => {
+  const dir = tmpdir();
+  const src = (last: number, word: string) =>
+    '#include <string.h>\n' +
+    `int pick(int i) { const int tbl[12] = {10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 110, ${last}}; volatile int c[12]; memcpy((void *)c, tbl, sizeof tbl); return c[i]; }\n` +
+    `const char *name(int i) { const char *n[3] = {"one", "two", "${word}"}; const char *volatile m[3]; memcpy((void *)m, n, sizeof n); return m[i]; }\n`;
+  const build = (sub: string, text: string) => {
+    fs.mkdirSync(path.join(dir, sub));
+    fs.writeFileSync(path.join(dir, sub, 'x.c'), text);
+    execFileSync('cc', ['-O2', '-fPIE', '-ffunction-sections', '-fdata-sections', '-c', 'x.c'], { cwd: path.join(dir, sub) });
+    return path.join(dir, sub, 'x.o');
+  };
+  const a = build('a', src(120, 'three'));
+  expect(execFileSync('readelf', ['-SW', a], { encoding: 'utf8' })).toMatch(/\.rodata\.cst16/); // the table is pooled there
+  const r1 = await hotload(['diff', a, build('b', src(121, 'three')), '--json']);
+  expect(r1.json.changed).toEqual(['pick']);
+  const r2 = await hotload(['diff', a, build('c', src(120, 'THREE')), '--json']);
+  expect(r2.json.changed).toEqual(['name']);
+  const r3 = await hotload(['diff', a, build('d', src(120, 'three')), '--json']);
+  expect(r3.json.changed).toEqual([]);
+});

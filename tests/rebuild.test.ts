@@ -289,28 +289,34 @@ describe('code hotload cannot place is refused, naming the reference', () => {
   });
 });
 
+/**
+ * A small PIE program built in `dir/name` from `files` (each compiled with the
+ * pad and section flags) and a main.c printing `line` every 20 ms.
+ */
+function smallProgram(dir: string, name: string, files: Record<string, string>, decls: string, line: string): string {
+  const d = path.join(dir, name);
+  fs.mkdirSync(d);
+  const main = `#include <stdio.h>\n#include <unistd.h>\n${decls}\nint main(void) { setvbuf(stdout, 0, _IOLBF, 0); for (;;) { ${line}; usleep(20000); } }\n`;
+  for (const [f, src] of Object.entries({ 'main.c': main, ...files })) {
+    fs.writeFileSync(path.join(d, f), src);
+    execFileSync('cc', ['-O2', '-g', '-fpatchable-function-entry=16,14', '-ffunction-sections', '-fdata-sections', '-fPIE', '-c', f], { cwd: d });
+  }
+  execFileSync('cc', ['-pie', ...Object.keys(files).map((f) => f.replace(/\.c$/, '.o')), 'main.o', '-o', 'prog'], { cwd: d });
+  return d;
+}
+
 test('a function moved to another file and edited there: the patch replaces the running one; a global counter moved along carries on', async () => {
   const dir = tmpdir();
-  const FLAGS = ['-O2', '-g', '-fpatchable-function-entry=16,14', '-ffunction-sections', '-fdata-sections', '-fPIE'];
-  const MAIN = '#include <stdio.h>\n#include <unistd.h>\nint user(int);\nextern int calls;\nint main(void) { setvbuf(stdout, 0, _IOLBF, 0); for (;;) { printf("user=%d calls=%d\\n", user(5), calls); usleep(20000); } }\n';
-  const build = (name: string, files: Record<string, string>) => {
-    const d = path.join(dir, name);
-    fs.mkdirSync(d);
-    for (const [f, src] of Object.entries({ 'main.c': MAIN, ...files })) {
-      fs.writeFileSync(path.join(d, f), src);
-      execFileSync('cc', [...FLAGS, '-c', f], { cwd: d });
-    }
-    execFileSync('cc', ['-pie', 'main.o', 'a.o', 'b.o', '-o', 'prog'], { cwd: d });
-    return d;
-  };
-  const old = build('old', {
+  const decls = 'int user(int);\nextern int calls;';
+  const line = 'printf("user=%d calls=%d\\n", user(5), calls)';
+  const old = smallProgram(dir, 'old', {
     'a.c': 'int calls;\n__attribute__((noinline)) int foo(int x) { calls++; return x * 3; }\nint user(int x) { return foo(x) + 1; }\n',
     'b.c': 'int other(void) { return 0; }\n',
-  });
-  const edited = build('new', {
+  }, decls, line);
+  const edited = smallProgram(dir, 'new', {
     'a.c': 'int foo(int);\nint user(int x) { return foo(x) + 1; }\n',
     'b.c': 'int other(void) { return 0; }\nint calls;\n__attribute__((noinline)) int foo(int x) { calls++; return x * 4; }\n',
-  });
+  }, decls, line);
   const out = path.join(dir, 'p.so');
   const m = await hotload(['mkpatch', '--from', old, '--to', edited, '--target', path.join(old, 'prog'), '-o', out, '--json']);
   expect(m.code).toBe(0);
@@ -324,5 +330,37 @@ test('a function moved to another file and edited there: the patch replaces the 
   const after = parse((await t.fresh(/^user=/))[0]);
   expect(after.user).toBe(21); // the edit, in the function's new file
   expect(after.calls).toBeGreaterThan(before.calls); // the program's own counter, not a new one in the patch
+  t.expectHealthy();
+});
+
+test('an edit of a local table\'s initial values only (gcc copies them from unnamed .data): seen as a change, and patched', async () => {
+  const dir = tmpdir();
+  const src = (t: string) => `#include <string.h>
+struct opt { const char *name; int has_arg; int *flag; int val; };
+int lookup(const char *s) {
+  const struct opt opts[] = {
+    { "alpha", 0, 0, 'a' }, { "beta", 1, 0, 'b' }, { "gamma", 0, 0, 'g' }, { "delta", 1, 0, 'd' },
+    { "epsilon", 0, 0, 'e' }, { "zeta", 1, 0, 'z' }, { "eta", 0, 0, 'h' }, { "theta", 1, 0, ${t} },
+    { 0, 0, 0, 0 },
+  };
+  for (int i = 0; opts[i].name; i++) if (!strcmp(opts[i].name, s)) return opts[i].val;
+  return -1;
+}
+`;
+  const decls = 'int lookup(const char *);';
+  const line = 'printf("theta=%d\\n", lookup("theta"))';
+  const old = smallProgram(dir, 'old', { 'opts.c': src("'t'") }, decls, line);
+  const edited = smallProgram(dir, 'new', { 'opts.c': src("'T'") }, decls, line);
+  // The code of lookup is the same; only the unnamed initializer in .data differs.
+  expect(execFileSync('readelf', ['-SW', path.join(old, 'opts.o')], { encoding: 'utf8' })).toMatch(/\] \.data\s+PROGBITS\s+\S+\s+\S+\s+0*[1-9a-f]/);
+  const d = await hotload(['diff', path.join(old, 'opts.o'), path.join(edited, 'opts.o'), '--json']);
+  expect(d.json.changed).toEqual(['lookup']);
+  const out = path.join(dir, 'p.so');
+  expect((await hotload(['mkpatch', '--from', path.join(old, 'opts.o'), '--to', path.join(edited, 'opts.o'), '--target', path.join(old, 'prog'), '-o', out])).code).toBe(0);
+  const t = Target.start(path.join(old, 'prog'), []);
+  targets.push(t);
+  expect(parse((await t.fresh(/^theta=/))[0]).theta).toBe(116);
+  expect((await hotload(['attach', String(t.pid), out])).code).toBe(0);
+  expect(parse((await t.fresh(/^theta=/))[0]).theta).toBe(84);
   t.expectHealthy();
 });

@@ -18,6 +18,7 @@
 // each naming its symbol: a datum whose size changed (a struct that gained a
 // field), a changed initial value of data that already exists in the process.
 
+import { createHash } from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 import { HotloadError } from '@hotload/errors';
@@ -52,6 +53,8 @@ interface Item {
 }
 
 const FIELD: Record<number, number> = { 1: 8, 2: 4, 4: 4, 9: 4, 10: 4, 11: 4, 24: 8, 41: 4, 42: 4, 26: 4 };
+/** Relocation types whose field is rip-relative (its addend includes -4). */
+const PCREL = new Set([2, 4, 9, 24, 26, 41, 42]);
 const SHF_MERGE = 0x10;
 const SHF_STRINGS = 0x20;
 
@@ -90,28 +93,89 @@ export class Build {
     }
   }
 
-  /** Describe what a relocation refers to, independent of layout. */
-  private target(symIndex: number, addend: bigint, pcrel: boolean): string {
+  /**
+   * Describe what a relocation refers to, independent of layout. `shallow`:
+   * no content for unnamed data (describing the relocations inside that data).
+   */
+  private target(symIndex: number, addend: bigint, pcrel: boolean, shallow = false): string {
     const s = this.syms[symIndex];
     if (!s) return `?${symIndex}`;
     const bias = pcrel ? 4n : 0n; // a rip-relative field's addend includes -4 (its own size)
-    if (s.type !== STT.SECTION && s.name) {
-      const sec = s.shndx > 0 && s.shndx < 0xff00 ? this.elf.sections[s.shndx] : undefined;
-      // String literals: by content. Their labels (.LC0, ...) are renumbered
-      // whenever another literal comes or goes, and a linked file has merged
-      // their sections into .rodata.
-      if (sec && ((sec.flags & SHF_MERGE && sec.flags & SHF_STRINGS) || s.name.startsWith('.L'))) {
-        return `str:${JSON.stringify(this.cstr(sec, s.value + Number(addend + bias)))}`;
-      }
-      return `${s.name}${addend + bias ? `${addend + bias > 0n ? '+' : ''}${addend + bias}` : ''}`;
+    const secIdx = s.shndx;
+    const sec = secIdx > 0 && secIdx < 0xff00 ? this.elf.sections[secIdx] : undefined;
+    const at = (s.type === STT.SECTION ? (this.relocatable || !sec ? 0 : sec.addr) : s.value) + Number(addend + bias);
+    // String literals: by content. Their labels are renumbered whenever another
+    // literal comes or goes, and a linked file has merged their sections.
+    if (sec && sec.flags & SHF_MERGE && sec.flags & SHF_STRINGS) return `str=${JSON.stringify(this.cstr(sec, at))}`;
+    const named = s.type !== STT.SECTION && s.name && !s.name.startsWith('.L');
+    if (named) return `${s.name}${addend + bias ? `${addend + bias > 0n ? '+' : ''}${addend + bias}` : ''}`;
+    if (!sec) return s.name || `sec?${secIdx}`;
+    // From here on: unnamed data (a label such as .LC0, or a section and offset).
+    const rel = at - (this.relocatable ? 0 : sec.addr); // offset in the section
+    // Other constants the compiler pooled (.rodata.cst16: a local table's initial
+    // values): by the bytes of the entry.
+    if (sec.flags & SHF_MERGE && sec.entsize > 0 && sec.type !== SHT.NOBITS) {
+      const start = rel - (rel % sec.entsize);
+      return `cst=${this.elf.slice(sec.offset + start, sec.entsize, sec.name).toString('hex')}+${rel - start}`;
     }
-    const sec = this.elf.sections[s.shndx];
-    if (!sec) return `sec?${s.shndx}`;
-    const at = (this.relocatable ? 0 : sec.addr) + Number(addend + bias);
-    if (sec.flags & SHF_MERGE && sec.flags & SHF_STRINGS) return `str:${JSON.stringify(this.cstr(sec, at))}`;
-    const inside = (this.symsBySection.get(s.shndx) ?? []).find((x) => at >= x.value && at < x.value + Math.max(1, x.size));
+    const inside = (this.symsBySection.get(secIdx) ?? []).find((x) => at >= x.value && at < x.value + Math.max(1, x.size));
     if (inside) return `${key(inside)}${at - inside.value ? `+${at - inside.value}` : ''}`;
-    return `${sec.name}+${at - (this.relocatable ? 0 : sec.addr)}`;
+    // Data no symbol names (the initial values of a local array, copied from
+    // .data or .rodata): by its bytes up to the next symbol (at most 4 KiB),
+    // relocated fields described, so a changed initializer changes its users.
+    if (shallow || sec.type === SHT.NOBITS) return `${sec.name}+${rel}`;
+    return `${sec.name}#${this.blob(secIdx, sec, at)}`; // no offset: in a linked file it shifts with everything before
+  }
+
+  /**
+   * The bytes and relocations of unnamed data from `at` to where the next
+   * piece starts (a symbol, or a place another relocation refers to; at most
+   * 4 KiB), as one string.
+   */
+  private blob(secIdx: number, sec: Section, at: number): string {
+    const base = this.relocatable ? 0 : sec.addr;
+    const starts = this.refStarts(secIdx, base);
+    let lo = 0;
+    let hi = starts.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (starts[mid] <= at) lo = mid + 1;
+      else hi = mid;
+    }
+    const next = (this.symsBySection.get(secIdx) ?? []).map((x) => x.value).filter((v) => v > at);
+    const end = Math.min(base + sec.size, at + 4096, lo < starts.length ? starts[lo] : Infinity, ...next);
+    const bytes = Buffer.from(this.elf.slice(sec.offset + (at - base), end - at, sec.name));
+    const relocs: string[] = [];
+    for (const r of this.relocsBySection.get(secIdx) ?? []) {
+      if (r.offset < at || r.offset >= end) continue;
+      bytes.fill(0, r.offset - at, Math.min(bytes.length, r.offset - at + (FIELD[r.type] ?? 4)));
+      relocs.push(`${r.offset - at}/${r.type}/${this.target(r.sym, r.addend, PCREL.has(r.type), true)}`);
+    }
+    // Trailing zeros are alignment padding as often as data (a string, then the
+    // padding before the next piece): keep one.
+    let n = bytes.length;
+    while (n > 1 && bytes[n - 1] === 0 && bytes[n - 2] === 0) n--;
+    return createHash('sha1').update(bytes.subarray(0, n)).update(relocs.sort().join(',')).digest('hex').slice(0, 16);
+  }
+
+  private readonly starts = new Map<number, number[]>();
+
+  /** Every place in section `secIdx` some relocation refers to, sorted: where the pieces of unnamed data begin. */
+  private refStarts(secIdx: number, base: number): number[] {
+    let l = this.starts.get(secIdx);
+    if (!l) {
+      const set = new Set<number>();
+      for (const list of this.relocsBySection.values()) {
+        for (const r of list) {
+          const t = this.syms[r.sym];
+          if (!t || t.shndx !== secIdx) continue;
+          set.add((t.type === STT.SECTION ? base : t.value) + Number(r.addend) + (PCREL.has(r.type) ? 4 : 0));
+        }
+      }
+      l = [...set].sort((a, b) => a - b);
+      this.starts.set(secIdx, l);
+    }
+    return l;
   }
 
   private cstr(sec: Section, addr: number): string {
@@ -135,7 +199,7 @@ export class Build {
         if (pos < 0 || pos >= s.size) continue;
         const width = FIELD[r.type] ?? 4;
         if (bytes.length) bytes.fill(0, pos, Math.min(bytes.length, pos + width));
-        relocs.push(`${pos}:${r.type}:${this.target(r.sym, r.addend, r.type === 2 || r.type === 4 || r.type === 9 || r.type === 41 || r.type === 42 || r.type === 26 || r.type === 24)}`);
+        relocs.push(`${pos}:${r.type}:${this.target(r.sym, r.addend, PCREL.has(r.type))}`);
       }
       relocs.sort();
       out.set(key(s), { name: s.name, sym: s, bytes, relocs, size: s.size, local: s.bind === STB.LOCAL });

@@ -146,6 +146,14 @@ export class Generator {
       return { internal: this.label(u, secIdx), off: tOff };
     }
     const obj = sym.type === STT.OBJECT ? sym : this.entity(u, secIdx, STT.OBJECT);
+    if (!obj && sec.type !== SHT.NOBITS && !(u.b.symsBySection.get(secIdx) ?? []).length) {
+      // Writable data no symbol names at all: what the compiler made for the
+      // code (the initial values of a local array of pointers, which gcc puts
+      // in .data). No source can name it, so only its users read it: the
+      // patch's own copy, like read-only data.
+      this.includeSection(u, secIdx, queue);
+      return { internal: this.label(u, secIdx), off: tOff };
+    }
     if (!obj) {
       this.problems.push(`${from}: refers to ${sec.name}+${tOff}, writable data with no single named object (build with -fdata-sections)`);
       return undefined;
