@@ -38,6 +38,10 @@ build: system ts shim
 lua: system
 	bash scripts/build-lua.sh >/dev/null
 
+# The second real program: memcached (multi-threaded server), at -O2 and -O1 (cached).
+memcached: system
+	bash scripts/build-memcached.sh >/dev/null
+
 demo: build
 	node scripts/demo.js
 
@@ -45,7 +49,7 @@ demo: build
 typecheck: $(STAMP)
 	npx tsc -p tsconfig.test.json --noEmit
 
-test: system build lua typecheck
+test: system build lua memcached typecheck
 	npx jest --runInBand
 
 bench: system build lua
@@ -58,4 +62,4 @@ clean:
 	rm -rf packages/*/dist packages/*/tsconfig.tsbuildinfo native-shim/build
 	$(MAKE) -C fixtures clean
 
-.PHONY: all system shim ts build lua demo typecheck test bench clean
+.PHONY: all system shim ts build lua memcached demo typecheck test bench clean

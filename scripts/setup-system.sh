@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what hotload's tests need from Debian, once: clang (the pad index must
-# handle clang output too), g++ (a C++ fixture) and deb-src entries so `apt-get source` can fetch the
-# real program the tests build (Lua 5.4). Idempotent; does nothing when all is there.
+# handle clang output too), g++ (a C++ fixture), libevent-dev (memcached) and
+# deb-src entries so `apt-get source` can fetch the real programs the tests
+# build (Lua 5.4, memcached). Idempotent; does nothing when all is there.
 set -euo pipefail
 
 need_apt_update=0
@@ -28,6 +29,7 @@ command -v make >/dev/null || missing+=(make)
 command -v dpkg-source >/dev/null || missing+=(dpkg-dev)
 command -v gdb >/dev/null || missing+=(gdb)
 command -v readelf >/dev/null || missing+=(binutils)
+[ -f /usr/include/event2/event.h ] || missing+=(libevent-dev) # memcached, the second real program
 
 # apt-get source needs a fresh list after deb-src was added; install needs any list.
 if [ "$need_apt_update" = 1 ] || { [ ${#missing[@]} -gt 0 ] && [ -z "$(ls -A /var/lib/apt/lists 2>/dev/null | grep -v lock)" ]; }; then

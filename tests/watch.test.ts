@@ -7,6 +7,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { BIN, ROOT, Target, hotload, sleep, tmpdir } from './helpers';
+import { Client, memcachedBuilds, startMemcached } from './memcached-client';
 
 class Watch {
   readonly events: any[] = []; // eslint-disable-line @typescript-eslint/no-explicit-any
@@ -280,6 +281,27 @@ test('the real program: Lua 5.4 running a workload; edit math_abs in lmathlib.c,
   edit(path.join(dir, 'lmathlib.c'), 'lua_pushinteger(L, n + 1000);', 'lua_pushinteger(L, n);');
   await w.event('patched', m);
   await t.next(/^tick \d+ abs 5 total/);
+  t.expectHealthy();
+});
+
+test('the second real program: memcached serving clients; edit the version command in proto_text.c, save, and the server answers with the new text, its items intact', async () => {
+  const dir = tmpdir('hotload-mc-watch-');
+  execFileSync('cp', ['-a', `${memcachedBuilds().o2}/.`, dir]); // an editable copy of the -O2 build, stamps kept
+  const { t, sock } = await startMemcached(path.join(dir, 'memcached'));
+  cleanup.push(() => t.stop());
+  const c = await Client.connect(sock);
+  cleanup.push(async () => c.close());
+  expect(await c.set('kept', 'from-before')).toBe('STORED\r\n');
+  expect(await c.cmd('version\r\n')).toMatch(/^VERSION 1\.6\.\d+\r\n$/);
+  const w = new Watch(dir, ['--pid', String(t.pid), '--build', 'make -s memcached', 'proto_text.c']);
+  cleanup.push(() => w.stop());
+  expect((await w.event('ready', 0, 20000)).warnings).toEqual([]);
+  const n = w.events.length;
+  edit(path.join(dir, 'proto_text.c'), 'out_string(c, "VERSION " VERSION);', 'out_string(c, "VERSION " VERSION "-live");');
+  const e = await w.event('patched', n, 60000);
+  expect(e.changed).toEqual(['process_command_ascii']); // the static version handler is inlined there
+  expect(await c.cmd('version\r\n')).toMatch(/^VERSION 1\.6\.\d+-live\r\n$/);
+  expect(await c.get('kept')).toBe('from-before');
   t.expectHealthy();
 });
 
