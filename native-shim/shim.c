@@ -654,12 +654,11 @@ int hl_call(int tid, uint64_t stub, uint64_t stub_sigreturn_end, uint64_t fn, co
 }
 
 
-/* Every stopped thread's tid, rip, rax, orig_rax and rsp, 5 x u64 each, into the data
- * buffer (one FFI call instead of one per thread). Returns the count. A thread
- * stopped with a signal to deliver is left out: it cannot host a call until it
- * has had its signal (the next look, after the threads ran, finds it again). */
+/* Every stopped thread's tid, rip, rax, orig_rax, rsp and rbp, 6 x u64 each,
+ * into the data buffer (one FFI call instead of one per thread). Returns the
+ * count. A thread stopped with a job-control signal to deliver is left out. */
 int hl_survey(void) {
-  int r = data_reserve((size_t)g_nthreads * 40);
+  int r = data_reserve((size_t)g_nthreads * 48);
   if (r) return r;
   int n = 0;
   uint64_t *o = (uint64_t *)g_data;
@@ -667,11 +666,12 @@ int hl_survey(void) {
     struct thread *t = &g_threads[i];
     struct user_regs_struct regs;
     if (t->gone || !t->stopped || t->pending_sig || ptrace(PTRACE_GETREGS, t->tid, 0, &regs) != 0) continue;
-    o[n * 5] = (uint64_t)t->tid;
-    o[n * 5 + 1] = regs.rip;
-    o[n * 5 + 2] = regs.rax;
-    o[n * 5 + 3] = regs.orig_rax;
-    o[n * 5 + 4] = regs.rsp;
+    o[n * 6] = (uint64_t)t->tid;
+    o[n * 6 + 1] = regs.rip;
+    o[n * 6 + 2] = regs.rax;
+    o[n * 6 + 3] = regs.orig_rax;
+    o[n * 6 + 4] = regs.rsp;
+    o[n * 6 + 5] = regs.rbp;
     n++;
   }
   return n;

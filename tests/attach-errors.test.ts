@@ -163,6 +163,20 @@ test('the process loads the bytes that were checked, from a private copy', async
   expect((await hotload(['revert', String(t.pid), '--all'])).code).toBe(0);
 });
 
+test('a thread asleep inside a dl_iterate_phdr callback is no host: its stack, unwound, shows the loader list held', async () => {
+  const u = Target.start(TARGET, ['phdrcb']);
+  try {
+    await u.waitFor(/^in callback compute 6/);
+    const r = await hotload(['attach', String(u.pid), good, '--timeout', '300']);
+    expect(r.code).toBe(7);
+    expect(r.stderr).toMatch(/- thread \d+: inside malloc, dlopen, dl_iterate_phdr or the loader \(its stack unwound\)/);
+    u.expectHealthy();
+    expect(fs.readFileSync(`/proc/${u.pid}/maps`, 'utf8')).not.toMatch(/hotload-\d+\//);
+  } finally {
+    await u.stop();
+  }
+});
+
 test('no safe moment within the deadline: fails cleanly, the process untouched', async () => {
   const u = Target.start(TARGET, ['unsafe']);
   try {

@@ -3,3 +3,4 @@ export * from './read-elf';
 export * from './index-pads';
 export * from './post-elf';
 export * from './dwarf-inlines';
+export * from './eh-frame';

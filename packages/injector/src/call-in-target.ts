@@ -21,6 +21,7 @@ import { CALL_STUB, CALL_STUB_SIGRETURN_END } from '@hotload/x86';
 import { Session } from './session';
 import type { ThreadRegs } from './native';
 import { Module, dynamicSymbol, findLibc, findLoader, openModule, setBias, stubSite } from './read-process';
+import { UnwindModule, unwind, unwindModules } from './unwind';
 import { ElfFile, PF, PT } from '@hotload/elf';
 
 /** Syscalls a thread waits in with no allocator or loader lock held. */
@@ -93,6 +94,8 @@ export interface TargetRuntime {
    * handler interrupted. Undefined when not found (then no frame is looked for).
    */
   restoreRt?: bigint;
+  /** The modules' code and call frame information, to unwind a candidate's stack (unwind.ts). */
+  unwind?: UnwindModule[];
 }
 
 const sleepCell = new Int32Array(new SharedArrayBuffer(4));
@@ -161,7 +164,7 @@ export function findRuntime(pid: number, mods: Module[]): Omit<TargetRuntime, 's
   }
   if (stubCandidates.length === 0) throw new HotloadError('PTRACE_FAILED', `no room for hotload's call stub in process ${pid}`);
   const libcCalls = { open: wrappers.open, mmap: wrappers.mmap, munmap: wrappers.munmap, close: wrappers.close };
-  return { restoreRt, libc: libcCalls, dlopen: libc.bias + BigInt(dlopen.value), dlopenMode: mode, dlerror: libc.bias + BigInt(dlerror.value), dlclose: libc.bias + BigInt(dlclose.value), unsafeRanges, lockRanges, waitRanges, stubCandidates };
+  return { restoreRt, libc: libcCalls, dlopen: libc.bias + BigInt(dlopen.value), dlopenMode: mode, dlerror: libc.bias + BigInt(dlerror.value), dlclose: libc.bias + BigInt(dlclose.value), unsafeRanges, lockRanges, waitRanges, stubCandidates, unwind: unwindModules(pid, mods) };
 }
 
 /** `mov $15, %rax; syscall`: rt_sigreturn, the whole of glibc's __restore_rt (a local symbol, so found by its bytes). */
@@ -211,12 +214,19 @@ export function placeStub(s: Session, candidates: bigint[]): bigint {
  * waiters are scanned: stale return addresses further up a stack (the Lua
  * interpreter has them) would otherwise make busy threads look unsafe forever.
  */
-export function hostScore(rt: TargetRuntime, r: ThreadRegs, readStack: () => Buffer, readCode: (at: bigint) => Buffer): number {
-  return judgeHost(rt, r, readStack, readCode).score;
+export function hostScore(rt: TargetRuntime, r: ThreadRegs, readStack: () => Buffer, readCode: (at: bigint) => Buffer, read8?: (at: bigint) => bigint): number {
+  return judgeHost(rt, r, readStack, readCode, read8).score;
 }
 
-/** hostScore, with the reason for a refusal (for NO_SAFE_POINT's message). */
-export function judgeHost(rt: TargetRuntime, r: ThreadRegs, readStack: () => Buffer, readCode: (at: bigint) => Buffer): { score: number; why?: string } {
+/**
+ * hostScore, with the reason for a refusal (for NO_SAFE_POINT's message).
+ * With `read8` and the runtime's call frame information, the thread's stack
+ * is unwound first: when that reaches its outermost frame, the functions on
+ * it decide, exactly (inside malloc, dlopen, dl_iterate_phdr or the loader:
+ * refused, however it got there, through a signal handler or a callback).
+ * Otherwise the guesses below decide.
+ */
+export function judgeHost(rt: TargetRuntime, r: ThreadRegs, readStack: () => Buffer, readCode: (at: bigint) => Buffer, read8?: (at: bigint) => bigint): { score: number; why?: string } {
   let buf: Buffer | undefined;
   const stack = () => (buf ??= readStack()); // read once, and only when needed
   const waiting = r.origRax >= 0n && WAITING_SYSCALLS.has(Number(r.origRax)) && (INTERRUPTED.has(r.rax) || r.rax === r.origRax);
@@ -224,6 +234,15 @@ export function judgeHost(rt: TargetRuntime, r: ThreadRegs, readStack: () => Buf
     const inSyscall = r.origRax >= 0n && (INTERRUPTED.has(r.rax) || r.rax === r.origRax || r.rax === -38n); // -ENOSYS: at its entry
     const name = OTHER_SYSCALLS[Number(r.origRax)];
     return { score: 0, why: inSyscall ? `in system call ${r.origRax}${name ? ` (${name})` : ''}, not a wait hotload may interrupt` : 'running libc or the loader' };
+  }
+  const frames = rt.unwind && read8 ? unwind(rt.unwind, rt.restoreRt, r, read8) : undefined;
+  if (frames) {
+    const locked = frames.some((f) => {
+      const at = f.exact ? f.pc : f.pc - 1n;
+      return rt.lockRanges.some(([a, b]) => at >= a && at < b);
+    });
+    if (locked) return { score: 0, why: 'inside malloc, dlopen, dl_iterate_phdr or the loader (its stack unwound)' };
+    return { score: waiting ? 2 : 1 };
   }
   // A signal handler that interrupted the C library or the loader: whatever
   // lock the interrupted code held, it holds still (the stress of a SIGALRM
@@ -343,7 +362,7 @@ export function stopAndChooseHost(s: Session, rt: TargetRuntime, deadlineMs: num
     for (const { tid } of ranked) {
       if (!s.stopThread(tid)) continue; // gone, or born after the seize: next round
       const r = s.survey().find((x) => x.tid === tid);
-      const v = r ? judgeHost(rt, r, () => liveStack(s, r.rsp), (at) => s.read(at, 2)) : { score: 0, why: 'gone' };
+      const v = r ? judgeHost(rt, r, () => liveStack(s, r.rsp), (at) => s.read(at, 2), (at) => s.read(at, 8).readBigUInt64LE(0)) : { score: 0, why: 'gone' };
       if (v.score > 0) return { tid, tries };
       s.resumeThread(tid);
       const seen = (refusals[tid] ??= {});

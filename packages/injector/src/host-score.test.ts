@@ -43,7 +43,7 @@ function stack(opts: { frameRip?: bigint; frameRax?: bigint; lockAt?: number } =
   return b;
 }
 
-const regs = (r: Partial<ThreadRegs>): ThreadRegs => ({ tid: 1, rip: PROGRAM, rax: 0n, origRax: -1n, rsp: 0x7ffc00000000n, ...r });
+const regs = (r: Partial<ThreadRegs>): ThreadRegs => ({ tid: 1, rip: PROGRAM, rax: 0n, origRax: -1n, rsp: 0x7ffc00000000n, rbp: 0n, ...r });
 const score = (r: Partial<ThreadRegs>, s: Buffer) => hostScore(rt, regs(r), () => s, code);
 
 test('a thread running program code with a clean stack is a host', () => {

@@ -130,17 +130,18 @@ export interface ThreadRegs {
   rax: bigint; // signed
   origRax: bigint; // signed
   rsp: bigint;
+  rbp: bigint;
 }
 
 /** Registers of every stopped thread, in one call. */
 export function survey(): ThreadRegs[] {
   const n = check('survey', shim().hl_survey([]));
   if (n === 0) return [];
-  const b = Buffer.from(createExternalBuffer(shim().hl_data([]), n * 40));
+  const b = Buffer.from(createExternalBuffer(shim().hl_data([]), n * 48));
   const out: ThreadRegs[] = [];
   for (let i = 0; i < n; i++) {
-    const o = i * 40;
-    out.push({ tid: Number(b.readBigUInt64LE(o)), rip: b.readBigUInt64LE(o + 8), rax: b.readBigInt64LE(o + 16), origRax: b.readBigInt64LE(o + 24), rsp: b.readBigUInt64LE(o + 32) });
+    const o = i * 48;
+    out.push({ tid: Number(b.readBigUInt64LE(o)), rip: b.readBigUInt64LE(o + 8), rax: b.readBigInt64LE(o + 16), origRax: b.readBigInt64LE(o + 24), rsp: b.readBigUInt64LE(o + 32), rbp: b.readBigUInt64LE(o + 40) });
   }
   return out;
 }
