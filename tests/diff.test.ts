@@ -103,21 +103,23 @@ describe('function-local statics named alike (count.0, count.1, ...)', () => {
   });
 });
 
+/** A directory of object files compiled from `files` (name -> source) with the section flags. */
+function objectsDir(dir: string, files: Record<string, string>): string {
+  fs.mkdirSync(dir, { recursive: true });
+  for (const [f, src] of Object.entries(files)) {
+    fs.writeFileSync(path.join(dir, f), src);
+    execFileSync('cc', ['-O2', '-fPIE', '-ffunction-sections', '-fdata-sections', '-c', f], { cwd: dir });
+  }
+  return dir;
+}
+
 describe('directories of object files: removed and moved functions', () => {
-  const build = (dir: string, files: Record<string, string>) => {
-    fs.mkdirSync(dir, { recursive: true });
-    for (const [f, src] of Object.entries(files)) {
-      fs.writeFileSync(path.join(dir, f), src);
-      execFileSync('cc', ['-O2', '-ffunction-sections', '-fdata-sections', '-c', f], { cwd: dir });
-    }
-    return dir;
-  };
   const FOO = 'int foo(int x) { return x * 3; }\n';
 
   test('still called by code of the new build (unchanged or changed): refused, naming the callers', async () => {
     const dir = tmpdir();
-    const a = build(path.join(dir, 'a'), { 'a.c': FOO, 'b.c': 'int foo(int);\nint bar(int x) { return foo(x) + 1; }\nint baz(int x) { return foo(x) + 2; }\n' });
-    const b = build(path.join(dir, 'b'), { 'a.c': 'int unrelated(void) { return 0; }\n', 'b.c': 'int foo(int);\nint bar(int x) { return foo(x) + 1; }\nint baz(int x) { return foo(x) + 5; }\n' });
+    const a = objectsDir(path.join(dir, 'a'), { 'a.c': FOO, 'b.c': 'int foo(int);\nint bar(int x) { return foo(x) + 1; }\nint baz(int x) { return foo(x) + 2; }\n' });
+    const b = objectsDir(path.join(dir, 'b'), { 'a.c': 'int unrelated(void) { return 0; }\n', 'b.c': 'int foo(int);\nint bar(int x) { return foo(x) + 1; }\nint baz(int x) { return foo(x) + 5; }\n' });
     const r = await hotload(['diff', a, b, '--json']);
     expect(r.code).toBe(4);
     expect(r.json.error.details[0]).toBe('foo: removed, but bar, baz still refer to it');
@@ -126,8 +128,8 @@ describe('directories of object files: removed and moved functions', () => {
   test('still called from an object file the rebuild left as it was: refused, naming the file', async () => {
     const dir = tmpdir();
     const B = 'int foo(int);\nint bar(int x) { return foo(x) + 1; }\n';
-    const a = build(path.join(dir, 'a'), { 'a.c': FOO, 'b.c': B });
-    const b = build(path.join(dir, 'b'), { 'a.c': 'int unrelated(void) { return 0; }\n', 'b.c': B });
+    const a = objectsDir(path.join(dir, 'a'), { 'a.c': FOO, 'b.c': B });
+    const b = objectsDir(path.join(dir, 'b'), { 'a.c': 'int unrelated(void) { return 0; }\n', 'b.c': B });
     const r = await hotload(['diff', a, b, '--json']);
     expect(r.code).toBe(4);
     expect(r.json.error.details[0]).toBe('foo: removed, but b.o still refers to it');
@@ -135,8 +137,8 @@ describe('directories of object files: removed and moved functions', () => {
 
   test('whose callers went with it, or whose name another function now bears: accepted', async () => {
     const dir = tmpdir();
-    const a = build(path.join(dir, 'a'), { 'a.c': '__attribute__((noinline)) static int helper(int x) { return x * 3; }\nint user(int x) { return helper(x) + 1; }\n', 'b.c': 'int bar(int x) { return x; }\n' });
-    const b = build(path.join(dir, 'b'), { 'a.c': 'int user(int x) { return x + 1; }\n', 'b.c': 'int helper(int x) { return x * 4; }\nint bar(int x) { return helper(x); }\n' });
+    const a = objectsDir(path.join(dir, 'a'), { 'a.c': '__attribute__((noinline)) static int helper(int x) { return x * 3; }\nint user(int x) { return helper(x) + 1; }\n', 'b.c': 'int bar(int x) { return x; }\n' });
+    const b = objectsDir(path.join(dir, 'b'), { 'a.c': 'int user(int x) { return x + 1; }\n', 'b.c': 'int helper(int x) { return x * 4; }\nint bar(int x) { return helper(x); }\n' });
     const r = await hotload(['diff', a, b, '--json']);
     expect(r.json.removed).toEqual(['helper@a.c']);
     expect(r.json.added).toEqual(['helper']);
@@ -145,19 +147,11 @@ describe('directories of object files: removed and moved functions', () => {
 });
 
 describe('directories of object files: moves', () => {
-  const build = (dir: string, files: Record<string, string>) => {
-    fs.mkdirSync(dir, { recursive: true });
-    for (const [f, src] of Object.entries(files)) {
-      fs.writeFileSync(path.join(dir, f), src);
-      execFileSync('cc', ['-O2', '-ffunction-sections', '-fdata-sections', '-c', f], { cwd: dir });
-    }
-    return dir;
-  };
 
   test('a function moved to another file is one function: changed if its code changed, else not listed', async () => {
     const dir = tmpdir();
-    const a = build(path.join(dir, 'a'), { 'a.c': 'int foo(int x) { return x * 3; }\nint keep(int x) { return x - 1; }\n', 'b.c': 'int other(void) { return 0; }\n' });
-    const b = build(path.join(dir, 'b'), { 'a.c': 'int other(void) { return 0; }\n', 'b.c': 'int keep(int x) { return x - 1; }\nint foo(int x) { return x * 4; }\n' });
+    const a = objectsDir(path.join(dir, 'a'), { 'a.c': 'int foo(int x) { return x * 3; }\nint keep(int x) { return x - 1; }\n', 'b.c': 'int other(void) { return 0; }\n' });
+    const b = objectsDir(path.join(dir, 'b'), { 'a.c': 'int other(void) { return 0; }\n', 'b.c': 'int keep(int x) { return x - 1; }\nint foo(int x) { return x * 4; }\n' });
     const r = await hotload(['diff', a, b, '--json']);
     expect(r.code).toBe(0);
     expect(r.json.changed).toEqual(['foo']);
@@ -168,9 +162,9 @@ describe('directories of object files: moves', () => {
 
   test('a global datum moved to another file: unchanged, or refused when its size changed', async () => {
     const dir = tmpdir();
-    const a = build(path.join(dir, 'a'), { 'a.c': 'int table[4] = {1, 2, 3, 4};\n', 'b.c': 'int other(void) { return 0; }\n' });
-    const same = build(path.join(dir, 'b'), { 'a.c': 'int nothing;\n', 'b.c': 'int other(void) { return 0; }\nint table[4] = {1, 2, 3, 4};\n' });
-    const grown = build(path.join(dir, 'c'), { 'a.c': 'int nothing;\n', 'b.c': 'int other(void) { return 0; }\nint table[5] = {1, 2, 3, 4, 5};\n' });
+    const a = objectsDir(path.join(dir, 'a'), { 'a.c': 'int table[4] = {1, 2, 3, 4};\n', 'b.c': 'int other(void) { return 0; }\n' });
+    const same = objectsDir(path.join(dir, 'b'), { 'a.c': 'int nothing;\n', 'b.c': 'int other(void) { return 0; }\nint table[4] = {1, 2, 3, 4};\n' });
+    const grown = objectsDir(path.join(dir, 'c'), { 'a.c': 'int nothing;\n', 'b.c': 'int other(void) { return 0; }\nint table[5] = {1, 2, 3, 4, 5};\n' });
     const r = await hotload(['diff', a, same, '--json']);
     expect(r.code).toBe(0);
     expect(r.json.data).toEqual({ changed: [], added: ['nothing'], removed: [] });
@@ -181,7 +175,7 @@ describe('directories of object files: moves', () => {
 
   test('a file and a directory cannot be compared', async () => {
     const dir = tmpdir();
-    const a = build(path.join(dir, 'a'), { 'a.c': 'int foo(int x) { return x; }\n' });
+    const a = objectsDir(path.join(dir, 'a'), { 'a.c': 'int foo(int x) { return x; }\n' });
     const r = await hotload(['diff', a, path.join(a, 'a.o')]);
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/error USAGE: compare a directory with a directory, or a file with a file/);
@@ -194,12 +188,7 @@ test('a change only in constants gcc pooled (.rodata.cst16: a local table) is a 
     '#include <string.h>\n' +
     `int pick(int i) { const int tbl[12] = {10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 110, ${last}}; volatile int c[12]; memcpy((void *)c, tbl, sizeof tbl); return c[i]; }\n` +
     `const char *name(int i) { const char *n[3] = {"one", "two", "${word}"}; const char *volatile m[3]; memcpy((void *)m, n, sizeof n); return m[i]; }\n`;
-  const build = (sub: string, text: string) => {
-    fs.mkdirSync(path.join(dir, sub));
-    fs.writeFileSync(path.join(dir, sub, 'x.c'), text);
-    execFileSync('cc', ['-O2', '-fPIE', '-ffunction-sections', '-fdata-sections', '-c', 'x.c'], { cwd: path.join(dir, sub) });
-    return path.join(dir, sub, 'x.o');
-  };
+  const build = (sub: string, text: string) => path.join(objectsDir(path.join(dir, sub), { 'x.c': text }), 'x.o');
   const a = build('a', src(120, 'three'));
   expect(execFileSync('readelf', ['-SW', a], { encoding: 'utf8' })).toMatch(/\.rodata\.cst16/); // the table is pooled there
   const r1 = await hotload(['diff', a, build('b', src(121, 'three')), '--json']);
