@@ -564,7 +564,18 @@ int hl_call(int tid, uint64_t stub, uint64_t stub_sigreturn_end, uint64_t fn, co
   call.rax = 0;
   call.orig_rax = (uint64_t)-1; /* not in a syscall: no restart on resume */
   call.eflags &= ~(0x400ull | 0x100ull); /* DF clear (ABI), TF clear */
-  if (ptrace(PTRACE_SETREGS, tid, 0, &call) != 0) return -errno;
+  /* Every signal blocked while the call runs (the frame holds the thread's own
+   * mask, which rt_sigreturn puts back; what arrives meanwhile stays pending
+   * and is delivered then). Delivering them during the call let a flood of
+   * real-time signals starve it: each one a handler run and three ptrace stops,
+   * the queue refilled as fast as it drained, and dlopen never began. */
+  uint64_t all = ~((1ull << (SIGKILL - 1)) | (1ull << (SIGSTOP - 1)));
+  if (ptrace(PTRACE_SETSIGMASK, tid, (void *)sizeof all, &all) != 0) return -errno;
+  if (ptrace(PTRACE_SETREGS, tid, 0, &call) != 0) {
+    int e = errno;
+    ptrace(PTRACE_SETSIGMASK, tid, (void *)sizeof sigmask, &sigmask);
+    return -e;
+  }
   if (ptrace(PTRACE_SYSCALL, tid, 0, 0) != 0) return -errno;
   t->stopped = 0;
 
@@ -645,6 +656,12 @@ int hl_call(int tid, uint64_t stub, uint64_t stub_sigreturn_end, uint64_t fn, co
     struct iovec io2 = { xs, xsize };
     ptrace(PTRACE_SETREGSET, tid, (void *)NT_X86_XSTATE, &io2);
     repaired |= 2;
+  }
+  uint64_t mask_after = 0;
+  if (ptrace(PTRACE_GETSIGMASK, tid, (void *)sizeof mask_after, &mask_after) == 0 && mask_after != sigmask) {
+    DBG("call: signal mask differs after sigreturn; setting it");
+    ptrace(PTRACE_SETSIGMASK, tid, (void *)sizeof sigmask, &sigmask);
+    repaired |= 4;
   }
   hl_out[3] = (uint64_t)repaired;
   hl_out[0] = result;
