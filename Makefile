@@ -52,11 +52,12 @@ typecheck: $(STAMP)
 test: system build lua memcached typecheck
 	npx jest --runInBand
 
-bench: system build lua
+bench: system build lua memcached
 	node bench/index-speed.js
 	node bench/attach-pause.js
 	node bench/rollout.js
 	node bench/watch-latency.js
+	node bench/memcached-swap.js
 
 clean:
 	rm -rf packages/*/dist packages/*/tsconfig.tsbuildinfo native-shim/build

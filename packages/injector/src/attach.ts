@@ -191,7 +191,13 @@ function attachLocked(pid: number, patchFile: string, opts: AttachOptions): Atta
       if (patchBias === undefined) throw new HotloadError('PATCH_DLOPEN_FAILED', `dlopen succeeded but ${staged.staged} is not mapped in process ${pid}`);
       setNewAddrs(patchBias);
     }
-    // Every thread but the host runs here.
+    // The host has done its part unless a hook needs it: let it go, so the
+    // filling-in below costs it nothing. Every thread but the host runs here.
+    let hostPausedMs: number | undefined;
+    if (meta.onApply === undefined && hostStoppedAt !== undefined) {
+      s.resumeThread(hostThread);
+      hostPausedMs = Number(process.hrtime.bigint() - hostStoppedAt) / 1e6;
+    }
 
     // 8. Fill in the patch's references to the target's statics and what each
     //    function ran before (for revert and status). Nothing reaches the
@@ -235,7 +241,7 @@ function attachLocked(pid: number, patchFile: string, opts: AttachOptions): Atta
     s.apply(batch);
     const times = s.close();
     // From here on, the new code runs.
-    const hostPausedMs = hostStoppedAt !== undefined ? Number(process.hrtime.bigint() - hostStoppedAt) / 1e6 : 0;
+    hostPausedMs ??= hostStoppedAt !== undefined ? Number(process.hrtime.bigint() - hostStoppedAt) / 1e6 : 0;
 
     return {
       pid,

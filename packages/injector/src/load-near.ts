@@ -221,33 +221,40 @@ export function loadNear(
     const loadMs = Number(process.hrtime.bigint() - t0) / 1e6;
     s.resumeAllExcept(host.tid);
 
-    // Relocate while every thread but the host runs: nothing refers to the patch yet.
-    for (const r of dyn) s.writeU64(base + BigInt(r.offset), base + r.addend);
+    // Relocate while every thread but the host runs: nothing refers to the patch
+    // yet. The fields are gathered page by page and each page written once (a
+    // write per field took most of the host's pause for a large patch).
+    const pages = new PageWriter(s);
+    for (const r of dyn) pages.u64(base + BigInt(r.offset), base + r.addend);
+    const bases = new Map<number, bigint>();
     const baseOf = (i: number): bigint => {
+      let v = bases.get(i);
+      if (v !== undefined) return v;
       const r = rb.info.refs[i];
       if (r.how === 'target') {
-        if (r.got === undefined) return mod.bias + BigInt(r.value);
-        return s.read(mod.bias + BigInt(r.got), 8).readBigUInt64LE(0) - BigInt(r.symOff ?? 0);
+        v = r.got === undefined ? mod.bias + BigInt(r.value) : s.read(mod.bias + BigInt(r.got), 8).readBigUInt64LE(0) - BigInt(r.symOff ?? 0);
+      } else if (r.how === 'lib') v = libs.get(r.name)!;
+      else {
+        const owner = owners.get(`${r.key}/${r.size}`);
+        v = (owner ?? base + labels.get(r.label)! + BigInt(r.objOff)) - BigInt(r.objOff);
       }
-      if (r.how === 'lib') return libs.get(r.name)!;
-      const owner = owners.get(`${r.key}/${r.size}`);
-      return (owner ?? base + labels.get(r.label)! + BigInt(r.objOff)) - BigInt(r.objOff);
+      bases.set(i, v);
+      return v;
     };
     for (const f of rb.fixups) {
       const at = base + BigInt(f.at);
       const value = baseOf(f.ref) + f.addend;
       if (f.kind === FIXUP_KIND.ABS64) {
-        s.writeU64(at, BigInt.asUintN(64, value));
+        pages.u64(at, BigInt.asUintN(64, value));
         continue;
       }
       const rel = value - at;
       if (rel < -(2n ** 31n) || rel >= 2n ** 31n) {
         throw new HotloadError('PATCH_NO_ROOM', `a reference of the patch to ${describeRef(rb.info, f.ref)} does not reach (${hex(at)} -> ${hex(value)})`);
       }
-      const b = Buffer.alloc(4);
-      b.writeInt32LE(Number(rel));
-      s.write(at, b);
+      pages.i32(at, Number(rel));
     }
+    pages.flush();
     if (eh && registerFrame !== undefined) {
       callOnHost(s, rt, host.tid, registerFrame, Buffer.alloc(0), [base + labels.get(eh.label)!], callMs);
     }
@@ -291,4 +298,43 @@ function dataOwners(pid: number, mod: Module, self: string): Map<string, bigint>
     }
   }
   return out;
+}
+
+/** Writes into a process's memory gathered per page: each page read once and written once. */
+class PageWriter {
+  private readonly pages = new Map<bigint, Buffer>();
+  constructor(private readonly s: Session) {}
+
+  private put(at: bigint, bytes: Buffer): void {
+    for (let i = 0; i < bytes.length; ) {
+      const a = at + BigInt(i);
+      const page = a & ~4095n;
+      let buf = this.pages.get(page);
+      if (!buf) {
+        buf = this.s.read(page, 4096);
+        this.pages.set(page, buf);
+      }
+      const off = Number(a - page);
+      const n = Math.min(bytes.length - i, 4096 - off);
+      bytes.copy(buf, off, i, i + n);
+      i += n;
+    }
+  }
+
+  u64(at: bigint, v: bigint): void {
+    const b = Buffer.alloc(8);
+    b.writeBigUInt64LE(v);
+    this.put(at, b);
+  }
+
+  i32(at: bigint, v: number): void {
+    const b = Buffer.alloc(4);
+    b.writeInt32LE(v);
+    this.put(at, b);
+  }
+
+  flush(): void {
+    for (const [page, buf] of this.pages) this.s.write(page, buf);
+    this.pages.clear();
+  }
 }
