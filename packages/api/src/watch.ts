@@ -107,20 +107,12 @@ function stamps(paths: string[]): Map<string, string> {
   return out;
 }
 
-function copyObjects(from: string, to: string): number {
-  const objs = objectFiles(from);
-  for (const [rel, file] of objs) {
-    fs.mkdirSync(path.dirname(path.join(to, rel)), { recursive: true });
-    fs.copyFileSync(file, path.join(to, rel));
-  }
-  return objs.size;
-}
-
 /**
  * Make `to` hold the object files of `from`, copying only those whose stamp
- * (mtime, size, inode) changed since the last sync, and removing those gone.
+ * (mtime, size, inode) changed since the last sync with `seen` (all of them
+ * with an empty one), and removing those gone. Returns how many there are.
  */
-function syncObjects(from: string, to: string, seen: Map<string, string>): void {
+function syncObjects(from: string, to: string, seen: Map<string, string>): number {
   const objs = objectFiles(from);
   for (const [rel, file] of objs) {
     const st = fs.statSync(file);
@@ -134,6 +126,7 @@ function syncObjects(from: string, to: string, seen: Map<string, string>): void 
     fs.rmSync(path.join(to, rel), { force: true });
     seen.delete(rel);
   }
+  return objs.size;
 }
 
 /** The path of the program a process runs ('' when unknown). */
@@ -219,7 +212,7 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
     } catch (e) {
       throw new HotloadError('FILE_UNREADABLE', `cannot copy ${targetSrc}: ${(e as Error).message}`);
     }
-    const nObjects = copyObjects(objectsDir, orig);
+    const nObjects = syncObjects(objectsDir, orig, new Map());
     lastStamps.clear();
     syncObjects(objectsDir, last, lastStamps);
     const warnings = checkBuild(first, targetCopy);

@@ -21,7 +21,7 @@ import { CALL_STUB, CALL_STUB_SIGRETURN_END } from '@hotload/x86';
 import { Session } from './session';
 import type { ThreadRegs } from './native';
 import { Module, dynamicSymbol, findLibc, findLoader, openModule, setBias, stubSite } from './read-process';
-import { UnwindModule, unwind, unwindModules } from './unwind';
+import { SIGFRAME, UnwindModule, unwind, unwindModules } from './unwind';
 import { ElfFile, PF, PT } from '@hotload/elf';
 
 /** Syscalls a thread waits in with no allocator or loader lock held. */
@@ -230,17 +230,14 @@ export function judgeHost(rt: TargetRuntime, r: ThreadRegs, readStack: () => Buf
   let buf: Buffer | undefined;
   const stack = () => (buf ??= readStack()); // read once, and only when needed
   const waiting = r.origRax >= 0n && WAITING_SYSCALLS.has(Number(r.origRax)) && (INTERRUPTED.has(r.rax) || r.rax === r.origRax);
-  if (!waiting && rt.unsafeRanges.some(([a, b]) => r.rip >= a && r.rip < b)) {
+  if (!waiting && within(rt.unsafeRanges, r.rip)) {
     const inSyscall = r.origRax >= 0n && (INTERRUPTED.has(r.rax) || r.rax === r.origRax || r.rax === -38n); // -ENOSYS: at its entry
     const name = OTHER_SYSCALLS[Number(r.origRax)];
     return { score: 0, why: inSyscall ? `in system call ${r.origRax}${name ? ` (${name})` : ''}, not a wait hotload may interrupt` : 'running libc or the loader' };
   }
   const frames = rt.unwind && read8 ? unwind(rt.unwind, rt.restoreRt, r, read8) : undefined;
   if (frames) {
-    const locked = frames.some((f) => {
-      const at = f.exact ? f.pc : f.pc - 1n;
-      return rt.lockRanges.some(([a, b]) => at >= a && at < b);
-    });
+    const locked = frames.some((f) => within(rt.lockRanges, f.exact ? f.pc : f.pc - 1n));
     if (locked) return { score: 0, why: 'inside malloc, dlopen, dl_iterate_phdr or the loader (its stack unwound)' };
     return { score: waiting ? 2 : 1 };
   }
@@ -256,9 +253,13 @@ export function judgeHost(rt: TargetRuntime, r: ThreadRegs, readStack: () => Buf
   return { score: 1 };
 }
 
-/** Offsets in the kernel's x86-64 rt_sigframe, from its first word (the handler's return address). */
-const SIGFRAME_RAX = 152; // 8 (pretcode) + 40 (uc_flags, uc_link, uc_stack) + 13 * 8 (r8 .. rdx)
-const SIGFRAME_RIP = 176; // ... + 16 * 8 (r8 .. rcx, rsp)
+const SIGFRAME_RAX = Number(SIGFRAME.rax);
+const SIGFRAME_RIP = Number(SIGFRAME.rip);
+
+/** Is x in one of the [start, end) ranges? */
+function within(ranges: [bigint, bigint][], x: bigint): boolean {
+  return ranges.some(([a, b]) => x >= a && x < b);
+}
 
 /**
  * Is there a signal frame on this stack whose handler may have interrupted a
@@ -281,7 +282,6 @@ function inHandlerOverLibc(rt: TargetRuntime, stack: Buffer, readCode: (at: bigi
       return false;
     }
   };
-  const within = (ranges: [bigint, bigint][], x: bigint) => ranges.some(([a, b]) => x >= a && x < b);
   for (let o = 0; o + SIGFRAME_RIP + 8 <= stack.length; o += 8) {
     if (stack.readBigUInt64LE(o) !== rt.restoreRt) continue;
     const rip = stack.readBigUInt64LE(o + SIGFRAME_RIP);

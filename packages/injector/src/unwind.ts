@@ -47,11 +47,14 @@ export interface Frame {
 }
 
 const MAX_FRAMES = 512;
-// In the kernel's rt_sigframe, from the stack pointer after the handler
-// returned into __restore_rt (just past its return-address slot):
-const SIG_RBP = 120n;
-const SIG_RSP = 160n;
-const SIG_RIP = 168n;
+
+/**
+ * Offsets of saved registers in the kernel's x86-64 rt_sigframe, from its first
+ * word (the handler's return address, __restore_rt): 8 (pretcode) + 40
+ * (uc_flags, uc_link, uc_stack), then r8 .. r15, rdi, rsi, rbp, rbx, rdx, rax,
+ * rcx, rsp, rip, 8 bytes each.
+ */
+export const SIGFRAME = { rbp: 128n, rax: 152n, rsp: 168n, rip: 176n };
 
 /**
  * The frames of a stopped thread, innermost first, down to its outermost frame
@@ -69,10 +72,12 @@ export function unwind(mods: UnwindModule[], restoreRt: bigint | undefined, r: T
     for (let n = 0; n < MAX_FRAMES; n++) {
       frames.push({ pc, exact });
       if (!exact && restoreRt !== undefined && pc === restoreRt) {
-        // Returned into __restore_rt: the interrupted registers are in the signal frame.
-        pc = read8(rsp + SIG_RIP);
-        rbp = read8(rsp + SIG_RBP);
-        rsp = read8(rsp + SIG_RSP);
+        // Returned into __restore_rt (its return-address slot popped): the
+        // interrupted registers are in the signal frame.
+        const frame = rsp - 8n;
+        pc = read8(frame + SIGFRAME.rip);
+        rbp = read8(frame + SIGFRAME.rbp);
+        rsp = read8(frame + SIGFRAME.rsp);
         exact = true;
         continue;
       }

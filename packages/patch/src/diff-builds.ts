@@ -158,10 +158,9 @@ export class Build {
     return createHash('sha1').update(bytes.subarray(0, n)).update(relocs.sort().join(',')).digest('hex').slice(0, 16);
   }
 
-  private readonly starts = new Map<number, number[]>();
-
   /** Every place in section `secIdx` some relocation refers to, sorted: where the pieces of unnamed data begin. */
   private refStarts(secIdx: number, base: number): number[] {
+    this.starts ??= new Map();
     let l = this.starts.get(secIdx);
     if (!l) {
       const set = new Set<number>();
@@ -185,8 +184,26 @@ export class Build {
     return this.elf.buf.toString('latin1', off, Math.min(end < 0 ? off : end, off + 4096));
   }
 
-  /** Functions (or objects) with their masked bytes and relocations. */
+  // Caches, created on first use (emptyLike() makes a Build without running the field initializers).
+  private itemsByType?: Map<number, Map<string, Item>>;
+  private starts?: Map<number, number[]>;
+
+  /**
+   * Functions (or objects) with their masked bytes and relocations. Computed
+   * once per type: the per-file diff, the across-files pass and mkpatch all
+   * ask for them. Callers must not change what is returned.
+   */
   items(type: number): Map<string, Item> {
+    this.itemsByType ??= new Map();
+    let out = this.itemsByType.get(type);
+    if (!out) {
+      out = this.computeItems(type);
+      this.itemsByType.set(type, out);
+    }
+    return out;
+  }
+
+  private computeItems(type: number): Map<string, Item> {
     const out = new Map<string, Item>();
     for (const s of this.syms) {
       if (s.type !== type || s.shndx === 0 || s.shndx >= 0xff00 || s.size === 0) continue;
@@ -206,6 +223,11 @@ export class Build {
     }
     return out;
   }
+}
+
+/** What a relocation description (`pos:type:target`, from Build.items) refers to, without its offset. */
+export function relocTarget(reloc: string): string {
+  return reloc.split(':').slice(2).join(':').replace(/[+-]\d+$/, '');
 }
 
 function same(a: Item, b: Item): boolean {
@@ -290,7 +312,7 @@ export function diffObjectSets(oldObjs: Map<string, string>, newObjs: Map<string
         for (const v of units) {
           for (const [fk, f] of itemsB.get(v)!) {
             const refers = f.relocs.some((x) => {
-              const t = x.split(':')[2].replace(/[+-]\d+$/, '');
+              const t = relocTarget(x);
               return t === k || (t === was.name && (!was.local || v.rel === u.rel));
             });
             if (refers) users.push(fk);
@@ -388,7 +410,7 @@ export function diffLoaded(a: Build, b: Build, opts: { inlines?: boolean } = {})
   const users = (fns: Map<string, Item>, datum: string) => {
     const plain = datum.split('@')[0];
     return new Set([...fns].filter(([, f]) => f.relocs.some((r) => {
-      const t = r.split(':').slice(2).join(':').replace(/[+-]\d+$/, '');
+      const t = relocTarget(r);
       return t === datum || t === plain;
     })).map(([k]) => k));
   };

@@ -30,7 +30,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { HotloadError } from '@hotload/errors';
 import { ElfFile, ElfSymbol, STT, loadPadIndex } from '@hotload/elf';
-import { BuildDiff, diffObjectSets, key, objectFiles, readOnlyDatum } from './diff-builds';
+import { BuildDiff, diffObjectSets, key, objectFiles, readOnlyDatum, relocTarget } from './diff-builds';
 import { PatchTarget, TARGET_SECTION, readPatch } from './read-patch';
 import { PatchPlan, planPatch } from './check-patch';
 import { FIXUP_SECTION, REBUILD_SECTION, RebuildInfo } from './rebuild-format';
@@ -146,7 +146,7 @@ export function mkpatchFromBuilds(opts: RebuildOptions): RebuildResult {
     const changed = new Set([...d.changed, ...d.changed.flatMap(functionOfPart)]);
     for (const [k, f] of fns) {
       const usesChangedRo = f.relocs.some((r) => {
-        const base = r.split(':').slice(2).join(':').replace(/[+-]\d+$/, '');
+        const base = relocTarget(r);
         return changedRo.has(base) || [...changedRo].some((c) => c.split('@')[0] === base);
       });
       if (!changed.has(k) && !also.has(k) && !usesChangedRo) continue;
