@@ -21,6 +21,7 @@
  *   hotload dies mid-call: the kernel detaches tracees of a dead tracer.
  */
 #define _GNU_SOURCE
+#include <cpuid.h>
 #include <dirent.h>
 #include <elf.h>
 #include <errno.h>
@@ -50,12 +51,12 @@
 #endif
 
 #define MAX_THREADS 4096
-#define XSTATE_MAX 8192
 #define ERESTARTSYS 512
 #define ERESTARTNOINTR 513
 #define ERESTARTNOHAND 514
 #define ERESTART_RESTARTBLOCK 516
 #define NR_rt_sigreturn 15
+#define NR_restart_syscall 219
 
 struct thread {
   pid_t tid;
@@ -421,6 +422,159 @@ int hl_write(uint64_t addr, const uint8_t *buf, int len) {
   return 0;
 }
 
+/* ---- the extended register state (XSAVE), sized from the CPU --------------------- */
+
+/*
+ * What NT_X86_XSTATE holds is the CPU's, never a constant: the standard-format
+ * XSAVE area for every user state component the kernel enabled in XCR0, laid
+ * out as CPUID leaf 0xD says (sub-leaf i: size in EAX, offset in EBX, ECX bit 2
+ * set when the component is "dynamic": AMX tile data, which a task must ask
+ * for with arch_prctl(ARCH_REQ_XCOMP_PERM) before it may use it). With
+ * AVX-512 and AMX the area is about 11 KB; with AVX and PKRU 2440 bytes; a CPU
+ * without XSAVE has only the 512-byte FXSAVE area (NT_PRFPREG).
+ *
+ * The kernel accepts a signal frame's XSAVE area only if it is no larger than
+ * the task's own signal-frame size, which leaves out dynamic components the
+ * task has no permission for; a larger one makes rt_sigreturn restore x87/SSE
+ * only and zero the rest. So a frame carries the non-dynamic components, plus a
+ * dynamic one only when the thread's XSTATE_BV shows it in use (a thread using
+ * tiles has the permission).
+ */
+#define XS_LEGACY 512   /* FXSAVE area: x87, MXCSR, XMM0-15 */
+#define XS_HEADER 64    /* XSTATE_BV, XCOMP_BV, reserved */
+#define XS_SW 464       /* software-reserved bytes in the legacy area (struct _fpx_sw_bytes) */
+#define XFEATURE_FP 0
+#define XFEATURE_SSE 1
+
+static struct {
+  int ready;
+  int xsave;            /* the CPU and kernel use XSAVE (OSXSAVE) */
+  uint64_t xcr0;        /* user state components enabled */
+  uint64_t dynamic;     /* of those, the ones a task must ask permission for */
+  uint32_t full;        /* standard-format size for every component in XCR0 */
+  uint32_t off[64], size[64];
+} g_xs;
+
+static void xs_layout(void) {
+  if (g_xs.ready) return;
+  g_xs.ready = 1;
+  unsigned a, b, c, d;
+  if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27))) { /* no OSXSAVE */
+    g_xs.full = XS_LEGACY;
+    return;
+  }
+  uint32_t lo, hi;
+  __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+  g_xs.xsave = 1;
+  g_xs.xcr0 = ((uint64_t)hi << 32) | lo;
+  __cpuid_count(0xd, 0, a, b, c, d);
+  g_xs.full = b; /* size for the components enabled in XCR0 */
+  for (int i = 2; i < 64; i++) {
+    if (!(g_xs.xcr0 & (1ull << i))) continue;
+    __cpuid_count(0xd, (unsigned)i, a, b, c, d);
+    g_xs.size[i] = a;
+    g_xs.off[i] = b;
+    if (c & 4) g_xs.dynamic |= 1ull << i;
+  }
+}
+
+/* The thread's extended state into a buffer of the kernel's size. Returns the
+ * size, or -errno; *fx is set when only the FXSAVE area exists. */
+static int xs_get(pid_t tid, uint8_t **buf, int *fx) {
+  xs_layout();
+  size_t cap = (g_xs.full > XS_LEGACY ? g_xs.full : XS_LEGACY) + 4096;
+  for (;;) {
+    uint8_t *p = realloc(*buf, cap);
+    if (!p) return -ENOMEM;
+    *buf = p;
+    struct iovec iov = { p, cap };
+    *fx = 0;
+    if (ptrace(PTRACE_GETREGSET, tid, (void *)NT_X86_XSTATE, &iov) != 0) {
+      if (errno != ENODEV && errno != EINVAL) return -errno;
+      /* No XSAVE: the FXSAVE area alone. */
+      iov.iov_len = XS_LEGACY;
+      if (ptrace(PTRACE_GETREGSET, tid, (void *)NT_PRFPREG, &iov) != 0) return -errno;
+      *fx = 1;
+    }
+    if (iov.iov_len < cap) return (int)iov.iov_len;
+    cap *= 2; /* filled to the brim: it may have been cut short */
+  }
+}
+
+static int xs_set(pid_t tid, uint8_t *buf, int len, int fx) {
+  struct iovec iov = { buf, (size_t)len };
+  return ptrace(PTRACE_SETREGSET, tid, (void *)(long)(fx ? NT_PRFPREG : NT_X86_XSTATE), &iov) == 0 ? 0 : -errno;
+}
+
+static uint64_t xs_bv(const uint8_t *x, int len) {
+  uint64_t bv = (uint64_t)-1; /* an FXSAVE-only area: x87 and SSE always hold state */
+  if (len >= XS_LEGACY + 8) memcpy(&bv, x + XS_LEGACY, 8);
+  return bv;
+}
+
+/* The XSAVE area a signal frame carries for this thread: its size (standard
+ * format, from offset 0) and the components in it. */
+static uint32_t xs_frame(const uint8_t *x, int len, int fx, uint64_t *features) {
+  if (fx || !g_xs.xsave) { *features = 3; return XS_LEGACY; }
+  uint64_t in_use = xs_bv(x, len);
+  uint64_t want = g_xs.xcr0 & ~(g_xs.dynamic & ~in_use);
+  uint32_t size = XS_LEGACY + XS_HEADER;
+  for (int i = 2; i < 64; i++)
+    if ((want & (1ull << i)) && g_xs.off[i] + g_xs.size[i] > size) size = g_xs.off[i] + g_xs.size[i];
+  if (size > (uint32_t)len) size = (uint32_t)len;
+  *features = want;
+  return size;
+}
+
+/* Do two saved states hold the same registers? Compared as the architecture
+ * defines them, not as bytes: a component whose XSTATE_BV bit is clear is in
+ * its initial configuration (zeros; x87's control word 0x37f), whatever its
+ * bytes say, and a CPU may clear the bit of registers that merely hold initial
+ * values. The header and the software-reserved bytes are not state. Returns 0
+ * when equal, else 1 + the first differing component. */
+static int xs_differs(const uint8_t *a, int alen, const uint8_t *b, int blen) {
+  static const uint8_t zeros[1024];
+  uint64_t abv = xs_bv(a, alen), bbv = xs_bv(b, blen);
+  /* x87: FCW..FDP (0..23) and ST0-7 (32..159); init is FCW 0x37f, the rest 0. */
+  uint8_t x87init[160] = { 0x7f, 0x03 };
+  const uint8_t *ax = (abv & 1) ? a : x87init, *bx = (bbv & 1) ? b : x87init;
+  if (memcmp(ax, bx, 24) != 0 || memcmp(ax + 32, bx + 32, 128) != 0) return 1 + XFEATURE_FP;
+  /* MXCSR (24..27) is state whenever SSE or AVX is; compare it as saved. */
+  if (memcmp(a + 24, b + 24, 4) != 0) return 1 + XFEATURE_SSE;
+  /* XMM0-15 (160..415). */
+  const uint8_t *as = (abv & 2) ? a + 160 : zeros, *bs = (bbv & 2) ? b + 160 : zeros;
+  if (memcmp(as, bs, 256) != 0) return 1 + XFEATURE_SSE;
+  for (int i = 2; i < 64; i++) {
+    if (!(g_xs.xcr0 & (1ull << i))) continue;
+    uint32_t o = g_xs.off[i], n = g_xs.size[i];
+    int ain = o + n <= (uint32_t)alen, bin = o + n <= (uint32_t)blen;
+    if (!ain && !bin) continue;
+    if (ain != bin) return 1 + i;
+    for (uint32_t k = 0; k < n; k += sizeof zeros) {
+      uint32_t m = n - k < sizeof zeros ? n - k : (uint32_t)sizeof zeros;
+      const uint8_t *pa = (abv & (1ull << i)) ? a + o + k : zeros, *pb = (bbv & (1ull << i)) ? b + o + k : zeros;
+      if (memcmp(pa, pb, m) != 0) return 1 + i;
+    }
+  }
+  return 0;
+}
+
+/* Room below a thread's stack pointer in its own stack mapping (bytes), or -errno. */
+static int64_t stack_room(uint64_t rsp) {
+  char path[64], line[512];
+  snprintf(path, sizeof path, "/proc/%d/maps", g_pid);
+  FILE *f = fopen(path, "re");
+  if (!f) return -errno;
+  int64_t room = -EFAULT;
+  while (fgets(line, sizeof line, f)) {
+    unsigned long long lo, hi;
+    if (sscanf(line, "%llx-%llx", &lo, &hi) != 2) continue;
+    if (rsp > lo && rsp <= hi) { room = (int64_t)(rsp - lo); break; }
+  }
+  fclose(f);
+  return room;
+}
+
 /* ---- calling a function on a borrowed thread -------------------------------------- */
 
 /* struct sigcontext (x86-64) and the kernel's rt_sigframe, as laid out by the
@@ -461,6 +615,45 @@ static int wait_any(pid_t *who, int *status) {
   return 0;
 }
 
+/* Stack the called function may use below the frame, on a stack that cannot grow. */
+#define CALL_HEADROOM (32 * 1024)
+
+/* Registers equal in every way rt_sigreturn and the kernel keep: orig_rax is
+ * always -1 after it, and of eflags only the flags the program can see count
+ * (CF PF AF ZF SF TF DF OF AC; the kernel adjusts RF and others). */
+static int regs_equal(const struct user_regs_struct *a, const struct user_regs_struct *b) {
+  struct user_regs_struct x = *a, y = *b;
+  x.orig_rax = y.orig_rax = 0;
+  x.eflags &= 0x40dd5;
+  y.eflags &= 0x40dd5;
+  return memcmp(&x, &y, sizeof x) == 0;
+}
+
+/* Put a thread's registers, extended state and signal mask as given; returns a
+ * mask of what could not be set (1 registers, 2 extended state, 4 mask). */
+static int put_state(pid_t tid, const struct user_regs_struct *r, uint8_t *x, int xlen, int fx, uint64_t mask) {
+  int failed = 0;
+  if (ptrace(PTRACE_SETREGS, tid, 0, r) != 0) failed |= 1;
+  if (xs_set(tid, x, xlen, fx) != 0) failed |= 2;
+  if (ptrace(PTRACE_SETSIGMASK, tid, (void *)sizeof mask, &mask) != 0) failed |= 4;
+  return failed;
+}
+
+/* Which of the thread's registers, extended state and mask differ from the
+ * given ones (mask as put_state's); hl_out[6] = 1 + the first differing XSAVE
+ * component. A read that fails counts as a difference. */
+static int state_differs(pid_t tid, const struct user_regs_struct *want, const uint8_t *x, int xlen, uint64_t mask, uint8_t **scratch) {
+  int d = 0, fx2;
+  struct user_regs_struct now;
+  if (ptrace(PTRACE_GETREGS, tid, 0, &now) != 0 || !regs_equal(&now, want)) d |= 1;
+  int n = xs_get(tid, scratch, &fx2);
+  int c = n < 0 ? 1 : xs_differs(*scratch, n, x, xlen);
+  if (c) { d |= 2; hl_out[6] = (uint64_t)c; }
+  uint64_t m = 0;
+  if (ptrace(PTRACE_GETSIGMASK, tid, (void *)sizeof m, &m) != 0 || m != mask) d |= 4;
+  return d;
+}
+
 /*
  * Run fn(data_ptr, a1, a2) on stopped thread `tid` and wait for it to return.
  * `stub` is the address of CALL_STUB (packages/x86) in executable memory of the
@@ -468,76 +661,102 @@ static int wait_any(pid_t *who, int *status) {
  * red zone; the first argument points at it (or is 0 when data_len is 0).
  *
  * The thread's stack gets, from high to low: the red zone (untouched), data,
- * the saved FP/SSE/AVX state (XSAVE layout), an rt_sigframe holding every
- * general register, the signal mask and a pointer to that state, and the slot
- * for the result. The stub calls fn, stores rax in the slot and executes
- * rt_sigreturn on the frame: the kernel itself puts back every register and
- * the thread continues its own code. If the thread was inside a syscall, the
- * frame resumes it on the `syscall` instruction so the call is re-issued.
+ * the saved extended state (XSAVE layout, sized as xs_frame says), an
+ * rt_sigframe holding every general register, the signal mask and a pointer to
+ * that state, and the slot for the result. The stub calls fn, stores rax in
+ * the slot and executes rt_sigreturn on the frame: the kernel itself puts back
+ * every register and the thread continues its own code. If the thread was
+ * inside a syscall, the frame resumes it on the `syscall` instruction so the
+ * call is re-issued. A stack without room for the frame and the call is
+ * refused (-ENOSPC, hl_out[4] = room, hl_out[5] = needed) before anything is
+ * written.
  *
- * Other threads keep running; their signal stops are passed on here.
- * hl_out[0] = result, hl_out[1] = syscall stops seen, hl_out[2] = ns in call.
- * On -ETIMEDOUT the thread is still in the call and will go home by itself.
+ * A thread whose wait the kernel would resume through restart_syscall (rax =
+ * -ERESTART_RESTARTBLOCK: nanosleep, clock_nanosleep, poll, futex with a
+ * timeout; or restart_syscall itself, after an earlier stop) needs its
+ * per-thread restart block, which rt_sigreturn clears (restart_syscall then
+ * fails with EINTR). For such a thread our rt_sigreturn is skipped at its
+ * syscall-entry stop, and the thread is put back by ptrace instead, set to
+ * execute restart_syscall: the wait goes on to its original deadline. If
+ * hotload dies mid-call, the stub retries its rt_sigreturn and the frame
+ * re-issues the original call (a relative timeout starts over; a thread that
+ * was already in restart_syscall would then see EINTR).
+ *
+ * After either way home, the thread's state is compared with what it must be
+ * (registers, extended state component by component, signal mask); what
+ * differs is set again and compared again. hl_out[3] = what had to be set
+ * again (1 registers, 2 extended state, 4 mask); if it still differs, -EIO
+ * with hl_out[4] = what. Other threads keep running; their signal stops are
+ * passed on here. hl_out[0] = result, hl_out[1] = syscall stops seen,
+ * hl_out[2] = ns in call. On -ETIMEDOUT the thread is still in the call and
+ * will go home by itself.
  */
 int hl_call(int tid, uint64_t stub, uint64_t stub_sigreturn_end, uint64_t fn, const uint8_t *data, int data_len,
             uint64_t a0, uint64_t a1, uint64_t a2, uint64_t a3, uint64_t a4, uint64_t a5, int timeout_ms) {
   struct thread *t = find_thread(tid);
   if (!t || t->gone || !t->stopped) return -ESRCH;
   if (t->pending_sig) return -EAGAIN; /* deliver that first */
+  for (int i = 3; i < 8; i++) hl_out[i] = 0;
   struct user_regs_struct regs, ctx;
   if (ptrace(PTRACE_GETREGS, tid, 0, &regs) != 0) return -errno;
-  static uint8_t xs[XSTATE_MAX];
-  struct iovec iov = { xs, sizeof xs };
-  if (ptrace(PTRACE_GETREGSET, tid, (void *)NT_X86_XSTATE, &iov) != 0) return -errno;
-  size_t xsize = iov.iov_len;
+  static uint8_t *xs, *x2;
+  int fx;
+  int xsize = xs_get(tid, &xs, &fx);
+  if (xsize < 0) return xsize;
+  uint64_t features;
+  uint32_t fsize = xs_frame(xs, xsize, fx, &features);
   uint64_t sigmask = 0;
   if (ptrace(PTRACE_GETSIGMASK, tid, (void *)sizeof sigmask, &sigmask) != 0) return -errno;
 
   /* The state the thread must resume in: as interrupted, with a syscall that was
-   * cut short set up to be issued again. */
+   * cut short set up to be issued again. `home` is the same, for a thread put
+   * back by ptrace with its restart block intact (see above). */
   ctx = regs;
+  int restart_block = 0;
   if ((int64_t)regs.orig_rax >= 0) {
     int64_t rax = (int64_t)regs.rax;
-    /* For -ERESTART_RESTARTBLOCK the kernel would use restart_syscall, but
-     * rt_sigreturn clears the restart block, so restart_syscall would fail with
-     * EINTR. Issue the original call again instead: a relative sleep or timeout
-     * starts over (the thread waits a little longer), but never sees EINTR. */
     if (rax == -ERESTARTSYS || rax == -ERESTARTNOINTR || rax == -ERESTARTNOHAND || rax == -ERESTART_RESTARTBLOCK) {
       ctx.rip -= 2; ctx.rax = regs.orig_rax;
     }
+    restart_block = rax == -ERESTART_RESTARTBLOCK;
   }
+  struct user_regs_struct home = ctx;
+  if (restart_block) home.rax = NR_restart_syscall;
+  home.orig_rax = (uint64_t)-1;
 
   /* Lay out the block below the red zone. */
   uint64_t top = regs.rsp - 128;
   uint64_t data_addr = (top - (uint64_t)data_len) & ~15ull;
-  uint64_t fp_addr = (data_addr - xsize - 4) & ~63ull;
+  uint64_t fp_addr = (data_addr - fsize - 4) & ~63ull;
   uint64_t frame_uc = (fp_addr - sizeof(struct k_ucontext) - 128) & ~15ull; /* uc, then siginfo */
   uint64_t A = frame_uc - 16; /* rsp at the stub: slot at A, pretcode at A+8 */
   size_t total = (size_t)(top - A);
+  int64_t room = stack_room(regs.rsp);
+  int64_t need = (int64_t)(regs.rsp - A) + CALL_HEADROOM;
+  if (room < need) { hl_out[4] = room < 0 ? 0 : (uint64_t)room; hl_out[5] = (uint64_t)need; return -ENOSPC; }
   int r = data_reserve(total);
   if (r) return r;
   memset(g_data, 0, total);
   if (data_len > 0) memcpy(g_data + (data_addr - A), data, (size_t)data_len);
   uint8_t *fp = g_data + (fp_addr - A);
-  memcpy(fp, xs, xsize);
-  /* struct _fpx_sw_bytes in the XSAVE legacy area's software-reserved bytes
-   * (464..511): what rt_sigreturn checks before it XRSTORs the whole area. The
-   * ptrace regset does not fill it in, so all of it is set here; xfeatures is
-   * every user state component the CPU has enabled (XCR0). */
-  uint8_t *sw = fp + 464;
-  uint32_t magic1 = FP_XSTATE_MAGIC1, ext = (uint32_t)xsize + 4, xsz = (uint32_t)xsize;
-  uint32_t lo, hi;
-  __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0)); /* XCR0 */
-  uint64_t xfeatures = ((uint64_t)hi << 32) | lo;
-  memset(sw, 0, 48);
-  memcpy(sw + 0, &magic1, 4); /* magic1 */
-  memcpy(sw + 4, &ext, 4);    /* extended_size: area + magic2 */
-  memcpy(sw + 8, &xfeatures, 8);
-  memcpy(sw + 16, &xsz, 4);   /* xstate_size */
-  uint32_t m2 = FP_XSTATE_MAGIC2;
-  memcpy(fp + xsize, &m2, 4);
+  memcpy(fp, xs, fsize);
+  if (!fx && g_xs.xsave) {
+    /* struct _fpx_sw_bytes in the legacy area's software-reserved bytes: what
+     * rt_sigreturn checks before it XRSTORs the area. The components and size
+     * are the frame's; XSTATE_BV keeps only those components. */
+    uint8_t *sw = fp + XS_SW;
+    uint32_t magic1 = FP_XSTATE_MAGIC1, ext = fsize + 4, xsz = fsize, m2 = FP_XSTATE_MAGIC2;
+    memset(sw, 0, 48);
+    memcpy(sw + 0, &magic1, 4); /* magic1 */
+    memcpy(sw + 4, &ext, 4);    /* extended_size: area + magic2 */
+    memcpy(sw + 8, &features, 8);
+    memcpy(sw + 16, &xsz, 4);   /* xstate_size */
+    memcpy(fp + fsize, &m2, 4);
+    uint64_t bv = xs_bv(fp, (int)fsize) & features;
+    memcpy(fp + XS_LEGACY, &bv, 8);
+  }
   struct k_ucontext *uc = (struct k_ucontext *)(g_data + (frame_uc - A));
-  uc->uc_flags = UC_FP_XSTATE | UC_SIGCONTEXT_SS | UC_STRICT_RESTORE_SS;
+  uc->uc_flags = (fx || !g_xs.xsave ? 0 : UC_FP_XSTATE) | UC_SIGCONTEXT_SS | UC_STRICT_RESTORE_SS;
   uc->uc_stack.ss_flags = 3; /* invalid on purpose: sigreturn leaves sigaltstack as it is */
   struct k_sigcontext *sc = &uc->uc_mcontext;
   sc->r8 = ctx.r8; sc->r9 = ctx.r9; sc->r10 = ctx.r10; sc->r11 = ctx.r11;
@@ -562,7 +781,7 @@ int hl_call(int tid, uint64_t stub, uint64_t stub_sigreturn_end, uint64_t fn, co
   call.r8 = a4;
   call.r9 = a5;
   call.rax = 0;
-  call.orig_rax = (uint64_t)-1; /* not in a syscall: no restart on resume */
+  call.orig_rax = (uint64_t)-1; /* not in a syscall: no restart on resume (the restart block stays as it is) */
   call.eflags &= ~(0x400ull | 0x100ull); /* DF clear (ABI), TF clear */
   /* Every signal blocked while the call runs (the frame holds the thread's own
    * mask, which rt_sigreturn puts back; what arrives meanwhile stays pending
@@ -584,7 +803,7 @@ int hl_call(int tid, uint64_t stub, uint64_t stub_sigreturn_end, uint64_t fn, co
   unsigned long old_slack = (unsigned long)prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0);
   prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);
   uint64_t result = 0, stops = 0;
-  int at_sigreturn = 0, spins = 0;
+  int at_sigreturn = 0, skipped = 0, spins = 0;
   for (;;) {
     pid_t who;
     int st;
@@ -611,62 +830,48 @@ int hl_call(int tid, uint64_t stub, uint64_t stub_sigreturn_end, uint64_t fn, co
       ptrace(PTRACE_CONT, who, 0, (void *)(long)pass);
       continue;
     }
+    int resume_sig = 0;
     if (event == 0 && sig == (SIGTRAP | 0x80)) {
       stops++;
       struct user_regs_struct now;
-      ptrace(PTRACE_GETREGS, tid, 0, &now);
+      if (ptrace(PTRACE_GETREGS, tid, 0, &now) != 0) { prctl(PR_SET_TIMERSLACK, old_slack); return -errno; }
       DBG("call: syscall stop nr %lld rip %llx", (long long)now.orig_rax, (unsigned long long)now.rip);
-      if (at_sigreturn) break; /* exit of our rt_sigreturn: the thread holds its own registers again */
+      if (at_sigreturn) break; /* exit of our rt_sigreturn (or of the skipped one) */
       if (now.orig_rax == NR_rt_sigreturn && now.rip == stub_sigreturn_end) {
         /* Entry of our rt_sigreturn: the slot holds the result. */
         at_sigreturn = 1;
         uint64_t slot = 0;
         if (pread(g_memfd, &slot, 8, (off_t)A) == 8) result = slot;
+        if (restart_block) {
+          now.orig_rax = (uint64_t)-1; /* skip it: the restart block survives */
+          skipped = ptrace(PTRACE_SETREGS, tid, 0, &now) == 0;
+        }
       }
-      ptrace(PTRACE_SYSCALL, tid, 0, 0);
-      continue;
+    } else if (event == 0) {
+      resume_sig = sig; /* deliver it */
     }
-    if (event == PTRACE_EVENT_STOP) { ptrace(PTRACE_SYSCALL, tid, 0, 0); continue; }
-    if (event == 0) { ptrace(PTRACE_SYSCALL, tid, 0, (void *)(long)sig); continue; } /* deliver it */
-    ptrace(PTRACE_SYSCALL, tid, 0, 0);
+    if (ptrace(PTRACE_SYSCALL, tid, 0, (void *)(long)resume_sig) != 0) { prctl(PR_SET_TIMERSLACK, old_slack); return -errno; }
   }
   t->stopped = 1;
   prctl(PR_SET_TIMERSLACK, old_slack, 0, 0, 0);
-
-  /* Belt and braces: the thread must now hold exactly ctx and its FP state
-   * (the software-reserved bytes 464..511 are not state and may differ). */
-  struct user_regs_struct after;
-  static uint8_t x2[XSTATE_MAX];
-  struct iovec i2 = { x2, sizeof x2 };
-  int repaired = 0;
-  if (ptrace(PTRACE_GETREGS, tid, 0, &after) == 0) {
-    struct user_regs_struct want = ctx;
-    want.orig_rax = after.orig_rax = (uint64_t)-1; /* sigreturn leaves -1: no restart */
-    want.eflags = after.eflags = 0;                 /* RF and other bits the kernel adjusts */
-    if (memcmp(&after, &want, sizeof after) != 0) {
-      DBG("call: general registers differ after sigreturn; setting them");
-      want.eflags = ctx.eflags;
-      ptrace(PTRACE_SETREGS, tid, 0, &want);
-      repaired |= 1;
-    }
-  }
-  if (ptrace(PTRACE_GETREGSET, tid, (void *)NT_X86_XSTATE, &i2) == 0 &&
-      (i2.iov_len != xsize || memcmp(x2, xs, 464) != 0 || memcmp(x2 + 512, xs + 512, xsize - 512) != 0)) {
-    DBG("call: FP/SSE/AVX state differs after sigreturn; setting it");
-    struct iovec io2 = { xs, xsize };
-    ptrace(PTRACE_SETREGSET, tid, (void *)NT_X86_XSTATE, &io2);
-    repaired |= 2;
-  }
-  uint64_t mask_after = 0;
-  if (ptrace(PTRACE_GETSIGMASK, tid, (void *)sizeof mask_after, &mask_after) == 0 && mask_after != sigmask) {
-    DBG("call: signal mask differs after sigreturn; setting it");
-    ptrace(PTRACE_SETSIGMASK, tid, (void *)sizeof sigmask, &sigmask);
-    repaired |= 4;
-  }
-  hl_out[3] = (uint64_t)repaired;
   hl_out[0] = result;
   hl_out[1] = stops;
   hl_out[2] = now_ns() - t0;
+
+  /* Home: rt_sigreturn put the thread back, or (skipped) we do it here. Then it
+   * must hold exactly what it held, or what differs is set again. */
+  const struct user_regs_struct *want = skipped ? &home : &ctx;
+  int failed = skipped ? put_state(tid, &home, xs, xsize, fx, sigmask) : 0;
+  int differs = state_differs(tid, want, xs, xsize, sigmask, &x2);
+  if (differs) {
+    DBG("call: state differs after the call (%d); setting it again", differs);
+    struct user_regs_struct w = *want;
+    w.orig_rax = (uint64_t)-1;
+    failed |= put_state(tid, &w, xs, xsize, fx, sigmask);
+    hl_out[3] = (uint64_t)differs;
+    differs = state_differs(tid, want, xs, xsize, sigmask, &x2);
+  }
+  if (differs || failed) { hl_out[4] = (uint64_t)(differs | failed); return -EIO; }
   return 0;
 }
 

@@ -12,7 +12,7 @@ import { Session } from './session';
 import { findTargetModule, hex, modules, readMaps, requireRunning } from './read-process';
 import { readSite } from './read-patches';
 import { callOnHost, findRuntime, placeStub, stopAndChooseHost, TargetRuntime } from './call-in-target';
-import type { CodeWrite } from './native';
+import { anyPart, type CodeWrite } from './native';
 import { readPatchFile, stagePatch } from './stage-patch';
 import { withProcessLock } from './process-lock';
 import { runHook } from './run-hook';
@@ -93,7 +93,7 @@ function loadInProcess(s: Session, rt: TargetRuntime, file: string, shownAs: str
     s.resumeAllExcept(-1);
     throw new HotloadError('PATCH_DLOPEN_FAILED', `process ${s.pid} could not load ${shownAs}: ${msg}`);
   }
-  return { hostThread: host.tid, loadMs: res.ns / 1e6, repaired: res.repaired, hostStoppedAt };
+  return { hostThread: host.tid, loadMs: res.ns / 1e6, repaired: anyPart(res.repaired), hostStoppedAt };
 }
 
 /** Apply a patch to a running process (one hotload at a time per process). */

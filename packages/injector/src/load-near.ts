@@ -22,6 +22,7 @@ import { HotloadError } from '@hotload/errors';
 import { ElfFile, PF, PT, STT } from '@hotload/elf';
 import { FIXUP_KIND, RebuildInfo, readRebuild } from '@hotload/patch';
 import { Session } from './session';
+import { anyPart } from './native';
 import { Mapping, Module, dynamicSymbol, hex, openModule, readMaps, setBias } from './read-process';
 import { TargetRuntime, callOnHost, stopAndChooseHost } from './call-in-target';
 import { loadedPatches } from './read-patches';
@@ -177,7 +178,7 @@ export function loadNear(
   let repaired = false;
   const call = (fn: bigint, data: Buffer, args: bigint[]) => {
     const r = callOnHost(s, rt, host.tid, fn, data, args, callMs);
-    repaired ||= r.repaired;
+    repaired ||= anyPart(r.repaired);
     return BigInt.asIntN(64, r.value);
   };
   // Indirect functions: ask each resolver for the implementation this CPU uses,

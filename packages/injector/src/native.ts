@@ -19,13 +19,15 @@ export class Errno extends Error {
   }
 }
 
-const NAMES: Record<number, string> = { 1: 'EPERM', 3: 'ESRCH', 5: 'EIO', 11: 'EAGAIN', 12: 'ENOMEM', 13: 'EACCES', 14: 'EFAULT', 16: 'EBUSY', 22: 'EINVAL', 110: 'ETIMEDOUT' };
+const NAMES: Record<number, string> = { 1: 'EPERM', 3: 'ESRCH', 5: 'EIO', 11: 'EAGAIN', 12: 'ENOMEM', 13: 'EACCES', 14: 'EFAULT', 16: 'EBUSY', 22: 'EINVAL', 28: 'ENOSPC', 110: 'ETIMEDOUT' };
 export function errnoName(e: number): string {
   return NAMES[e] ?? `errno ${e}`;
 }
 export const ESRCH = 3;
 export const EPERM = 1;
 export const ETIMEDOUT = 110;
+export const EIO = 5;
+export const ENOSPC = 28;
 
 export function shimPath(): string {
   const candidates = [
@@ -78,7 +80,42 @@ export interface CallResult {
   value: bigint;
   syscallStops: number;
   ns: number;
-  repaired: boolean;
+  /** What had to be set again after the call: registers, extended state, signal mask. */
+  repaired: StateParts;
+}
+
+/** Parts of a thread's state, from the shim's mask (1 registers, 2 extended state, 4 signal mask). */
+export interface StateParts {
+  registers: boolean;
+  extendedState: boolean;
+  signalMask: boolean;
+}
+export function anyPart(p: StateParts): boolean {
+  return p.registers || p.extendedState || p.signalMask;
+}
+function stateParts(mask: bigint): StateParts {
+  return { registers: (mask & 1n) !== 0n, extendedState: (mask & 2n) !== 0n, signalMask: (mask & 4n) !== 0n };
+}
+
+/** The borrowed thread's state could not be put back as it was (the shim's -EIO). */
+export class StateError extends Errno {
+  constructor(
+    readonly parts: StateParts,
+    /** The first XSAVE component that differs (0 x87, 1 SSE, 2 AVX, 5-7 AVX-512, 9 PKRU, 17-18 AMX), or -1. */
+    readonly component: number,
+  ) {
+    super('call', EIO);
+  }
+}
+
+/** The borrowed thread's stack has no room for the call (the shim's -ENOSPC). */
+export class StackError extends Errno {
+  constructor(
+    readonly room: number,
+    readonly need: number,
+  ) {
+    super('call', ENOSPC);
+  }
 }
 
 /** Seize and stop every thread of `pid`; returns the thread count. */
@@ -115,8 +152,10 @@ export function call(tid: number, stub: bigint, stubSigreturnEnd: bigint, fn: bi
   if (args.length > 6) throw new Error('at most six arguments');
   const a = [...args, 0n, 0n, 0n, 0n, 0n, 0n].slice(0, 6);
   const r = shim().hl_call([tid, stub, stubSigreturnEnd, fn, data.length ? data : Buffer.alloc(1), data.length, ...a, timeoutMs]);
+  if (r === -EIO) throw new StateError(stateParts(out(4)), out(6) ? Number(out(6)) - 1 : -1);
+  if (r === -ENOSPC) throw new StackError(Number(out(4)), Number(out(5)));
   check('call', r);
-  return { value: out(0), syscallStops: Number(out(1)), ns: Number(out(2)), repaired: out(3) !== 0n };
+  return { value: out(0), syscallStops: Number(out(1)), ns: Number(out(2)), repaired: stateParts(out(3)) };
 }
 
 /** Open /proc/PID/mem for reads and writes that need no stop. */

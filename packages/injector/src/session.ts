@@ -145,6 +145,14 @@ export class Session {
       if (e instanceof native.Errno && e.errno === native.ETIMEDOUT) {
         throw new HotloadError('CALL_TIMEOUT', `the call in process ${this.pid} did not return within ${timeoutMs} ms`);
       }
+      if (e instanceof native.StackError) {
+        throw new HotloadError('HOST_STACK_FULL', `thread ${tid} of process ${this.pid} has ${e.room} bytes of stack below its stack pointer; the call needs ${e.need} (its saved registers and room to run)`);
+      }
+      if (e instanceof native.StateError) {
+        const parts = Object.entries(e.parts).filter(([, v]) => v).map(([k]) => k.replace(/[A-Z]/g, (c) => ' ' + c.toLowerCase()));
+        const comp = e.component >= 0 ? ` (first difference in XSAVE component ${e.component})` : '';
+        throw new HotloadError('REGISTERS_NOT_RESTORED', `thread ${tid} of process ${this.pid} could not be given back its ${parts.join(', ')}${comp} after the call`);
+      }
       throw this.mapError('call a function in the process', e);
     }
   }

@@ -79,14 +79,17 @@ export function decodePadJump(b: Buffer): bigint | undefined {
 // After the call it stores the result and performs rt_sigreturn on the frame,
 // which restores every register (general, FP/SSE/AVX), the signal mask and rip
 // of the interrupted code. So the borrowed thread goes home by itself even if
-// hotload dies while the call runs.
+// hotload dies while the call runs. A thread whose restart block must survive
+// has this rt_sigreturn skipped by hotload (orig_rax set to -1 at its entry),
+// and is then put back by ptrace; if hotload dies right after the skip, the
+// jump back makes the thread perform the rt_sigreturn after all.
 export const CALL_STUB = Buffer.from([
   0x41, 0xff, 0xd3, //                          call *%r11
   0x48, 0x89, 0x04, 0x24, //                    mov %rax,(%rsp)
   0x48, 0x8d, 0x64, 0x24, 0x10, //              lea 0x10(%rsp),%rsp
   0xb8, 0x0f, 0x00, 0x00, 0x00, //              mov $15,%eax   (rt_sigreturn)
   0x0f, 0x05, //                                syscall
-  0x0f, 0x0b, //                                ud2 (never reached)
+  0xeb, 0xf7, //                                jmp .-9 (back to the mov: rt_sigreturn again)
 ]);
 /** Offset in CALL_STUB just past the `syscall` of rt_sigreturn. */
 export const CALL_STUB_SIGRETURN_END = 19;
