@@ -1,5 +1,6 @@
 // `hotload attach` on real processes: the patch goes in, every thread keeps its
 // state, blocked syscalls finish normally, and the new code runs.
+import * as fs from 'fs';
 import * as path from 'path';
 import { FIX, Target, computePatch, hotload, mkpatch, sleep } from './helpers';
 
@@ -66,9 +67,52 @@ describe.each([
   });
 });
 
-test('a thread doing SSE/AVX arithmetic never sees a wrong register, even the one borrowed for dlopen', async () => {
+// A wait the kernel resumes through restart_syscall keeps its deadline however
+// often its thread is borrowed: the second borrow finds it in restart_syscall,
+// whose restart block an rt_sigreturn would clear (EINTR). epoll_wait has no
+// restart block: the kernel fails it with EINTR, and hotload re-issues it with
+// its whole timeout (so it sleeps longer, but sees no EINTR).
+describe.each([
+  ['nanosleep', '0 errno 0', true],
+  ['clock_nanosleep', '0 errno 0', true],
+  ['clock_nanosleep_abs', '0 errno 0', true],
+  ['futex', '-1 errno ETIMEDOUT', true],
+  ['futex_abs', '-1 errno ETIMEDOUT', true],
+  ['poll', '0 errno 0', true],
+  ['ppoll', '0 errno 0', true],
+  ['epoll', '0 errno 0', false],
+])('the only thread, waiting 3 s in %s, borrowed twice', (kind, ret, exact) => {
+  test('wakes at its deadline, never with EINTR', async () => {
+    const t = start(TARGET, ['wait', kind]);
+    await t.waitFor(new RegExp(`^waiting in ${kind}$`));
+    for (const k of [1, 2]) {
+      await sleep(400);
+      const r = await hotload(['attach', String(t.pid), k === 1 ? patch : await mkpatch(computePatch(8), TARGET, `wait-${kind}`), '--json']);
+      expect(r.code).toBe(0);
+      expect(r.json.hostThread).toBe(t.pid); // the waiting thread itself ran dlopen
+    }
+    const line = await t.waitFor(new RegExp(`^${kind} returned`), 12000);
+    expect(line).toMatch(new RegExp(`^${kind} returned ${ret} after \\d+\\.\\d+ s; compute 1013$`)); // the second patch runs
+    const slept = Number(/after (\d+\.\d+) s/.exec(line)![1]);
+    expect(slept).toBeGreaterThanOrEqual(2.99);
+    if (exact) expect(slept).toBeLessThan(3.5); // the deadline kept, not started over
+    else expect(slept).toBeLessThan(6);
+  });
+});
+
+/** Does this CPU have a feature (a flag of /proc/cpuinfo)? */
+function cpuHas(flag: string): boolean {
+  return new RegExp(`^flags\\s*:.*\\b${flag}\\b`, 'm').test(fs.readFileSync('/proc/cpuinfo', 'utf8'));
+}
+
+test('a thread doing SSE/AVX (and AVX-512, AMX where the CPU has them) arithmetic never sees a wrong register, even the one borrowed for dlopen', async () => {
   // The only thread spins in vector code, so it is the one that runs dlopen.
   const t = start(TARGET, ['simd']);
+  // The fixture uses every register file this CPU has: zmm0-31 and k0-7 with
+  // AVX-512, a tile with AMX (when the kernel grants the permission).
+  const uses = await t.waitFor(/^simd with avx 1 avx512 (\d) amx (\d)$/);
+  expect(uses).toContain(`avx512 ${cpuHas('avx512f') && cpuHas('avx512bw') ? 1 : 0}`);
+  if (!cpuHas('amx_tile')) expect(uses).toContain('amx 0');
   await t.waitFor(/^simd round \d+ ok compute 6/);
   // Ten different patches: each is a new dlopen on the borrowed thread.
   const patches = await Promise.all([...Array(10).keys()].map((k) => mkpatch(computePatch(20 + k), TARGET, `simd${k}`)));
