@@ -73,44 +73,60 @@ function makePatch(target, k, many) {
   return out;
 }
 
+async function hotloadAttach(t, p) {
+  const { wall, stallMs, res } = await stallAround(t, async () => JSON.parse(await run(process.execPath, [BIN, 'attach', String(t.child.pid), p, '--json'])));
+  return { wall, stallMs, stoppedMs: res.timings.stoppedMs, maxStopMs: res.timings.maxStopMs, dlopenMs: res.timings.loadMs, hostMs: res.timings.hostPausedMs, fns: res.functions.length };
+}
+
 async function measureHotload(bin, patches) {
   const t = startTarget(bin, ['stall', String(SPINNERS)]);
   await sleep(300);
   const rows = [];
   for (const p of patches) {
-    const { wall, stallMs, res } = await stallAround(t, async () => JSON.parse(await run(process.execPath, [BIN, 'attach', String(t.child.pid), p, '--json'])));
-    rows.push({ wall, stallMs, stoppedMs: res.timings.stoppedMs, maxStopMs: res.timings.maxStopMs, dlopenMs: res.timings.loadMs, hostMs: res.timings.hostPausedMs, fns: res.functions.length });
+    rows.push(await hotloadAttach(t, p));
     await sleep(60);
   }
   t.child.kill('SIGKILL');
   return rows;
 }
 
-async function measureGdb(bin, patches) {
+/**
+ * hotload, the gdb baseline and Node's start-up alone, interleaved run by run
+ * on one target (this VM is noisy: measured one after the other, a slow spell
+ * lands on one method only). A baseline that cannot run is reported with the
+ * reason (gdb absent, or failing as it does on CPUs whose extended state it
+ * cannot write back) and the rest goes on.
+ */
+async function measureInterleaved(bin, runs) {
   const t = startTarget(bin, ['stall', String(SPINNERS)]);
   await sleep(300);
-  const rows = [];
-  for (const p of patches) {
-    const { wall, stallMs } = await stallAround(t, () => run('gdb', ['-p', String(t.child.pid), '-batch', '-nx', '-ex', `call (void*)dlopen("${p}", 2)`]));
-    rows.push({ wall, stallMs });
+  const h = [];
+  const g = [];
+  const nodeOnly = [];
+  let gdbProblem = spawnSync('gdb', ['--version']).status === 0 ? undefined : 'not installed';
+  for (let k = 0; k < runs; k++) {
+    h.push(await hotloadAttach(t, makePatch(bin, k)));
     await sleep(60);
+    if (!gdbProblem) {
+      const p = makePatch(bin, 100 + k);
+      try {
+        const { wall, stallMs, res } = await stallAround(t, () => run('gdb', ['-p', String(t.child.pid), '-batch', '-nx', '-ex', `call (void*)dlopen("${p}", 2)`]));
+        if (!/\$1 = \(void \*\) 0x[0-9a-f]*[1-9a-f]/.test(res)) throw new Error(`dlopen returned no handle: ${res.trim().split('\n').pop()}`);
+        g.push({ wall, stallMs });
+      } catch (e) {
+        gdbProblem = `failed: ${String(e.message).split('\n').filter((l) => /error|Couldn't|fail|returned/i.test(l))[0] ?? String(e.message).split('\n')[0]}`;
+      }
+      await sleep(60);
+    }
+    nodeOnly.push(await stallAround(t, () => run(process.execPath, ['-e', ''])));
   }
   t.child.kill('SIGKILL');
-  return rows;
+  return { h, g, nodeOnly, gdbProblem };
 }
 
 async function main() {
   const target = path.join(FIX, 'target');
-  const one = Array.from({ length: RUNS }, (_, k) => makePatch(target, k));
-  const h = await measureHotload(target, one);
-  // What starting Node alone does to the target on this 2-core machine (CPU sharing, no ptrace).
-  const idle = startTarget(target, ['stall', String(SPINNERS)]);
-  await sleep(300);
-  const nodeOnly = [];
-  for (let i = 0; i < RUNS; i++) nodeOnly.push(await stallAround(idle, () => run(process.execPath, ['-e', ''])));
-  idle.child.kill('SIGKILL');
-  const haveGdb = spawnSync('gdb', ['--version']).status === 0;
-  const g = haveGdb ? await measureGdb(target, Array.from({ length: RUNS }, (_, k) => makePatch(target, 100 + k))) : [];
+  const { h, g, nodeOnly, gdbProblem } = await measureInterleaved(target, RUNS);
 
   // 1,000 functions: a generated target and patch.
   const gen = path.join(work, 'gen');
@@ -133,8 +149,8 @@ async function main() {
   const f = (x) => x.toFixed(3).padStart(9);
   console.log(`attach pause, median of ${RUNS} runs (ms)            stopped(all)  longest stop  target stall  dlopen     wall`);
   console.log(`  hotload attach, 1 function                    ${f(median(h.map((r) => r.stoppedMs)))}     ${f(median(h.map((r) => r.maxStopMs)))}     ${f(median(h.map((r) => r.stallMs)))}  ${f(median(h.map((r) => r.dlopenMs)))} ${f(median(h.map((r) => r.wall)))}`);
-  if (haveGdb) console.log(`  gdb -p PID -batch -ex 'call dlopen(...)'      ${'-'.padStart(9)}     ${'-'.padStart(9)}     ${f(median(g.map((r) => r.stallMs)))}  ${'-'.padStart(9)} ${f(median(g.map((r) => r.wall)))}`);
-  else console.log('  gdb: not installed, baseline skipped');
+  if (g.length && !gdbProblem) console.log(`  gdb -p PID -batch -ex 'call dlopen(...)'      ${'-'.padStart(9)}     ${'-'.padStart(9)}     ${f(median(g.map((r) => r.stallMs)))}  ${'-'.padStart(9)} ${f(median(g.map((r) => r.wall)))}`);
+  else console.log(`  gdb -p PID -batch -ex 'call dlopen(...)': baseline not measured: gdb ${gdbProblem}`);
   console.log(`  node -e '' (start-up alone, no ptrace)       ${'-'.padStart(9)}     ${'-'.padStart(9)}     ${f(median(nodeOnly.map((r) => r.stallMs)))}  ${'-'.padStart(9)} ${f(median(nodeOnly.map((r) => r.wall)))}`);
   console.log(`  hotload attach, 1,000 functions (${hb.length} runs)    ${f(median(hb.map((r) => r.stoppedMs)))}     ${f(median(hb.map((r) => r.maxStopMs)))}     ${f(median(hb.map((r) => r.stallMs)))}  ${f(median(hb.map((r) => r.dlopenMs)))} ${f(median(hb.map((r) => r.wall)))}`);
   console.log('  (stopped = hotload\'s own count of time every thread was stopped at once (the one stop, for the code writes);');
