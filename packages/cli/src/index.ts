@@ -70,5 +70,22 @@ export async function main(args: string[]): Promise<void> {
   } catch (e) {
     code = reportError(e, json);
   }
-  process.exit(code);
+  exitWhenWritten(code);
+}
+
+/**
+ * Exit once stdout and stderr have been handed to the kernel whole. Through a
+ * pipe whose reader is slower than us, Node keeps what the pipe cannot take
+ * yet; an immediate process.exit() dropped it (a 1 MB `--json` arrived as
+ * 64 KiB, with exit status 0).
+ */
+function exitWhenWritten(code: number): void {
+  let pending = 2;
+  const done = () => {
+    if (--pending === 0) process.exit(code);
+  };
+  for (const s of [process.stdout, process.stderr]) {
+    if (s.writableLength === 0) done();
+    else s.write('', done);
+  }
 }
