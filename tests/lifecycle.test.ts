@@ -1,8 +1,9 @@
 // The patch lifecycle beyond one attach: hooks, several targets, ps, two
 // hotloads at once, and rollouts over many processes.
+import { ChildProcess, spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
-import { FIX, Target, computePatch, hotload, mkpatch, sleep, tmpdir } from './helpers';
+import { BIN, FIX, Target, computePatch, hotload, mkpatch, sleep, tmpdir } from './helpers';
 
 const TARGET = path.join(FIX, 'target');
 const targets: Target[] = [];
@@ -197,6 +198,62 @@ describe('rollout', () => {
     expect((byPid.get(victim.pid) as { status: string }).status).toBe('exited');
     for (const t of ts.filter((x) => x !== victim)) expect((byPid.get(t.pid) as { status: string }).status).toBe('applied');
   }, 120000);
+
+  /** `hotload rollout plan --json`, with its process at hand (to signal it). */
+  function rolloutRun(plan: string): { child: ChildProcess; done: Promise<{ code: number | null; json: any; ms: number }> } { // eslint-disable-line @typescript-eslint/no-explicit-any
+    const child = spawn(process.execPath, [BIN, 'rollout', plan, '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout!.on('data', (d) => (out += d));
+    let signalled = 0;
+    const orig = child.kill.bind(child);
+    child.kill = (sig?: NodeJS.Signals | number) => {
+      signalled = Date.now();
+      return orig(sig);
+    };
+    const done = new Promise<{ code: number | null; json: any; ms: number }>((resolve) => { // eslint-disable-line @typescript-eslint/no-explicit-any
+      child.on('close', (code) => resolve({ code, json: out ? JSON.parse(out) : undefined, ms: Date.now() - signalled }));
+    });
+    return { child, done };
+  }
+
+  test('Ctrl-C during the canary\'s wait: nothing else starts, its patch is reverted, the summary printed, exit 130', async () => {
+    const ts = await fleet(3);
+    const p = await mkpatch(computePatch(19), TARGET, 'interrupted');
+    const plan = writePlan({ targets: { pids: ts.map((t) => t.pid) }, canary: 1, parallel: 2, steps: [{ apply: p }, { wait: 5000 }, { check: 'false' }] });
+    const run = rolloutRun(plan);
+    const canary = ts.find((t) => t.pid === Math.min(...ts.map((x) => x.pid)))!;
+    await canary.next(/^compute 1024 /, 20000); // the canary runs the patch and waits
+    run.child.kill('SIGINT');
+    const r = await run.done;
+    expect(r.code).toBe(130);
+    expect(r.ms).toBeLessThan(2000); // the wait was cut short
+    expect(r.json.outcome).toBe('interrupted');
+    const c = r.json.processes.find((x: { canary: boolean }) => x.canary);
+    expect(c).toMatchObject({ pid: canary.pid, status: 'interrupted', reverted: [p], applied: [] });
+    for (const x of r.json.processes.filter((y: { canary: boolean }) => !y.canary)) expect(x).toMatchObject({ status: 'skipped', reason: 'interrupted before it was started' });
+    for (const t of ts) {
+      await t.next(/^compute 6 /);
+      expect((await hotload(['status', String(t.pid)])).stdout).toMatch(/no patch applied/);
+    }
+  }, 60000);
+
+  test('SIGTERM after the canary passed: the finished and the running processes are reverted too, exit 143', async () => {
+    const ts = await fleet(4);
+    const p = await mkpatch(computePatch(20), TARGET, 'terminated');
+    const plan = writePlan({ targets: { pids: ts.map((t) => t.pid) }, canary: 1, parallel: 2, steps: [{ apply: p }, { wait: 1500 }] });
+    const run = rolloutRun(plan);
+    const sorted = [...ts].sort((a, b) => a.pid - b.pid);
+    await sorted[1].next(/^compute 1025 /, 20000); // the canary is done; the next two are patched and waiting
+    await sorted[2].next(/^compute 1025 /, 20000);
+    run.child.kill('SIGTERM');
+    const r = await run.done;
+    expect(r.code).toBe(143);
+    expect(r.json.outcome).toBe('interrupted');
+    const by = new Map<number, { status: string; reverted: string[]; applied: string[] }>(r.json.processes.map((x: { pid: number }) => [x.pid, x]));
+    for (const t of sorted.slice(0, 3)) expect(by.get(t.pid)).toMatchObject({ status: 'interrupted', reverted: [p], applied: [] });
+    expect(by.get(sorted[3].pid)).toMatchObject({ status: 'skipped' });
+    for (const t of ts) await t.next(/^compute 6 /);
+  }, 60000);
 
   test('an invalid plan is refused with every problem listed', async () => {
     const plan = writePlan({ targets: { pids: [], name: 'x' }, canary: -1, steps: [{ apply: 3 }, { bogus: 1 }], extra: true });

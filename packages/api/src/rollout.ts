@@ -15,7 +15,9 @@
 // HOTLOAD_PID set; exit 0 is healthy. When a step or check fails on a process,
 // what this rollout applied there is reverted, newest first. When the canary
 // fails, no other process is touched. A process that exits meanwhile is
-// reported as such and the others go on.
+// reported as such and the others go on. An interrupted rollout (opts.signal:
+// the CLI's Ctrl-C or SIGTERM) starts no other process, cuts the wait or check
+// in progress short, and reverts everything it applied, newest first.
 //
 // The ptrace work of each process runs on Node's main thread, one process at a
 // time (the kernel ties a tracee to the thread that attached); waits and checks
@@ -41,7 +43,7 @@ export interface RolloutPlan {
   checkTimeoutMs?: number;
 }
 
-export type ProcessStatus = 'applied' | 'skipped' | 'failed' | 'exited' | 'would-apply' | 'would-fail';
+export type ProcessStatus = 'applied' | 'skipped' | 'failed' | 'exited' | 'interrupted' | 'would-apply' | 'would-fail';
 
 export interface ProcessResult {
   pid: number;
@@ -58,7 +60,7 @@ export interface ProcessResult {
 }
 
 export interface RolloutResult {
-  outcome: 'success' | 'partial' | 'failure';
+  outcome: 'success' | 'partial' | 'failure' | 'interrupted';
   processes: ProcessResult[];
   ms: number;
 }
@@ -74,6 +76,8 @@ export interface RolloutOptions {
   onEvent?: (e: RolloutEvent) => void;
   /** Directory that relative paths in the plan are relative to. */
   baseDir?: string;
+  /** Aborted: start no other process, stop the step in progress, revert what this rollout applied. */
+  signal?: AbortSignal;
 }
 
 /** Read and validate a plan file; every problem is listed. */
@@ -141,22 +145,55 @@ export function planTargets(plan: RolloutPlan, baseDir = process.cwd()): number[
   return [...new Set(pids)].sort((a, b) => a - b);
 }
 
-function runCheck(cmd: string, pid: number, timeoutMs: number, cwd: string): Promise<{ ok: boolean; detail: string }> {
+function runCheck(cmd: string, pid: number, timeoutMs: number, cwd: string, signal?: AbortSignal): Promise<{ ok: boolean; detail: string }> {
   return new Promise((resolve) => {
     const c = spawn('sh', ['-c', cmd], { cwd, env: { ...process.env, HOTLOAD_PID: String(pid) }, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     c.stdout.on('data', (d) => (out += d));
     c.stderr.on('data', (d) => (out += d));
     const timer = setTimeout(() => c.kill('SIGKILL'), timeoutMs);
+    const onAbort = () => c.kill('SIGKILL');
+    signal?.addEventListener('abort', onAbort, { once: true });
     c.on('close', (code, sig) => {
       clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
       const tail = out.trim().split('\n').slice(-3).join(' | ');
-      resolve({ ok: code === 0, detail: code === 0 ? tail : `\`${cmd}\` ${sig ? `killed after ${timeoutMs} ms` : `exited ${code}`}${tail ? `: ${tail}` : ''}` });
+      const why = signal?.aborted ? 'stopped: the rollout was interrupted' : sig ? `killed after ${timeoutMs} ms` : `exited ${code}`;
+      resolve({ ok: code === 0, detail: code === 0 ? tail : `\`${cmd}\` ${why}${tail ? `: ${tail}` : ''}` });
     });
   });
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** Wait `ms`, or less if `signal` is aborted meanwhile. */
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal?.aborted) return resolve();
+    const done = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener('abort', done, { once: true });
+  });
+}
+
+const interrupted = () => new HotloadError('INTERRUPTED', 'the rollout was interrupted');
+
+/** Revert, newest first, what the rollout applied to one process; returns why any revert failed. */
+function revertApplied(r: ProcessResult): string {
+  let why = '';
+  for (const a of [...r.applied].reverse()) {
+    try {
+      revert(r.pid, a);
+      r.reverted.push(a);
+    } catch (re) {
+      why += `; reverting ${path.basename(a)} failed too: ${(re as Error).message}`;
+    }
+  }
+  r.applied = r.applied.filter((a) => !r.reverted.includes(a));
+  return why;
+}
 
 /** Run a plan. Resolves with one result per process; never rejects for a per-process failure. */
 export async function rollout(plan: RolloutPlan, opts: RolloutOptions = {}): Promise<RolloutResult> {
@@ -170,6 +207,7 @@ export async function rollout(plan: RolloutPlan, opts: RolloutOptions = {}): Pro
   const canaryCount = Math.min(plan.canary ?? 1, pids.length);
   const parallel = plan.parallel ?? 4;
   const checkMs = plan.checkTimeoutMs ?? 10000;
+  const signal = opts.signal;
 
   const one = async (pid: number, canary: boolean): Promise<ProcessResult> => {
     const start = Date.now();
@@ -187,6 +225,7 @@ export async function rollout(plan: RolloutPlan, opts: RolloutOptions = {}): Pro
       } else {
         const steps = [...plan.steps, ...(plan.healthCheck ? [{ check: plan.healthCheck }] : [])];
         for (const step of steps) {
+          if (signal?.aborted) throw interrupted();
           if ('apply' in step) {
             try {
               attach(pid, abs(step.apply));
@@ -204,10 +243,12 @@ export async function rollout(plan: RolloutPlan, opts: RolloutOptions = {}): Pro
             r.applied = r.applied.filter((a) => a !== abs(step.revert));
             emit({ type: 'step', pid, step, ok: true });
           } else if ('wait' in step) {
-            await sleep(step.wait);
+            await sleep(step.wait, signal);
+            if (signal?.aborted) throw interrupted();
             emit({ type: 'step', pid, step, ok: true });
           } else {
-            const c = await runCheck(step.check, pid, checkMs, baseDir);
+            const c = await runCheck(step.check, pid, checkMs, baseDir, signal);
+            if (signal?.aborted) throw interrupted();
             emit({ type: 'step', pid, step, ok: c.ok, detail: c.detail });
             if (!c.ok) throw new HotloadError('HOOK_FAILED', `health check failed: ${c.detail}`);
           }
@@ -219,17 +260,9 @@ export async function rollout(plan: RolloutPlan, opts: RolloutOptions = {}): Pro
       const err = isHotloadError(e) ? e : new HotloadError('INTERNAL', String(e));
       if (!processExists(pid)) fail('exited', `process exited during the rollout (${err.message})`, 'PID_NOT_FOUND');
       else {
-        fail(opts.dryRun ? 'would-fail' : 'failed', err.message, err.code);
+        fail(err.code === 'INTERRUPTED' ? 'interrupted' : opts.dryRun ? 'would-fail' : 'failed', err.message, err.code);
         // The way back: revert what this rollout applied here, newest first.
-        for (const a of [...r.applied].reverse()) {
-          try {
-            revert(pid, a);
-            r.reverted.push(a);
-          } catch (re) {
-            r.reason += `; reverting ${path.basename(a)} failed too: ${(re as Error).message}`;
-          }
-        }
-        r.applied = [];
+        r.reason += revertApplied(r);
       }
     }
     r.ms = Date.now() - start;
@@ -238,26 +271,45 @@ export async function rollout(plan: RolloutPlan, opts: RolloutOptions = {}): Pro
   };
 
   const results: ProcessResult[] = [];
+  const skip = (pid: number, canary: boolean, reason: string) => {
+    const r: ProcessResult = { pid, status: 'skipped', reason, applied: [], reverted: [], canary, ms: 0 };
+    results.push(r);
+    emit({ type: 'process-done', result: r });
+  };
   // The canary, alone.
-  for (const pid of pids.slice(0, canaryCount)) results.push(await one(pid, true));
+  const canaries = pids.slice(0, canaryCount);
+  for (const pid of canaries) {
+    if (signal?.aborted) skip(pid, true, 'interrupted before it was started');
+    else results.push(await one(pid, true));
+  }
   const canaryFailed = results.some((r) => r.status === 'failed' || r.status === 'would-fail');
   const rest = pids.slice(canaryCount);
   if (canaryFailed && !opts.dryRun) {
-    for (const pid of rest) {
-      const r: ProcessResult = { pid, status: 'skipped', reason: 'the canary failed; nothing else was touched', applied: [], reverted: [], canary: false, ms: 0 };
-      results.push(r);
-      emit({ type: 'process-done', result: r });
-    }
+    for (const pid of rest) skip(pid, false, 'the canary failed; nothing else was touched');
   } else {
     // Then the rest, at most `parallel` at once.
     let next = 0;
     const workers = Array.from({ length: Math.min(parallel, rest.length) }, async () => {
       while (next < rest.length) {
         const pid = rest[next++];
-        results.push(await one(pid, false));
+        if (signal?.aborted) skip(pid, false, 'interrupted before it was started');
+        else results.push(await one(pid, false));
       }
     });
     await Promise.all(workers);
+  }
+  if (signal?.aborted) {
+    // Interrupted: the processes that had finished give back what they got
+    // too, the last finished first.
+    for (const r of [...results].reverse()) {
+      if (r.status !== 'applied' || r.applied.length === 0) continue;
+      r.status = 'interrupted';
+      r.code = 'INTERRUPTED';
+      r.reason = 'the rollout was interrupted' + revertApplied(r);
+      emit({ type: 'process-done', result: r });
+    }
+    results.sort((a, b) => Number(b.canary) - Number(a.canary) || a.pid - b.pid);
+    return { outcome: 'interrupted', processes: results, ms: Date.now() - t0 };
   }
   results.sort((a, b) => Number(b.canary) - Number(a.canary) || a.pid - b.pid);
   const good = results.filter((r) => r.status === 'applied' || r.status === 'skipped' || r.status === 'would-apply').length;

@@ -40,7 +40,7 @@ export async function main(args: string[]): Promise<void> {
   // Ctrl-C or SIGTERM while a patch goes in: the work is synchronous, so the
   // handler runs once it has finished or rolled back; then exit 130/143.
   const onSignal = (sig: NodeJS.Signals) => {
-    if (!takeInterrupt()) process.exit(sig === 'SIGINT' ? 130 : 143);
+    if (!takeInterrupt(sig)) process.exit(sig === 'SIGINT' ? 130 : 143);
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);

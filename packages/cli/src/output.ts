@@ -54,18 +54,28 @@ export function table(rows: string[][]): string[] {
   return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c + ' '.repeat(widths[i] - plain(c).length))).join('  '));
 }
 
-let interruptHandler: (() => void) | undefined;
+let interruptHandler: ((sig: NodeJS.Signals) => void) | undefined;
+let lastWords: (() => string) | undefined;
 
-/** A long-running command takes Ctrl-C/SIGTERM itself (to finish cleanly) instead of exiting at once. */
-export function onInterrupt(fn: () => void): void {
+/**
+ * A long-running command takes Ctrl-C/SIGTERM itself (to finish cleanly)
+ * instead of exiting at once. A second one exits at once, after printing
+ * `last()` (what is left undone) on stderr.
+ */
+export function onInterrupt(fn: (sig: NodeJS.Signals) => void, last?: () => string): void {
   interruptHandler = fn;
+  lastWords = last;
 }
 
 /** Called by the entry point on SIGINT/SIGTERM: true when a command took it. */
-export function takeInterrupt(): boolean {
-  if (!interruptHandler) return false;
+export function takeInterrupt(sig: NodeJS.Signals): boolean {
+  if (!interruptHandler) {
+    const words = lastWords?.();
+    if (words) process.stderr.write(words.endsWith('\n') ? words : words + '\n');
+    return false;
+  }
   const fn = interruptHandler;
   interruptHandler = undefined; // a second Ctrl-C exits at once
-  fn();
+  fn(sig);
   return true;
 }

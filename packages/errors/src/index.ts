@@ -27,6 +27,8 @@ export const EXIT = {
   alreadyApplied: 10,
   partial: 11,
   rolloutFailed: 12,
+  /** Ctrl-C (SIGINT); SIGTERM ends a command with 143. */
+  interrupted: 130,
 } as const;
 
 export const ERRORS = {
@@ -55,6 +57,7 @@ export const ERRORS = {
   PROCESS_BUSY: { exit: EXIT.process, title: 'another hotload is working on the process', hint: 'Wait for it to finish and retry.' },
   PLAN_INVALID: { exit: EXIT.usage, title: 'invalid rollout plan', hint: 'Fix the listed fields; `hotload rollout --help` shows the plan format.' },
   ROLLOUT_PARTIAL: { exit: EXIT.partial, title: 'rollout partly failed', hint: 'The failed processes were reverted; the others run the patch. See the results per process.' },
+  INTERRUPTED: { exit: EXIT.interrupted, title: 'interrupted', hint: 'What the command had applied was reverted; see the results per process.' },
   ROLLOUT_FAILED: { exit: EXIT.rolloutFailed, title: 'rollout failed', hint: 'Nothing is left applied by this rollout; see the results per process.' },
   NO_SAFE_POINT: { exit: EXIT.timeout, title: 'no safe moment to load the patch', hint: 'Every thread stayed inside the C library or loader past the deadline; retry, or raise --timeout.' },
   CALL_TIMEOUT: { exit: EXIT.timeout, title: 'call in the process did not return in time', hint: 'The thread resumes its own code by itself when the call returns; check `hotload status` and retry.' },

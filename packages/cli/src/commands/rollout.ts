@@ -3,13 +3,16 @@
 import * as path from 'path';
 import type { Argv } from 'yargs';
 import { HotloadError, ProcessResult, RolloutEvent, loadPlan, rollout } from '@hotload/api';
-import { Out, table } from '../output';
+import { Out, onInterrupt, table } from '../output';
 
 const PLAN_HELP = `Plan (JSON): {"targets": {"pids": [..]} | {"name": "server"} | {"exe": "./server"} | {"buildId": ".."},
   "canary": 1, "parallel": 4, "healthCheck": "./check.sh",
   "steps": [{"apply": "fix.so"}, {"wait": 200}, {"check": "cmd"}, {"revert": "old.so"}]}
 Checks run under sh -c with HOTLOAD_PID set; exit 0 is healthy. On failure, what the rollout applied
 to that process is reverted; when the canary fails, nothing else is touched.
+Ctrl-C or SIGTERM: no other process is started, the step in progress stops, everything the rollout
+applied is reverted (newest first) and the summary printed; exit 130 (SIGINT) or 143 (SIGTERM).
+A second Ctrl-C exits at once, naming what is left applied.
 Exit: 0 every process ok, 11 partial (some failed and were reverted), 12 failure (none applied).`;
 
 export const rolloutCommand = {
@@ -24,7 +27,25 @@ export const rolloutCommand = {
     const { plan, baseDir } = loadPlan(argv.plan);
     let total = 0;
     let done = 0;
+    // What is applied right now, per process (for a second Ctrl-C's last words).
+    const applied = new Map<number, string[]>();
+    const ac = new AbortController();
+    let stoppedBy: NodeJS.Signals | undefined;
+    onInterrupt(
+      (sig) => {
+        stoppedBy = sig;
+        out.progress('');
+        process.stderr.write(`${sig === 'SIGINT' ? 'Ctrl-C' : sig}: stopping the rollout and reverting what it applied (again to exit at once)\n`);
+        ac.abort();
+      },
+      () => {
+        const left = [...applied].filter(([, a]) => a.length).map(([pid, a]) => `process ${pid}: ${a.map((f) => path.basename(f)).join(', ')}`);
+        return left.length ? `exiting at once; left applied: ${left.join('; ')} (undo with: hotload revert <pid> <patch>)` : 'exiting at once; nothing is left applied';
+      },
+    );
     const onEvent = (e: RolloutEvent) => {
+      if (e.type === 'step' && 'apply' in e.step && e.ok && e.detail !== 'already applied') applied.set(e.pid, [...(applied.get(e.pid) ?? []), path.resolve(baseDir, e.step.apply)]);
+      if (e.type === 'process-done') applied.set(e.result.pid, e.result.applied);
       if (e.type === 'targets') total = e.pids.length;
       if (e.type === 'process-start') out.progress(`[${done}/${total}] process ${e.pid}${e.canary ? ' (canary)' : ''}...`);
       if (e.type === 'process-done') {
@@ -32,7 +53,8 @@ export const rolloutCommand = {
         out.progress(`[${done}/${total}] process ${e.result.pid}: ${e.result.status}`);
       }
     };
-    const res = await rollout(plan, { baseDir, dryRun: argv.dryRun, onEvent });
+    const res = await rollout(plan, { baseDir, dryRun: argv.dryRun, onEvent, signal: ac.signal });
+    onInterrupt(() => undefined); // the summary below is written whatever comes now
     out.progress('');
     if (out.json) out.doc(res);
     else {
@@ -44,6 +66,10 @@ export const rolloutCommand = {
       }
       for (const l of table(rows)) out.line(l);
       out.line(`${argv.dryRun ? 'dry run: ' : ''}${res.outcome} over ${res.processes.length} processes in ${res.ms} ms`);
+    }
+    if (res.outcome === 'interrupted') {
+      if (!out.json) process.stderr.write(`INTERRUPTED: the rollout was interrupted; what it applied was reverted${res.processes.some((r) => r.applied.length) ? ' except where a revert failed (see above)' : ''}\n`);
+      return stoppedBy === 'SIGTERM' ? 143 : 130;
     }
     if (res.outcome === 'success') return 0;
     const err = new HotloadError(res.outcome === 'partial' ? 'ROLLOUT_PARTIAL' : 'ROLLOUT_FAILED', `rollout ${res.outcome}`);
