@@ -151,15 +151,15 @@ describe('on the fixture', () => {
     expect(r.error.details[0]).toMatch(/^conf@diff\.c: its size changed from 8 to 12 bytes/);
     expect((await values()).constant).toBe(18);
     t.expectHealthy();
-    // Undo the struct change: the build is patchable again (constant as it was).
+    // Undo the struct change: the build is the one the process runs again; nothing to apply.
     n = w.events.length;
     edit(path.join(dir, 'diff.c'), 'int a, b, c;', 'int a, b;');
-    expect((await w.event('patched', n)).replaced).toEqual(['constant']);
+    await w.event('no-change', n);
 
     // Stop: the human output says how to undo.
     expect(await w.stop()).toBe(0);
     const st = await hotload(['status', String(t.pid), '--json']);
-    expect(st.json.patches).toHaveLength(2);
+    expect(st.json.patches).toHaveLength(1);
     const again = spawn(process.execPath, [BIN, 'watch', '--pid', String(t.pid), 'diff.c'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     again.stdout!.on('data', (d) => (out += d));
@@ -175,6 +175,42 @@ describe('on the fixture', () => {
     expect(code).toBe(0);
     expect(out).toMatch(new RegExp(`process ${t.pid} keeps 1 patch \\(constant\\); undo with: hotload revert ${t.pid} --all`));
     expect((await values()).constant).toBe(19);
+  });
+
+  test('a save that changes no code (touch, a comment) applies nothing and says so', async () => {
+    let n = w.events.length;
+    edit(path.join(dir, 'diff.c'), 'return x + K;', 'return x + K + 100;');
+    await w.event('patched', n);
+    for (const save of ['touch', 'comment', 'touch']) {
+      n = w.events.length;
+      if (save === 'touch') {
+        const now = new Date();
+        fs.utimesSync(path.join(dir, 'diff.c'), now, now);
+      } else edit(path.join(dir, 'diff.c'), 'return x + K + 100;', 'return x + K + 100; /* a comment */');
+      await w.event('no-change', n);
+    }
+    const st = await hotload(['status', String(t.pid), '--json']);
+    expect(st.json.patches).toHaveLength(1); // before: one more identical patch per save
+    expect((await values()).constant).toBe(111);
+  });
+
+  test('a save made while a build runs is built next, not lost', async () => {
+    await w.stop();
+    // The build compiles first and then takes a second (a slow link step):
+    // a save in that second is newer than what was compiled.
+    const w2 = new Watch(dir, ['--pid', String(t.pid), '--build', 'make -s && sleep 1', 'diff.c']);
+    cleanup.push(() => w2.stop());
+    await w2.event('ready', 0, 10000);
+    const n = w2.events.length;
+    fs.writeFileSync(path.join(dir, 'diff.c'), fs.readFileSync(path.join(dir, 'diff.c'), 'utf8').replace('return x + K;', 'return x + K + 100;'));
+    await w2.event('change', n);
+    await sleep(400); // make is done; the build sleeps
+    fs.writeFileSync(path.join(dir, 'diff.c'), fs.readFileSync(path.join(dir, 'diff.c'), 'utf8').replace('return x + K + 100;', 'return x + K + 200;')); // in place
+    const first = await w2.event('patched', n);
+    expect(first.changed).toEqual(['constant']);
+    const second = await w2.event('patched', w2.events.indexOf(first) + 1, 10000);
+    expect(second.changed).toEqual(['constant']);
+    expect((await values()).constant).toBe(211);
   });
 
   test('the process exiting ends watch with exit 5', async () => {

@@ -276,6 +276,9 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
     // file systems without it, and the truth (stamps decide what changed). With
     // inotify on every path the poll is only a safety net: once a second.
     let wake: (() => void) | undefined;
+    // An event that arrives while the loop is busy (building, patching) is
+    // kept: the loop then looks again at once instead of sleeping.
+    let pending = false;
     const watchers: fs.FSWatcher[] = [];
     // A file is watched through its directory: editors often save by writing
     // a new file and renaming it over the old one, which a watch on the old
@@ -283,12 +286,23 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
     for (const p of paths) {
       try {
         const dir = fs.statSync(p).isDirectory();
-        watchers.push(fs.watch(dir ? p : path.dirname(p), { recursive: dir, persistent: false }, () => wake?.()));
+        watchers.push(
+          fs.watch(dir ? p : path.dirname(p), { recursive: dir, persistent: false }, () => {
+            pending = true;
+            wake?.();
+          }),
+        );
       } catch {
         /* polling only */
       }
     }
     const interval = opts.intervalMs ?? (watchers.length === paths.length ? 1000 : 100);
+    // A save made while a build runs is built next: its file's stamp is not
+    // taken for seen. A file that changes during two builds in a row is taken
+    // for the build's own output (a generated source) and no longer triggers
+    // builds, until it changes outside a build (an edit).
+    let changedInLastBuild = new Set<string>();
+    const generated = new Set<string>();
     try {
       return await run();
     } finally {
@@ -297,8 +311,9 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
 
     async function run(): Promise<WatchSummary> {
       while (!opts.signal?.aborted) {
-        await sleep(interval, opts.signal, (w) => (wake = w));
+        if (!pending) await sleep(interval, opts.signal, (w) => (wake = w));
         wake = undefined;
+        pending = false;
         if (opts.signal?.aborted) break;
         for (const p of pids.filter((x) => !fs.existsSync(`/proc/${x}`))) {
           emit({ event: 'exited', pid: p });
@@ -326,6 +341,7 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
         let now = stamps(paths);
         const changed = [...now.keys()].filter((f) => now.get(f) !== seen.get(f));
         if (changed.length === 0) continue;
+        for (const f of changed) generated.delete(f); // changed outside a build: an edit
         // Editors save in steps (write, rename): wait until the files are still.
         for (let i = 0; i < 10; i++) {
           await sleep(30, opts.signal);
@@ -340,9 +356,25 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
         const b = await runBuild(build, cwd, opts.signal);
         const buildMs = msSince(t0);
         if (opts.signal?.aborted) break;
-        seen = stamps(paths); // the build may touch watched files (generated headers)
+        const after = stamps(paths);
+        const during = [...after.keys()].filter((f) => after.get(f) !== seen.get(f));
+        for (const f of during) {
+          if (!changedInLastBuild.has(f) && !generated.has(f)) continue;
+          generated.add(f);
+          seen.set(f, after.get(f)!);
+        }
+        changedInLastBuild = new Set(during.filter((f) => !generated.has(f)));
+        if (changedInLastBuild.size) pending = true; // saved while the build ran: build again at once
         if (b.status !== 0) {
           emit({ event: 'build-failed', status: b.status, output: b.output.trim(), buildMs });
+          continue;
+        }
+        // What changed since the last patch (or the running build). Nothing: a
+        // save that changed no code (a comment, a touch) applies nothing.
+        const d = diffObjectSets(objectFiles(last), objectFiles(objectsDir)).merged;
+        if (patches.length > 0 && !d.refused.length && !d.changed.length && !d.added.length && !d.removed.length && !d.data.changed.length && !d.data.added.length && !d.data.removed.length) {
+          syncObjects(objectsDir, last, lastStamps);
+          emit({ event: 'no-change', buildMs });
           continue;
         }
         const t1 = process.hrtime.bigint();
@@ -356,8 +388,7 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
           continue;
         }
         const patchMs = msSince(t1);
-        // What changed since the last patch (for the report; the patch has them all).
-        const d = diffObjectSets(objectFiles(last), objectFiles(objectsDir)).merged;
+        // The report names what changed since the last patch (the patch has them all).
         // A changed part (f.cold) is reported as its function.
         const since = [...d.changed.flatMap(functionOfPart), ...d.added.filter((a) => made.added.includes(a))];
         const t2 = process.hrtime.bigint();
