@@ -3,7 +3,7 @@
 import { execFileSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
-import { FIX, hotload, tmpdir } from './helpers';
+import { FIX, ROOT, hotload, tmpdir } from './helpers';
 
 const D = path.join(FIX, 'diff');
 
@@ -197,4 +197,40 @@ test('a change only in constants gcc pooled (.rodata.cst16: a local table) is a 
   expect(r2.json.changed).toEqual(['name']);
   const r3 = await hotload(['diff', a, build('d', src(120, 'three')), '--json']);
   expect(r3.json.changed).toEqual([]);
+});
+
+describe('debug information in other forms', () => {
+  /** diff.c compiled twice, the second with TINYK=4 (a change inlined into user_of_tiny), with `flags`. */
+  function pair(flags: string[]): [string, string] {
+    const dir = tmpdir();
+    const out: string[] = [];
+    for (const [name, extra] of [['a', []], ['b', ['-DTINYK=4']]] as const) {
+      fs.mkdirSync(path.join(dir, name));
+      const o = path.join(dir, name, 'diff.o');
+      execFileSync('gcc', ['-O2', '-g', '-fpatchable-function-entry=16,14', '-ffunction-sections', '-fdata-sections', ...flags, ...extra, '-c', path.join(ROOT, 'fixtures/src/diff.c'), '-o', o], { cwd: path.join(dir, name) });
+      out.push(o);
+    }
+    return [out[0], out[1]];
+  }
+
+  test('-gz (compressed debug sections): the same inline labels as without', async () => {
+    const [a, b] = pair(['-gz']);
+    expect(execFileSync('readelf', ['-SW', b], { encoding: 'utf8' })).toMatch(/\.debug_info\s+PROGBITS.*\sC\s/); // really compressed
+    const r = await hotload(['diff', a, b, '--json']);
+    expect(r.code).toBe(0);
+    expect(r.json.changed).toEqual(['user_of_tiny']);
+    expect(r.json.inlined).toEqual({ user_of_tiny: ['tiny'] });
+    expect(r.json.notes).toEqual([]);
+  });
+
+  test('-gsplit-dwarf: no inline labels, and the report says why', async () => {
+    const [a, b] = pair(['-gsplit-dwarf']);
+    const r = await hotload(['diff', a, b, '--json']);
+    expect(r.code).toBe(0);
+    expect(r.json.changed).toEqual(['user_of_tiny']);
+    expect(r.json.inlined).toEqual({});
+    expect(r.json.notes).toEqual([expect.stringMatching(/-gsplit-dwarf/)]);
+    const text = await hotload(['diff', a, b]);
+    expect(text.stdout).toMatch(/note: no inline labels: built with -gsplit-dwarf/);
+  });
 });

@@ -22,6 +22,8 @@ const AT_SPECIFICATION = 0x47;
 const AT_EXTERNAL = 0x3f;
 const AT_LINKAGE_NAME = 0x6e;
 const AT_MIPS_LINKAGE_NAME = 0x2007;
+const AT_DWO_NAME = 0x76;
+const AT_GNU_DWO_NAME = 0x2130;
 
 interface Abbrev {
   tag: number;
@@ -90,7 +92,7 @@ class Reader {
 function relocated(elf: ElfFile, name: string): Buffer | undefined {
   const sec = elf.section(name);
   if (!sec) return undefined;
-  const data = Buffer.from(elf.sectionData(sec));
+  const data = Buffer.from(elf.sectionContents(sec)); // inflated when -gz compressed it
   if (elf.header.type !== 1) return data; // linked: already resolved
   const syms = elf.symbols('.symtab');
   for (const r of elf.relocations(`.rela${name}`)) {
@@ -114,13 +116,15 @@ function str(buf: Buffer | undefined, off: number): string | undefined {
  * Names are symbol names (C++: mangled). `local` holds the inlined functions
  * that are file-local (static, not DW_AT_external).
  */
-export function inlinedFunctions(elf: ElfFile): Map<string, Set<string>> & { local: Set<string> } {
+export function inlinedFunctions(elf: ElfFile): Map<string, Set<string>> & { local: Set<string>; split: boolean } {
   const local = new Set<string>();
-  const out = Object.assign(new Map<string, Set<string>>(), { local });
+  // `split`: built with -gsplit-dwarf, the inline information is in .dwo
+  // files, which are not read: the map is empty, and callers should say so.
+  const out = Object.assign(new Map<string, Set<string>>(), { local, split: false });
   const info = relocated(elf, '.debug_info');
   const abbrevSec = elf.section('.debug_abbrev');
   if (!info || !abbrevSec) return out;
-  const abbrevData = elf.sectionData(abbrevSec);
+  const abbrevData = elf.sectionContents(abbrevSec);
   const strs = relocated(elf, '.debug_str');
   const lineStrs = relocated(elf, '.debug_line_str');
   try {
@@ -145,7 +149,10 @@ export function inlinedFunctions(elf: ElfFile): Map<string, Set<string>> & { loc
         addrSize = r.u8();
         abbrevOff = r.u32();
         if (unitType === 2 || unitType === 6) r.p += 12; // type units: signature, type offset
-        else if (unitType === 4 || unitType === 5) r.p += 8; // skeleton/split: dwo id
+        else if (unitType === 4 || unitType === 5) {
+          r.p += 8; // skeleton/split: dwo id
+          out.split = true;
+        }
       } else {
         abbrevOff = r.u32();
         addrSize = r.u8();
@@ -173,6 +180,7 @@ export function inlinedFunctions(elf: ElfFile): Map<string, Set<string>> & { loc
           else if (attr === AT_EXTERNAL) die.external = true;
           else if ((attr === AT_ABSTRACT_ORIGIN || attr === AT_SPECIFICATION) && typeof v === 'number') die.origin = v;
           else if (attr === AT_LOW_PC || attr === AT_RANGES) die.concrete = true;
+          else if (attr === AT_DWO_NAME || attr === AT_GNU_DWO_NAME) out.split = true; // DWARF 4's -gsplit-dwarf skeleton
         }
         dies.set(at, die);
         if (ab.tag === TAG_CU && die.name) cuName = die.name.split('/').pop()!;

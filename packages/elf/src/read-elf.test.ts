@@ -1,11 +1,11 @@
 // The ELF reader against readelf, on our fixtures and on system files, and on
 // malformed input.
-import { spawnSync } from 'child_process';
+import { execFileSync, spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { HotloadError } from '@hotload/errors';
-import { ElfFile } from './read-elf';
+import { ElfFile, SHF } from './read-elf';
 
 const FIX = path.resolve(__dirname, '../../../fixtures/build');
 const readelf = (args: string[], file: string) => spawnSync('readelf', [...args, file], { encoding: 'utf8' }).stdout;
@@ -144,4 +144,23 @@ describe('malformed input gets a clear error naming the file', () => {
     b.writeBigUInt64LE(BigInt(good.length), elf.header.shoff + symtab.index * 64 + 32);
     expectError(write('badsize', b), 'ELF_MALFORMED', /section \.symtab lies outside the file/);
   });
+});
+
+test('a compressed section (-gz) reads as the bytes objcopy decompresses', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hotload-gz-'));
+  const src = path.join(dir, 'x.c');
+  fs.writeFileSync(src, 'int f(int x) { return x + 1; }\n');
+  const z = path.join(dir, 'z.o');
+  const plain = path.join(dir, 'plain.o');
+  execFileSync('gcc', ['-O2', '-g', '-gz=zlib', '-c', src, '-o', z]);
+  execFileSync('objcopy', ['--decompress-debug-sections', z, plain]);
+  const ez = ElfFile.open(z);
+  const ep = ElfFile.open(plain);
+  const info = ez.section('.debug_info')!;
+  expect(info.flags & SHF.COMPRESSED).toBeTruthy();
+  expect(ez.sectionContents(info).equals(ep.sectionData(ep.section('.debug_info')!))).toBe(true);
+  const bad = Buffer.from(ez.buf);
+  bad.fill(0xff, info.offset + 24, info.offset + 40); // the zlib stream, broken
+  expect(() => new ElfFile(z, bad).sectionContents(info)).toThrow(/does not inflate/);
+  fs.rmSync(dir, { recursive: true, force: true });
 });

@@ -13,6 +13,7 @@
 // file and the field, never a RangeError from inside a Buffer.
 
 import * as fs from 'fs';
+import * as zlib from 'zlib';
 import { HotloadError } from '@hotload/errors';
 // elfy ships no types; its Parser.parseHeader is all we take from it.
 // eslint-disable-next-line @typescript-eslint/no-var-requires
@@ -36,7 +37,11 @@ interface ElfyHeader {
 }
 
 export const SHT = { NULL: 0, PROGBITS: 1, SYMTAB: 2, STRTAB: 3, RELA: 4, NOTE: 7, NOBITS: 8, DYNSYM: 11, GNU_VERSYM: 0x6fffffff, GNU_VERDEF: 0x6ffffffd } as const;
-export const SHF = { WRITE: 1, ALLOC: 2, EXECINSTR: 4 } as const;
+export const SHF = { WRITE: 1, ALLOC: 2, EXECINSTR: 4, COMPRESSED: 0x800 } as const;
+/** Elf64_Chdr.ch_type of an SHF_COMPRESSED section. */
+export const ELFCOMPRESS = { ZLIB: 1, ZSTD: 2 } as const;
+/** sizeof(Elf64_Chdr): type 0, reserved 4, size 8, addralign 16. */
+const CHDR_SIZE = 24;
 export const PT = { LOAD: 1, DYNAMIC: 2, NOTE: 4, GNU_STACK: 0x6474e551 } as const;
 export const PF = { X: 1, W: 2, R: 4 } as const;
 export const STT = { NOTYPE: 0, OBJECT: 1, FUNC: 2, SECTION: 3, FILE: 4, TLS: 6, GNU_IFUNC: 10 } as const;
@@ -263,6 +268,34 @@ export class ElfFile {
   sectionData(s: Section): Buffer {
     if (s.type === SHT.NOBITS || s.type === SHT.NULL) return Buffer.alloc(0);
     return this.slice(s.offset, s.size, `section ${s.name || '#' + s.index}`);
+  }
+
+  /**
+   * A section's contents as the program sees them: an SHF_COMPRESSED section
+   * (debug sections of a `-gz` build) inflated. zstd needs a Node with
+   * zlib.zstdDecompressSync (22.15 and later); without it, a named error.
+   */
+  sectionContents(s: Section): Buffer {
+    const raw = this.sectionData(s);
+    if (!(s.flags & SHF.COMPRESSED)) return raw;
+    if (raw.length < CHDR_SIZE) this.malformed(`compressed section ${s.name} has no header`);
+    const type = raw.readUInt32LE(0);
+    const size = Number(raw.readBigUInt64LE(8));
+    const body = raw.subarray(CHDR_SIZE);
+    let out: Buffer;
+    try {
+      if (type === ELFCOMPRESS.ZLIB) out = zlib.inflateSync(body);
+      else if (type === ELFCOMPRESS.ZSTD && typeof (zlib as { zstdDecompressSync?: unknown }).zstdDecompressSync === 'function') out = (zlib as unknown as { zstdDecompressSync(b: Buffer): Buffer }).zstdDecompressSync(body);
+      else
+        throw new HotloadError('ELF_UNSUPPORTED', `${this.path}: section ${s.name} is compressed with ${type === ELFCOMPRESS.ZSTD ? 'zstd, which this Node cannot inflate' : `an unknown method (${type})`}`, {
+          hint: 'Build with -gz=zlib, or without -gz.',
+        });
+    } catch (e) {
+      if (e instanceof HotloadError) throw e;
+      this.malformed(`compressed section ${s.name} does not inflate: ${(e as Error).message}`);
+    }
+    if (out.length !== size) this.malformed(`compressed section ${s.name} inflates to ${out.length} bytes, its header says ${size}`);
+    return out;
   }
 
   section(name: string): Section | undefined {

@@ -39,6 +39,8 @@ export interface BuildDiff {
    * same. From the DWARF of the new build (built with -g); empty without it.
    */
   inlined: Record<string, string[]>;
+  /** What the diff could not tell (the inline labels of a -gsplit-dwarf build). */
+  notes: string[];
 }
 
 interface Item {
@@ -329,7 +331,7 @@ export function diffObjectSets(oldObjs: Map<string, string>, newObjs: Map<string
       }
     }
   }
-  const merged: BuildDiff = { changed: [], added: [], removed: goneRemoved.fns, unchanged: 0, data: { changed: [], added: [], removed: goneRemoved.data }, refused: [], inlined: {} };
+  const merged: BuildDiff = { changed: [], added: [], removed: goneRemoved.fns, unchanged: 0, data: { changed: [], added: [], removed: goneRemoved.data }, refused: [], inlined: {}, notes: [] };
   for (const { diff } of units) {
     merged.changed.push(...diff.changed);
     merged.added.push(...diff.added);
@@ -340,6 +342,7 @@ export function diffObjectSets(oldObjs: Map<string, string>, newObjs: Map<string
     merged.data.removed.push(...diff.data.removed);
     merged.refused.push(...diff.refused);
     Object.assign(merged.inlined, diff.inlined);
+    for (const n of diff.notes) if (!merged.notes.includes(n)) merged.notes.push(n);
   }
   merged.refused.push(...refused);
   for (const l of [merged.changed, merged.added, merged.removed, merged.data.changed, merged.data.added, merged.data.removed]) l.sort();
@@ -363,7 +366,7 @@ export function readOnlySection(sec: Section): boolean {
 
 /** `inlines`: read the new build's DWARF for BuildDiff.inlined (tens of ms for a large object; patches do not need it). */
 export function diffLoaded(a: Build, b: Build, opts: { inlines?: boolean } = {}): BuildDiff {
-  const res: BuildDiff = { changed: [], added: [], removed: [], unchanged: 0, data: { changed: [], added: [], removed: [] }, refused: [], inlined: {} };
+  const res: BuildDiff = { changed: [], added: [], removed: [], unchanged: 0, data: { changed: [], added: [], removed: [] }, refused: [], inlined: {}, notes: [] };
   const fa = a.items(STT.FUNC);
   const fb = b.items(STT.FUNC);
   for (const [k, f] of fb) {
@@ -431,7 +434,15 @@ export function diffLoaded(a: Build, b: Build, opts: { inlines?: boolean } = {})
 
   // Why a caller changed: a changed function inlined into it.
   if (opts.inlines && res.changed.length) {
-    const inl = inlinedFunctions(b.elf);
+    let inl: ReturnType<typeof inlinedFunctions>;
+    try {
+      inl = inlinedFunctions(b.elf);
+    } catch (e) {
+      if (!(e instanceof HotloadError)) throw e;
+      res.notes.push(`no inline labels: ${e.message}`);
+      return res;
+    }
+    if (inl.split) res.notes.push('no inline labels: built with -gsplit-dwarf (the inline information is in .dwo files, which hotload does not read); a caller changed only through an inlined function is still patched');
     const changedNames = new Set(res.changed.map((k) => k.split('@')[0]));
     const outOfLine = new Set([...fb.values()].map((f) => f.name));
     for (const k of res.changed) {
