@@ -75,7 +75,7 @@ function makePatch(target, k, many) {
 
 async function hotloadAttach(t, p) {
   const { wall, stallMs, res } = await stallAround(t, async () => JSON.parse(await run(process.execPath, [BIN, 'attach', String(t.child.pid), p, '--json'])));
-  return { wall, stallMs, stoppedMs: res.timings.stoppedMs, maxStopMs: res.timings.maxStopMs, dlopenMs: res.timings.loadMs, hostMs: res.timings.hostPausedMs, fns: res.functions.length };
+  return { wall, stallMs, stoppedMs: res.timings.stoppedMs, maxStopMs: res.timings.threadStopMaxMs, dlopenMs: res.timings.loadMs, hostMs: res.timings.hostPausedMs, fns: res.functions.length };
 }
 
 async function measureHotload(bin, patches) {
@@ -147,13 +147,14 @@ async function main() {
   }
 
   const f = (x) => x.toFixed(3).padStart(9);
-  console.log(`attach pause, median of ${RUNS} runs (ms)            stopped(all)  longest stop  target stall  dlopen     wall`);
+  console.log(`attach pause, median of ${RUNS} runs (ms)            stopped(all)  thread stop   target stall  dlopen     wall`);
   console.log(`  hotload attach, 1 function                    ${f(median(h.map((r) => r.stoppedMs)))}     ${f(median(h.map((r) => r.maxStopMs)))}     ${f(median(h.map((r) => r.stallMs)))}  ${f(median(h.map((r) => r.dlopenMs)))} ${f(median(h.map((r) => r.wall)))}`);
   if (g.length && !gdbProblem) console.log(`  gdb -p PID -batch -ex 'call dlopen(...)'      ${'-'.padStart(9)}     ${'-'.padStart(9)}     ${f(median(g.map((r) => r.stallMs)))}  ${'-'.padStart(9)} ${f(median(g.map((r) => r.wall)))}`);
   else console.log(`  gdb -p PID -batch -ex 'call dlopen(...)': baseline not measured: gdb ${gdbProblem}`);
   console.log(`  node -e '' (start-up alone, no ptrace)       ${'-'.padStart(9)}     ${'-'.padStart(9)}     ${f(median(nodeOnly.map((r) => r.stallMs)))}  ${'-'.padStart(9)} ${f(median(nodeOnly.map((r) => r.wall)))}`);
   console.log(`  hotload attach, 1,000 functions (${hb.length} runs)    ${f(median(hb.map((r) => r.stoppedMs)))}     ${f(median(hb.map((r) => r.maxStopMs)))}     ${f(median(hb.map((r) => r.stallMs)))}  ${f(median(hb.map((r) => r.dlopenMs)))} ${f(median(hb.map((r) => r.wall)))}`);
-  console.log('  (stopped = hotload\'s own count of time every thread was stopped at once (the one stop, for the code writes);');
+  console.log('  (stopped = hotload\'s own count of the all-threads stop for the code writes, from the first interrupt to the last resume;');
+  console.log('   thread stop = the longest any one thread was stopped, from its stop to its resume;');
   console.log('   target stall = longest gap seen by the target\'s spinning thread, which also counts this VM\'s own stalls and');
   console.log('   CPU sharing on 2 cores (see the node -e \'\' row); dlopen runs on one borrowed thread while the others run;');
   console.log('   wall includes Node start-up)');

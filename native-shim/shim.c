@@ -63,6 +63,7 @@ struct thread {
   int stopped;     /* in a ptrace stop we caused or saw */
   int pending_sig; /* signal seen at a signal-delivery stop, to pass on at resume */
   int gone;        /* exited while traced */
+  uint64_t stop_ns; /* when we saw it stop (for the per-thread figures) */
 };
 
 static pid_t g_pid;
@@ -72,6 +73,8 @@ static int g_memfd = -1;
 static uint64_t g_stop_began_ns;
 static uint64_t g_stopped_ns; /* total time every thread was stopped (all sessions of this attach) */
 static uint64_t g_max_stop_ns;
+static uint64_t g_thr_sum_ns; /* per thread, from its stop to its resume, added over threads and stops */
+static uint64_t g_thr_max_ns; /* the longest of those single stops */
 
 uint64_t hl_out[64];
 static uint8_t *g_data;
@@ -85,6 +88,20 @@ static uint64_t now_ns(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* A thread seen stopped, or let go: what the per-thread figures count. */
+static void mark_stopped(struct thread *t) {
+  t->stopped = 1;
+  t->stop_ns = now_ns();
+}
+static void mark_resumed(struct thread *t) {
+  t->stopped = 0;
+  if (!t->stop_ns) return;
+  uint64_t d = now_ns() - t->stop_ns;
+  g_thr_sum_ns += d;
+  if (d > g_thr_max_ns) g_thr_max_ns = d;
+  t->stop_ns = 0;
 }
 
 /* ---- results ------------------------------------------------------------------ */
@@ -154,7 +171,7 @@ static int wait_stopped(struct thread *t) {
     int sig = WSTOPSIG(st);
     DBG("wait_stopped %d: event %d sig %d", t->tid, event, sig);
     if (event == PTRACE_EVENT_STOP) {
-      t->stopped = 1;
+      mark_stopped(t);
       undo_eintr(t->tid);
       return 0;
     }
@@ -162,7 +179,7 @@ static int wait_stopped(struct thread *t) {
       if (sig == SIGSTOP || sig == SIGTSTP || sig == SIGTTIN || sig == SIGTTOU) {
         /* A job-control stop: passed on only when hotload lets the thread go. */
         t->pending_sig = sig;
-        t->stopped = 1;
+        mark_stopped(t);
         return 0;
       }
       /* A signal arrived before our interrupt took effect, and the interrupt
@@ -266,6 +283,8 @@ static int begin_session(int pid) {
     g_nthreads = 0;
     g_stopped_ns = 0;
     g_max_stop_ns = 0;
+    g_thr_sum_ns = 0;
+    g_thr_max_ns = 0;
   }
   return 0;
 }
@@ -321,7 +340,7 @@ int hl_resume_thread(int tid) {
   struct thread *t = find_thread(tid);
   if (!t || t->gone || !t->stopped) return 0;
   if (ptrace(PTRACE_CONT, tid, 0, (void *)(long)t->pending_sig) != 0) return -errno;
-  t->stopped = 0;
+  mark_resumed(t);
   t->pending_sig = 0;
   return 0;
 }
@@ -340,7 +359,7 @@ int hl_resume_all_except(int keep) {
     struct thread *t = &g_threads[i];
     if (t->gone || !t->stopped || t->tid == keep) continue;
     if (ptrace(PTRACE_CONT, t->tid, 0, (void *)(long)t->pending_sig) == 0) {
-      t->stopped = 0;
+      mark_resumed(t);
       t->pending_sig = 0;
     } else if (errno == ESRCH) {
       t->gone = 1;
@@ -351,7 +370,11 @@ int hl_resume_all_except(int keep) {
 }
 
 /* Detach every thread; each resumes where it was (restarting its syscall).
- * out[0] = total ns stopped, out[1] = longest single stop. */
+ * out[0] = ns from each all-threads stop's first interrupt to its last
+ * resume, added over the stops (wall time: it includes threads waiting for a
+ * CPU to take the interrupt); out[1] = the longest of those; out[2] = ns each
+ * thread was stopped, from its stop to its resume, added over threads and
+ * stops; out[3] = the longest single stop of one thread. */
 int hl_detach(void) {
   int err = 0;
   for (int i = 0; i < g_nthreads; i++) {
@@ -363,10 +386,13 @@ int hl_detach(void) {
       if (t->gone) continue;
     }
     if (ptrace(PTRACE_DETACH, t->tid, 0, (void *)(long)t->pending_sig) != 0 && errno != ESRCH) err = -errno;
+    mark_resumed(t);
   }
   account_stop();
   hl_out[0] = g_stopped_ns;
   hl_out[1] = g_max_stop_ns;
+  hl_out[2] = g_thr_sum_ns;
+  hl_out[3] = g_thr_max_ns;
   if (g_memfd >= 0) close(g_memfd);
   g_memfd = -1;
   g_mem_pid = 0;
@@ -796,7 +822,7 @@ int hl_call(int tid, uint64_t stub, uint64_t stub_sigreturn_end, uint64_t fn, co
     return -e;
   }
   if (ptrace(PTRACE_SYSCALL, tid, 0, 0) != 0) return -errno;
-  t->stopped = 0;
+  mark_resumed(t);
 
   uint64_t t0 = now_ns(), deadline = t0 + (uint64_t)timeout_ms * 1000000ull;
   /* Short sleeps while polling need fine timer slack (the default is 50 us). */
@@ -852,7 +878,7 @@ int hl_call(int tid, uint64_t stub, uint64_t stub_sigreturn_end, uint64_t fn, co
     }
     if (ptrace(PTRACE_SYSCALL, tid, 0, (void *)(long)resume_sig) != 0) { prctl(PR_SET_TIMERSLACK, old_slack); return -errno; }
   }
-  t->stopped = 1;
+  mark_stopped(t);
   prctl(PR_SET_TIMERSLACK, old_slack, 0, 0, 0);
   hl_out[0] = result;
   hl_out[1] = stops;

@@ -29,6 +29,10 @@ test('single-threaded loop: the new code runs and the static counter carries on'
   expect(r.code).toBe(0);
   expect(r.json.functions).toEqual([expect.objectContaining({ name: 'compute', previous: 'original' })]);
   expect(r.json.timings.stoppedMs).toBeGreaterThan(0);
+  // Per thread, from its stop to its resume: the one thread stopped at least
+  // once for the code writes (and as the host), all of it counted in the sum.
+  expect(r.json.timings.threadStopMaxMs).toBeGreaterThan(0);
+  expect(r.json.timings.threadStopSumMs).toBeGreaterThanOrEqual(r.json.timings.threadStopMaxMs);
   const after = await t.next(/^compute 1012 counter (\d+)/);
   const c0 = Number(/counter (\d+)/.exec(before)![1]);
   const c1 = Number(/counter (\d+)/.exec(after)![1]);
@@ -42,6 +46,8 @@ test('8 threads calling the function in tight loops: every call runs old or new 
   const r = await hotload(['attach', String(t.pid), patch, '--json']);
   expect(r.code).toBe(0);
   expect(r.json.threads).toBe(9);
+  // Nine threads each stopped for the code writes: the sum is several single stops.
+  expect(r.json.timings.threadStopSumMs).toBeGreaterThan(r.json.timings.threadStopMaxMs);
   await t.next(/^compute 1012 .* new [1-9]/);
   await sleep(300);
   t.expectHealthy();

@@ -51,11 +51,15 @@ export interface AttachResult {
   /** The borrowed thread's registers had to be set by hand after rt_sigreturn (never expected). */
   repairedRegisters: boolean;
   /**
-   * stoppedMs: every thread stopped (both stops added); maxStopMs: the longer
-   * stop; loadMs: dlopen on the host; hostPausedMs: how long the borrowed
-   * thread did not run its own code (its stop, dlopen, until the final detach).
+   * threadStopMaxMs: the longest any one thread was stopped, from its stop to
+   * its resume; threadStopSumMs: the same added over every thread and stop.
+   * stoppedMs: wall time of the all-threads stops, from the first interrupt to
+   * the last resume (it also counts threads waiting for a CPU to take the
+   * interrupt), added; maxStopMs: the longest of those. loadMs: dlopen on the
+   * host; hostPausedMs: how long the borrowed thread did not run its own code
+   * (its stop, dlopen, until the final detach).
    */
-  timings: { totalMs: number; stoppedMs: number; maxStopMs: number; loadMs: number; hostPausedMs: number };
+  timings: { totalMs: number; stoppedMs: number; maxStopMs: number; threadStopMaxMs: number; threadStopSumMs: number; loadMs: number; hostPausedMs: number };
 }
 
 interface Site {
@@ -254,7 +258,7 @@ function attachLocked(pid: number, patchFile: string, opts: AttachOptions): Atta
       threads: s.threadCount,
       hostThread,
       repairedRegisters,
-      timings: { totalMs: Number(process.hrtime.bigint() - t0) / 1e6, stoppedMs: times.stoppedMs, maxStopMs: times.maxStopMs, loadMs, hostPausedMs },
+      timings: { totalMs: Number(process.hrtime.bigint() - t0) / 1e6, stoppedMs: times.stoppedMs, maxStopMs: times.maxStopMs, threadStopMaxMs: times.threadStopMaxMs, threadStopSumMs: times.threadStopSumMs, loadMs, hostPausedMs },
     };
   } finally {
     s.close();

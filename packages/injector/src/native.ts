@@ -129,10 +129,15 @@ export function stopAll(): number {
 export function resumeAllExcept(tid: number): void {
   check('resume', shim().hl_resume_all_except([tid]));
 }
-/** Detach every thread; returns [total ns stopped, longest stop ns]. */
-export function detach(): { stoppedNs: number; maxStopNs: number } {
+/**
+ * Detach every thread. Returns the all-threads stops as wall time (first
+ * interrupt to last resume: stoppedNs added, maxStopNs the longest) and per
+ * thread (from its stop to its resume: threadSumNs added over threads,
+ * threadMaxNs the longest one thread was stopped at a time).
+ */
+export function detach(): { stoppedNs: number; maxStopNs: number; threadSumNs: number; threadMaxNs: number } {
   const r = shim().hl_detach([]);
-  const res = { stoppedNs: Number(out(0)), maxStopNs: Number(out(1)) };
+  const res = { stoppedNs: Number(out(0)), maxStopNs: Number(out(1)), threadSumNs: Number(out(2)), threadMaxNs: Number(out(3)) };
   check('detach', r);
   return res;
 }

@@ -30,7 +30,8 @@ export interface RevertedFunction {
 export interface RevertResult {
   pid: number;
   reverted: RevertedFunction[];
-  timings: { totalMs: number; stoppedMs: number };
+  /** As attach's: wall time of the all-threads stop, and per thread (the longest, and all added). */
+  timings: { totalMs: number; stoppedMs: number; threadStopMaxMs: number; threadStopSumMs: number };
 }
 
 /** The loaded copy of `patchFile` in the process, found by content hash. */
@@ -65,7 +66,7 @@ function revertLocked(pid: number, patchFile: string | undefined, opts: RevertOp
   // replaces is still what was read, with every thread stopped.
   const s = Session.open(pid);
   const reverted: RevertedFunction[] = [];
-  let times = { stoppedMs: 0, maxStopMs: 0 };
+  let times = { stoppedMs: 0, maxStopMs: 0, threadStopMaxMs: 0, threadStopSumMs: 0 };
   try {
     const writes: CodeWrite[] = [];
     const names: string[] = [];
@@ -124,5 +125,5 @@ function revertLocked(pid: number, patchFile: string | undefined, opts: RevertOp
   if (!opts.all && reverted.length === 0) {
     throw new HotloadError('PATCH_NOT_APPLIED', `${patchFile} is loaded in process ${pid} but none of its functions is in force (reverted already)`);
   }
-  return { pid, reverted, timings: { totalMs: Number(process.hrtime.bigint() - t0) / 1e6, stoppedMs: times.stoppedMs } };
+  return { pid, reverted, timings: { totalMs: Number(process.hrtime.bigint() - t0) / 1e6, stoppedMs: times.stoppedMs, threadStopMaxMs: times.threadStopMaxMs, threadStopSumMs: times.threadStopSumMs } };
 }

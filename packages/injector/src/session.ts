@@ -8,8 +8,14 @@ import { HotloadError } from '@hotload/errors';
 import * as native from './native';
 
 export interface StopTimes {
+  /** Wall time of the all-threads stops, first interrupt to last resume, added. */
   stoppedMs: number;
+  /** The longest of those. */
   maxStopMs: number;
+  /** Per thread, from its stop to its resume: the longest any one thread was stopped. */
+  threadStopMaxMs: number;
+  /** The same added over every thread and stop. */
+  threadStopSumMs: number;
 }
 
 let open = false;
@@ -159,12 +165,12 @@ export class Session {
 
   /** Detach every thread (each resumes where it was) and close the memory. Safe to call twice. */
   close(): StopTimes {
-    if (this.closed) return { stoppedMs: 0, maxStopMs: 0 };
+    if (this.closed) return { stoppedMs: 0, maxStopMs: 0, threadStopMaxMs: 0, threadStopSumMs: 0 };
     this.closed = true;
     open = false;
     try {
       const t = native.detach();
-      return { stoppedMs: t.stoppedNs / 1e6, maxStopMs: t.maxStopNs / 1e6 };
+      return { stoppedMs: t.stoppedNs / 1e6, maxStopMs: t.maxStopNs / 1e6, threadStopMaxMs: t.threadMaxNs / 1e6, threadStopSumMs: t.threadSumNs / 1e6 };
     } catch (e) {
       throw this.mapError('detach', e);
     }

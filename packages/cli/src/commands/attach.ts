@@ -9,7 +9,7 @@ export function printAttach(out: Out, r: AttachResult): void {
   for (const f of r.functions) out.line(`  ${f.name} ${out.dim(f.old)} -> ${f.new}${f.previous !== 'original' ? out.dim(` (stacked on ${f.previous})`) : ''}`);
   for (const n of r.notes) out.line(`  ${out.yellow('note')}: ${n}`);
   const t = r.timings;
-  out.line(out.dim(`  threads stopped ${t.stoppedMs.toFixed(3)} ms in all (longest ${t.maxStopMs.toFixed(3)} ms)${r.hostThread ? `, loaded in ${t.loadMs.toFixed(2)} ms on thread ${r.hostThread} (paused ${t.hostPausedMs.toFixed(2)} ms)` : ''}, total ${t.totalMs.toFixed(1)} ms`));
+  out.line(out.dim(`  each thread stopped at most ${t.threadStopMaxMs.toFixed(3)} ms (${t.threadStopSumMs.toFixed(3)} ms added over ${r.threads} thread${r.threads === 1 ? '' : 's'}; ${t.stoppedMs.toFixed(3)} ms from first interrupt to last resume)${r.hostThread ? `, loaded in ${t.loadMs.toFixed(2)} ms on thread ${r.hostThread} (paused ${t.hostPausedMs.toFixed(2)} ms)` : ''}, total ${t.totalMs.toFixed(1)} ms`));
 }
 
 /**
