@@ -2,8 +2,8 @@
 // and the target still running, untraced, with its prologues unchanged.
 import * as fs from 'fs';
 import * as path from 'path';
-import { spawnSync } from 'child_process';
-import { FIX, Target, buildIdOf, computePatch, hotload, mkpatch, rawPatch, symbolAddress, tmpdir } from './helpers';
+import { spawn, spawnSync } from 'child_process';
+import { FIX, Target, buildIdOf, computePatch, hotload, mkpatch, rawPatch, sleep, symbolAddress, tmpdir } from './helpers';
 
 const TARGET = path.join(FIX, 'target');
 let good: string;
@@ -121,13 +121,15 @@ test('a replaced function that does not exist: mkpatch refuses, attach refuses a
   const dir = tmpdir();
   fs.writeFileSync(path.join(dir, 'p.c'), src);
   const mk = await hotload(['mkpatch', path.join(dir, 'p.c'), '--target', TARGET, '-o', path.join(dir, 'p.so')]);
-  expect(mk.code).toBe(6);
-  expect(mk.stderr).toMatch(/PATCH_UNRESOLVED/);
+  expect(mk.code).toBe(4); // cannot be patched (README's table)
+  // The first line names the function, not mkpatch's temporary file.
+  expect(mk.stderr.split('\n')[0]).toMatch(/^error UNPATCHABLE: no_such_function, HOTLOAD_STATIC\(no_such_static\): 2 problems against /);
+  expect(mk.stderr).not.toMatch(/hotload-mkpatch-/);
   expect(mk.stderr).toMatch(/- no_such_function: no such function in/); // every problem listed
   expect(mk.stderr).toMatch(/- HOTLOAD_STATIC\(no_such_static\): no_such_static: no such symbol/);
   expect(fs.existsSync(path.join(dir, 'p.so'))).toBe(false);
   const raw = rawPatch(src, TARGET, buildIdOf(TARGET));
-  await expectError(['attach', String(t.pid), raw], 'PATCH_UNRESOLVED', 6, /2 problems against/);
+  await expectError(['attach', String(t.pid), raw], 'UNPATCHABLE', 4, /2 problems against/);
   await expectUnharmed();
 });
 
@@ -193,5 +195,60 @@ test('no safe moment within the deadline: fails cleanly, the process untouched',
   } finally {
     await u.stop();
     spawnSync('pkill', ['-9', '-f', `${TARGET} unsafe`]);
+  }
+});
+
+describe('bad values on the command line: a usage error naming the value, nothing done', () => {
+  test.each([
+    [['status', 'abc'], /not a process id: "abc"/],
+    [['status', '9'.repeat(5000)], /not a process id: "9{40}\.\.\."/],
+    [['status', '0'], /not a process id: "0"/],
+    [['attach', '9'.repeat(30), 'x.so'], /not a process id: "9{30}"/],
+    [['attach', '1', 'x.so', '--timeout', 'abc'], /--timeout takes a whole number of at least 1, not "abc"/],
+    [['attach', '1', 'x.so', '--timeout=-5'], /--timeout takes a whole number of at least 1, not "-5"/],
+    [['watch', '--pid', '1', '--max', '1.5'], /--max takes a whole number of at least 1, not "1.5"/],
+  ])('hotload %j', async (args, message) => {
+    const r = await hotload(args as string[]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/^error USAGE: /);
+    expect(r.stderr).toMatch(message);
+  });
+
+  test('--timeout abc on a live process: refused before anything is applied', async () => {
+    const at = symbolAddress(t.pid, TARGET, 'compute') - 14n;
+    const before = t.readMem(at, 16);
+    const maps = fs.readFileSync(`/proc/${t.pid}/maps`, 'utf8');
+    const r = await hotload(['attach', String(t.pid), good, '--timeout', 'abc']);
+    expect(r.code).toBe(2);
+    expect(t.readMem(at, 16)).toEqual(before);
+    expect(fs.readFileSync(`/proc/${t.pid}/maps`, 'utf8')).toBe(maps);
+    t.expectHealthy();
+  });
+});
+
+test('status of a zombie: PID_NOT_FOUND, not an internal error', async () => {
+  // A child that exited and that its parent (a shell asleep) has not reaped.
+  const parent = spawn('sh', ['-c', 'sh -c "exit 0" & exec sleep 30'], { stdio: 'ignore' });
+  try {
+    let zombie = 0;
+    for (let i = 0; i < 200 && !zombie; i++) {
+      await sleep(20);
+      for (const e of fs.readdirSync('/proc').filter((x) => /^\d+$/.test(x))) {
+        try {
+          const st = fs.readFileSync(`/proc/${e}/stat`, 'utf8');
+          const fields = st.slice(st.lastIndexOf(')') + 2).split(' ');
+          if (fields[0] === 'Z' && Number(fields[1]) === parent.pid) zombie = Number(e);
+        } catch {
+          /* gone */
+        }
+      }
+    }
+    expect(zombie).toBeGreaterThan(0);
+    const r = await hotload(['status', String(zombie), '--json']);
+    expect(r.code).toBe(5);
+    expect(r.json.error.code).toBe('PID_NOT_FOUND');
+    expect(r.json.error.message).toMatch(/zombie/);
+  } finally {
+    parent.kill('SIGKILL');
   }
 });

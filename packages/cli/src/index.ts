@@ -58,6 +58,8 @@ export async function main(args: string[]): Promise<void> {
     .version(false)
     .wrap(Math.min(100, process.stdout.columns || 100))
     .fail((msg, err) => {
+      // yargs wraps what an option's coerce threw (ours: a USAGE error naming the value) in a YError.
+      if (err && !isHotloadError(err) && err.name === 'YError') throw new HotloadError('USAGE', err.message);
       throw err ?? new HotloadError('USAGE', msg);
     });
   for (const c of COMMANDS) {

@@ -10,5 +10,5 @@ export { Session } from './session';
 export { readMaps, modules, processExists, findTargetModule } from './read-process';
 export type { Module, Mapping } from './read-process';
 export { shimPath } from './native';
-export { ps, pidsByName, pidsByExe, pidsByBuildId, resolveTargets } from './ps';
+export { ps, pidsByName, pidsByExe, pidsByBuildId, resolveTargets, parsePid } from './ps';
 export type { PatchableProcess } from './ps';

@@ -114,9 +114,20 @@ export function pidsByBuildId(buildId: string): number[] {
 }
 
 /** "1234", "1234,5678" or a process name, as typed on the command line. */
+/** The largest pid Linux can hand out (PID_MAX_LIMIT on 64-bit). */
+const PID_MAX = 4194304;
+
+/** A process id written as a number; anything else is a usage error naming it. */
+export function parsePid(text: string): number {
+  if (!/^[1-9]\d*$/.test(text) || Number(text) > PID_MAX) {
+    throw new HotloadError('USAGE', `not a process id: ${JSON.stringify(text.length > 40 ? `${text.slice(0, 40)}...` : text)}`, { hint: `A pid is a whole number from 1 to ${PID_MAX}; \`ps\` or \`pidof NAME\` lists them.` });
+  }
+  return Number(text);
+}
+
 export function resolveTargets(spec: string | number): number[] {
   const text = String(spec);
-  if (/^\d+(,\d+)*$/.test(text)) return text.split(',').map(Number);
+  if (/^\d+(,\d+)*$/.test(text)) return text.split(',').map(parsePid);
   const pids = pidsByName(text);
   if (pids.length === 0) throw new HotloadError('PID_NOT_FOUND', `no process named ${text}`, { hint: 'Give a pid, a comma-separated list of pids, or the name `ps` shows.' });
   return pids;

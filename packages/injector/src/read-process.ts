@@ -47,7 +47,8 @@ export function requireProcess(pid: number): void {
  * code needs one of its threads to run, which would continue it. A zombie has
  * exited.
  */
-export function requireRunning(pid: number): void {
+/** The process exists and has not exited (a zombie has no memory to read); returns its state letter. */
+export function requireAlive(pid: number): string {
   requireProcess(pid);
   let state = '';
   try {
@@ -57,6 +58,12 @@ export function requireRunning(pid: number): void {
     throw new HotloadError('PID_NOT_FOUND', `no process with pid ${pid}`);
   }
   if (state === 'Z' || state === 'X') throw new HotloadError('PID_NOT_FOUND', `process ${pid} has exited (a zombie its parent has not reaped)`);
+  return state;
+}
+
+/** The process exists, has not exited, and is not stopped (hotload would have to let it run). */
+export function requireRunning(pid: number): void {
+  const state = requireAlive(pid);
   if (state === 'T') throw new HotloadError('PROCESS_STOPPED', `process ${pid} is stopped (state T)`);
 }
 

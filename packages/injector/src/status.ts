@@ -1,5 +1,5 @@
 // `hotload status <pid>`: what a process runs, read from the process.
-import { requireProcess } from './read-process';
+import { requireAlive } from './read-process';
 import { LoadedPatch, functionStack, functionState, loadedPatches, procMemReader } from './read-patches';
 
 export interface StatusFunction {
@@ -32,7 +32,7 @@ export interface StatusResult {
 }
 
 export function status(pid: number): StatusResult {
-  requireProcess(pid);
+  requireAlive(pid);
   const patches: LoadedPatch[] = loadedPatches(pid);
   const mem = procMemReader(pid);
   const functions: StatusFunction[] = [];

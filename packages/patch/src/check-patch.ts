@@ -51,7 +51,7 @@ export function planPatch(meta: PatchMeta, patchElf: ElfFile, target: ElfFile, i
   for (const r of meta.replacements) {
     const fn = findFunction(idx, r.old);
     if (!fn) {
-      unresolved.push(`${r.old}: no such function in ${target.path}`);
+      problems.push(`${r.old}: no such function in ${target.path}`);
       continue;
     }
     if (fn.status !== 'patchable' && fn.status !== 'clone') {
@@ -77,10 +77,16 @@ export function planPatch(meta: PatchMeta, patchElf: ElfFile, target: ElfFile, i
       unresolved.push(`${s.name}: a global of ${target.path} that it does not export; use HOTLOAD_STATIC(type, ${s.name}) or link the target with -rdynamic`);
     }
   }
+  // A function to replace that is missing or has no usable pad cannot be
+  // patched (exit 4); a reference that does not resolve is the patch's (6).
+  // The message names the symbols: the patch file may be mkpatch's temporary one.
   if (unresolved.length || problems.length) {
-    const all = [...unresolved, ...problems];
-    throw new HotloadError(unresolved.length ? 'PATCH_UNRESOLVED' : 'UNPATCHABLE', `${meta.file}: ${all.length} problem${all.length === 1 ? '' : 's'} against ${target.path}`, {
+    const all = [...problems, ...unresolved];
+    const names = all.map((p) => p.split(': ')[0]);
+    const named = names.length > 3 ? `${names.slice(0, 3).join(', ')} and ${names.length - 3} more` : names.join(', ');
+    throw new HotloadError(problems.length ? 'UNPATCHABLE' : 'PATCH_UNRESOLVED', `${named}: ${all.length === 1 ? all[0].slice(names[0].length + 2) : `${all.length} problems against ${target.path}`}`, {
       details: all,
+      hint: problems.length ? 'Name a function the target has (`hotload index <target>` lists them) that was built with -fpatchable-function-entry=16,14.' : undefined,
     });
   }
   return { functions, refs, notes };

@@ -3,6 +3,7 @@
 import type { Argv } from 'yargs';
 import { AttachResult, HotloadError, attach, isHotloadError, resolveTargets } from '@hotload/api';
 import { Out } from '../output';
+import { wholeNumber } from '../args';
 
 export function printAttach(out: Out, r: AttachResult): void {
   out.line(`${out.green('patched')} process ${r.pid} with ${r.patch} (${r.functions.length} function${r.functions.length === 1 ? '' : 's'})`);
@@ -52,7 +53,7 @@ export const attachCommand = {
       .positional('target', { type: 'string', demandOption: true, describe: 'a pid, pids separated by commas, or a process name' })
       .positional('patch', { type: 'string', demandOption: true, describe: 'patch made by `hotload mkpatch`' })
       .option('allow-unsafe-file', { type: 'boolean', default: false, describe: 'accept a patch file that other users could write' })
-      .option('timeout', { type: 'number', default: 3000, describe: 'ms to wait for a safe moment to load the patch' })
+      .option('timeout', { type: 'string', default: '3000', coerce: wholeNumber('--timeout', 1), describe: 'ms to wait for a safe moment to load the patch' })
       .example('$0 attach 4242 fix.so', 'patch one process')
       .example('$0 attach server fix.so --json', 'patch every process named server'),
   run(argv: { target: string; patch: string; allowUnsafeFile: boolean; timeout: number }, out: Out): number {

@@ -2,13 +2,14 @@
 import type { Argv } from 'yargs';
 import { status } from '@hotload/api';
 import { Out } from '../output';
+import { pidArg } from '../args';
 
 export const statusCommand = {
   command: 'status <pid>',
   describe: 'Show the functions a process runs from patches, read from the process itself',
-  builder: (y: Argv) => y.positional('pid', { type: 'number', demandOption: true, describe: 'process id' }),
-  run(argv: { pid: number }, out: Out): number {
-    const r = status(argv.pid);
+  builder: (y: Argv) => y.positional('pid', { type: 'string', demandOption: true, describe: 'process id' }),
+  run(argv: { pid: string }, out: Out): number {
+    const r = status(pidArg(argv.pid));
     if (out.json) {
       out.doc(r);
       return 0;

@@ -2,6 +2,7 @@
 import type { Argv } from 'yargs';
 import { HotloadError, WatchEvent, resolveTargets, watch } from '@hotload/api';
 import { Out, onInterrupt } from '../output';
+import { wholeNumber } from '../args';
 
 interface Args {
   pid: string;
@@ -27,9 +28,9 @@ export const watchCommand = {
       .option('build', { type: 'string', default: 'make', describe: 'shell command that rebuilds the objects (run in the current directory)' })
       .option('objects', { type: 'string', describe: 'directory where the build leaves its object files (default: the current directory)' })
       .option('target', { type: 'string', describe: 'the file the process runs that is patched (default: its executable; name a library to patch that)' })
-      .option('interval', { type: 'number', describe: 'how often to look for saved files besides inotify (ms; default 1000, or 100 where inotify does not work)' })
+      .option('interval', { type: 'string', coerce: wholeNumber('--interval', 1), describe: 'how often to look for saved files besides inotify (ms; default 1000, or 100 where inotify does not work)' })
       .option('follow', { type: 'boolean', default: false, describe: 'when the processes exit, wait for the program to be started again and go on with the new process (its build taken anew)' })
-      .option('max', { type: 'number', describe: 'stop after this many patches' })
+      .option('max', { type: 'string', coerce: wholeNumber('--max', 1), describe: 'stop after this many patches' })
       .example('$0 watch --pid $(pidof server) src/', 'on each save under src/: make, diff, patch')
       .example('$0 watch --pid server --build "make -j8"', 'keep every process named server patched')
       .example('$0 watch --pid server --follow', 'and after a restart (a change that needs one), the new server process')
