@@ -2,5 +2,6 @@
 export * from './read-elf';
 export * from './index-pads';
 export * from './post-elf';
+export * from './dwarf';
 export * from './dwarf-inlines';
 export * from './eh-frame';

@@ -48,7 +48,7 @@ export const STT = { NOTYPE: 0, OBJECT: 1, FUNC: 2, SECTION: 3, FILE: 4, TLS: 6,
 export const STB = { LOCAL: 0, GLOBAL: 1, WEAK: 2 } as const;
 export const ET = { EXEC: 2, DYN: 3 } as const;
 export const DT = { NULL: 0, NEEDED: 1, STRTAB: 5, SYMTAB: 6, SONAME: 14, FLAGS_1: 0x6ffffffb } as const;
-export const R_X86_64 = { NONE: 0, _64: 1, PC32: 2, GLOB_DAT: 6, JUMP_SLOT: 7, RELATIVE: 8 } as const;
+export const R_X86_64 = { NONE: 0, _64: 1, PC32: 2, GLOB_DAT: 6, JUMP_SLOT: 7, RELATIVE: 8, _32: 10, _32S: 11 } as const;
 const EM_X86_64 = 62;
 
 export interface ElfHeader {

@@ -1,0 +1,344 @@
+// The debugging information entries of an ELF file's .debug_info (DWARF
+// versions 4 and 5), as a flat list per compile unit: the one reader of DWARF
+// in hotload. Its users (dwarf-inlines.ts: what each function inlined;
+// dwarf-types.ts: the layout of every type) read what they need from it.
+//
+// Kept per entry: the tag, the parent, and the attributes those users read,
+// decoded (names as strings, references as absolute offsets in .debug_info,
+// constants as numbers). Every other attribute is skipped by its form. In an
+// object file the fields pointing into other debug sections are relocated,
+// so a section's RELA entries are applied to a copy first; compressed
+// sections (-gz) are inflated (ElfFile.sectionContents).
+
+import { ElfFile, R_X86_64 } from './read-elf';
+
+/** DW_TAG_* this code reads. */
+export const TAG = {
+  array: 0x01, class: 0x02, enumeration: 0x04, formalParameter: 0x05, lexicalBlock: 0x0b, member: 0x0d, pointer: 0x0f,
+  reference: 0x10, compileUnit: 0x11, structure: 0x13, subroutineType: 0x15, typedef: 0x16, union: 0x17,
+  inheritance: 0x1c, inlinedSubroutine: 0x1d, ptrToMember: 0x1f, subrange: 0x21, baseType: 0x24, const: 0x26,
+  enumerator: 0x28, subprogram: 0x2e, variable: 0x34, volatile: 0x35, restrict: 0x37, namespace: 0x39,
+  rvalueReference: 0x42, atomic: 0x47,
+} as const;
+
+/** DW_AT_* this code decodes. */
+const AT = {
+  name: 0x03, byteSize: 0x0b, bitOffset: 0x0c, bitSize: 0x0d, lowPc: 0x11, producer: 0x25, constValue: 0x1c,
+  containingType: 0x1d, upperBound: 0x2f, abstractOrigin: 0x31, artificial: 0x34, count: 0x37,
+  dataMemberLocation: 0x38, declaration: 0x3c, external: 0x3f, specification: 0x47, type: 0x49, virtuality: 0x4c,
+  vtableElemLocation: 0x4d, ranges: 0x55, dataBitOffset: 0x6b, linkageName: 0x6e, dwoName: 0x76,
+  mipsLinkageName: 0x2007, gnuDwoName: 0x2130,
+} as const;
+
+const DW_OP_plus_uconst = 0x23;
+const DW_OP_constu = 0x10;
+
+export interface Die {
+  /** Absolute offset in .debug_info (what references hold). */
+  off: number;
+  tag: number;
+  /** Index of the parent in its unit's `dies` (-1 for the unit's root). */
+  parent: number;
+  name?: string;
+  /** DW_AT_linkage_name (C++: the mangled name). */
+  linkage?: string;
+  type?: number;
+  /** DW_AT_abstract_origin or DW_AT_specification. */
+  origin?: number;
+  byteSize?: number;
+  bitSize?: number;
+  /** DW_AT_data_bit_offset (DWARF 4+), or DW_AT_bit_offset (older, from the storage unit's high end). */
+  dataBitOffset?: number;
+  bitOffset?: number;
+  /** DW_AT_data_member_location as a constant (or DW_OP_plus_uconst N). */
+  memberOffset?: number;
+  constValue?: bigint;
+  upperBound?: number;
+  count?: number;
+  external?: boolean;
+  declaration?: boolean;
+  artificial?: boolean;
+  /** It has code (DW_AT_low_pc or DW_AT_ranges). */
+  concrete?: boolean;
+  virtuality?: number;
+  vtableElem?: number;
+  containingType?: number;
+  /** Of a unit's root: DW_AT_producer (the compiler and, with -grecord-gcc-switches, its options). */
+  producer?: string;
+  /** Of a unit's root: it names a .dwo file (-gsplit-dwarf). */
+  dwo?: boolean;
+}
+
+export interface Unit {
+  /** Offset of the unit's header in .debug_info. */
+  off: number;
+  version: number;
+  /** The unit's DW_AT_name (its main source file), or ''. */
+  name: string;
+  producer: string;
+  /** A -gsplit-dwarf skeleton: the real entries are in a .dwo file. */
+  split: boolean;
+  dies: Die[];
+  /** Absolute offset -> index in `dies`. */
+  at: Map<number, number>;
+}
+
+export class Reader {
+  constructor(readonly b: Buffer, public p = 0) {}
+  u8() {
+    return this.b[this.p++];
+  }
+  /** Skip n bytes (a length read first: `p += read()` would lose the read's own advance). */
+  skip(n: number) {
+    this.p += n;
+  }
+  u16() {
+    const v = this.b.readUInt16LE(this.p);
+    this.p += 2;
+    return v;
+  }
+  u32() {
+    const v = this.b.readUInt32LE(this.p);
+    this.p += 4;
+    return v;
+  }
+  u64() {
+    const v = this.b.readBigUInt64LE(this.p);
+    this.p += 8;
+    return v;
+  }
+  uleb(): bigint {
+    let r = 0n;
+    let shift = 0n;
+    for (;;) {
+      const byte = this.b[this.p++];
+      r |= BigInt(byte & 0x7f) << shift;
+      shift += 7n;
+      if (!(byte & 0x80)) return r;
+    }
+  }
+  /** A ULEB128 that fits a double exactly (sizes, offsets, abbreviation codes). */
+  ulebN(): number {
+    let r = 0;
+    let mul = 1;
+    for (;;) {
+      const byte = this.b[this.p++];
+      r += (byte & 0x7f) * mul;
+      mul *= 128;
+      if (!(byte & 0x80)) return r;
+    }
+  }
+  sleb(): bigint {
+    let r = 0n;
+    let shift = 0n;
+    let byte: number;
+    do {
+      byte = this.b[this.p++];
+      r |= BigInt(byte & 0x7f) << shift;
+      shift += 7n;
+    } while (byte & 0x80);
+    return byte & 0x40 ? r - (1n << shift) : r;
+  }
+  cstr(): string {
+    const end = this.b.indexOf(0, this.p);
+    const s = this.b.toString('utf8', this.p, end);
+    this.p = end + 1;
+    return s;
+  }
+}
+
+interface Abbrev {
+  tag: number;
+  children: boolean;
+  attrs: [number, number, bigint][]; // attribute, form, implicit_const
+}
+
+/** The contents of a debug section with its relocations applied (object files). */
+function relocated(elf: ElfFile, name: string): Buffer | undefined {
+  const sec = elf.section(name);
+  if (!sec) return undefined;
+  const data = Buffer.from(elf.sectionContents(sec));
+  if (elf.header.type !== 1) return data; // linked: already resolved
+  const syms = elf.symbols('.symtab');
+  for (const r of elf.relocations(`.rela${name}`)) {
+    const v = BigInt(syms[r.sym]?.value ?? 0) + r.addend;
+    if (r.type === R_X86_64._32 || r.type === R_X86_64._32S) data.writeUInt32LE(Number(BigInt.asUintN(32, v)), r.offset);
+    else if (r.type === R_X86_64._64) data.writeBigUInt64LE(BigInt.asUintN(64, v), r.offset);
+  }
+  return data;
+}
+
+function str(buf: Buffer | undefined, off: number): string | undefined {
+  if (!buf || off >= buf.length) return undefined;
+  const end = buf.indexOf(0, off);
+  return buf.toString('utf8', off, end < 0 ? buf.length : end);
+}
+
+/** Does the file carry DWARF at all? */
+export function hasDwarf(elf: ElfFile): boolean {
+  return !!elf.section('.debug_info') && !!elf.section('.debug_abbrev');
+}
+
+/**
+ * Every unit of the file's .debug_info with its entries. Throws on DWARF it
+ * cannot read (64-bit DWARF, an unknown form); an ELF problem (a compressed
+ * section this Node cannot inflate) is a HotloadError.
+ */
+export function readUnits(elf: ElfFile): Unit[] {
+  const info = relocated(elf, '.debug_info');
+  const abbrevSec = elf.section('.debug_abbrev');
+  if (!info || !abbrevSec) return [];
+  const abbrevData = elf.sectionContents(abbrevSec);
+  const strs = relocated(elf, '.debug_str');
+  const lineStrs = relocated(elf, '.debug_line_str');
+  const abbrevCache = new Map<number, Map<number, Abbrev>>();
+  const units: Unit[] = [];
+  const r = new Reader(info);
+  while (r.p + 11 < info.length) {
+    const unitStart = r.p;
+    const len = r.u32();
+    if (len === 0xffffffff) throw new Error('64-bit DWARF is not read');
+    const end = r.p + len;
+    const version = r.u16();
+    let addrSize: number;
+    let abbrevOff: number;
+    let split = false;
+    if (version >= 5) {
+      const unitType = r.u8();
+      addrSize = r.u8();
+      abbrevOff = r.u32();
+      if (unitType === 2 || unitType === 6) r.p += 12; // type units: signature, type offset
+      else if (unitType === 4 || unitType === 5) {
+        r.p += 8; // skeleton/split: dwo id
+        split = true;
+      }
+    } else {
+      abbrevOff = r.u32();
+      addrSize = r.u8();
+    }
+    let abbrevs = abbrevCache.get(abbrevOff);
+    if (!abbrevs) abbrevCache.set(abbrevOff, (abbrevs = readAbbrevs(abbrevData, abbrevOff)));
+    const unit: Unit = { off: unitStart, version, name: '', producer: '', split, dies: [], at: new Map() };
+    const parents: number[] = [];
+    while (r.p < end) {
+      const at = r.p;
+      const code = r.ulebN();
+      if (code === 0) {
+        parents.pop();
+        continue;
+      }
+      const ab = abbrevs.get(code);
+      if (!ab) throw new Error(`DWARF abbreviation ${code} missing`);
+      const die: Die = { off: at, tag: ab.tag, parent: parents.length ? parents[parents.length - 1] : -1 };
+      for (const [attr, form, implicit] of ab.attrs) decode(die, attr, readForm(r, form, addrSize, unitStart, implicit));
+      if (ab.tag === TAG.compileUnit) unit.name = die.name ?? '';
+      const idx = unit.dies.length;
+      unit.dies.push(die);
+      unit.at.set(at, idx);
+      if (ab.children) parents.push(idx);
+    }
+    const root = unit.dies[0];
+    if (root) {
+      unit.producer = root.producer ?? '';
+      if (root.dwo) unit.split = true;
+    }
+    units.push(unit);
+    r.p = end;
+  }
+  return units;
+
+  function readForm(r: Reader, form: number, addrSize: number, unitStart: number, implicit: bigint): string | number | bigint | boolean | Buffer | undefined {
+    switch (form) {
+      case 0x01: r.p += addrSize; return true; // addr
+      case 0x03: { const n = r.u16(); const b = r.b.subarray(r.p, r.p + n); r.skip(n); return b; } // block2
+      case 0x04: { const n = r.u32(); const b = r.b.subarray(r.p, r.p + n); r.skip(n); return b; } // block4
+      case 0x05: return r.u16(); // data2
+      case 0x06: return r.u32(); // data4
+      case 0x07: return r.u64(); // data8
+      case 0x08: return r.cstr(); // string
+      case 0x09: case 0x18: { const n = r.ulebN(); const b = r.b.subarray(r.p, r.p + n); r.skip(n); return b; } // block, exprloc
+      case 0x0a: { const n = r.u8(); const b = r.b.subarray(r.p, r.p + n); r.skip(n); return b; } // block1
+      case 0x0b: return r.u8(); // data1
+      case 0x0c: return r.u8() !== 0; // flag
+      case 0x0d: return r.sleb(); // sdata
+      case 0x0e: return str(strs, r.u32()); // strp
+      case 0x0f: return r.uleb(); // udata
+      case 0x1a: case 0x1b: case 0x22: case 0x23: r.uleb(); return undefined; // strx, addrx, loclistx, rnglistx
+      case 0x10: return r.u32(); // ref_addr: already absolute
+      case 0x11: return unitStart + r.u8(); // ref1
+      case 0x12: return unitStart + r.u16(); // ref2
+      case 0x13: return unitStart + r.u32(); // ref4
+      case 0x14: return unitStart + Number(r.u64()); // ref8
+      case 0x15: return unitStart + r.ulebN(); // ref_udata
+      case 0x16: return readForm(r, r.ulebN(), addrSize, unitStart, implicit); // indirect
+      case 0x17: case 0x1c: case 0x1d: r.p += 4; return true; // sec_offset, ref_sup4, strp_sup
+      case 0x19: return true; // flag_present
+      case 0x21: return implicit; // implicit_const
+      case 0x1e: r.p += 16; return undefined; // data16
+      case 0x1f: return str(lineStrs, r.u32()); // line_strp
+      case 0x20: case 0x24: r.p += 8; return undefined; // ref_sig8, ref_sup8
+      case 0x25: case 0x29: r.p += 1; return undefined; // strx1, addrx1
+      case 0x26: case 0x2a: r.p += 2; return undefined;
+      case 0x27: case 0x2b: r.p += 3; return undefined;
+      case 0x28: case 0x2c: r.p += 4; return undefined;
+      default:
+        throw new Error(`DWARF form 0x${form.toString(16)}`);
+    }
+  }
+}
+
+const num = (v: unknown): number | undefined => (typeof v === 'number' ? v : typeof v === 'bigint' ? Number(v) : undefined);
+const ref = (v: unknown): number | undefined => (typeof v === 'number' ? v : undefined);
+
+function decode(d: Die, attr: number, v: string | number | bigint | boolean | Buffer | undefined): void {
+  switch (attr) {
+    case AT.name: if (typeof v === 'string') d.name = v; break;
+    case AT.linkageName: case AT.mipsLinkageName: if (typeof v === 'string') d.linkage = v; break;
+    case AT.type: d.type = ref(v); break;
+    case AT.abstractOrigin: case AT.specification: d.origin = ref(v); break;
+    case AT.byteSize: d.byteSize = num(v); break;
+    case AT.bitSize: d.bitSize = num(v); break;
+    case AT.dataBitOffset: d.dataBitOffset = num(v); break;
+    case AT.bitOffset: d.bitOffset = num(v); break;
+    case AT.dataMemberLocation:
+      if (Buffer.isBuffer(v)) {
+        // An expression: gcc and clang write DW_OP_plus_uconst N (or DW_OP_constu N) for a fixed offset.
+        if (v.length > 1 && (v[0] === DW_OP_plus_uconst || v[0] === DW_OP_constu)) d.memberOffset = new Reader(v, 1).ulebN();
+      } else d.memberOffset = num(v);
+      break;
+    case AT.constValue:
+      if (typeof v === 'bigint') d.constValue = v;
+      else if (typeof v === 'number') d.constValue = BigInt(v);
+      break;
+    case AT.upperBound: d.upperBound = num(v); break;
+    case AT.count: d.count = num(v); break;
+    case AT.external: d.external = v === true || v === 1; break;
+    case AT.declaration: d.declaration = v === true || v === 1; break;
+    case AT.artificial: d.artificial = v === true || v === 1; break;
+    case AT.lowPc: case AT.ranges: d.concrete = true; break;
+    case AT.virtuality: d.virtuality = num(v); break;
+    case AT.vtableElemLocation: d.vtableElem = Buffer.isBuffer(v) && v.length > 1 && v[0] === DW_OP_constu ? new Reader(v, 1).ulebN() : num(v) ?? 0; break;
+    case AT.containingType: d.containingType = ref(v); break;
+    case AT.producer: if (typeof v === 'string') d.producer = v; break;
+    case AT.dwoName: case AT.gnuDwoName: d.dwo = true; break;
+  }
+}
+
+function readAbbrevs(data: Buffer, off: number): Map<number, Abbrev> {
+  const m = new Map<number, Abbrev>();
+  const r = new Reader(data, off);
+  for (;;) {
+    const code = r.ulebN();
+    if (code === 0) return m;
+    const tag = r.ulebN();
+    const children = r.u8() === 1;
+    const attrs: Abbrev['attrs'] = [];
+    for (;;) {
+      const a = r.ulebN();
+      const f = r.ulebN();
+      if (a === 0 && f === 0) break;
+      attrs.push([a, f, f === 0x21 ? r.sleb() : 0n]);
+    }
+    m.set(code, { tag, children, attrs });
+  }
+}
