@@ -79,7 +79,7 @@ test('attach and status --json of a 3,000-function patch: whole through a slow p
 });
 
 test('an error through a slow pipe keeps its exit status and its whole JSON', async () => {
-  const r = await slowPipe(['attach', '999999999', patch, '--json']);
+  const r = await slowPipe(['attach', '4194000', patch, '--json']);
   expect(r.code).toBe(5);
   expect(JSON.parse(r.stdout).error.code).toBe('PID_NOT_FOUND');
 });

@@ -344,7 +344,7 @@ test('the second real program: memcached serving clients; edit the version comma
 test('bad input: no such process, no such path to watch: a clear error, nothing started', async () => {
   const dir = tmpdir();
   const r = await new Promise<{ code: number; out: string }>((resolve) => {
-    const c = spawn(process.execPath, [BIN, 'watch', '--pid', '999999999', '--json'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+    const c = spawn(process.execPath, [BIN, 'watch', '--pid', '4194000', '--json'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     c.stdout!.on('data', (d) => (out += d));
     c.on('exit', (code) => resolve({ code: code ?? -1, out }));

@@ -199,6 +199,7 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
   const replaced = new Map<string, string>(); // function -> its object file
   const patches: string[] = [];
   const lastStamps = new Map<string, string>(); // object file -> its stamp when copied to `last`
+  let startStamps = new Map<string, string>(); // the sources when the build was taken (begin)
   const exePath = exeOf(pid);
   const begin = (procs: number[]) => {
     const first = procs[0];
@@ -232,6 +233,10 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
     pids = [...new Set(pids)];
     replaced.clear();
     patches.length = 0;
+    // The sources as they are now, taken before `ready` goes out: a save made
+    // the moment someone reads it is a change, not the starting point (taken
+    // after, such a save was lost under load).
+    startStamps = stamps(paths);
     emit({ event: 'ready', pids, target: targetCopy, objects: nObjects, watching: paths, snapshot: snap, warnings });
   };
   /** The copies of the build go; the patches stay while a process runs them (it loaded its own copies). */
@@ -271,7 +276,7 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
   }
 
   async function loop(): Promise<WatchSummary> {
-    let seen = stamps(paths);
+    let seen = startStamps;
     // inotify (fs.watch) wakes the loop at once; the poll is the fallback for
     // file systems without it, and the truth (stamps decide what changed). With
     // inotify on every path the poll is only a safety net: once a second.
@@ -335,7 +340,7 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
           }
           await sleep(100, opts.signal); // let it finish exec and its loader's work before its program file is read
           begin(next);
-          seen = stamps(paths);
+          seen = startStamps;
           continue;
         }
         let now = stamps(paths);

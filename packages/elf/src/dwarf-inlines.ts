@@ -15,11 +15,9 @@ import { Die, TAG, readUnits } from './dwarf';
  * Names are symbol names (C++: mangled). `local` holds the inlined functions
  * that are file-local (static, not DW_AT_external).
  */
-export function inlinedFunctions(elf: ElfFile): Map<string, Set<string>> & { local: Set<string>; split: boolean } {
+export function inlinedFunctions(elf: ElfFile): Map<string, Set<string>> & { local: Set<string> } {
   const local = new Set<string>();
-  // `split`: built with -gsplit-dwarf, the inline information is in .dwo
-  // files, which are not read: the map is empty, and callers should say so.
-  const out = Object.assign(new Map<string, Set<string>>(), { local, split: false });
+  const out = Object.assign(new Map<string, Set<string>>(), { local });
   let units;
   try {
     units = readUnits(elf);
@@ -28,7 +26,6 @@ export function inlinedFunctions(elf: ElfFile): Map<string, Set<string>> & { loc
     return out; // unreadable or unusual DWARF: no inline information, never an error
   }
   for (const u of units) {
-    if (u.split) out.split = true;
     const cuName = u.name.split('/').pop()!;
     // A DIE's symbol name (the linkage name of C++, else the name) and
     // whether it is external, following abstract_origin/specification.

@@ -27,7 +27,7 @@ const AT = {
   containingType: 0x1d, upperBound: 0x2f, abstractOrigin: 0x31, artificial: 0x34, count: 0x37,
   dataMemberLocation: 0x38, declaration: 0x3c, external: 0x3f, specification: 0x47, type: 0x49, virtuality: 0x4c,
   vtableElemLocation: 0x4d, ranges: 0x55, dataBitOffset: 0x6b, linkageName: 0x6e, dwoName: 0x76,
-  mipsLinkageName: 0x2007, gnuDwoName: 0x2130,
+  strOffsetsBase: 0x72, mipsLinkageName: 0x2007, gnuDwoName: 0x2130,
 } as const;
 
 const DW_OP_plus_uconst = 0x23;
@@ -191,6 +191,7 @@ export function readUnits(elf: ElfFile): Unit[] {
   const abbrevData = elf.sectionContents(abbrevSec);
   const strs = relocated(elf, '.debug_str');
   const lineStrs = relocated(elf, '.debug_line_str');
+  const strOffsets = relocated(elf, '.debug_str_offsets'); // DWARF 5's DW_FORM_strx* (clang)
   const abbrevCache = new Map<number, Map<number, Abbrev>>();
   const units: Unit[] = [];
   const r = new Reader(info);
@@ -220,6 +221,9 @@ export function readUnits(elf: ElfFile): Unit[] {
     if (!abbrevs) abbrevCache.set(abbrevOff, (abbrevs = readAbbrevs(abbrevData, abbrevOff)));
     const unit: Unit = { off: unitStart, version, name: '', producer: '', split, dies: [], at: new Map() };
     const parents: number[] = [];
+    // Strings by index (DW_FORM_strx*), resolved once the unit's DW_AT_str_offsets_base is known.
+    const pending: [Die, number, number][] = [];
+    let strBase = 8; // past the .debug_str_offsets header of the only contribution
     while (r.p < end) {
       const at = r.p;
       const code = r.ulebN();
@@ -230,15 +234,24 @@ export function readUnits(elf: ElfFile): Unit[] {
       const ab = abbrevs.get(code);
       if (!ab) throw new Error(`DWARF abbreviation ${code} missing`);
       const die: Die = { off: at, tag: ab.tag, parent: parents.length ? parents[parents.length - 1] : -1 };
-      for (const [attr, form, implicit] of ab.attrs) decode(die, attr, readForm(r, form, addrSize, unitStart, implicit));
-      if (ab.tag === TAG.compileUnit) unit.name = die.name ?? '';
+      for (const [attr, form, implicit] of ab.attrs) {
+        const v = readForm(r, form, addrSize, unitStart, implicit);
+        if (v instanceof StrIndex) pending.push([die, attr, v.index]);
+        else if (attr === AT.strOffsetsBase && typeof v === 'number') strBase = v;
+        else decode(die, attr, v);
+      }
       const idx = unit.dies.length;
       unit.dies.push(die);
       unit.at.set(at, idx);
       if (ab.children) parents.push(idx);
     }
+    for (const [die, attr, index] of pending) {
+      const at = strBase + index * 4;
+      if (strOffsets && at + 4 <= strOffsets.length) decode(die, attr, str(strs, strOffsets.readUInt32LE(at)));
+    }
     const root = unit.dies[0];
     if (root) {
+      unit.name = root.name ?? '';
       unit.producer = root.producer ?? '';
       if (root.dwo) unit.split = true;
     }
@@ -247,7 +260,7 @@ export function readUnits(elf: ElfFile): Unit[] {
   }
   return units;
 
-  function readForm(r: Reader, form: number, addrSize: number, unitStart: number, implicit: bigint): string | number | bigint | boolean | Buffer | undefined {
+  function readForm(r: Reader, form: number, addrSize: number, unitStart: number, implicit: bigint): string | number | bigint | boolean | Buffer | StrIndex | undefined {
     switch (form) {
       case 0x01: r.p += addrSize; return true; // addr
       case 0x03: { const n = r.u16(); const b = r.b.subarray(r.p, r.p + n); r.skip(n); return b; } // block2
@@ -263,7 +276,8 @@ export function readUnits(elf: ElfFile): Unit[] {
       case 0x0d: return r.sleb(); // sdata
       case 0x0e: return str(strs, r.u32()); // strp
       case 0x0f: return r.uleb(); // udata
-      case 0x1a: case 0x1b: case 0x22: case 0x23: r.uleb(); return undefined; // strx, addrx, loclistx, rnglistx
+      case 0x1a: return new StrIndex(r.ulebN()); // strx
+      case 0x1b: case 0x22: case 0x23: r.uleb(); return undefined; // addrx, loclistx, rnglistx
       case 0x10: return r.u32(); // ref_addr: already absolute
       case 0x11: return unitStart + r.u8(); // ref1
       case 0x12: return unitStart + r.u16(); // ref2
@@ -271,20 +285,30 @@ export function readUnits(elf: ElfFile): Unit[] {
       case 0x14: return unitStart + Number(r.u64()); // ref8
       case 0x15: return unitStart + r.ulebN(); // ref_udata
       case 0x16: return readForm(r, r.ulebN(), addrSize, unitStart, implicit); // indirect
-      case 0x17: case 0x1c: case 0x1d: r.p += 4; return true; // sec_offset, ref_sup4, strp_sup
+      case 0x17: return r.u32(); // sec_offset
+      case 0x1c: case 0x1d: r.p += 4; return true; // ref_sup4, strp_sup
       case 0x19: return true; // flag_present
       case 0x21: return implicit; // implicit_const
       case 0x1e: r.p += 16; return undefined; // data16
       case 0x1f: return str(lineStrs, r.u32()); // line_strp
       case 0x20: case 0x24: r.p += 8; return undefined; // ref_sig8, ref_sup8
-      case 0x25: case 0x29: r.p += 1; return undefined; // strx1, addrx1
-      case 0x26: case 0x2a: r.p += 2; return undefined;
-      case 0x27: case 0x2b: r.p += 3; return undefined;
-      case 0x28: case 0x2c: r.p += 4; return undefined;
+      case 0x25: return new StrIndex(r.u8()); // strx1
+      case 0x26: return new StrIndex(r.u16()); // strx2
+      case 0x27: { const v = r.b.readUIntLE(r.p, 3); r.p += 3; return new StrIndex(v); } // strx3
+      case 0x28: return new StrIndex(r.u32()); // strx4
+      case 0x29: r.p += 1; return true; // addrx1
+      case 0x2a: r.p += 2; return true;
+      case 0x2b: r.p += 3; return true;
+      case 0x2c: r.p += 4; return true;
       default:
         throw new Error(`DWARF form 0x${form.toString(16)}`);
     }
   }
+}
+
+/** A string given by its index in .debug_str_offsets. */
+class StrIndex {
+  constructor(readonly index: number) {}
 }
 
 const num = (v: unknown): number | undefined => (typeof v === 'number' ? v : typeof v === 'bigint' ? Number(v) : undefined);

@@ -4,4 +4,5 @@ export * from './index-pads';
 export * from './post-elf';
 export * from './dwarf';
 export * from './dwarf-inlines';
+export * from './dwarf-types';
 export * from './eh-frame';

@@ -22,7 +22,7 @@ import { createHash } from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 import { HotloadError } from '@hotload/errors';
-import { ElfFile, ElfSymbol, SHF, SHT, STB, STT, Section, inlinedFunctions } from '@hotload/elf';
+import { BuildTypes, ElfFile, ElfSymbol, SHF, SHT, STB, STT, Section, inlinedFunctions, layoutChanges, typeLayouts } from '@hotload/elf';
 
 export interface BuildDiff {
   changed: string[];
@@ -39,8 +39,6 @@ export interface BuildDiff {
    * same. From the DWARF of the new build (built with -g); empty without it.
    */
   inlined: Record<string, string[]>;
-  /** What the diff could not tell (the inline labels of a -gsplit-dwarf build). */
-  notes: string[];
 }
 
 interface Item {
@@ -71,6 +69,12 @@ export class Build {
   readonly relocsBySection = new Map<number, { offset: number; type: number; sym: number; addend: bigint }[]>();
   readonly symsBySection = new Map<number, ElfSymbol[]>();
   readonly syms: ElfSymbol[];
+  private typesRead?: BuildTypes;
+
+  /** The layouts of the types its DWARF defines (read once). */
+  types(): BuildTypes {
+    return (this.typesRead ??= typeLayouts(this.elf));
+  }
 
   constructor(file: string) {
     this.elf = ElfFile.open(file);
@@ -331,7 +335,7 @@ export function diffObjectSets(oldObjs: Map<string, string>, newObjs: Map<string
       }
     }
   }
-  const merged: BuildDiff = { changed: [], added: [], removed: goneRemoved.fns, unchanged: 0, data: { changed: [], added: [], removed: goneRemoved.data }, refused: [], inlined: {}, notes: [] };
+  const merged: BuildDiff = { changed: [], added: [], removed: goneRemoved.fns, unchanged: 0, data: { changed: [], added: [], removed: goneRemoved.data }, refused: [], inlined: {} };
   for (const { diff } of units) {
     merged.changed.push(...diff.changed);
     merged.added.push(...diff.added);
@@ -342,9 +346,9 @@ export function diffObjectSets(oldObjs: Map<string, string>, newObjs: Map<string
     merged.data.removed.push(...diff.data.removed);
     merged.refused.push(...diff.refused);
     Object.assign(merged.inlined, diff.inlined);
-    for (const n of diff.notes) if (!merged.notes.includes(n)) merged.notes.push(n);
   }
   merged.refused.push(...refused);
+  typeRefusals(units, merged.refused);
   for (const l of [merged.changed, merged.added, merged.removed, merged.data.changed, merged.data.added, merged.data.removed]) l.sort();
   return { units, merged, identical };
 }
@@ -364,9 +368,62 @@ export function readOnlySection(sec: Section): boolean {
   return (sec.flags & SHF.WRITE) === 0 || sec.name.startsWith('.data.rel.ro');
 }
 
+/**
+ * Types whose layout changed between the builds (from their DWARF; see
+ * packages/elf/src/dwarf-types.ts), added to `refused`: the running process
+ * holds data of the old layout, which new code would misread. A type only new
+ * code uses (added, or in an object file new to the build) is no concern. A
+ * datum refused because its initial value changed is, when its type reaches
+ * a changed type, said to follow from that layout change. Builds without type
+ * information are refused: there would be no telling.
+ */
+function typeRefusals(units: UnitDiff[], refused: BuildDiff['refused']): void {
+  const found = new Map<string, { changes: string[]; users: Set<string>; files: Set<string> }>();
+  const dataTypes = new Map<string, Set<string>>();
+  for (const u of units) {
+    if (!u.a) continue; // a new object file: every type in it is the new code's
+    const ta = u.a.types();
+    const tb = u.b.types();
+    for (const [t, b] of [[ta, u.a], [tb, u.b]] as const) {
+      if (t.lacking) {
+        throw new HotloadError('REBUILD_UNSUPPORTED', `${b.elf.path}: ${t.lacking}; hotload compares the layout of every type the running code uses, and cannot without them`, {
+          hint: 'Build with -g (not -g1, not -gsplit-dwarf); `hotload flags --diff` prints every flag a rebuild needs.',
+        });
+      }
+    }
+    for (const ub of tb.units) {
+      const ua = ta.units.find((x) => x.unit === ub.unit) ?? (ta.units.length === 1 && tb.units.length === 1 ? ta.units[0] : undefined);
+      if (!ua) continue;
+      for (const [name, set] of ua.dataTypes) dataTypes.set(name, set);
+      for (const [k, lb] of ub.layouts) {
+        const la = ua.layouts.get(k);
+        if (!la) continue;
+        const changes = layoutChanges(la, lb);
+        if (!changes.length) continue;
+        const f = found.get(k) ?? { changes, users: new Set<string>(), files: new Set<string>() };
+        for (const x of ua.users.get(k) ?? []) f.users.add(x);
+        f.files.add(path.basename(ua.unit || u.rel));
+        found.set(k, f);
+      }
+    }
+  }
+  if (!found.size) return;
+  for (const r of refused) {
+    if (!/initial value changed/.test(r.reason)) continue;
+    const via = [...(dataTypes.get(r.symbol.split('@')[0]) ?? [])].filter((k) => found.has(k));
+    if (via.length) r.reason = `its initial value changed because ${via.join(', ')} changed layout (see there): the addresses it holds moved`;
+  }
+  for (const [k, f] of [...found].sort((x, y) => x[0].localeCompare(y[0]))) {
+    const shown = f.changes.slice(0, 4).join('; ') + (f.changes.length > 4 ? `; and ${f.changes.length - 4} more` : '');
+    const users = [...f.users].sort();
+    const who = users.length ? `used by ${users.length} of the running build's functions and data, e.g. ${users.slice(0, 3).join(', ')}` : 'defined in the running build';
+    refused.push({ symbol: k, reason: `${shown}; ${who} (${[...f.files].sort().join(', ')}): the running process holds data of the old layout, which new code would misread. Restart the process with the new build` });
+  }
+}
+
 /** `inlines`: read the new build's DWARF for BuildDiff.inlined (tens of ms for a large object; patches do not need it). */
 export function diffLoaded(a: Build, b: Build, opts: { inlines?: boolean } = {}): BuildDiff {
-  const res: BuildDiff = { changed: [], added: [], removed: [], unchanged: 0, data: { changed: [], added: [], removed: [] }, refused: [], inlined: {}, notes: [] };
+  const res: BuildDiff = { changed: [], added: [], removed: [], unchanged: 0, data: { changed: [], added: [], removed: [] }, refused: [], inlined: {} };
   const fa = a.items(STT.FUNC);
   const fb = b.items(STT.FUNC);
   for (const [k, f] of fb) {
@@ -434,15 +491,7 @@ export function diffLoaded(a: Build, b: Build, opts: { inlines?: boolean } = {})
 
   // Why a caller changed: a changed function inlined into it.
   if (opts.inlines && res.changed.length) {
-    let inl: ReturnType<typeof inlinedFunctions>;
-    try {
-      inl = inlinedFunctions(b.elf);
-    } catch (e) {
-      if (!(e instanceof HotloadError)) throw e;
-      res.notes.push(`no inline labels: ${e.message}`);
-      return res;
-    }
-    if (inl.split) res.notes.push('no inline labels: built with -gsplit-dwarf (the inline information is in .dwo files, which hotload does not read); a caller changed only through an inlined function is still patched');
+    const inl = inlinedFunctions(b.elf);
     const changedNames = new Set(res.changed.map((k) => k.split('@')[0]));
     const outOfLine = new Set([...fb.values()].map((f) => f.name));
     for (const k of res.changed) {

@@ -25,7 +25,6 @@ export const diffCommand = {
       list('removed data:', d.data.removed, out.red);
       const objects = d.objects.compared + d.objects.identical > 1 ? ` (in ${d.objects.compared} changed object files; ${d.objects.identical} identical ones skipped)` : '';
       out.line(`${d.changed.length} changed, ${d.added.length} added, ${d.removed.length} removed, ${d.unchanged} unchanged functions${objects}`);
-      for (const n of d.notes) out.line(`${out.yellow('note')}: ${n}`);
     }
     if (d.refused.length) {
       // With --json the error document carries the refusals; the lists come in details too.

@@ -4,8 +4,11 @@ import { Out } from '../output';
 
 export const BUILD_FLAGS = {
   CFLAGS: '-fpatchable-function-entry=16,14',
-  /** For `hotload diff`/`mkpatch --from` builds: one section per function and datum. */
-  CFLAGS_DIFF: '-ffunction-sections -fdata-sections',
+  /**
+   * For `hotload diff`/`mkpatch --from`/`watch` builds: one section per
+   * function and datum, and the types (-g, not -g1) to compare layouts with.
+   */
+  CFLAGS_DIFF: '-g -ffunction-sections -fdata-sections',
   /** Keeps the relocations in the linked file, for `hotload diff` on programs. */
   LDFLAGS_DIFF: '-Wl,--emit-relocs',
 };

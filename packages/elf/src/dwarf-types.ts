@@ -1,0 +1,298 @@
+// The layout of every named type of a build, from its DWARF (dwarf.ts), and
+// what differs between two builds' layouts: the check that keeps a patch from
+// a rebuild from reading the running process's memory with another layout.
+//
+// A layout is what code compiled against a type assumes of memory that holds
+// one: a struct, class or union's size, its members' names, offsets, sizes,
+// bit-fields and types, its base classes and their offsets, the order of its
+// virtual functions (C++: the vtable's layout); an enum's size and values.
+// Types are keyed by kind and name (`struct session`, `class ns::Conn`,
+// `enum state`), an anonymous one by the typedef that names it (`conn_t
+// (struct)`), and one nested without a name is spelled out inside its parent's
+// member. Which functions and data of a build use a type (directly, or through
+// pointers, arrays, members, typedefs, base classes) is recorded too, for the
+// refusal to name them.
+
+import { Die, TAG, Unit, hasDwarf, readUnits } from './dwarf';
+import { ElfFile } from './read-elf';
+
+export interface Member {
+  name: string;
+  offset: number;
+  size?: number;
+  /** Bit-fields: width and offset in bits from the member's byte offset. */
+  bits?: [number, number];
+  type: string;
+}
+
+export interface TypeLayout {
+  key: string;
+  kind: 'struct' | 'class' | 'union' | 'enum';
+  size?: number;
+  members: Member[];
+  bases: { type: string; offset?: number }[];
+  /** Virtual functions in vtable order (C++). */
+  virtuals: string[];
+  /** Enumerators: name and value. */
+  values: [string, bigint][];
+}
+
+export interface UnitTypes {
+  /** The compile unit's name (its main source file). */
+  unit: string;
+  layouts: Map<string, TypeLayout>;
+  /** Type key -> the functions and data of this unit that use it. */
+  users: Map<string, string[]>;
+  /** Datum name -> the type keys its type reaches (for initial values that hold addresses). */
+  dataTypes: Map<string, Set<string>>;
+}
+
+export interface BuildTypes {
+  units: UnitTypes[];
+  /** Why the file has no type information to compare (no -g, or -g1), if so. */
+  lacking?: string;
+}
+
+const AGGREGATE = new Map<number, TypeLayout['kind']>([
+  [TAG.structure, 'struct'],
+  [TAG.class, 'class'],
+  [TAG.union, 'union'],
+  [TAG.enumeration, 'enum'],
+]);
+/** Tags that only qualify or alias another type. */
+const WRAPPERS = new Set<number>([TAG.typedef, TAG.const, TAG.volatile, TAG.restrict, TAG.atomic]);
+
+/** The layouts of every type each unit of `elf` defines, and their users. */
+export function typeLayouts(elf: ElfFile): BuildTypes {
+  if (!hasDwarf(elf)) return { units: [], lacking: 'built without -g (no DWARF debug information)' };
+  const units = readUnits(elf);
+  const out: BuildTypes = { units: [] };
+  for (const u of units) {
+    if (u.split) out.lacking ??= 'built with -gsplit-dwarf (the types are in .dwo files, which hotload does not read)';
+    else if (/(^|\s)-g1(\s|$)|-gmlt|-gline-tables-only/.test(u.producer)) out.lacking ??= `built with ${/-gline-tables-only|-gmlt/.exec(u.producer)?.[0] ?? '-g1'}, which leaves out the types`;
+    out.units.push(unitTypes(u));
+  }
+  return out;
+}
+
+function unitTypes(u: Unit): UnitTypes {
+  const die = (off: number | undefined): Die | undefined => (off === undefined ? undefined : u.dies[u.at.get(off) ?? -1]);
+  const children = new Map<number, number[]>();
+  u.dies.forEach((d, i) => {
+    if (d.parent < 0) return;
+    const c = children.get(d.parent);
+    if (c) c.push(i);
+    else children.set(d.parent, [i]);
+  });
+  const kids = (d: Die) => (children.get(u.at.get(d.off)!) ?? []).map((i) => u.dies[i]);
+
+  /** The name with its enclosing namespaces and classes (C++). */
+  const qualified = (d: Die): string => {
+    const parts = [d.name ?? ''];
+    for (let p = d.parent; p >= 0; p = u.dies[p].parent) {
+      const q = u.dies[p];
+      if (q.tag === TAG.namespace || AGGREGATE.has(q.tag)) parts.unshift(q.name ?? '(anonymous)');
+    }
+    return parts.join('::');
+  };
+
+  const names = new Map<number, string>();
+  /** A type as source spells it (canonical, for comparison); an anonymous aggregate spelled out. */
+  const typeName = (off: number | undefined, depth = 0): string => {
+    const d = die(off);
+    if (!d) return 'void';
+    const known = names.get(d.off);
+    if (known !== undefined) return known;
+    if (depth > 12) return '...';
+    let s: string;
+    const inner = () => typeName(d.type, depth + 1);
+    switch (d.tag) {
+      case TAG.baseType: s = d.name ?? '?'; break;
+      case TAG.typedef: s = qualified(d); break;
+      case TAG.pointer: s = `${inner()} *`; break;
+      case TAG.reference: s = `${inner()} &`; break;
+      case TAG.rvalueReference: s = `${inner()} &&`; break;
+      case TAG.const: s = `const ${inner()}`; break;
+      case TAG.volatile: s = `volatile ${inner()}`; break;
+      case TAG.atomic: s = `_Atomic ${inner()}`; break;
+      case TAG.restrict: s = `${inner()} restrict`; break;
+      case TAG.array: s = `${inner()}${kids(d).filter((k) => k.tag === TAG.subrange).map((k) => `[${k.count ?? (k.upperBound !== undefined ? k.upperBound + 1 : '')}]`).join('') || '[]'}`; break;
+      case TAG.subroutineType: s = `${inner()} (${kids(d).filter((k) => k.tag === TAG.formalParameter).map((k) => typeName(k.type, depth + 1)).join(', ')})`; break;
+      case TAG.ptrToMember: s = `${inner()} ${typeName(d.containingType, depth + 1)}::*`; break;
+      default: {
+        const kind = AGGREGATE.get(d.tag);
+        if (!kind) s = `<tag 0x${d.tag.toString(16)}>`;
+        else if (d.name) s = `${kind} ${qualified(d)}`;
+        else s = `${kind} { ${signature(layoutOf(d, ''), depth + 1)} }`;
+      }
+    }
+    names.set(d.off, s);
+    return s;
+  };
+
+  /** Size in bytes of a type, through typedefs, qualifiers and arrays. */
+  const sizeOf = (off: number | undefined, depth = 0): number | undefined => {
+    const d = die(off);
+    if (!d || depth > 16) return undefined;
+    if (d.byteSize !== undefined) return d.byteSize;
+    if (WRAPPERS.has(d.tag)) return sizeOf(d.type, depth + 1);
+    if (d.tag === TAG.array) {
+      const el = sizeOf(d.type, depth + 1);
+      if (el === undefined) return undefined;
+      let n = el;
+      for (const k of kids(d)) if (k.tag === TAG.subrange) n *= k.count ?? (k.upperBound !== undefined ? k.upperBound + 1 : 0);
+      return n;
+    }
+    return undefined;
+  };
+
+  const layoutOf = (d: Die, key: string): TypeLayout => {
+    const kind = AGGREGATE.get(d.tag)!;
+    const l: TypeLayout = { key, kind, size: d.byteSize, members: [], bases: [], virtuals: [], values: [] };
+    for (const k of kids(d)) {
+      if (k.tag === TAG.member && !k.declaration && (k.memberOffset !== undefined || kind === 'union' || k.dataBitOffset !== undefined)) {
+        // A static data member is a declaration (C++), not part of the layout.
+        const m: Member = { name: k.name ?? '(anonymous)', offset: k.memberOffset ?? 0, size: sizeOf(k.type), type: typeName(k.type) };
+        if (k.bitSize !== undefined) {
+          if (k.dataBitOffset !== undefined) {
+            m.offset = Math.floor(k.dataBitOffset / 8);
+            m.bits = [k.bitSize, k.dataBitOffset % 8];
+          } else {
+            // DWARF 2/3: bit_offset counts from the storage unit's most significant bit.
+            const unit = (k.byteSize ?? m.size ?? 0) * 8;
+            m.bits = [k.bitSize, unit - (k.bitOffset ?? 0) - k.bitSize];
+          }
+        }
+        l.members.push(m);
+      } else if (k.tag === TAG.inheritance) {
+        l.bases.push({ type: typeName(k.type), offset: k.memberOffset });
+      } else if (k.tag === TAG.subprogram && k.virtuality) {
+        l.virtuals.push(`${k.name ?? '?'}@${k.vtableElem ?? '?'}`);
+      } else if (k.tag === TAG.enumerator && k.name) {
+        l.values.push([k.name, k.constValue ?? 0n]);
+      }
+    }
+    return l;
+  };
+
+  // Every defined (not merely declared) named type, and anonymous ones a typedef names.
+  const layouts = new Map<string, TypeLayout>();
+  const keyOf = new Map<number, string>();
+  for (const d of u.dies) {
+    const kind = AGGREGATE.get(d.tag);
+    if (kind && d.name && !d.declaration) keyOf.set(d.off, `${kind} ${qualified(d)}`);
+  }
+  for (const d of u.dies) {
+    if (d.tag !== TAG.typedef || !d.name) continue;
+    const t = die(d.type);
+    if (t && AGGREGATE.has(t.tag) && !t.name && !t.declaration && !keyOf.has(t.off)) keyOf.set(t.off, `${qualified(d)} (${AGGREGATE.get(t.tag)})`);
+  }
+  for (const [off, key] of keyOf) if (!layouts.has(key)) layouts.set(key, layoutOf(die(off)!, key));
+
+  // Which type keys a type reaches (through pointers, arrays, members, typedefs, bases).
+  const reach = new Map<number, Set<string>>();
+  const reachOf = (off: number | undefined): Set<string> => {
+    const d = die(off);
+    if (!d) return new Set();
+    const done = reach.get(d.off);
+    if (done) return done;
+    const set = new Set<string>();
+    reach.set(d.off, set); // before the members: a struct that points to itself
+    const key = keyOf.get(d.off);
+    if (key) set.add(key);
+    if (d.type !== undefined) for (const k of reachOf(d.type)) set.add(k);
+    if (AGGREGATE.has(d.tag) || d.tag === TAG.subroutineType) {
+      for (const k of kids(d)) if (k.tag === TAG.member || k.tag === TAG.inheritance || k.tag === TAG.formalParameter) for (const x of reachOf(k.type)) set.add(x);
+    }
+    return set;
+  };
+
+  // The users: functions (their return type, parameters and variables) and data.
+  const users = new Map<string, string[]>();
+  const dataTypes = new Map<string, Set<string>>();
+  const chainName = (d: Die): string | undefined => {
+    for (let x: Die | undefined = d, n = 0; x && n < 8; x = die(x.origin), n++) if (x.linkage || x.name) return x.linkage ?? x.name;
+    return undefined;
+  };
+  const fnOf: number[] = [];
+  const used = new Map<string, Set<string>>(); // user -> keys
+  u.dies.forEach((d, i) => {
+    fnOf[i] = d.tag === TAG.subprogram ? i : d.parent >= 0 ? fnOf[d.parent] : -1;
+    let user: string | undefined;
+    let t: number | undefined;
+    if (d.tag === TAG.subprogram && d.concrete) {
+      user = chainName(d);
+      t = d.type ?? die(d.origin)?.type;
+    } else if ((d.tag === TAG.formalParameter || d.tag === TAG.variable) && fnOf[i] >= 0) {
+      const f = u.dies[fnOf[i]];
+      if (!f.concrete) return;
+      user = chainName(f);
+      t = d.type ?? die(d.origin)?.type;
+    } else if (d.tag === TAG.variable && !d.declaration) {
+      user = chainName(d);
+      t = d.type ?? die(d.origin)?.type;
+      if (user) dataTypes.set(user, reachOf(t));
+    }
+    if (!user || t === undefined) return;
+    const s = used.get(user) ?? new Set<string>();
+    for (const k of reachOf(t)) s.add(k);
+    used.set(user, s);
+  });
+  for (const [user, keys] of used) {
+    for (const k of keys) {
+      const l = users.get(k);
+      if (l) l.push(user);
+      else users.set(k, [user]);
+    }
+  }
+  return { unit: u.name, layouts, users, dataTypes };
+}
+
+/** A layout as one line, for anonymous types spelled inside their parent. */
+function signature(l: TypeLayout, depth: number): string {
+  if (depth > 12) return '...';
+  if (l.kind === 'enum') return l.values.map(([n, v]) => `${n}=${v}`).join(', ');
+  return l.members.map((m) => `${m.type} ${m.name}@${m.offset}${m.bits ? `:${m.bits[0]}+${m.bits[1]}` : ''}`).join('; ');
+}
+
+/** What differs between two layouts of one type, in words; empty when they are the same. */
+export function layoutChanges(a: TypeLayout, b: TypeLayout): string[] {
+  const out: string[] = [];
+  if (a.size !== b.size) out.push(`size ${a.size ?? '?'} -> ${b.size ?? '?'}`);
+  if (a.kind === 'enum' || b.kind === 'enum') {
+    const bv = new Map(b.values);
+    for (const [n, v] of a.values) {
+      if (!bv.has(n)) out.push(`value ${n} removed`);
+      else if (bv.get(n) !== v) out.push(`value ${n} ${v} -> ${bv.get(n)}`);
+    }
+    return out;
+  }
+  const bm = new Map(b.members.map((m) => [m.name, m]));
+  const am = new Map(a.members.map((m) => [m.name, m]));
+  for (const m of b.members) if (!am.has(m.name)) out.push(`field ${m.name} inserted at offset ${m.offset}${m.offset >= (a.size ?? Infinity) ? ' (past the old end)' : ''}`);
+  for (const m of a.members) {
+    const n = bm.get(m.name);
+    if (!n) {
+      out.push(`field ${m.name} removed`);
+      continue;
+    }
+    if (m.type !== n.type) out.push(`${m.name}: ${m.type} -> ${n.type}`);
+    if (m.offset !== n.offset) out.push(`${m.name} ${m.offset} -> ${n.offset}`);
+    else if (m.size !== n.size && m.type === n.type) out.push(`${m.name}: size ${m.size ?? '?'} -> ${n.size ?? '?'}`);
+    const bits = (x: Member) => (x.bits ? `${x.bits[0]} bits at bit ${x.bits[1]}` : 'not a bit-field');
+    if (String(m.bits) !== String(n.bits)) out.push(`${m.name}: ${bits(m)} -> ${bits(n)}`);
+  }
+  const bb = b.bases.map((x) => `${x.type}@${x.offset ?? '?'}`).join(', ');
+  const ab = a.bases.map((x) => `${x.type}@${x.offset ?? '?'}`).join(', ');
+  if (ab !== bb) out.push(`base classes ${ab || '(none)'} -> ${bb || '(none)'}`);
+  if (a.virtuals.join() !== b.virtuals.join()) {
+    const plain = (l: string[]) => l.map((v) => v.split('@')[0]);
+    const added = plain(b.virtuals).filter((v) => !plain(a.virtuals).includes(v));
+    const gone = plain(a.virtuals).filter((v) => !plain(b.virtuals).includes(v));
+    out.push(added.length || gone.length ? `virtual functions${added.length ? ` ${added.join(', ')} added` : ''}${gone.length ? ` ${gone.join(', ')} removed` : ''} (the vtable's layout changed)` : 'virtual functions reordered (the vtable\'s layout changed)');
+  }
+  if (!out.length && JSON.stringify(a, replacer) !== JSON.stringify(b, replacer)) out.push('layout changed');
+  return out;
+}
+
+const replacer = (_k: string, v: unknown) => (typeof v === 'bigint' ? v.toString() : v);

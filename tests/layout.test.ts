@@ -1,0 +1,216 @@
+// Patches from a rebuild never read the running process's memory with another
+// layout: a type whose layout changed between the running build and the
+// rebuild is refused (diff, mkpatch --from, watch), naming the type and the
+// change, and the process runs on untouched. fixtures/src/layout.c and
+// layout.cpp, one -D variant per change; then the real programs.
+import { execFileSync, spawn } from 'child_process';
+import * as fs from 'fs';
+import * as path from 'path';
+import { BIN, ROOT, Target, hotload, sleep, tmpdir } from './helpers';
+import { memcachedBuilds } from './memcached-client';
+
+const FLAGS = ['-O2', '-g', '-fpatchable-function-entry=16,14', '-ffunction-sections', '-fdata-sections'];
+
+/** Compile fixtures/src/<src> with `defines` into dir/<variant>/layout.o; `link`: also the program. */
+function build(dir: string, compiler: string, src: string, variant: string, link = false): string {
+  const d = path.join(dir, variant);
+  fs.mkdirSync(d, { recursive: true });
+  const defines = variant === 'base' ? [] : [`-D${variant}`];
+  execFileSync(compiler, [...FLAGS, ...defines, '-c', path.join(ROOT, 'fixtures/src', src), '-o', path.join(d, 'layout.o')]);
+  if (link) execFileSync(compiler, [path.join(d, 'layout.o'), '-o', path.join(d, 'layout')]);
+  return d;
+}
+
+const running: Target[] = [];
+afterAll(async () => {
+  for (const t of running) await t.stop();
+});
+
+/** The program of `base` running, printing its sums. */
+async function start(base: string): Promise<Target> {
+  const t = Target.start(path.join(base, 'layout'));
+  running.push(t);
+  await t.waitFor(/^sum=/);
+  return t;
+}
+
+/** Refused by diff and by mkpatch --from, naming `type` and `change`; the process untouched. */
+async function expectRefused(t: Target, base: string, variant: string, type: string, change: RegExp) {
+  const line = await t.next(/^sum=/);
+  const d = await hotload(['diff', base, variant, '--json']);
+  expect(d.code).toBe(4);
+  expect(d.json.error.code).toBe('UNPATCHABLE');
+  const detail = d.json.error.details.find((x: string) => x.startsWith(`${type}: `));
+  expect(detail).toMatch(change);
+  expect(detail).toMatch(/used by \d+ of the running build's functions and data, e\.g\. /);
+  const out = path.join(variant, 'p.so');
+  const m = await hotload(['mkpatch', '--from', base, '--to', variant, '--target', path.join(base, 'layout'), '-o', out, '--json']);
+  expect(m.code).toBe(4);
+  expect(m.json.error.details.join('\n')).toMatch(new RegExp(`^${type.replace(/[()]/g, '\\$&')}: `, 'm'));
+  expect(fs.existsSync(out)).toBe(false);
+  expect((await hotload(['status', String(t.pid)])).stdout).toMatch(/no patch applied/);
+  expect(await t.next(/^sum=/)).toBe(line); // the same values: nothing changed in it
+  t.expectHealthy();
+}
+
+describe('C: a change of layout is refused, naming the type', () => {
+  let dir: string;
+  let base: string;
+  let t: Target;
+  beforeAll(async () => {
+    dir = tmpdir();
+    base = build(dir, 'gcc', 'layout.c', 'base', true);
+    t = await start(base);
+  });
+
+  test.each([
+    ['INSERT', 'a field inserted in the middle of a struct the program holds only on the heap', 'struct session', /^struct session: size 24 -> 32; field retries inserted at offset 4; sock 4 -> 8; .*and \d+ more/],
+    ['WIDEN', 'a field\'s type widened', 'struct session', /sock: int -> long int; sock 4 -> 8/],
+    ['REORDER', 'two fields swapped', 'struct session', /^struct session: id 0 -> 4; sock 4 -> 0;/],
+    ['BITFIELD', 'a bit-field added', 'struct session', /field urgent inserted at offset 8/],
+    ['ENUM', 'an enum value inserted', 'enum state', /^enum state: value BUSY 1 -> 2; value DONE 2 -> 3;/],
+  ])('%s: %s', async (variant, _what, type, change) => {
+    await expectRefused(t, base, build(dir, 'gcc', 'layout.c', variant), type, change);
+  });
+
+  test('the heap-only struct is named with its users (functions and the array of pointers)', async () => {
+    const d = await hotload(['diff', base, build(dir, 'gcc', 'layout.c', 'INSERT'), '--json']);
+    expect(d.json.error.details[0]).toMatch(/e\.g\. open_session, session_value, sessions \(layout\.c\)/);
+  });
+
+  test.each([
+    ['CODE_ONLY', 'a code-only edit in a file that defines many types', 4 * 7],
+    ['NEWCODE', 'a new struct used only by new code', 4 * 2],
+  ])('accepted: %s, %s (each of the 4 sessions\' values moves by the edit)', async (variant, _what, delta) => {
+    const v = build(dir, 'gcc', 'layout.c', variant);
+    const p = path.join(v, 'p.so');
+    const m = await hotload(['mkpatch', '--from', base, '--to', v, '--target', path.join(base, 'layout'), '-o', p]);
+    expect(m.stderr).toBe('');
+    expect(m.code).toBe(0);
+    const before = Number(/sum=(\d+)/.exec(await t.next(/^sum=/))![1]);
+    const a = await hotload(['attach', String(t.pid), p]);
+    expect(a.code).toBe(0);
+    const after = Number(/sum=(\d+)/.exec(await t.next(/^sum=/))![1]);
+    expect(after - before).toBe(delta);
+    expect((await hotload(['revert', String(t.pid), '--all'])).code).toBe(0);
+  });
+
+  test('accepted: a struct changed only in a file whose functions and data are all new', async () => {
+    const v = path.join(dir, 'newfile');
+    fs.mkdirSync(v);
+    fs.copyFileSync(path.join(base, 'layout.o'), path.join(v, 'layout.o'));
+    fs.writeFileSync(path.join(v, 'extra.c'), 'struct session { long everything; char different[40]; };\nint extra_size(struct session *s) { return (int)sizeof *s + (int)s->everything; }\n');
+    execFileSync('gcc', [...FLAGS, '-c', 'extra.c', '-o', 'extra.o'], { cwd: v });
+    const d = await hotload(['diff', base, v, '--json']);
+    expect(d.code).toBe(0);
+    expect(d.json.added).toEqual(['extra_size']);
+    expect(d.json.refused).toEqual([]);
+  });
+});
+
+describe.each([['g++'], ['clang++']])('C++ with %s: a change of a class layout is refused', (compiler) => {
+  let dir: string;
+  let base: string;
+  let t: Target;
+  beforeAll(async () => {
+    dir = tmpdir();
+    base = build(dir, compiler, 'layout.cpp', 'base', true);
+    t = await start(base);
+  });
+
+  test('a virtual function added: the vtable layout changed (the size did not)', async () => {
+    await expectRefused(t, base, build(dir, compiler, 'layout.cpp', 'VIRTUAL'), 'struct Shape', /^struct Shape: virtual functions perimeter added \(the vtable's layout changed\)/);
+  });
+
+  test('a member added to a base class: the base and the derived class that moved', async () => {
+    const v = build(dir, compiler, 'layout.cpp', 'BASE_MEMBER');
+    await expectRefused(t, base, v, 'struct Named', /^struct Named: size 4 -> 8; field generation inserted at offset 4/);
+    const d = await hotload(['diff', base, v, '--json']);
+    expect(d.json.error.details.join('\n')).toMatch(/^struct Square: size 16 -> 24; side 12 -> 16;/m);
+  });
+
+  test('accepted: a method\'s code changed', async () => {
+    const v = build(dir, compiler, 'layout.cpp', 'CODE_ONLY');
+    const d = await hotload(['diff', base, v, '--json']);
+    expect(d.code).toBe(0);
+    expect(d.json.changed).toEqual(['_ZNK6Square4areaEv']);
+  });
+});
+
+test('watch: a struct edit is refused naming the type; the process runs on, and watch goes on to patch the next save', async () => {
+  const dir = tmpdir('hotload-layout-watch-');
+  fs.copyFileSync(path.join(ROOT, 'fixtures/src/layout.c'), path.join(dir, 'layout.c'));
+  fs.writeFileSync(path.join(dir, 'Makefile'), `CFLAGS = ${FLAGS.join(' ')}\nlayout: layout.o\n\t$(CC) layout.o -o layout\n`);
+  execFileSync('make', ['-s'], { cwd: dir });
+  const t = await start(dir);
+  const w = spawn(process.execPath, [BIN, 'watch', '--json', '--pid', String(t.pid), 'layout.c'], { cwd: dir, stdio: ['ignore', 'pipe', 'inherit'] });
+  const events: { event: string; error?: { details: string[]; code: string } }[] = [];
+  let buf = '';
+  w.stdout!.on('data', (d: Buffer) => {
+    buf += d;
+    const lines = buf.split('\n');
+    buf = lines.pop()!;
+    for (const l of lines) events.push(JSON.parse(l));
+  });
+  const next = async (kind: string, from: number) => {
+    for (let i = 0; i < 3000; i++) {
+      const e = events.slice(from).find((x) => x.event === kind);
+      if (e) return e;
+      await sleep(20);
+    }
+    throw new Error(`no ${kind}: ${JSON.stringify(events)}`);
+  };
+  try {
+    await next('ready', 0);
+    const src = path.join(dir, 'layout.c');
+    let n = events.length;
+    fs.writeFileSync(src, fs.readFileSync(src, 'utf8').replace('struct session {\n#ifdef REORDER', 'struct session {\n  int retries;\n#ifdef REORDER'));
+    const r = await next('refused', n);
+    expect(r.error!.code).toBe('UNPATCHABLE');
+    expect(r.error!.details.join('\n')).toMatch(/^struct session: size 24 -> 32; field retries inserted at offset 0;/m);
+    expect((await hotload(['status', String(t.pid)])).stdout).toMatch(/no patch applied/);
+    n = events.length;
+    fs.writeFileSync(src, fs.readFileSync(src, 'utf8').replace('  int retries;\n', '').replace('(int)s->flags;\n#endif', '(int)s->flags + 100;\n#endif'));
+    await next('patched', n);
+    await t.next(/^sum=\d+ /);
+    t.expectHealthy();
+  } finally {
+    w.kill('SIGINT');
+  }
+});
+
+/** Copy every object file of `dir` (flat) into a new directory: the running build's objects. */
+function objectsAside(dir: string): string {
+  const old = tmpdir('hotload-layout-old-');
+  for (const f of fs.readdirSync(dir)) if (f.endsWith('.o')) fs.copyFileSync(path.join(dir, f), path.join(old, f));
+  return old;
+}
+
+test('the real program Lua 5.4: a field added to struct Table (lobject.h, used by most files) is refused, naming it', async () => {
+  const dir = tmpdir('hotload-layout-lua-');
+  execFileSync(path.join(ROOT, 'scripts/lua-workdir.sh'), [dir], { stdio: ['ignore', 'ignore', 'inherit'] });
+  const old = objectsAside(dir);
+  const h = path.join(dir, 'lobject.h');
+  fs.writeFileSync(h, fs.readFileSync(h, 'utf8').replace('  lu_byte lsizenode;  /* log2 of size of \'node\' array */', '  lu_byte lsizenode;  /* log2 of size of \'node\' array */\n  int hotload_extra;'));
+  execFileSync('make', ['-s', '-j2', 'lua'], { cwd: dir, stdio: ['ignore', 'ignore', 'inherit'] });
+  const d = await hotload(['diff', old, dir, '--json']);
+  expect(d.code).toBe(4);
+  const detail: string = d.json.error.details.find((x: string) => x.startsWith('struct Table: '));
+  expect(detail).toMatch(/^struct Table: size 56 -> 64; field hotload_extra inserted at offset 12; alimit 12 -> 16;/);
+  expect(detail).toMatch(/used by \d{2,} of the running build's functions and data/);
+  expect(detail).toMatch(/\((.*\.c, ){3,}/); // several files
+}, 240000);
+
+test('the real program memcached: a field added to struct conn (memcached.h) is refused, naming it', async () => {
+  const dir = tmpdir('hotload-layout-mc-');
+  execFileSync('cp', ['-a', `${memcachedBuilds().o2}/.`, dir]); // stamps kept: make rebuilds what the header edit touches
+  const old = objectsAside(dir);
+  const h = path.join(dir, 'memcached.h');
+  fs.writeFileSync(h, fs.readFileSync(h, 'utf8').replace('struct conn {\n    sasl_conn_t *sasl_conn;\n    int    sfd;', 'struct conn {\n    sasl_conn_t *sasl_conn;\n    int    hotload_extra;\n    int    sfd;'));
+  execFileSync('make', ['-s', '-j2', 'memcached'], { cwd: dir, stdio: ['ignore', 'ignore', 'inherit'] });
+  const d = await hotload(['diff', old, dir, '--json']);
+  expect(d.code).toBe(4);
+  const detail: string = d.json.error.details.find((x: string) => x.startsWith('struct conn: '));
+  expect(detail).toMatch(/^struct conn: size \d+ -> \d+; field hotload_extra inserted at offset 8; sfd 8 -> 12;/);
+  expect(detail).toMatch(/used by \d{2,} of the running build's functions and data/);
+}, 300000);
