@@ -58,6 +58,7 @@ bench: system build lua memcached
 	node bench/rollout.js
 	node bench/watch-latency.js
 	node bench/memcached-swap.js
+	node bench/type-check.js
 
 clean:
 	rm -rf packages/*/dist packages/*/tsconfig.tsbuildinfo native-shim/build

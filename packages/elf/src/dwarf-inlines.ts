@@ -6,7 +6,7 @@
 
 import { isHotloadError } from '@hotload/errors';
 import { ElfFile } from './read-elf';
-import { Die, TAG, readUnits } from './dwarf';
+import { Die, TAG, dieAt, readUnits } from './dwarf';
 
 /**
  * For every function with code in this file: the names of the functions
@@ -31,7 +31,7 @@ export function inlinedFunctions(elf: ElfFile): Map<string, Set<string>> & { loc
     // whether it is external, following abstract_origin/specification.
     const chain = (d: Die | undefined) => {
       const c: Die[] = [];
-      for (; d && c.length < 8; d = d.origin !== undefined ? u.dies[u.at.get(d.origin) ?? -1] : undefined) c.push(d);
+      for (; d && c.length < 8; d = dieAt(u, d.origin)) c.push(d);
       return c;
     };
     const nameOf = (d: Die) => {

@@ -13,7 +13,7 @@
 // pointers, arrays, members, typedefs, base classes) is recorded too, for the
 // refusal to name them.
 
-import { Die, TAG, Unit, hasDwarf, readUnits } from './dwarf';
+import { Die, TAG, Unit, dieAt, hasDwarf, indexOf, readUnits } from './dwarf';
 import { ElfFile } from './read-elf';
 
 export interface Member {
@@ -41,10 +41,10 @@ export interface UnitTypes {
   /** The compile unit's name (its main source file). */
   unit: string;
   layouts: Map<string, TypeLayout>;
-  /** Type key -> the functions and data of this unit that use it. */
-  users: Map<string, string[]>;
+  /** Type key -> the functions and data of this unit that use it (computed when first asked: only a refusal needs it). */
+  users(): Map<string, string[]>;
   /** Datum name -> the type keys its type reaches (for initial values that hold addresses). */
-  dataTypes: Map<string, Set<string>>;
+  dataTypes(): Map<string, Set<string>>;
 }
 
 export interface BuildTypes {
@@ -76,7 +76,7 @@ export function typeLayouts(elf: ElfFile): BuildTypes {
 }
 
 function unitTypes(u: Unit): UnitTypes {
-  const die = (off: number | undefined): Die | undefined => (off === undefined ? undefined : u.dies[u.at.get(off) ?? -1]);
+  const die = (off: number | undefined): Die | undefined => dieAt(u, off);
   const children = new Map<number, number[]>();
   u.dies.forEach((d, i) => {
     if (d.parent < 0) return;
@@ -84,7 +84,7 @@ function unitTypes(u: Unit): UnitTypes {
     if (c) c.push(i);
     else children.set(d.parent, [i]);
   });
-  const kids = (d: Die) => (children.get(u.at.get(d.off)!) ?? []).map((i) => u.dies[i]);
+  const kids = (d: Die) => (children.get(indexOf(u, d)) ?? []).map((i) => u.dies[i]);
 
   /** The name with its enclosing namespaces and classes (C++). */
   const qualified = (d: Die): string => {
@@ -149,10 +149,12 @@ function unitTypes(u: Unit): UnitTypes {
   const layoutOf = (d: Die, key: string): TypeLayout => {
     const kind = AGGREGATE.get(d.tag)!;
     const l: TypeLayout = { key, kind, size: d.byteSize, members: [], bases: [], virtuals: [], values: [] };
+    let anonymous = 0;
     for (const k of kids(d)) {
       if (k.tag === TAG.member && !k.declaration && (k.memberOffset !== undefined || kind === 'union' || k.dataBitOffset !== undefined)) {
         // A static data member is a declaration (C++), not part of the layout.
-        const m: Member = { name: k.name ?? '(anonymous)', offset: k.memberOffset ?? 0, size: sizeOf(k.type), type: typeName(k.type) };
+        // Unnamed members (a union inside a struct) are told apart by their order.
+        const m: Member = { name: k.name ?? `(anonymous #${++anonymous})`, offset: k.memberOffset ?? 0, size: sizeOf(k.type), type: typeName(k.type) };
         if (k.bitSize !== undefined) {
           if (k.dataBitOffset !== undefined) {
             m.offset = Math.floor(k.dataBitOffset / 8);
@@ -208,6 +210,11 @@ function unitTypes(u: Unit): UnitTypes {
   };
 
   // The users: functions (their return type, parameters and variables) and data.
+  let usersOf: { users: Map<string, string[]>; dataTypes: Map<string, Set<string>> } | undefined;
+  const findUsers = () => (usersOf ??= usersIn());
+  return { unit: u.name, layouts, users: () => findUsers().users, dataTypes: () => findUsers().dataTypes };
+
+  function usersIn() {
   const users = new Map<string, string[]>();
   const dataTypes = new Map<string, Set<string>>();
   const chainName = (d: Die): string | undefined => {
@@ -245,7 +252,8 @@ function unitTypes(u: Unit): UnitTypes {
       else users.set(k, [user]);
     }
   }
-  return { unit: u.name, layouts, users, dataTypes };
+  return { users, dataTypes };
+  }
 }
 
 /** A layout as one line, for anonymous types spelled inside their parent. */

@@ -528,6 +528,23 @@ export class ElfFile {
     }
     return out;
   }
+
+  /**
+   * The entries of one RELA section without allocating one per entry (debug
+   * sections of an object file hold one per string and reference): offset,
+   * type, symbol index and addend, the addend as a Number (exact below 2^53).
+   */
+  forEachRela(name: string, fn: (offset: number, type: number, sym: number, addend: number) => void): void {
+    const s = this.section(name);
+    if (!s || s.type !== SHT.RELA) return;
+    if (s.entsize !== 24) this.malformed(`${s.name} has entry size ${s.entsize}, expected 24`);
+    const d = this.sectionData(s);
+    for (let o = 0; o + 24 <= d.length; o += 24) {
+      // r_offset and r_info as two 32-bit halves; an object file's offsets are small.
+      const offset = d.readUInt32LE(o) + d.readUInt32LE(o + 4) * 2 ** 32;
+      fn(offset, d.readUInt32LE(o + 8), d.readUInt32LE(o + 12), d.readInt32LE(o + 20) * 2 ** 32 + d.readUInt32LE(o + 16));
+    }
+  }
 }
 
 function align4(n: number): number {

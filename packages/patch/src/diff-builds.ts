@@ -22,7 +22,7 @@ import { createHash } from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 import { HotloadError } from '@hotload/errors';
-import { BuildTypes, ElfFile, ElfSymbol, SHF, SHT, STB, STT, Section, inlinedFunctions, layoutChanges, typeLayouts } from '@hotload/elf';
+import { BuildTypes, UnitTypes, ElfFile, ElfSymbol, SHF, SHT, STB, STT, Section, inlinedFunctions, layoutChanges, typeLayouts } from '@hotload/elf';
 
 export interface BuildDiff {
   changed: string[];
@@ -379,7 +379,7 @@ export function readOnlySection(sec: Section): boolean {
  */
 function typeRefusals(units: UnitDiff[], refused: BuildDiff['refused']): void {
   const found = new Map<string, { changes: string[]; users: Set<string>; files: Set<string> }>();
-  const dataTypes = new Map<string, Set<string>>();
+  const seen: UnitTypes[] = [];
   for (const u of units) {
     if (!u.a) continue; // a new object file: every type in it is the new code's
     const ta = u.a.types();
@@ -394,20 +394,22 @@ function typeRefusals(units: UnitDiff[], refused: BuildDiff['refused']): void {
     for (const ub of tb.units) {
       const ua = ta.units.find((x) => x.unit === ub.unit) ?? (ta.units.length === 1 && tb.units.length === 1 ? ta.units[0] : undefined);
       if (!ua) continue;
-      for (const [name, set] of ua.dataTypes) dataTypes.set(name, set);
+      seen.push(ua);
       for (const [k, lb] of ub.layouts) {
         const la = ua.layouts.get(k);
         if (!la) continue;
         const changes = layoutChanges(la, lb);
         if (!changes.length) continue;
         const f = found.get(k) ?? { changes, users: new Set<string>(), files: new Set<string>() };
-        for (const x of ua.users.get(k) ?? []) f.users.add(x);
+        for (const x of ua.users().get(k) ?? []) f.users.add(x);
         f.files.add(path.basename(ua.unit || u.rel));
         found.set(k, f);
       }
     }
   }
   if (!found.size) return;
+  const dataTypes = new Map<string, Set<string>>();
+  for (const ua of seen) for (const [name, set] of ua.dataTypes()) dataTypes.set(name, set);
   for (const r of refused) {
     if (!/initial value changed/.test(r.reason)) continue;
     const via = [...(dataTypes.get(r.symbol.split('@')[0]) ?? [])].filter((k) => found.has(k));
