@@ -9,6 +9,7 @@
 import { HotloadError } from '@hotload/errors';
 import { ElfFile, ElfSymbol, PadFunction, PadIndex, STB, STT, findFunction } from '@hotload/elf';
 import { PatchMeta } from './read-patch';
+import { REBUILD_SECTION } from './rebuild-format';
 
 export interface PlannedFunction {
   old: string;
@@ -48,6 +49,9 @@ export function planPatch(meta: PatchMeta, patchElf: ElfFile, target: ElfFile, i
   const unresolved: string[] = [];
   const notes: string[] = [];
   const functions: PlannedFunction[] = [];
+  // A patch made from a rebuild replaces every function that changed, gcc's
+  // clones included: the advice about clones is for hand-written patches.
+  const handWritten = !patchElf.section(REBUILD_SECTION);
   for (const r of meta.replacements) {
     const fn = findFunction(idx, r.old);
     if (!fn) {
@@ -58,8 +62,8 @@ export function planPatch(meta: PatchMeta, patchElf: ElfFile, target: ElfFile, i
       problems.push(`${r.old}: ${fn.status}: ${fn.reason ?? 'cannot be patched'}`);
       continue;
     }
-    if (fn.status === 'clone') notes.push(`${r.old}: ${fn.reason}`);
-    if (fn.clones?.length) notes.push(`${r.old}: callers that call ${fn.clones.join(', ')} keep the old code; replace those too`);
+    if (fn.status === 'clone' && handWritten) notes.push(`${r.old}: ${fn.reason}`);
+    if (fn.clones?.length && handWritten) notes.push(`${r.old}: callers that call ${fn.clones.join(', ')} keep the old code; replace those too`);
     functions.push({ old: r.old, new: r.new, fn, newValue: r.newValue, prevSlot: r.prevSlot });
   }
   const refs: PatchPlan['refs'] = [];
