@@ -61,6 +61,8 @@ export interface ProcessResult {
 
 export interface RolloutResult {
   outcome: 'success' | 'partial' | 'failure' | 'interrupted';
+  /** A dry run: nothing applied, and no wait or health check run. */
+  dryRun: boolean;
   processes: ProcessResult[];
   ms: number;
 }
@@ -309,12 +311,12 @@ export async function rollout(plan: RolloutPlan, opts: RolloutOptions = {}): Pro
       emit({ type: 'process-done', result: r });
     }
     results.sort((a, b) => Number(b.canary) - Number(a.canary) || a.pid - b.pid);
-    return { outcome: 'interrupted', processes: results, ms: Date.now() - t0 };
+    return { outcome: 'interrupted', dryRun: !!opts.dryRun, processes: results, ms: Date.now() - t0 };
   }
   results.sort((a, b) => Number(b.canary) - Number(a.canary) || a.pid - b.pid);
   const good = results.filter((r) => r.status === 'applied' || r.status === 'skipped' || r.status === 'would-apply').length;
   const outcome = good === results.length ? 'success' : results.some((r) => r.status === 'applied' || r.status === 'would-apply') ? 'partial' : 'failure';
-  return { outcome, processes: results, ms: Date.now() - t0 };
+  return { outcome, dryRun: !!opts.dryRun, processes: results, ms: Date.now() - t0 };
 }
 
 /** Check, without touching the process, that each apply step fits it. */

@@ -3,6 +3,8 @@
 // throws HotloadError, which is printed here with its code and hint and mapped
 // to the exit status in the errors table (README.md, "Exit codes").
 
+import * as fs from 'fs';
+import * as path from 'path';
 import yargs from 'yargs';
 import type { Argv } from 'yargs';
 import { EXIT, HotloadError, isHotloadError } from '@hotload/errors';
@@ -21,13 +23,37 @@ export function reportError(e: unknown, json: boolean): number {
   if (json) {
     process.stdout.write(JSON.stringify({ error: err.toJSON() }, null, 2) + '\n');
   } else {
-    const color = !!process.stderr.isTTY && !('NO_COLOR' in process.env);
+    const color = !!process.stderr.isTTY && !('NO_COLOR' in process.env) && process.env.TERM !== 'dumb';
     const red = (s: string) => (color ? `\x1b[31m${s}\x1b[0m` : s);
     process.stderr.write(`${red(`error ${err.code}`)}: ${err.message}\n`);
     for (const d of err.details) process.stderr.write(`  - ${d}\n`);
     process.stderr.write(`hint: ${err.hint}\n`);
   }
   return err.exitCode;
+}
+
+/**
+ * Options whose values often start with `-` (compiler flags, shell commands):
+ * `--cflags "-I a -DX"` is read as `--cflags="-I a -DX"` (yargs alone takes the
+ * value for an option of its own and fails).
+ */
+const VALUE_OPTIONS = new Set(['--cflags', '--build', '--cc']);
+function joinValues(args: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    if (VALUE_OPTIONS.has(args[i]) && i + 1 < args.length) out.push(`${args[i]}=${args[++i]}`);
+    else out.push(args[i]);
+  }
+  return out;
+}
+
+/** This hotload's version (packages/cli/package.json; the published package writes its own there). */
+export function version(): string {
+  try {
+    return (JSON.parse(fs.readFileSync(path.resolve(__dirname, '../package.json'), 'utf8')) as { version: string }).version;
+  } catch {
+    return 'unknown';
+  }
 }
 
 export async function main(args: string[]): Promise<void> {
@@ -44,6 +70,9 @@ export async function main(args: string[]): Promise<void> {
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  // `hotload help attach` is `hotload attach --help`.
+  if (args[0] === 'help') args = args.length > 1 ? [args[1], '--help'] : ['--help'];
+  args = joinValues(args);
   const json = args.includes('--json');
   let parser = yargs(args)
     .scriptName('hotload')
@@ -55,7 +84,8 @@ export async function main(args: string[]): Promise<void> {
     .epilog('Exit codes: 0 ok, 1 internal error, 2 usage, 3 bad ELF file, 4 unpatchable, 5 process/ptrace, 6 patch, 7 timeout, 8 build, 9 nothing to patch, 10 already applied, 11 rollout partial, 12 rollout failed.')
     .help()
     .alias('h', 'help')
-    .version(false)
+    .version('version', 'print hotload\'s version', version())
+    .completion('completion', 'print a bash completion script (add `source <(hotload completion)` to ~/.bashrc)')
     .wrap(Math.min(100, process.stdout.columns || 100))
     .fail((msg, err) => {
       // yargs wraps what an option's coerce threw (ours: a USAGE error naming the value) in a YError.

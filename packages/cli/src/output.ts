@@ -21,18 +21,30 @@ export interface Out {
 export function makeOut(json: boolean, stream: NodeJS.WriteStream = process.stdout): Out {
   const color = !!stream.isTTY && !('NO_COLOR' in process.env) && process.env.TERM !== 'dumb';
   const wrap = (code: number) => (s: string) => (color ? `\x1b[${code}m${s}\x1b[0m` : s);
-  const errTty = !!process.stderr.isTTY;
+  const errTty = !!process.stderr.isTTY && process.env.TERM !== 'dumb';
+  // A progress line on stderr is cleared before any result is written, so a
+  // terminal never shows `redirecting functionspatched process ...`.
+  let progressShown = false;
+  const clearProgress = () => {
+    if (!progressShown) return;
+    process.stderr.write('\r\x1b[K');
+    progressShown = false;
+  };
   return {
     json,
     color,
     line: (s = '') => {
+      clearProgress();
       if (!json) stream.write(s + '\n');
     },
     doc: (v) => {
+      clearProgress();
       stream.write(JSON.stringify(v, null, 2) + '\n');
     },
     progress: (s) => {
-      if (errTty && !json) process.stderr.write(`\r\x1b[K${s}`);
+      if (!errTty || json) return;
+      process.stderr.write(`\r\x1b[K${s}`);
+      progressShown = s !== '';
     },
     bold: wrap(1),
     red: wrap(31),

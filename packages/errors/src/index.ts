@@ -67,7 +67,7 @@ export const ERRORS = {
   NO_CHANGE: { exit: EXIT.noChange, title: 'nothing to patch', hint: 'The two builds run the same code; edit a function and rebuild.' },
   PATCH_NO_ROOM: { exit: EXIT.patch, title: 'no room for the patch near the program', hint: 'A rebuilt patch must lie within 2 GiB of the code it calls; the address space around the program is full. Restart the process.' },
   COMPILE_FAILED: { exit: EXIT.build, title: 'compiler failed', hint: 'Fix the compiler errors shown above and run again.' },
-  SHIM_MISSING: { exit: EXIT.internal, title: 'native shim not built', hint: 'Run `make` at the top of the hotload checkout to build native-shim/libhotload-shim.so.' },
+  SHIM_MISSING: { exit: EXIT.internal, title: 'native shim not available', hint: 'In a checkout, run `make`. Installed with npm, hotload builds its shim with the system C compiler when the prebuilt one does not load: install gcc (apt-get install gcc), or set HOTLOAD_SHIM to a built libhotload-shim.so.' },
   INTERNAL: { exit: EXIT.internal, title: 'internal error', hint: 'This is a hotload bug; please report it with the command line used.' },
 } as const satisfies Record<string, ErrorSpec>;
 

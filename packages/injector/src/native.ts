@@ -5,7 +5,10 @@
 // Functions return 0 or a count, or a negative errno; this module turns a
 // negative errno into an Errno exception the injector maps to HotloadErrors.
 
+import { spawnSync } from 'child_process';
+import * as crypto from 'crypto';
 import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
 import { DataType, createExternalBuffer, define, open } from 'ffi-rs';
 import { HotloadError } from '@hotload/errors';
@@ -29,20 +32,65 @@ export const ETIMEDOUT = 110;
 export const EIO = 5;
 export const ENOSPC = 28;
 
+const SHIM_SOURCE = path.resolve(__dirname, '../../../native-shim/shim.c');
+
+/** Where the shim may be: HOTLOAD_SHIM, then the one built in the checkout or shipped prebuilt in the package. */
+export function shimCandidates(): string[] {
+  return [process.env.HOTLOAD_SHIM, path.resolve(__dirname, '../../../native-shim/build/libhotload-shim.so')].filter((p): p is string => !!p && fs.existsSync(p));
+}
+
+/**
+ * The shim built from the shipped source with the system compiler, once per
+ * source (cached by its hash): for systems where the prebuilt one does not
+ * load (an older glibc). Returns its path, or why it could not be built.
+ */
+function buildShim(): { path?: string; why?: string } {
+  if (!fs.existsSync(SHIM_SOURCE)) return { why: `no shim source at ${SHIM_SOURCE}` };
+  const src = fs.readFileSync(SHIM_SOURCE);
+  const hash = crypto.createHash('sha256').update(src).digest('hex').slice(0, 16);
+  const dir = path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache'), 'hotload');
+  const out = path.join(dir, `libhotload-shim-${hash}.so`);
+  if (fs.existsSync(out)) return { path: out };
+  const cc = process.env.CC || 'cc';
+  try {
+    fs.mkdirSync(dir, { recursive: true });
+  } catch (e) {
+    return { why: `cannot create ${dir}: ${(e as Error).message}` };
+  }
+  const tmp = `${out}.${process.pid}.tmp`;
+  const r = spawnSync(cc, ['-O2', '-fPIC', '-shared', '-o', tmp, SHIM_SOURCE], { encoding: 'utf8' });
+  if (r.error || r.status !== 0) return { why: `${cc} could not build ${SHIM_SOURCE}: ${r.error?.message ?? r.stderr.trim().split('\n').slice(-3).join(' | ')}` };
+  fs.renameSync(tmp, out);
+  return { path: out };
+}
+
+/** The path of the shim that loaded, or the first candidate (for messages). */
+let loadedFrom = '';
 export function shimPath(): string {
-  const candidates = [
-    process.env.HOTLOAD_SHIM,
-    path.resolve(__dirname, '../../../native-shim/build/libhotload-shim.so'),
-  ].filter((p): p is string => !!p);
-  for (const p of candidates) if (fs.existsSync(p)) return p;
-  throw new HotloadError('SHIM_MISSING', `native shim not found (looked at ${candidates.join(', ')})`);
+  return loadedFrom || shimCandidates()[0] || '';
 }
 
 const I32 = DataType.I32;
 const U64 = DataType.BigInt;
 
 function load() {
-  open({ library: LIB, path: shimPath() });
+  const tried: string[] = [];
+  const tryOpen = (p: string) => {
+    try {
+      open({ library: LIB, path: p });
+      loadedFrom = p;
+      return true;
+    } catch (e) {
+      tried.push(`${p}: ${(e as Error).message}`);
+      return false;
+    }
+  };
+  if (!shimCandidates().some(tryOpen)) {
+    const built = buildShim();
+    if (!built.path || !tryOpen(built.path)) {
+      throw new HotloadError('SHIM_MISSING', 'hotload\'s native shim could not be loaded or built', { details: [...tried, ...(built.why ? [built.why] : [])] });
+    }
+  }
   return define({
     hl_attach: { library: LIB, retType: I32, paramsType: [I32] },
     hl_stop_all: { library: LIB, retType: I32, paramsType: [] },

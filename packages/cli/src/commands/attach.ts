@@ -13,13 +13,17 @@ export function printAttach(out: Out, r: AttachResult): void {
   out.line(out.dim(`  each thread stopped at most ${t.threadStopMaxMs.toFixed(3)} ms (${t.threadStopSumMs.toFixed(3)} ms added over ${r.threads} thread${r.threads === 1 ? '' : 's'}; ${t.stoppedMs.toFixed(3)} ms from first interrupt to last resume)${r.hostThread ? `, loaded in ${t.loadMs.toFixed(2)} ms on thread ${r.hostThread} (paused ${t.hostPausedMs.toFixed(2)} ms)` : ''}, total ${t.totalMs.toFixed(1)} ms`));
 }
 
+/** What `--json` prints, by the form of the target (not by how many processes it matched). */
+export const JSON_SHAPE = 'With --json: one pid gives one JSON object (an error: {"error": ...}); a list of pids or a name gives an array of {pid, ok, result | error}, even when it matches one process.';
+
 /**
- * Run `op` on each pid. One pid: its result, or its error thrown as is.
- * Several: every pid is tried; the JSON is an array; the first error's code ends the command.
+ * Run `op` on each process the target names. A single pid: its result, or its
+ * error thrown as is. A list or a name: every process is tried; the JSON is an
+ * array; the first error's code ends the command.
  */
 export function forEachPid<T>(spec: string, out: Out, op: (pid: number) => T, print: (r: T) => void): number {
   const pids = resolveTargets(spec);
-  if (pids.length === 1) {
+  if (/^\d+$/.test(spec)) {
     const r = op(pids[0]);
     if (out.json) out.doc(r);
     else print(r);
@@ -55,7 +59,9 @@ export const attachCommand = {
       .option('allow-unsafe-file', { type: 'boolean', default: false, describe: 'accept a patch file that other users could write' })
       .option('timeout', { type: 'string', default: '3000', coerce: wholeNumber('--timeout', 1), describe: 'ms to wait for a safe moment to load the patch' })
       .example('$0 attach 4242 fix.so', 'patch one process')
-      .example('$0 attach server fix.so --json', 'patch every process named server'),
+      .example('$0 attach 4242,4243 fix.so', 'patch two processes')
+      .example('$0 attach server fix.so --json', 'patch every process named server')
+      .epilog(JSON_SHAPE),
   run(argv: { target: string; patch: string; allowUnsafeFile: boolean; timeout: number }, out: Out): number {
     return forEachPid(
       String(argv.target),

@@ -25,7 +25,7 @@ export const mkpatchCommand = {
       .option('target', { type: 'string', describe: 'the executable or library the process runs (with --from: default, the one program in the --from directory)' })
       .option('o', { alias: 'output', type: 'string', demandOption: true, describe: 'the patch .so to write' })
       .option('cc', { type: 'string', describe: 'compiler/linker driver (default $CC or cc)' })
-      .option('cflags', { type: 'string', describe: 'extra compiler flags, space-separated (hand-written patches)' })
+      .option('cflags', { type: 'string', describe: 'extra compiler flags, space-separated (hand-written patches); `--cflags "-I a -DX"` and `--cflags="-I a"` both work' })
       .example('$0 mkpatch fix.c --target ./server -o fix.so', 'compile a hand-written patch')
       .example('$0 mkpatch --from build.running --to build -o p.so', 'patch the functions that changed between two builds')
       .epilog('Exit status 9: the two builds run the same code (nothing to patch).'),

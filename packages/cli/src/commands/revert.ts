@@ -2,7 +2,7 @@
 import type { Argv } from 'yargs';
 import { HotloadError, RevertResult, revert } from '@hotload/api';
 import { Out } from '../output';
-import { forEachPid } from './attach';
+import { JSON_SHAPE, forEachPid } from './attach';
 
 function printRevert(out: Out, r: RevertResult): void {
   if (r.reverted.length === 0) out.line(`process ${r.pid}: nothing was patched`);
@@ -17,7 +17,10 @@ export const revertCommand = {
     y
       .positional('target', { type: 'string', demandOption: true, describe: 'a pid, pids separated by commas, or a process name' })
       .positional('patch', { type: 'string', describe: 'the patch .so that was applied' })
-      .option('all', { type: 'boolean', default: false, describe: 'return every function to its original code' }),
+      .option('all', { type: 'boolean', default: false, describe: 'return every function to its original code' })
+      .example('$0 revert 4242 fix.so', 'undo one patch (functions return to what ran before it)')
+      .example('$0 revert server --all', 'every process named server runs its original code again')
+      .epilog(JSON_SHAPE),
   run(argv: { target: string; patch?: string; all: boolean }, out: Out): number {
     if (!argv.all && !argv.patch) throw new HotloadError('USAGE', 'name the patch to revert, or pass --all');
     return forEachPid(String(argv.target), out, (pid) => revert(pid, argv.patch, { all: argv.all }), (r) => printRevert(out, r));

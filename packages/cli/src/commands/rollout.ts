@@ -5,11 +5,18 @@ import type { Argv } from 'yargs';
 import { HotloadError, ProcessResult, RolloutEvent, loadPlan, rollout } from '@hotload/api';
 import { Out, onInterrupt, table } from '../output';
 
-const PLAN_HELP = `Plan (JSON): {"targets": {"pids": [..]} | {"name": "server"} | {"exe": "./server"} | {"buildId": ".."},
-  "canary": 1, "parallel": 4, "healthCheck": "./check.sh",
-  "steps": [{"apply": "fix.so"}, {"wait": 200}, {"check": "cmd"}, {"revert": "old.so"}]}
-Checks run under sh -c with HOTLOAD_PID set; exit 0 is healthy. On failure, what the rollout applied
-to that process is reverted; when the canary fails, nothing else is touched.
+const PLAN_HELP = `Plan (JSON; YAML is not read):
+  {"targets": {"pids": [..]} | {"name": "server"} | {"exe": "./server"} | {"buildId": ".."},
+   "canary": 1,              processes done first, alone (default 1; 0 for none)
+   "parallel": 4,            then at most this many at once (default 4)
+   "steps": [{"apply": "fix.so"}, {"wait": 200}, {"check": "cmd"}, {"revert": "old.so"}],
+   "healthCheck": "./check.sh",  run after each process's steps (optional)
+   "checkTimeoutMs": 10000}  a check still running then is killed and fails (default 10000)
+Paths (apply, revert, exe) are relative to the plan file's folder, and checks run in that folder,
+under sh -c with HOTLOAD_PID set; exit 0 is healthy. Waits are in milliseconds. On failure, what the
+rollout applied to that process is reverted (newest first); when the canary fails, nothing else is
+touched. --dry-run checks that every patch fits every target and changes nothing: it runs no wait
+and no health check, and says so.
 Ctrl-C or SIGTERM: no other process is started, the step in progress stops, everything the rollout
 applied is reverted (newest first) and the summary printed; exit 130 (SIGINT) or 143 (SIGTERM).
 A second Ctrl-C exits at once, naming what is left applied.
@@ -21,7 +28,9 @@ export const rolloutCommand = {
   builder: (y: Argv) =>
     y
       .positional('plan', { type: 'string', demandOption: true, describe: 'the plan file (JSON)' })
-      .option('dry-run', { type: 'boolean', default: false, describe: 'show what would happen, change nothing' })
+      .option('dry-run', { type: 'boolean', default: false, describe: 'check every patch against every target, change nothing (runs no health check)' })
+      .example('$0 rollout plan.json', 'canary first, then the rest; a failing check reverts that process')
+      .example('$0 rollout plan.json --dry-run --json', 'would each patch fit each process?')
       .epilog(PLAN_HELP),
   async run(argv: { plan: string; dryRun: boolean }, out: Out): Promise<number> {
     const { plan, baseDir } = loadPlan(argv.plan);
@@ -66,6 +75,7 @@ export const rolloutCommand = {
       }
       for (const l of table(rows)) out.line(l);
       out.line(`${argv.dryRun ? 'dry run: ' : ''}${res.outcome} over ${res.processes.length} processes in ${res.ms} ms`);
+      if (argv.dryRun) out.line('dry run: nothing was applied; no wait and no health check was run');
     }
     if (res.outcome === 'interrupted') {
       if (!out.json) process.stderr.write(`INTERRUPTED: the rollout was interrupted; what it applied was reverted${res.processes.some((r) => r.applied.length) ? ' except where a revert failed (see above)' : ''}\n`);

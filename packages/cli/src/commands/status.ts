@@ -1,22 +1,28 @@
-// hotload status <pid>
+// hotload status <pid|pids|name>
 import type { Argv } from 'yargs';
-import { status } from '@hotload/api';
+import { StatusResult, status } from '@hotload/api';
 import { Out } from '../output';
-import { pidArg } from '../args';
+import { JSON_SHAPE, forEachPid } from './attach';
 
 export const statusCommand = {
-  command: 'status <pid>',
-  describe: 'Show the functions a process runs from patches, read from the process itself',
-  builder: (y: Argv) => y.positional('pid', { type: 'string', demandOption: true, describe: 'process id' }),
-  run(argv: { pid: string }, out: Out): number {
-    const r = status(pidArg(argv.pid));
-    if (out.json) {
-      out.doc(r);
-      return 0;
-    }
+  command: 'status <target>',
+  describe: 'Show the functions processes run from patches, read from each process itself',
+  builder: (y: Argv) =>
+    y
+      .positional('target', { type: 'string', demandOption: true, describe: 'a pid, pids separated by commas, or a process name' })
+      .example('$0 status 4242', 'what process 4242 runs from patches')
+      .example('$0 status server --json', 'the same for every process named server')
+      .epilog(JSON_SHAPE),
+  run(argv: { target: string }, out: Out): number {
+    return forEachPid(String(argv.target), out, status, (r) => printStatus(out, r));
+  },
+};
+
+function printStatus(out: Out, r: StatusResult): void {
+  {
     if (r.functions.length === 0) {
       out.line(`process ${r.pid}: no patch applied${r.patches.length ? ` (${r.patches.length} reverted patch${r.patches.length === 1 ? '' : 'es'} still mapped)` : ''}`);
-      return 0;
+      return;
     }
     out.line(`process ${r.pid}: ${r.functions.length} function${r.functions.length === 1 ? '' : 's'} patched`);
     for (const f of r.functions) {
@@ -29,6 +35,5 @@ export const statusCommand = {
       if (p.source) out.line(out.dim(`    loaded from ${p.staged}`));
       if (p.loadedBy === 'hotload') out.line(out.dim(`    mapped by hotload, not dlopen; in gdb: add-symbol-file ${p.staged} -o ${p.bias}`));
     }
-    return 0;
-  },
-};
+  }
+}
