@@ -45,6 +45,10 @@ memcached: system
 demo: build
 	node scripts/demo.js
 
+# The package a user installs (build/npm/hotload-hotload-<version>.tgz).
+pack: build
+	node scripts/pack.js build/npm
+
 # Type-check the tests and every package with isolatedModules, as ts-jest compiles them.
 typecheck: $(STAMP)
 	npx tsc -p tsconfig.test.json --noEmit
@@ -61,7 +65,7 @@ bench: system build lua memcached
 	node bench/type-check.js
 
 clean:
-	rm -rf packages/*/dist packages/*/tsconfig.tsbuildinfo native-shim/build
+	rm -rf packages/*/dist packages/*/tsconfig.tsbuildinfo native-shim/build build/npm
 	$(MAKE) -C fixtures clean
 
-.PHONY: all system shim ts build lua memcached demo typecheck test bench clean
+.PHONY: all system shim ts build lua memcached demo pack typecheck test bench clean
