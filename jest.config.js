@@ -8,4 +8,6 @@ module.exports = {
   moduleNameMapper: { '^@hotload/(.*)$': '<rootDir>/packages/$1/src' },
   testMatch: ['<rootDir>/packages/*/src/**/*.test.ts', '<rootDir>/tests/**/*.test.ts'],
   testTimeout: 60000,
+  // `make pack` output (a copy of the packages) is not part of the tree under test.
+  modulePathIgnorePatterns: ['<rootDir>/build/'],
 };

@@ -32,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
 #include <sys/uio.h>
@@ -399,6 +400,31 @@ int hl_detach(void) {
   g_nthreads = 0;
   g_pid = 0;
   return err;
+}
+
+/* ---- one hotload per process ------------------------------------------------------ */
+
+/* Lock process `pid` for this hotload: flock on its /proc/PID directory, which
+ * every user and every mount namespace of this pid namespace sees as one inode
+ * (a lock file in a per-user or per-TMPDIR directory did not hold across
+ * them). Returns the descriptor holding the lock, -EAGAIN when another holds
+ * it, or -errno. Closing the descriptor (hl_unlock_process, or exiting)
+ * releases it. */
+int hl_lock_process(int pid) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d", pid);
+  int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return -errno;
+  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    int e = errno == EWOULDBLOCK ? EAGAIN : errno;
+    close(fd);
+    return -e;
+  }
+  return fd;
+}
+
+int hl_unlock_process(int fd) {
+  return close(fd) == 0 ? 0 : -errno;
 }
 
 /* ---- memory ---------------------------------------------------------------------- */

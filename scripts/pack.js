@@ -100,4 +100,5 @@ const manifest = {
 fs.writeFileSync(path.join(stage, 'package.json'), JSON.stringify(manifest, null, 2) + '\n');
 
 const tgz = execFileSync('npm', ['pack', '--silent', '--pack-destination', out], { cwd: stage, encoding: 'utf8' }).trim().split('\n').pop();
+fs.rmSync(stage, { recursive: true, force: true }); // the tarball is the package
 console.log(path.join(out, tgz));

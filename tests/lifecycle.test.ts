@@ -109,25 +109,24 @@ test('attach and revert take several pids, or a process name; ps lists patchable
   await b.next(/^compute 6 /);
 });
 
-test('a second hotload on the same process waits for the first or fails clearly', async () => {
+test('a second hotload on the same process fails clearly, whatever its TMPDIR; the lock goes with its holder', async () => {
   const t = start();
   await t.waitFor(/^compute 6/);
-  const lockDir = path.join(require('os').tmpdir(), `hotload-${process.getuid!()}`);
-  const lock = path.join(lockDir, `pid-${t.pid}.lock`);
-  // Another (live) hotload holds the process: a sleeping process stands in for it.
-  const holder = require('child_process').spawn('sleep', ['30']);
-  fs.mkdirSync(lockDir, { recursive: true });
-  fs.writeFileSync(lock, String(holder.pid));
+  // Another hotload holds the process: flock(1) on /proc/PID stands in for it.
+  const holder = require('child_process').spawn('flock', ['-o', `/proc/${t.pid}`, 'sleep', '30'], { stdio: 'ignore' });
   try {
+    for (let i = 0; i < 100 && !fs.readFileSync('/proc/locks', 'utf8').includes(` ${holder.pid} `); i++) await sleep(20);
     const p = await mkpatch(computePatch(8), TARGET, 'busy');
-    const r = await hotload(['attach', String(t.pid), p]);
-    expect(r.code).toBe(5);
-    expect(r.stderr).toMatch(new RegExp(`PROCESS_BUSY: another hotload \\(pid ${holder.pid}\\) is working on process ${t.pid}`));
+    for (const env of [{}, { TMPDIR: tmpdir('hotload-other-tmp-') }]) {
+      const r = await hotload(['attach', String(t.pid), p], env);
+      expect(r.code).toBe(5);
+      expect(r.stderr).toMatch(new RegExp(`PROCESS_BUSY: another hotload \\(pid ${holder.pid}\\) is working on process ${t.pid}`));
+    }
+    await t.next(/^compute 6 /); // untouched
     holder.kill('SIGKILL');
     await sleep(100);
-    // Its owner is gone: the lock is stale and is taken over.
+    // Its holder is gone, and with it the lock.
     expect((await hotload(['attach', String(t.pid), p])).code).toBe(0);
-    expect(fs.existsSync(lock)).toBe(false);
   } finally {
     holder.kill('SIGKILL');
   }

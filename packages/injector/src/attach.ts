@@ -130,7 +130,7 @@ function attachLocked(pid: number, patchFile: string, opts: AttachOptions): Atta
   const rtBase = findRuntime(pid, mods);
 
   // 4. Give the process a private copy of exactly the bytes checked above.
-  const staged = stagePatch(patchFile, bytes);
+  const staged = stagePatch(pid, patchFile, bytes);
 
   // 5. Open the process's memory; nothing is stopped yet. Every path from here
   //    ends in session.close(), which lets every thread go.

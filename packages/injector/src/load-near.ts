@@ -289,9 +289,9 @@ function dataOwners(pid: number, mod: Module, self: string): Map<string, bigint>
     .filter((p) => p.module.path === mod.path && p.staged !== self)
     .sort((a, b) => (a.appliedAt ?? Infinity) - (b.appliedAt ?? Infinity));
   for (const p of loaded) {
-    const rb = readRebuild(ElfFile.open(p.staged));
+    const rb = readRebuild(ElfFile.open(p.file));
     if (!rb) continue;
-    const labels = new Map(ElfFile.open(p.staged).symbols('.symtab').filter((x) => x.name.startsWith('hl.')).map((x) => [x.name, BigInt(x.value)]));
+    const labels = new Map(ElfFile.open(p.file).symbols('.symtab').filter((x) => x.name.startsWith('hl.')).map((x) => [x.name, BigInt(x.value)]));
     for (const d of rb.info.data) {
       const k = `${d.key}/${d.size}`;
       const l = labels.get(d.label);

@@ -107,6 +107,8 @@ function load() {
     hl_resume_thread: { library: LIB, retType: I32, paramsType: [I32] },
     hl_survey: { library: LIB, retType: I32, paramsType: [] },
     hl_apply: { library: LIB, retType: I32, paramsType: [DataType.U8Array, I32] },
+    hl_lock_process: { library: LIB, retType: I32, paramsType: [I32] },
+    hl_unlock_process: { library: LIB, retType: I32, paramsType: [I32] },
   });
 }
 
@@ -278,6 +280,17 @@ export class ApplyError extends Errno {
   }
 }
 export const ESTALE = 116;
+
+/** Lock a process for this hotload: the lock's descriptor, or undefined when another hotload holds it. */
+export function lockProcess(pid: number): number | undefined {
+  const r = shim().hl_lock_process([pid]);
+  if (r === -EAGAIN) return undefined;
+  return check('lock process', r);
+}
+export function unlockProcess(fd: number): void {
+  check('unlock process', shim().hl_unlock_process([fd]));
+}
+export const EAGAIN = 11;
 
 /** Seize every thread without stopping any; returns the thread count. */
 export function seize(pid: number): number {

@@ -1,57 +1,50 @@
 // One hotload at a time per process. Two commands working on the same process
 // at once could interleave their reads and writes; the second one waits
-// briefly for the first, then fails with PROCESS_BUSY. The lock is a file in
-// hotload's private directory holding the owner's pid; a lock whose owner is
-// gone (killed with SIGKILL) is taken over.
+// briefly for the first, then fails with PROCESS_BUSY naming it. The lock is
+// flock(2) on the process's /proc/PID directory (native-shim: hl_lock_process),
+// which holds across users, TMPDIRs and mount namespaces, and is released by
+// the kernel when its holder exits, however it exits.
 
 import * as fs from 'fs';
-import * as path from 'path';
 import { HotloadError } from '@hotload/errors';
 import { sleepMs } from './call-in-target';
-import { stageDir } from './stage-patch';
+import * as native from './native';
 
-function alive(pid: number): boolean {
+/** The pid holding an flock on /proc/PID, from /proc/locks (0 when not found). */
+function holderOf(pid: number): number {
   try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
+    const ino = fs.statSync(`/proc/${pid}`).ino;
+    for (const line of fs.readFileSync('/proc/locks', 'utf8').split('\n')) {
+      const m = /^\d+:\s+FLOCK\s+\S+\s+\S+\s+(\d+)\s+[0-9a-f]+:[0-9a-f]+:(\d+)\s/.exec(line);
+      if (m && Number(m[2]) === ino) return Number(m[1]);
+    }
+  } catch {
+    /* the process is gone, or /proc/locks is not readable */
   }
+  return 0;
 }
 
 export function withProcessLock<T>(pid: number, fn: () => T, waitMs = 2000): T {
-  const lock = path.join(stageDir(), `pid-${pid}.lock`);
   const until = Date.now() + waitMs;
-  const me = String(process.pid);
+  let fd: number | undefined;
   for (;;) {
     try {
-      fs.writeFileSync(lock, me, { flag: 'wx', mode: 0o644 });
-      break;
+      fd = native.lockProcess(pid);
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      if (e instanceof native.Errno && e.errno === native.ESRCH) throw new HotloadError('PID_NOT_FOUND', `no process with pid ${pid}`);
+      if (e instanceof native.Errno && (e.errno === 2 || e.errno === native.ESRCH)) throw new HotloadError('PID_NOT_FOUND', `no process with pid ${pid}`);
+      throw e;
     }
-    let holder = 0;
-    try {
-      holder = Number(fs.readFileSync(lock, 'utf8'));
-    } catch {
-      continue; // released meanwhile
-    }
-    if (!holder || holder === process.pid || !alive(holder)) {
-      fs.rmSync(lock, { force: true }); // stale: its owner is gone
-      continue;
-    }
+    if (fd !== undefined) break;
     if (Date.now() > until) {
-      throw new HotloadError('PROCESS_BUSY', `another hotload (pid ${holder}) is working on process ${pid}`);
+      const holder = holderOf(pid);
+      throw new HotloadError('PROCESS_BUSY', `another hotload${holder ? ` (pid ${holder})` : ''} is working on process ${pid}`);
     }
     sleepMs(20);
   }
   try {
     return fn();
   } finally {
-    try {
-      if (fs.readFileSync(lock, 'utf8') === me) fs.rmSync(lock, { force: true });
-    } catch {
-      /* already gone */
-    }
+    native.unlockProcess(fd);
   }
 }

@@ -12,7 +12,7 @@ import { ElfFile, PadFunction, findFunction, loadPadIndex } from '@hotload/elf';
 import { PatchMeta, REBUILD_SECTION, readPatch } from '@hotload/patch';
 import { EntryState, PAD_BEFORE, classifyEntryBytes, decodePadJump, entryNopOffset } from '@hotload/x86';
 import { Module, findTargetModule, modules, readMaps } from './read-process';
-import { isStaged } from './stage-patch';
+import { isStaged, stagedFile } from './stage-patch';
 
 /** Reads memory of a live process through /proc/PID/mem (no stop needed). */
 export interface MemReader {
@@ -32,7 +32,10 @@ export function procMemReader(pid: number): MemReader & { close(): void } {
 }
 
 export interface LoadedPatch {
+  /** The copy the process mapped, as it names it. */
   staged: string;
+  /** The same file as hotload reaches it (through /proc/PID/root). */
+  file: string;
   meta: PatchMeta;
   bias: bigint;
   module: Module;
@@ -68,7 +71,7 @@ export function loadedPatches(pid: number): LoadedPatch[] {
       let elf: ElfFile;
       let meta: PatchMeta;
       try {
-        elf = ElfFile.open(m.path);
+        elf = ElfFile.open(stagedFile(pid, m.path));
         meta = readPatch(elf);
       } catch {
         continue;
@@ -87,7 +90,7 @@ export function loadedPatches(pid: number): LoadedPatch[] {
         const z = raw.indexOf(0);
         source = raw.toString('utf8', 0, z < 0 ? raw.length : z) || undefined;
       }
-      out.push({ staged: m.path, meta, bias, module: target.mod, targetElf: target.elf, appliedAt, source, mappedByHotload: !!elf.section(REBUILD_SECTION) });
+      out.push({ staged: m.path, file: stagedFile(pid, m.path), meta, bias, module: target.mod, targetElf: target.elf, appliedAt, source, mappedByHotload: !!elf.section(REBUILD_SECTION) });
     }
   } finally {
     mem.close();

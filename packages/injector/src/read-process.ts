@@ -76,11 +76,23 @@ export function readMaps(pid: number): Mapping[] {
     if (code === 'ENOENT' || code === 'ESRCH') throw new HotloadError('PID_NOT_FOUND', `no process with pid ${pid}`);
     throw new HotloadError('PTRACE_DENIED', `cannot read /proc/${pid}/maps: ${(e as Error).message}`);
   }
+  // The kernel names mapped files from the reader's root: for a process in a
+  // chroot, /srv/jail/lib/... where the process itself says /lib/... . Paths
+  // are given as the process sees them (what it opens, what /proc/PID/root
+  // leads to); a file from outside its root keeps its full name.
+  let root = '/';
+  try {
+    root = fs.readlinkSync(`/proc/${pid}/root`);
+  } catch {
+    root = '/';
+  }
+  const strip = root !== '/' && root.startsWith('/') ? root : '';
   const out: Mapping[] = [];
   for (const line of text.split('\n')) {
     const m = /^([0-9a-f]+)-([0-9a-f]+) (\S+) ([0-9a-f]+) \S+ (\d+)\s*(.*)$/.exec(line);
     if (!m) continue;
-    out.push({ start: BigInt('0x' + m[1]), end: BigInt('0x' + m[2]), perms: m[3], offset: BigInt('0x' + m[4]), inode: Number(m[5]), path: m[6] });
+    const p = strip && m[6].startsWith(strip + '/') ? m[6].slice(strip.length) : m[6];
+    out.push({ start: BigInt('0x' + m[1]), end: BigInt('0x' + m[2]), perms: m[3], offset: BigInt('0x' + m[4]), inode: Number(m[5]), path: p });
   }
   return out;
 }

@@ -4,22 +4,30 @@
 // could have written it (refused when group- or world-writable, or in a
 // directory others may write that is not sticky, unless told otherwise). Those
 // bytes are then written to a private copy, named by their SHA-256, in a
-// directory only this user can write (${TMPDIR}/hotload-UID, mode 0711; the copy
-// is 0444 so a target running as another user can still open it). The process
+// directory only this user can write (hotload-UID, mode 0711; the copy is 0444
+// so a target running as another user can still open it). The process
 // dlopen()s the copy, so replacing the original file after the check changes
 // nothing. The copy's path also identifies the patch in /proc/PID/maps.
+//
+// The directory is in the process's own view of the file system: /tmp (or
+// /dev/shm, /var/tmp) as the process sees it, written through
+// /proc/PID/root. So a process in its own mount namespace with a private /tmp
+// (systemd's PrivateTmp, a container), or in a chroot, opens the copy by the
+// path hotload gives it; and every hotload, whatever its TMPDIR or user,
+// finds the copy from the process's maps.
 
 import * as crypto from 'crypto';
 import * as fs from 'fs';
-import * as os from 'os';
 import * as path from 'path';
 import { HotloadError } from '@hotload/errors';
 
 export interface StagedPatch {
   /** The file the user named. */
   source: string;
-  /** The private copy the process loads. */
+  /** The private copy the process loads, as the process names it. */
   staged: string;
+  /** The same file as hotload reaches it (through /proc/PID/root). */
+  file: string;
   sha256: string;
   bytes: Buffer;
 }
@@ -59,10 +67,49 @@ export function readPatchFile(file: string, allowUnsafe = false): Buffer {
   }
 }
 
-/** The directory of staged copies, created and checked. */
+/** Where, in a process's view of the file system, staged copies may go, in order. */
+const STAGE_ROOTS = ['/tmp', '/dev/shm', '/var/tmp'];
+
+/** The directory of staged copies in hotload's own file system view, created and checked (for cleaning). */
 export function stageDir(): string {
+  return checkedDir(path.join('/tmp', `hotload-${process.getuid?.() ?? 0}`));
+}
+
+/**
+ * The directory of staged copies in process `pid`'s view: its path there, and
+ * the same directory as hotload reaches it. The first of /tmp, /dev/shm,
+ * /var/tmp that exists in the process's root and takes the directory.
+ */
+export function stageDirFor(pid: number): { inner: string; outer: string } {
   const uid = process.getuid?.() ?? 0;
-  const dir = path.join(os.tmpdir(), `hotload-${uid}`);
+  const root = `/proc/${pid}/root`;
+  const tried: string[] = [];
+  for (const base of STAGE_ROOTS) {
+    const inner = path.join(base, `hotload-${uid}`);
+    const outer = root + inner;
+    try {
+      if (!fs.statSync(root + base).isDirectory()) continue;
+      checkedDir(outer);
+      return { inner, outer };
+    } catch (e) {
+      if (e instanceof HotloadError) throw e;
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'EACCES' || code === 'EPERM') {
+        if (!fs.existsSync(`/proc/${pid}`)) throw new HotloadError('PID_NOT_FOUND', `no process with pid ${pid}`);
+        tried.push(`${base}: ${(e as Error).message}`);
+      } else if (code === 'ENOENT' && !fs.existsSync(`/proc/${pid}`)) throw new HotloadError('PID_NOT_FOUND', `no process with pid ${pid}`);
+      else tried.push(`${base}: ${(e as Error).message}`);
+    }
+  }
+  throw new HotloadError('PATCH_DLOPEN_FAILED', `process ${pid} has no directory hotload can put the patch in, in its view of the file system (${root})`, {
+    details: tried,
+    hint: 'hotload writes the patch into /tmp, /dev/shm or /var/tmp as the process sees them (its mount namespace, its chroot). Give the process a writable /tmp (a tmpfs), or run hotload as a user allowed to write there.',
+  });
+}
+
+/** Create (mode 0711) and check a directory of staged copies: ours, closed to others. */
+function checkedDir(dir: string): string {
+  const uid = process.getuid?.() ?? 0;
   try {
     fs.mkdirSync(dir, { mode: 0o711 });
   } catch (e) {
@@ -139,12 +186,18 @@ export function cleanStaged(dir = stageDir(), force = false): number {
   return removed;
 }
 
-export function stagePatch(source: string, bytes: Buffer): StagedPatch {
+/** Stage `bytes` for process `pid`: a copy it can open by the returned `staged` path. */
+export function stagePatch(pid: number, source: string, bytes: Buffer): StagedPatch {
   const sha256 = crypto.createHash('sha256').update(bytes).digest('hex');
   const base = path.basename(source).replace(/[^A-Za-z0-9._-]/g, '_');
-  const dir = stageDir();
-  cleanStaged(dir);
-  const staged = path.join(dir, `${sha256.slice(0, 16)}-${base}`);
+  const { inner, outer } = stageDirFor(pid);
+  try {
+    cleanStaged(stageDir());
+  } catch {
+    /* cleaning hotload's own directory is a courtesy; it never stops an attach */
+  }
+  const name = `${sha256.slice(0, 16)}-${base}`;
+  const staged = path.join(outer, name);
   let same = false;
   try {
     same = fs.readFileSync(staged).equals(bytes);
@@ -160,10 +213,15 @@ export function stagePatch(source: string, bytes: Buffer): StagedPatch {
     fs.writeFileSync(tmp, bytes, { mode: 0o444, flag: 'wx' });
     fs.renameSync(tmp, staged);
   }
-  return { source, staged, sha256, bytes };
+  return { source, staged: path.join(inner, name), file: staged, sha256, bytes };
 }
 
-/** Is `p` one of our staged copies? */
+/** Is `p` (a path in a process's maps) one of hotload's staged copies, staged by any user? */
 export function isStaged(p: string): boolean {
-  return p.startsWith(path.join(os.tmpdir(), `hotload-`)) && /\/[0-9a-f]{16}-[^/]+$/.test(p);
+  return /\/hotload-\d+\/[0-9a-f]{16}-[^/]+$/.test(p);
+}
+
+/** A staged copy mapped by process `pid`, as hotload reaches it. */
+export function stagedFile(pid: number, staged: string): string {
+  return `/proc/${pid}/root${staged}`;
 }

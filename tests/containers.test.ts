@@ -1,0 +1,134 @@
+// Processes that do not share hotload's view of the file system or of pids:
+// one in its own mount namespace with a private /tmp (systemd's PrivateTmp,
+// a container), one in its own pid namespace, one in a chroot. Real
+// namespaces (unshare) and a real chroot. On each: attach, status, revert,
+// rollout; watch on the private /tmp one. Before, the process was told to
+// open a copy in hotload's /tmp, which it cannot see (PATCH_DLOPEN_FAILED).
+import { execFileSync, spawn } from 'child_process';
+import * as fs from 'fs';
+import * as path from 'path';
+import { BIN, FIX, ROOT, Target, computePatch, hotload, mkpatch, sleep, tmpdir } from './helpers';
+
+const TARGET = path.join(FIX, 'target');
+
+/** A chroot holding the target and the libraries it (and a patch) loads, with a /tmp. */
+function chrootDir(): string {
+  const dir = tmpdir('hotload-chroot-');
+  const copy = (file: string, to = path.join(dir, file)) => {
+    fs.mkdirSync(path.dirname(to), { recursive: true });
+    fs.copyFileSync(fs.realpathSync(file), to);
+  };
+  copy(TARGET, path.join(dir, 'target'));
+  for (const line of execFileSync('ldd', [TARGET], { encoding: 'utf8' }).split('\n')) {
+    const m = /(\/\S+) \(0x/.exec(line);
+    if (m) copy(m[1]);
+  }
+  fs.mkdirSync(path.join(dir, 'tmp'), { mode: 0o1777 });
+  fs.chmodSync(path.join(dir, 'tmp'), 0o1777);
+  return dir;
+}
+
+/** The pid (in our namespace) of the only child of `pid`. */
+async function childOf(pid: number): Promise<number> {
+  for (let i = 0; i < 200; i++) {
+    for (const t of fs.readdirSync(`/proc/${pid}/task`)) {
+      const kids = fs.readFileSync(`/proc/${pid}/task/${t}/children`, 'utf8').trim();
+      if (kids) return Number(kids.split(' ')[0]);
+    }
+    await sleep(10);
+  }
+  throw new Error(`process ${pid} has no child`);
+}
+
+const cases: [string, () => Promise<{ t: Target; pid: number }>][] = [
+  [
+    'its own mount namespace with a private /tmp',
+    async () => {
+      const t = Target.start('unshare', ['-m', '--propagation', 'private', 'sh', '-c', `mount -t tmpfs none /tmp && exec ${TARGET} loop`]);
+      return { t, pid: t.pid };
+    },
+  ],
+  [
+    'its own pid namespace (and /proc)',
+    async () => {
+      const t = Target.start('unshare', ['-m', '-p', '-f', '--kill-child', '--mount-proc', TARGET, 'loop']);
+      return { t, pid: await childOf(t.pid) };
+    },
+  ],
+  [
+    'a chroot',
+    async () => {
+      const t = Target.start('chroot', [chrootDir(), '/target', 'loop']);
+      return { t, pid: t.pid };
+    },
+  ],
+];
+
+describe.each(cases)('a process in %s', (_what, startIt) => {
+  let t: Target;
+  let pid: number;
+  beforeAll(async () => {
+    ({ t, pid } = await startIt());
+    await t.waitFor(/^compute 6 /);
+  });
+  afterAll(() => t.stop());
+
+  test('attach, status, revert: the patch goes in and out; status names it from the process', async () => {
+    const p = await mkpatch(computePatch(51), TARGET, 'ns');
+    const a = await hotload(['attach', String(pid), p, '--json']);
+    expect(a.stderr).toBe('');
+    expect(a.code).toBe(0);
+    expect(a.json.staged).toMatch(/^\/(tmp|dev\/shm|var\/tmp)\/hotload-\d+\/[0-9a-f]{16}-ns\.so$/); // as the process sees it
+    await t.next(/^compute 1056 /);
+    // Another TMPDIR changes nothing: what is applied is read from the process.
+    const s = await hotload(['status', String(pid), '--json'], { TMPDIR: tmpdir('hotload-other-') });
+    expect(s.json.functions.map((f: { name: string }) => f.name)).toEqual(['compute']);
+    expect(s.json.patches[0].source).toBe(p);
+    const r = await hotload(['revert', String(pid), '--all', '--json'], { TMPDIR: tmpdir('hotload-other-') });
+    expect(r.code).toBe(0);
+    expect(r.json.reverted.map((x: { name: string }) => x.name)).toEqual(['compute']);
+    await t.next(/^compute 6 /);
+    t.expectHealthy();
+  });
+
+  test('a rollout to it', async () => {
+    const p = await mkpatch(computePatch(52), TARGET, 'ns-rollout');
+    const dir = tmpdir();
+    const plan = path.join(dir, 'plan.json');
+    fs.writeFileSync(plan, JSON.stringify({ targets: { pids: [pid] }, steps: [{ apply: p }, { wait: 50 }], healthCheck: 'kill -0 $HOTLOAD_PID' }));
+    const r = await hotload(['rollout', plan, '--json']);
+    expect(r.code).toBe(0);
+    expect(r.json.processes[0]).toMatchObject({ pid, status: 'applied' });
+    await t.next(/^compute 1057 /);
+    expect((await hotload(['revert', String(pid), '--all'])).code).toBe(0);
+    await t.next(/^compute 6 /);
+  });
+});
+
+test('watch on a process with a private /tmp: a save is patched in', async () => {
+  // Not under /tmp: the process's own /tmp hides it.
+  const dir = fs.mkdtempSync(path.join(FIX, 'ns-watch-'));
+  fs.copyFileSync(path.join(ROOT, 'fixtures/src/diff.c'), path.join(dir, 'diff.c'));
+  fs.writeFileSync(path.join(dir, 'Makefile'), 'CFLAGS = -O2 -g -fpatchable-function-entry=16,14 -ffunction-sections -fdata-sections\ndiff: diff.o\n\t$(CC) diff.o -o diff\n');
+  execFileSync('make', ['-s'], { cwd: dir });
+  const t = Target.start('unshare', ['-m', '--propagation', 'private', 'sh', '-c', `mount -t tmpfs none /tmp && exec ${path.join(dir, 'diff')} loop`]);
+  const w = spawn(process.execPath, [BIN, 'watch', '--json', '--pid', String(t.pid), 'diff.c'], { cwd: dir, stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  w.stdout!.on('data', (d) => (out += d));
+  const until = async (re: RegExp) => {
+    for (let i = 0; i < 2000 && !re.test(out); i++) await sleep(20);
+    expect(out).toMatch(re);
+  };
+  try {
+    await t.waitFor(/^constant=11 /);
+    await until(/"event":"ready"/);
+    fs.writeFileSync(path.join(dir, 'diff.c'), fs.readFileSync(path.join(dir, 'diff.c'), 'utf8').replace('return x + K;', 'return x + K + 100;'));
+    await until(/"event":"patched"/);
+    await t.next(/^constant=111 /);
+    t.expectHealthy();
+  } finally {
+    w.kill('SIGINT');
+    await t.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
