@@ -28,6 +28,15 @@ function chrootDir(): string {
   return dir;
 }
 
+/**
+ * `bin args` in its own mount namespace with a tmpfs over /tmp. The program is
+ * opened first and run through that descriptor: the checkout itself may lie
+ * under /tmp, which the tmpfs hides.
+ */
+function withPrivateTmp(bin: string, args: string): Target {
+  return Target.start('unshare', ['-m', '--propagation', 'private', 'sh', '-c', `exec 3<"${bin}" && mount -t tmpfs none /tmp && exec /proc/self/fd/3 ${args}`]);
+}
+
 /** The pid (in our namespace) of the only child of `pid`. */
 async function childOf(pid: number): Promise<number> {
   for (let i = 0; i < 200; i++) {
@@ -44,7 +53,7 @@ const cases: [string, () => Promise<{ t: Target; pid: number }>][] = [
   [
     'its own mount namespace with a private /tmp',
     async () => {
-      const t = Target.start('unshare', ['-m', '--propagation', 'private', 'sh', '-c', `mount -t tmpfs none /tmp && exec ${TARGET} loop`]);
+      const t = withPrivateTmp(TARGET, 'loop');
       return { t, pid: t.pid };
     },
   ],
@@ -106,12 +115,11 @@ describe.each(cases)('a process in %s', (_what, startIt) => {
 });
 
 test('watch on a process with a private /tmp: a save is patched in', async () => {
-  // Not under /tmp: the process's own /tmp hides it.
-  const dir = fs.mkdtempSync(path.join(FIX, 'ns-watch-'));
+  const dir = tmpdir('hotload-ns-watch-');
   fs.copyFileSync(path.join(ROOT, 'fixtures/src/diff.c'), path.join(dir, 'diff.c'));
   fs.writeFileSync(path.join(dir, 'Makefile'), 'CFLAGS = -O2 -g -fpatchable-function-entry=16,14 -ffunction-sections -fdata-sections\ndiff: diff.o\n\t$(CC) diff.o -o diff\n');
   execFileSync('make', ['-s'], { cwd: dir });
-  const t = Target.start('unshare', ['-m', '--propagation', 'private', 'sh', '-c', `mount -t tmpfs none /tmp && exec ${path.join(dir, 'diff')} loop`]);
+  const t = withPrivateTmp(path.join(dir, 'diff'), 'loop');
   const w = spawn(process.execPath, [BIN, 'watch', '--json', '--pid', String(t.pid), 'diff.c'], { cwd: dir, stdio: ['ignore', 'pipe', 'inherit'] });
   let out = '';
   w.stdout!.on('data', (d) => (out += d));
@@ -129,6 +137,5 @@ test('watch on a process with a private /tmp: a save is patched in', async () =>
   } finally {
     w.kill('SIGINT');
     await t.stop();
-    fs.rmSync(dir, { recursive: true, force: true });
   }
 });

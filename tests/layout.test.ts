@@ -186,31 +186,38 @@ function objectsAside(dir: string): string {
   return old;
 }
 
+/**
+ * In a copy of a real program's build: the object files set aside, one edit
+ * of a header (`from` -> `to`), `make <goal>`, and `hotload diff`: the
+ * refusal that names `type`.
+ */
+async function headerEditRefusal(dir: string, header: string, from: string, to: string, goal: string, type: string): Promise<string> {
+  const old = objectsAside(dir);
+  const h = path.join(dir, header);
+  const text = fs.readFileSync(h, 'utf8');
+  expect(text).toContain(from);
+  fs.writeFileSync(h, text.replace(from, to));
+  execFileSync('make', ['-s', '-j2', goal], { cwd: dir, stdio: ['ignore', 'ignore', 'inherit'] });
+  const d = await hotload(['diff', old, dir, '--json']);
+  expect(d.code).toBe(4);
+  const detail: string = d.json.error.details.find((x: string) => x.startsWith(`${type}: `));
+  expect(detail).toMatch(/used by \d{2,} of the running build's functions and data/);
+  return detail;
+}
+
 test('the real program Lua 5.4: a field added to struct Table (lobject.h, used by most files) is refused, naming it', async () => {
   const dir = tmpdir('hotload-layout-lua-');
   execFileSync(path.join(ROOT, 'scripts/lua-workdir.sh'), [dir], { stdio: ['ignore', 'ignore', 'inherit'] });
-  const old = objectsAside(dir);
-  const h = path.join(dir, 'lobject.h');
-  fs.writeFileSync(h, fs.readFileSync(h, 'utf8').replace('  lu_byte lsizenode;  /* log2 of size of \'node\' array */', '  lu_byte lsizenode;  /* log2 of size of \'node\' array */\n  int hotload_extra;'));
-  execFileSync('make', ['-s', '-j2', 'lua'], { cwd: dir, stdio: ['ignore', 'ignore', 'inherit'] });
-  const d = await hotload(['diff', old, dir, '--json']);
-  expect(d.code).toBe(4);
-  const detail: string = d.json.error.details.find((x: string) => x.startsWith('struct Table: '));
+  const field = "  lu_byte lsizenode;  /* log2 of size of 'node' array */";
+  const detail = await headerEditRefusal(dir, 'lobject.h', field, `${field}\n  int hotload_extra;`, 'lua', 'struct Table');
   expect(detail).toMatch(/^struct Table: size 56 -> 64; field hotload_extra inserted at offset 12; alimit 12 -> 16;/);
-  expect(detail).toMatch(/used by \d{2,} of the running build's functions and data/);
   expect(detail).toMatch(/\((.*\.c, ){3,}/); // several files
 }, 240000);
 
 test('the real program memcached: a field added to struct conn (memcached.h) is refused, naming it', async () => {
   const dir = tmpdir('hotload-layout-mc-');
   execFileSync('cp', ['-a', `${memcachedBuilds().o2}/.`, dir]); // stamps kept: make rebuilds what the header edit touches
-  const old = objectsAside(dir);
-  const h = path.join(dir, 'memcached.h');
-  fs.writeFileSync(h, fs.readFileSync(h, 'utf8').replace('struct conn {\n    sasl_conn_t *sasl_conn;\n    int    sfd;', 'struct conn {\n    sasl_conn_t *sasl_conn;\n    int    hotload_extra;\n    int    sfd;'));
-  execFileSync('make', ['-s', '-j2', 'memcached'], { cwd: dir, stdio: ['ignore', 'ignore', 'inherit'] });
-  const d = await hotload(['diff', old, dir, '--json']);
-  expect(d.code).toBe(4);
-  const detail: string = d.json.error.details.find((x: string) => x.startsWith('struct conn: '));
+  const head = 'struct conn {\n    sasl_conn_t *sasl_conn;\n';
+  const detail = await headerEditRefusal(dir, 'memcached.h', head, `${head}    int    hotload_extra;\n`, 'memcached', 'struct conn');
   expect(detail).toMatch(/^struct conn: size \d+ -> \d+; field hotload_extra inserted at offset 8; sfd 8 -> 12;/);
-  expect(detail).toMatch(/used by \d{2,} of the running build's functions and data/);
 }, 300000);

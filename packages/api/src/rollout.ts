@@ -31,6 +31,7 @@ import { ElfFile } from '@hotload/elf';
 import { planPatch, readPatch } from '@hotload/patch';
 import { attach, findTargetModule, modules, pidsByBuildId, pidsByExe, pidsByName, processExists, readMaps, revert } from '@hotload/injector';
 import { loadPadIndex } from '@hotload/elf';
+import { sleep } from './sleep';
 
 export type Step = { apply: string } | { revert: string } | { wait: number } | { check: string };
 
@@ -163,20 +164,6 @@ function runCheck(cmd: string, pid: number, timeoutMs: number, cwd: string, sign
       const why = signal?.aborted ? 'stopped: the rollout was interrupted' : sig ? `killed after ${timeoutMs} ms` : `exited ${code}`;
       resolve({ ok: code === 0, detail: code === 0 ? tail : `\`${cmd}\` ${why}${tail ? `: ${tail}` : ''}` });
     });
-  });
-}
-
-/** Wait `ms`, or less if `signal` is aborted meanwhile. */
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal?.aborted) return resolve();
-    const done = () => {
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal?.addEventListener('abort', done, { once: true });
   });
 }
 

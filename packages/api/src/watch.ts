@@ -20,6 +20,7 @@ import { HotloadError, isHotloadError } from '@hotload/errors';
 import { attach } from '@hotload/injector';
 import { ElfFile, STT } from '@hotload/elf';
 import { Build, diffObjectSets, functionOfPart, mkpatchFromBuilds, objectFiles } from '@hotload/patch';
+import { sleep } from './sleep';
 
 export interface WatchOptions {
   /** The processes to keep patched: all must run the same build (those that do not are left out, with a warning). */
@@ -163,19 +164,6 @@ function runBuild(cmd: string, cwd: string, signal?: AbortSignal): Promise<{ sta
     child.on('error', (e) => resolve({ status: null, output: String(e) }));
   });
 }
-
-/** Wait `ms`, or less on abort or when the function handed to `onWake` is called; nothing is left behind. */
-const sleep = (ms: number, signal?: AbortSignal, onWake?: (wake: () => void) => void) =>
-  new Promise<void>((resolve) => {
-    const done = () => {
-      clearTimeout(t);
-      signal?.removeEventListener('abort', done);
-      resolve();
-    };
-    const t = setTimeout(done, ms);
-    signal?.addEventListener('abort', done, { once: true });
-    onWake?.(done);
-  });
 
 const msSince = (t: bigint) => Number(process.hrtime.bigint() - t) / 1e6;
 

@@ -197,7 +197,13 @@ function mapAttachError(pid: number, e: unknown): HotloadError {
   if (e instanceof HotloadError) return e;
   if (!(e instanceof native.Errno)) return new HotloadError('INTERNAL', String(e));
   if (e.errno === native.ESRCH) return new HotloadError('PID_NOT_FOUND', `no process with pid ${pid}`);
-  if (e.errno === native.EPERM) {
+  if (e.errno === native.EPERM) return ptraceDenied(pid);
+  return new HotloadError('PTRACE_FAILED', `could not attach to process ${pid}: ${e.message}`);
+}
+
+/** Why this hotload may not trace (or reach the files of) process `pid`, and what to do. */
+export function ptraceDenied(pid: number): HotloadError {
+  {
     let scope = '';
     try {
       scope = fs.readFileSync('/proc/sys/kernel/yama/ptrace_scope', 'utf8').trim();
@@ -205,17 +211,42 @@ function mapAttachError(pid: number, e: unknown): HotloadError {
       scope = '';
     }
     const tracer = tracerOf(pid);
-    const why = tracer ? `it is already traced by pid ${tracer}` : scope && scope !== '0' ? `kernel.yama.ptrace_scope is ${scope}` : 'it belongs to another user or is not dumpable';
+    const root = (process.getuid?.() ?? 0) === 0;
+    const owner = statusField(pid, 'Uid').split(/\s+/)[0];
+    const mine = owner === String(process.getuid?.() ?? 0);
+    // Neither a debugger, nor Yama, nor ownership explains it: something else
+    // said no (a seccomp filter on hotload, or an LSM's ptrace rules).
+    const seccomp = statusField(process.pid, 'Seccomp');
+    const lsm = readText('/sys/kernel/security/lsm').split(',').filter((x) => ['selinux', 'apparmor', 'smack', 'tomoyo', 'landlock'].includes(x));
+    const other = [seccomp && seccomp !== '0' ? 'hotload itself runs under a seccomp filter (a container\'s profile?) that may deny ptrace' : '', lsm.length ? `the active security module${lsm.length > 1 ? 's' : ''} (${lsm.join(', ')}) may deny ptrace` : ''].filter(Boolean);
+    const yama = scope && scope !== '0' && !(scope === '1' && root) ? `kernel.yama.ptrace_scope is ${scope}` : '';
+    const why = tracer
+      ? `it is already traced by pid ${tracer}`
+      : yama || (!mine && !root ? `it belongs to uid ${owner || '?'}` : other.length ? other.join('; ') : 'it is not dumpable, or a security policy denies it');
     return new HotloadError('PTRACE_DENIED', `not allowed to trace process ${pid}: ${why}`, {
-      hint:
-        tracer
-          ? `Detach the debugger (pid ${tracer}) first.`
-          : scope && scope !== '0'
-            ? 'Run hotload as root, or set /proc/sys/kernel/yama/ptrace_scope to 0 (sysctl kernel.yama.ptrace_scope=0).'
-            : 'Run hotload as the user that owns the process, or as root.',
+      hint: tracer
+        ? `Detach the debugger (pid ${tracer}) first.`
+        : yama
+          ? 'Run hotload as root, or set /proc/sys/kernel/yama/ptrace_scope to 0 (sysctl kernel.yama.ptrace_scope=0).'
+          : !mine && !root
+            ? 'Run hotload as the user that owns the process, or as root.'
+            : 'Allow ptrace for hotload: in a container, add CAP_SYS_PTRACE (docker run --cap-add=SYS_PTRACE) or a seccomp profile that allows ptrace; with SELinux, the deny_ptrace boolean; with AppArmor, a ptrace rule. See README, Troubleshooting.',
     });
   }
-  return new HotloadError('PTRACE_FAILED', `could not attach to process ${pid}: ${e.message}`);
+}
+
+function readText(file: string): string {
+  try {
+    return fs.readFileSync(file, 'utf8').trim();
+  } catch {
+    return '';
+  }
+}
+
+/** A field of /proc/PID/status ('' when unreadable). */
+function statusField(pid: number, name: string): string {
+  const m = new RegExp(`^${name}:\\s*(.*)$`, 'm').exec(readText(`/proc/${pid}/status`));
+  return m ? m[1].trim() : '';
 }
 
 function tracerOf(pid: number): number {

@@ -20,6 +20,7 @@ import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 import { HotloadError } from '@hotload/errors';
+import { ptraceDenied } from './session';
 
 export interface StagedPatch {
   /** The file the user named. */
@@ -83,6 +84,14 @@ export function stageDir(): string {
 export function stageDirFor(pid: number): { inner: string; outer: string } {
   const uid = process.getuid?.() ?? 0;
   const root = `/proc/${pid}/root`;
+  try {
+    fs.statSync(root);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') throw new HotloadError('PID_NOT_FOUND', `no process with pid ${pid}`);
+    if (code === 'EACCES' || code === 'EPERM') throw ptraceDenied(pid); // its files are as closed to us as its memory
+    throw e;
+  }
   const tried: string[] = [];
   for (const base of STAGE_ROOTS) {
     const inner = path.join(base, `hotload-${uid}`);
