@@ -9,6 +9,7 @@
 
 import * as fs from 'fs';
 import { HotloadError } from '@hotload/errors';
+import { ptraceDenied } from './session';
 import { ElfFile, ElfSymbol, PF, PT, STT } from '@hotload/elf';
 import type { PatchMeta } from '@hotload/patch';
 import * as path from 'path';
@@ -74,6 +75,7 @@ export function readMaps(pid: number): Mapping[] {
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'ENOENT' || code === 'ESRCH') throw new HotloadError('PID_NOT_FOUND', `no process with pid ${pid}`);
+    if (code === 'EACCES' || code === 'EPERM') throw ptraceDenied(pid); // its maps are as closed to us as its memory
     throw new HotloadError('PTRACE_DENIED', `cannot read /proc/${pid}/maps: ${(e as Error).message}`);
   }
   // The kernel names mapped files from the reader's root: for a process in a
