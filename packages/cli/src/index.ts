@@ -10,6 +10,7 @@ import type { Argv } from 'yargs';
 import { EXIT, HotloadError, isHotloadError } from '@hotload/errors';
 import { makeOut, Out, takeInterrupt } from './output';
 import { COMMANDS } from './commands';
+import { runCompiler } from './commands/cc';
 
 export interface Command {
   command: string;
@@ -70,6 +71,16 @@ export async function main(args: string[]): Promise<void> {
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  // `hotload cc ...` / `hotload c++ ...`: every argument is the compiler's, not ours.
+  if ((args[0] === 'cc' || args[0] === 'c++') && !(args.length === 2 && args[1] === '--help')) {
+    exitWhenWritten(runCompiler(args[0] === 'cc' ? 'c' : 'c++', args.slice(1)));
+    return;
+  }
+  // `hotload launch <compiler> ...`: the same, as a build system's compiler launcher.
+  if (args[0] === 'launch' && args.length > 1 && args[1] !== '--help') {
+    exitWhenWritten(runCompiler(args[1], args.slice(2)));
+    return;
+  }
   // `hotload help attach` is `hotload attach --help`.
   if (args[0] === 'help') args = args.length > 1 ? [args[1], '--help'] : ['--help'];
   args = joinValues(args);

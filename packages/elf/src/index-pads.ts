@@ -13,8 +13,11 @@
 // - gcc clones (f.isra.0, f.constprop.0, f.part.0) are separate functions with
 //   their own pads; patching f does not reach callers that call a clone, and the
 //   other way round. `f.cold` is the cold part of f: it has no entry of its own.
-// - Start-up code from crt1.o/crti.o/crtbegin.o is never built with the flag; it
-//   is listed as `startup` and does not fail `hotload check`.
+// - Start-up code from crt1.o/crti.o/crtbegin.o is never built with the flag,
+//   and neither are helpers the compiler writes itself (clang's
+//   `__clang_call_terminate`, in every C++ file that may terminate): they are
+//   listed as `startup` and do not fail `hotload check` (rebuilding with the
+//   flag could not give them a pad).
 
 import { HotloadError } from '@hotload/errors';
 import { ElfFile, Section } from './read-elf';
@@ -30,7 +33,7 @@ export type FunctionStatus =
   | 'no-pad' // built without the flag
   | 'modified' // pad present but its bytes are not NOPs
   | 'part' // a split-off part (f.cold) with no entry of its own
-  | 'startup'; // toolchain start-up code (crt files), never padded
+  | 'startup'; // toolchain code (crt start-up files, compiler helpers), never padded
 
 /** Statuses that `hotload check` fails on. */
 export const UNPATCHABLE: ReadonlySet<FunctionStatus> = new Set(['no-pad', 'modified']);
@@ -74,6 +77,7 @@ export interface PadIndex {
 const STARTUP = new Set([
   '_start', '_init', '_fini', 'deregister_tm_clones', 'register_tm_clones', '__do_global_dtors_aux',
   'frame_dummy', '__libc_csu_init', '__libc_csu_fini', '_dl_relocate_static_pie', '__x86.get_pc_thunk.bx',
+  '__clang_call_terminate', // clang, C++: no pad whatever the flags
 ]);
 
 /** Shared by every function without aliases (never mutated). */

@@ -6,3 +6,4 @@ export * from './dwarf';
 export * from './dwarf-inlines';
 export * from './dwarf-types';
 export * from './eh-frame';
+export * from './patchable-asm';

@@ -12,5 +12,6 @@ import { psCommand } from './ps';
 import { rolloutCommand } from './rollout';
 import { diffCommand } from './diff';
 import { watchCommand } from './watch';
+import { ccCommand, cxxCommand, launchCommand } from './cc';
 
-export const COMMANDS: Command[] = [attachCommand, revertCommand, statusCommand, psCommand, rolloutCommand, watchCommand, mkpatchCommand, diffCommand, indexCommand, checkCommand, postCommand, flagsCommand];
+export const COMMANDS: Command[] = [attachCommand, revertCommand, statusCommand, psCommand, rolloutCommand, watchCommand, mkpatchCommand, diffCommand, indexCommand, checkCommand, postCommand, flagsCommand, ccCommand, cxxCommand, launchCommand];

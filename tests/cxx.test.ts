@@ -1,0 +1,79 @@
+// A C++ program of several files, with an inline function and a template
+// instance that both files use (fixtures/src/cxx), built with the pads by g++
+// and by clang++. g++ 12 alone cannot link it (its patchable-entry sections
+// point into COMDAT copies the linker drops); `hotload c++` as CXX can. Each
+// build then runs, passes `hotload check`, and takes a patch of the inline
+// function while it runs.
+import { spawnSync } from 'child_process';
+import * as fs from 'fs';
+import * as path from 'path';
+import { BIN, ROOT, Target, hotload, tmpdir } from './helpers';
+
+const SRC = path.join(ROOT, 'fixtures/src/cxx');
+const FLAGS = ['-O2', '-g', '-fpatchable-function-entry=16,14', '-ffunction-sections', '-fdata-sections'];
+
+/** Compile each file with `cxx` (a command and its first arguments) and link: the program's path, or the link's error. */
+function build(dir: string, cxx: string[]): { prog?: string; error?: string } {
+  fs.mkdirSync(dir, { recursive: true });
+  for (const f of ['count.cpp', 'main.cpp']) {
+    const r = spawnSync(cxx[0], [...cxx.slice(1), ...FLAGS, '-MMD', '-c', path.join(SRC, f), '-o', path.join(dir, f.replace('.cpp', '.o'))], { encoding: 'utf8' });
+    if (r.status !== 0) return { error: r.stderr };
+  }
+  const prog = path.join(dir, 'prog');
+  const l = spawnSync(cxx[0], [...cxx.slice(1), path.join(dir, 'count.o'), path.join(dir, 'main.o'), '-o', prog], { encoding: 'utf8' });
+  return l.status === 0 ? { prog } : { error: l.stderr };
+}
+
+const hotloadCxx = [process.execPath, BIN, 'c++'];
+
+describe.each([
+  ['g++ through hotload c++', hotloadCxx],
+  ['g++ through hotload launch (a build system\'s compiler launcher)', [process.execPath, BIN, 'launch', 'g++']],
+  ['clang++', ['clang++']],
+])('built with %s', (_name, cxx) => {
+  let prog: string;
+  let dir: string;
+  beforeAll(() => {
+    dir = tmpdir();
+    const b = build(dir, cxx);
+    if (!b.prog) throw new Error(`the build failed:\n${b.error}`);
+    prog = b.prog;
+  });
+
+  test('links, runs, every function of the program has its pad, and dependency files name the objects', async () => {
+    const c = await hotload(['check', prog]);
+    expect(c.stdout).toMatch(/ok: every function can be patched/);
+    const idx = await hotload(['index', prog, '--json']);
+    const names = idx.json.functions.filter((f: { status: string }) => f.status === 'patchable').map((f: { name: string }) => f.name);
+    expect(names).toEqual(expect.arrayContaining(['main', '_Z11count_namesi', '_Z10make_namesB5cxx11i']));
+    expect(fs.readFileSync(path.join(dir, 'count.d'), 'utf8')).toMatch(new RegExp(`^${path.join(dir, 'count.o').replace(/[/.]/g, '\\$&')}: .*count\\.cpp .*names\\.h`, 's'));
+  });
+
+  test('the inline function of the header is patched while the program runs; both files\' callers take it', async () => {
+    const t = Target.start(prog);
+    try {
+      await t.waitFor(/^names 3 n2 count 2$/);
+      const p = path.join(dir, 'p.cpp');
+      // The new function (C linkage, so the header can name it) takes the place of the mangled old one.
+      fs.writeFileSync(p, '#include <hotload.h>\n#include <string>\n#include <vector>\n#pragma GCC diagnostic ignored "-Wreturn-type-c-linkage"\nextern "C" std::vector<std::string> new_names(int n) { std::vector<std::string> v; for (int i = 0; i <= n; i++) v.push_back("x" + std::to_string(i)); return v; }\nextern "C" { HOTLOAD_REPLACE(_Z10make_namesB5cxx11i, new_names); }\n');
+      const m = await hotload(['mkpatch', p, '--target', prog, '-o', path.join(dir, 'p.so'), '--cc', cxx[0] === 'clang++' ? 'clang++' : 'g++']);
+      expect(m.stderr).toBe('');
+      expect(m.code).toBe(0);
+      const a = await hotload(['attach', String(t.pid), path.join(dir, 'p.so')]);
+      expect(a.code).toBe(0);
+      await t.next(/^names 4 x3 count 3$/);
+      t.expectHealthy();
+    } finally {
+      await t.stop();
+    }
+  });
+});
+
+test('hotload c++ passes a link, and anything but a single compile, straight to the compiler', () => {
+  const r = spawnSync(process.execPath, [BIN, 'c++', '--version'], { encoding: 'utf8' });
+  expect(r.status).toBe(0);
+  expect(r.stdout).toMatch(/g\+\+/);
+  const bad = spawnSync(process.execPath, [BIN, 'c++', '-c', path.join(SRC, 'no-such.cpp'), '-fpatchable-function-entry=16,14'], { encoding: 'utf8' });
+  expect(bad.status).not.toBe(0);
+  expect(bad.stderr).toMatch(/no-such\.cpp/);
+});
