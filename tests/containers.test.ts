@@ -2,7 +2,7 @@
 // one in its own mount namespace with a private /tmp (systemd's PrivateTmp,
 // a container), one in its own pid namespace, one in a chroot. Real
 // namespaces (unshare) and a real chroot. On each: attach, status, revert,
-// rollout; watch on the private /tmp one. Before, the process was told to
+// rollout and watch. Before, the process was told to
 // open a copy in hotload's /tmp, which it cannot see (PATCH_DLOPEN_FAILED).
 import { execFileSync, spawn } from 'child_process';
 import * as fs from 'fs';
@@ -11,15 +11,15 @@ import { BIN, FIX, ROOT, Target, computePatch, hotload, mkpatch, sleep, tmpdir }
 
 const TARGET = path.join(FIX, 'target');
 
-/** A chroot holding the target and the libraries it (and a patch) loads, with a /tmp. */
-function chrootDir(): string {
+/** A chroot holding `bin` (as /target) and the libraries it (and a patch) loads, with a /tmp. */
+function chrootDir(bin: string): string {
   const dir = tmpdir('hotload-chroot-');
   const copy = (file: string, to = path.join(dir, file)) => {
     fs.mkdirSync(path.dirname(to), { recursive: true });
     fs.copyFileSync(fs.realpathSync(file), to);
   };
-  copy(TARGET, path.join(dir, 'target'));
-  for (const line of execFileSync('ldd', [TARGET], { encoding: 'utf8' }).split('\n')) {
+  copy(bin, path.join(dir, 'target'));
+  for (const line of execFileSync('ldd', [bin], { encoding: 'utf8' }).split('\n')) {
     const m = /(\/\S+) \(0x/.exec(line);
     if (m) copy(m[1]);
   }
@@ -49,25 +49,26 @@ async function childOf(pid: number): Promise<number> {
   throw new Error(`process ${pid} has no child`);
 }
 
-const cases: [string, () => Promise<{ t: Target; pid: number }>][] = [
+/** Ways to run `bin loop` apart from hotload's view: the Target, and the program's pid in our namespace. */
+const cases: [string, (bin: string) => Promise<{ t: Target; pid: number }>][] = [
   [
     'its own mount namespace with a private /tmp',
-    async () => {
-      const t = withPrivateTmp(TARGET, 'loop');
+    async (bin) => {
+      const t = withPrivateTmp(bin, 'loop');
       return { t, pid: t.pid };
     },
   ],
   [
     'its own pid namespace (and /proc)',
-    async () => {
-      const t = Target.start('unshare', ['-m', '-p', '-f', '--kill-child', '--mount-proc', TARGET, 'loop']);
+    async (bin) => {
+      const t = Target.start('unshare', ['-m', '-p', '-f', '--kill-child', '--mount-proc', bin, 'loop']);
       return { t, pid: await childOf(t.pid) };
     },
   ],
   [
     'a chroot',
-    async () => {
-      const t = Target.start('chroot', [chrootDir(), '/target', 'loop']);
+    async (bin) => {
+      const t = Target.start('chroot', [chrootDir(bin), '/target', 'loop']);
       return { t, pid: t.pid };
     },
   ],
@@ -77,7 +78,7 @@ describe.each(cases)('a process in %s', (_what, startIt) => {
   let t: Target;
   let pid: number;
   beforeAll(async () => {
-    ({ t, pid } = await startIt());
+    ({ t, pid } = await startIt(TARGET));
     await t.waitFor(/^compute 6 /);
   });
   afterAll(() => t.stop());
@@ -114,28 +115,30 @@ describe.each(cases)('a process in %s', (_what, startIt) => {
   });
 });
 
-test('watch on a process with a private /tmp: a save is patched in', async () => {
-  const dir = tmpdir('hotload-ns-watch-');
-  fs.copyFileSync(path.join(ROOT, 'fixtures/src/diff.c'), path.join(dir, 'diff.c'));
-  fs.writeFileSync(path.join(dir, 'Makefile'), 'CFLAGS = -O2 -g -fpatchable-function-entry=16,14 -ffunction-sections -fdata-sections\ndiff: diff.o\n\t$(CC) diff.o -o diff\n');
-  execFileSync('make', ['-s'], { cwd: dir });
-  const t = withPrivateTmp(path.join(dir, 'diff'), 'loop');
-  const w = spawn(process.execPath, [BIN, 'watch', '--json', '--pid', String(t.pid), 'diff.c'], { cwd: dir, stdio: ['ignore', 'pipe', 'inherit'] });
-  let out = '';
-  w.stdout!.on('data', (d) => (out += d));
-  const until = async (re: RegExp) => {
-    for (let i = 0; i < 2000 && !re.test(out); i++) await sleep(20);
-    expect(out).toMatch(re);
-  };
-  try {
-    await t.waitFor(/^constant=11 /);
-    await until(/"event":"ready"/);
-    fs.writeFileSync(path.join(dir, 'diff.c'), fs.readFileSync(path.join(dir, 'diff.c'), 'utf8').replace('return x + K;', 'return x + K + 100;'));
-    await until(/"event":"patched"/);
-    await t.next(/^constant=111 /);
-    t.expectHealthy();
-  } finally {
-    w.kill('SIGINT');
-    await t.stop();
-  }
+describe.each(cases)('watch on a process in %s', (_what, startIt) => {
+  test('a save is patched in', async () => {
+    const dir = tmpdir('hotload-ns-watch-');
+    fs.copyFileSync(path.join(ROOT, 'fixtures/src/diff.c'), path.join(dir, 'diff.c'));
+    fs.writeFileSync(path.join(dir, 'Makefile'), 'CFLAGS = -O2 -g -fpatchable-function-entry=16,14 -ffunction-sections -fdata-sections\ndiff: diff.o\n\t$(CC) diff.o -o diff\n');
+    execFileSync('make', ['-s'], { cwd: dir });
+    const { t, pid } = await startIt(path.join(dir, 'diff'));
+    const w = spawn(process.execPath, [BIN, 'watch', '--json', '--pid', String(pid), 'diff.c'], { cwd: dir, stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    w.stdout!.on('data', (d) => (out += d));
+    const until = async (re: RegExp) => {
+      for (let i = 0; i < 2000 && !re.test(out); i++) await sleep(20);
+      expect(out).toMatch(re);
+    };
+    try {
+      await t.waitFor(/^constant=11 /);
+      await until(/"event":"ready"/);
+      fs.writeFileSync(path.join(dir, 'diff.c'), fs.readFileSync(path.join(dir, 'diff.c'), 'utf8').replace('return x + K;', 'return x + K + 100;'));
+      await until(/"event":"patched"/);
+      await t.next(/^constant=111 /);
+      t.expectHealthy();
+    } finally {
+      w.kill('SIGINT');
+      await t.stop();
+    }
+  });
 });
