@@ -135,6 +135,19 @@ test('a thread doing SSE/AVX (and AVX-512, AMX where the CPU has them) arithmeti
   t.expectHealthy();
 });
 
+test('a replaced function that is running (main: it never returns) is named with its thread: that call keeps the old code', async () => {
+  const t = start(TARGET, ['threads', '2']);
+  await t.waitFor(/^compute 6/);
+  const p = await mkpatch('#include <hotload.h>\nint main_v2(int argc, char **argv) { (void)argc; (void)argv; return 0; }\nHOTLOAD_REPLACE(main, main_v2);\n', TARGET, 'main');
+  const r = await hotload(['attach', String(t.pid), p, '--json']);
+  expect(r.code).toBe(0);
+  expect(r.json.active).toEqual([expect.objectContaining({ function: 'main', thread: t.pid })]);
+  expect(r.json.active[0].depth).toBeGreaterThan(0); // main is below usleep and libc on its stack
+  expect(r.json.notes.join('\n')).toMatch(new RegExp(`main is running on thread ${t.pid} .*keeps the old code until it returns`));
+  await t.next(/^compute 6 /); // main runs on, in its old code
+  t.expectHealthy();
+});
+
 test('a CET build (endbr64 at the entry) is patched after the endbr64', async () => {
   const bin = path.join(FIX, 'target-cet');
   const p = await mkpatch(computePatch(3), bin);

@@ -213,6 +213,15 @@ describe('on the fixture', () => {
     expect((await values()).constant).toBe(211);
   });
 
+  test('an edit of the loop that never returns is patched, and said to be running (its old code goes on)', async () => {
+    const n = w.events.length;
+    edit(path.join(dir, 'diff.c'), 'printf("constant=%d say=%d', 'printf("constant=%d  say=%d');
+    const e = await w.event('patched', n);
+    expect(e.active).toEqual([expect.objectContaining({ pid: t.pid, function: e.changed[0], thread: t.pid })]);
+    expect(await values()).toHaveProperty('constant', 11); // still the old text: the loop never returns
+    expect(t.lines.slice(-3).every((l) => !l.includes('constant=11  say'))).toBe(true);
+  });
+
   test('the process exiting ends watch with exit 5', async () => {
     await t.stop();
     const code = await new Promise((r) => w.child.once('exit', r));

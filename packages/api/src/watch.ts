@@ -70,6 +70,8 @@ export type WatchEvent =
       totalMs: number;
       /** The longest all-threads stop of any process. */
       stoppedMs: number;
+      /** Replaced functions that were running: those calls finish in the old code (a main loop never takes the change). */
+      active: { pid: number; function: string; thread: number; depth: number }[];
     }
   | { event: 'exited'; pid: number }
   /** With `follow`: every process exited; waiting for the program to be started again. */
@@ -388,9 +390,12 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
         const done: number[] = [];
         const failed: { pid: number; error: ErrorDoc }[] = [];
         let stoppedMs = 0;
+        const active: { pid: number; function: string; thread: number; depth: number }[] = [];
         for (const p of pids) {
           try {
-            stoppedMs = Math.max(stoppedMs, attach(p, out).timings.stoppedMs);
+            const a = attach(p, out);
+            stoppedMs = Math.max(stoppedMs, a.timings.stoppedMs);
+            for (const x of a.active) active.push({ pid: p, ...x });
             done.push(p);
           } catch (e) {
             if (isHotloadError(e) && e.code === 'PID_NOT_FOUND') {
@@ -422,6 +427,7 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
           applyMs,
           totalMs: msSince(t0),
           stoppedMs,
+          active,
         });
         if (opts.maxPatches && patches.length >= opts.maxPatches) return summary('max-patches');
       }

@@ -17,6 +17,7 @@ import { readPatchFile, stagePatch } from './stage-patch';
 import { withProcessLock } from './process-lock';
 import { runHook } from './run-hook';
 import { loadNear } from './load-near';
+import { ActiveFunction, activeFunctions, activeNote } from './active';
 
 export interface AttachOptions {
   /** Accept a patch file others could write. */
@@ -46,6 +47,8 @@ export interface AttachResult {
   buildId: string;
   functions: PatchedFunction[];
   notes: string[];
+  /** Replaced functions running when the patch went in: those calls finish in the old code. */
+  active: ActiveFunction[];
   threads: number;
   hostThread: number;
   /** The borrowed thread's registers had to be set by hand after rt_sigreturn (never expected). */
@@ -243,6 +246,13 @@ function attachLocked(pid: number, patchFile: string, opts: AttachOptions): Atta
     const batch = Session.batch(writes, names);
     s.stopAll();
     s.apply(batch);
+    s.resumeAllExcept(-1);
+
+    // 10. Say which replaced functions are running now (their calls finish in
+    //     the old code; a main loop never takes the change): each thread is
+    //     stopped on its own for a look at its stack.
+    progress('looking for running functions');
+    const looked = activeFunctions(s, rt, sites.map((x) => ({ name: x.name, start: mod.bias + BigInt(x.f.address), end: mod.bias + BigInt(x.f.address + Math.max(1, x.f.size)) })));
     const times = s.close();
     // From here on, the new code runs.
     hostPausedMs ??= hostStoppedAt !== undefined ? Number(process.hrtime.bigint() - hostStoppedAt) / 1e6 : 0;
@@ -254,7 +264,8 @@ function attachLocked(pid: number, patchFile: string, opts: AttachOptions): Atta
       module: mod.path,
       buildId: meta.target.buildId,
       functions: sites.map((x) => ({ name: x.name, old: hex(mod.bias + BigInt(x.f.address)), new: hex(x.newAddr), previous: x.previous !== undefined ? hex(x.previous) : 'original' })),
-      notes: plan.notes,
+      notes: [...plan.notes, ...looked.active.map(activeNote), ...(looked.unknown ? [`${looked.unknown} thread${looked.unknown === 1 ? '' : 's'} could not be unwound beyond the innermost frame: a replaced function deeper on ${looked.unknown === 1 ? 'its' : 'their'} stack would not be seen`] : []), ...(looked.skipped ? [`${looked.skipped} threads were not looked at for running functions (more than 256)`] : [])],
+      active: looked.active,
       threads: s.threadCount,
       hostThread,
       repairedRegisters,

@@ -82,6 +82,7 @@ export const watchCommand = {
               ` (build ${ms(e.buildMs)}, patch ${ms(e.patchMs)}, apply ${ms(e.applyMs)}; ${e.pids.length > 1 || e.failed.length ? `${e.pids.length} processes, each ` : 'process '}stopped ${e.stoppedMs.toFixed(2)} ms${e.pids.length > 1 ? ' at most' : ''})`,
           );
           for (const f of e.failed) out.line(`  ${out.red('not patched')}: process ${f.pid}: ${f.error.code}: ${f.error.message} (hint: ${f.error.hint})`);
+          for (const a of e.active) out.line(`  ${out.yellow('note')}: ${a.function} is running on thread ${a.thread}${e.pids.length > 1 ? ` of process ${a.pid}` : ''}: that call keeps the old code; the change shows at its next call`);
           break;
         case 'exited':
           out.line(`${out.dim(clock())} process ${e.pid} exited${argv.follow ? '' : '; stopping'}`);
