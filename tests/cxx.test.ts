@@ -77,3 +77,28 @@ test('hotload c++ passes a link, and anything but a single compile, straight to 
   expect(bad.status).not.toBe(0);
   expect(bad.stderr).toMatch(/no-such\.cpp/);
 });
+
+test('clang++: a constructor edit (C1 an alias of C2, one section) is patched from a rebuild, not refused', async () => {
+  const dir = tmpdir();
+  for (const [v, scale] of [['a', 10], ['b', 20]] as const) {
+    fs.mkdirSync(path.join(dir, v));
+    const r = spawnSync('clang++', [...FLAGS, `-DSCALE=${scale}`, '-c', path.join(SRC, 'user.cpp'), '-o', path.join(dir, v, 'user.o')], { encoding: 'utf8' });
+    expect(r.stderr).toBe('');
+  }
+  expect(spawnSync('nm', [path.join(dir, 'a', 'user.o')], { encoding: 'utf8' }).stdout).toMatch(/([0-9a-f]+) T _ZN4UserC1Ei\n\1 T _ZN4UserC2Ei/); // aliases
+  const prog = path.join(dir, 'a', 'prog');
+  expect(spawnSync('clang++', [path.join(dir, 'a', 'user.o'), '-o', prog]).status).toBe(0);
+  const t = Target.start(prog);
+  try {
+    await t.waitFor(/^score 30$/);
+    const m = await hotload(['mkpatch', '--from', path.join(dir, 'a'), '--to', path.join(dir, 'b'), '--target', prog, '-o', path.join(dir, 'p.so'), '--json']);
+    expect(m.stderr).toBe('');
+    expect(m.code).toBe(0);
+    expect(m.json.replaced).toHaveLength(1); // one function, two names
+    expect((await hotload(['attach', String(t.pid), path.join(dir, 'p.so')])).code).toBe(0);
+    await t.next(/^score 60$/);
+    t.expectHealthy();
+  } finally {
+    await t.stop();
+  }
+});

@@ -152,10 +152,15 @@ export function mkpatchFromBuilds(opts: RebuildOptions): RebuildResult {
       if (!changed.has(k) && !also.has(k) && !usesChangedRo) continue;
       if (FRAGMENT.test(f.name)) continue; // a .cold part comes with its function
       if (!g.inTarget(f.sym)) continue; // new: included if referenced
+      // Aliases (one address, several names: clang's complete- and
+      // base-object constructors C1/C2) are one function: replaced once, and
+      // attach redirects every name of it (one pad).
+      if (u.replace.some((s) => s.shndx === f.sym.shndx && s.value === f.sym.value)) continue;
       const sec = u.b.elf.sections[f.sym.shndx];
-      const others = (u.b.symsBySection.get(f.sym.shndx) ?? []).filter((s) => s.type === STT.FUNC && s !== f.sym && !FRAGMENT.test(s.name));
+      const others = (u.b.symsBySection.get(f.sym.shndx) ?? []).filter((s) => s.type === STT.FUNC && s !== f.sym && s.value !== f.sym.value && !FRAGMENT.test(s.name));
       if (others.length) {
-        g.problems.push(`${k}: shares section ${sec.name} with ${others.map((s) => s.name).join(', ')}; build with -ffunction-sections (see \`hotload flags --diff\`)`);
+        const why = sec.name.startsWith('.text.') ? 'the compiler put them in one section even with -ffunction-sections; hotload replaces sections whole' : 'build with -ffunction-sections (see `hotload flags --diff`)';
+        g.problems.push(`${k}: shares section ${sec.name} with ${others.map((s) => s.name).join(', ')}; ${why}`);
         continue;
       }
       u.replace.push(f.sym);
