@@ -2,7 +2,7 @@
 // state, blocked syscalls finish normally, and the new code runs.
 import * as fs from 'fs';
 import * as path from 'path';
-import { FIX, Target, computePatch, hotload, mkpatch, sleep } from './helpers';
+import { FIX, Target, computePatch, hotload, mkpatch, sleep, symbolAddress } from './helpers';
 
 const TARGET = path.join(FIX, 'target');
 
@@ -145,6 +145,27 @@ test('a replaced function that is running (main: it never returns) is named with
   expect(r.json.active[0].depth).toBeGreaterThan(0); // main is below usleep and libc on its stack
   expect(r.json.notes.join('\n')).toMatch(new RegExp(`main is running on thread ${t.pid} .*keeps the old code until it returns`));
   await t.next(/^compute 6 /); // main runs on, in its old code
+  t.expectHealthy();
+});
+
+test('--wait-inactive: redirects at a moment no replaced function runs; refuses a main loop after the wait, naming it, with nothing redirected', async () => {
+  const t = start(TARGET, ['loop']);
+  await t.waitFor(/^compute 6/);
+  const main = await mkpatch('#include <hotload.h>\nint main_v3(int argc, char **argv) { (void)argc; (void)argv; return 0; }\nHOTLOAD_REPLACE(main, main_v3);\n', TARGET, 'main-wait');
+  const at = symbolAddress(t.pid, TARGET, 'main') - 14n;
+  const before = t.readMem(at, 16);
+  const started = Date.now();
+  const r = await hotload(['attach', String(t.pid), main, '--wait-inactive=1', '--json']);
+  expect(r.code).toBe(7);
+  expect(r.json.error.code).toBe('FUNCTIONS_ACTIVE');
+  expect(r.json.error.details).toEqual([expect.stringMatching(new RegExp(`^main is running on thread ${t.pid} `))]);
+  expect(Date.now() - started).toBeGreaterThanOrEqual(1000);
+  expect(t.readMem(at, 16)).toEqual(before); // nothing redirected
+  // compute runs for a moment every 20 ms: there is a moment it does not.
+  const c = await hotload(['attach', String(t.pid), patch, '--wait-inactive', '--json']);
+  expect(c.code).toBe(0);
+  expect(c.json.active).toEqual([]);
+  await t.next(/^compute 1012 /);
   t.expectHealthy();
 });
 

@@ -13,6 +13,7 @@
 import * as fs from 'fs';
 import { Session } from './session';
 import type { TargetRuntime } from './call-in-target';
+import type { ThreadRegs } from './native';
 import { unwind } from './unwind';
 
 export interface ActiveFunction {
@@ -32,43 +33,56 @@ export interface OldRange {
 /** Threads beyond this many are not looked at (each look is a stop of its own). */
 const MAX_THREADS = 256;
 
-/** Every thread of the session's process whose stack holds one of `ranges`; threads not fully known. */
-export function activeFunctions(s: Session, rt: TargetRuntime, ranges: OldRange[]): { active: ActiveFunction[]; unknown: number; skipped: number } {
-  const active: ActiveFunction[] = [];
-  let unknown = 0;
+type Found = { active: ActiveFunction[]; unknown: number; skipped: number };
+
+/** Look at one stopped thread's stack (registers `r`), adding what it runs of `ranges` to `found`. */
+function look(s: Session, rt: TargetRuntime, ranges: OldRange[], r: ThreadRegs, found: Found): void {
+  const read8 = (at: bigint) => s.read(at, 8).readBigUInt64LE(0);
+  let frames: { pc: bigint; exact: boolean }[] | undefined;
+  try {
+    frames = rt.unwind ? unwind(rt.unwind, rt.restoreRt, r, read8) : undefined;
+  } catch {
+    frames = undefined;
+  }
+  if (!frames) {
+    found.unknown++;
+    frames = [{ pc: r.rip, exact: true }];
+  }
+  frames.forEach((f, depth) => {
+    const pc = f.exact ? f.pc : f.pc - 1n;
+    const hit = ranges.find((x) => pc >= x.start && pc < x.end);
+    if (hit && !found.active.some((a) => a.thread === r.tid && a.function === hit.name)) found.active.push({ function: hit.name, thread: r.tid, depth });
+  });
+}
+
+/**
+ * Every thread of the session's process whose stack holds one of `ranges`,
+ * and how many could not be fully unwound. Each thread is stopped on its own
+ * for its look, unless `allStopped`: then every thread already is (and stays).
+ */
+export function activeFunctions(s: Session, rt: TargetRuntime, ranges: OldRange[], allStopped = false): Found {
+  const found: Found = { active: [], unknown: 0, skipped: 0 };
+  if (allStopped) {
+    for (const r of s.survey()) look(s, rt, ranges, r, found);
+    return found;
+  }
   let tids: number[];
   try {
     tids = fs.readdirSync(`/proc/${s.pid}/task`).map(Number);
   } catch {
-    return { active, unknown: 0, skipped: 0 };
+    return found;
   }
-  const skipped = Math.max(0, tids.length - MAX_THREADS);
-  const read8 = (at: bigint) => s.read(at, 8).readBigUInt64LE(0);
+  found.skipped = Math.max(0, tids.length - MAX_THREADS);
   for (const tid of tids.slice(0, MAX_THREADS)) {
     if (!s.stopThread(tid)) continue;
     try {
       const r = s.survey().find((x) => x.tid === tid);
-      if (!r) continue;
-      let frames: { pc: bigint; exact: boolean }[] | undefined;
-      try {
-        frames = rt.unwind ? unwind(rt.unwind, rt.restoreRt, r, read8) : undefined;
-      } catch {
-        frames = undefined;
-      }
-      if (!frames) {
-        unknown++;
-        frames = [{ pc: r.rip, exact: true }];
-      }
-      frames.forEach((f, depth) => {
-        const pc = f.exact ? f.pc : f.pc - 1n;
-        const hit = ranges.find((x) => pc >= x.start && pc < x.end);
-        if (hit && !active.some((a) => a.thread === tid && a.function === hit.name)) active.push({ function: hit.name, thread: tid, depth });
-      });
+      if (r) look(s, rt, ranges, r, found);
     } finally {
       s.resumeThread(tid);
     }
   }
-  return { active, unknown, skipped };
+  return found;
 }
 
 /** The note a user reads about running functions. */

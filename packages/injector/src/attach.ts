@@ -11,7 +11,7 @@ import { PAD_BEFORE, entryJump, padJump } from '@hotload/x86';
 import { Session } from './session';
 import { findTargetModule, hex, modules, readMaps, requireRunning } from './read-process';
 import { readSite } from './read-patches';
-import { callOnHost, findRuntime, placeStub, stopAndChooseHost, TargetRuntime } from './call-in-target';
+import { callOnHost, findRuntime, placeStub, sleepMs, stopAndChooseHost, TargetRuntime } from './call-in-target';
 import { anyPart, type CodeWrite } from './native';
 import { readPatchFile, stagePatch } from './stage-patch';
 import { withProcessLock } from './process-lock';
@@ -26,6 +26,12 @@ export interface AttachOptions {
   safePointTimeoutMs?: number;
   /** How long dlopen may take in the process (ms). */
   callTimeoutMs?: number;
+  /**
+   * Redirect only at a moment when no replaced function is running on any
+   * thread, looking again every 20 ms up to this many ms; then refuse
+   * (FUNCTIONS_ACTIVE) naming them, with nothing redirected.
+   */
+  waitInactiveMs?: number;
   onProgress?: (step: string) => void;
 }
 
@@ -244,7 +250,22 @@ function attachLocked(pid: number, patchFile: string, opts: AttachOptions): Atta
       names.push(site.name);
     }
     const batch = Session.batch(writes, names);
-    s.stopAll();
+    const oldRanges = sites.map((x) => ({ name: x.name, start: mod.bias + BigInt(x.f.address), end: mod.bias + BigInt(x.f.address + Math.max(1, x.f.size)) }));
+    if (opts.waitInactiveMs !== undefined) {
+      // With --wait-inactive: write only while no thread is inside a replaced
+      // function (each look unwinds every thread while all are stopped).
+      const until = Date.now() + opts.waitInactiveMs;
+      for (let tries = 1; ; tries++) {
+        s.stopAll();
+        const now = activeFunctions(s, rt, oldRanges, true);
+        if (now.active.length === 0) break;
+        s.resumeAllExcept(-1);
+        if (Date.now() > until) {
+          throw new HotloadError('FUNCTIONS_ACTIVE', `replaced functions stayed running in process ${pid} for ${opts.waitInactiveMs} ms (${tries} looks); nothing was redirected`, { details: now.active.map(activeNote) });
+        }
+        sleepMs(20);
+      }
+    } else s.stopAll();
     s.apply(batch);
     s.resumeAllExcept(-1);
 
@@ -252,7 +273,7 @@ function attachLocked(pid: number, patchFile: string, opts: AttachOptions): Atta
     //     the old code; a main loop never takes the change): each thread is
     //     stopped on its own for a look at its stack.
     progress('looking for running functions');
-    const looked = activeFunctions(s, rt, sites.map((x) => ({ name: x.name, start: mod.bias + BigInt(x.f.address), end: mod.bias + BigInt(x.f.address + Math.max(1, x.f.size)) })));
+    const looked = activeFunctions(s, rt, oldRanges);
     const times = s.close();
     // From here on, the new code runs.
     hostPausedMs ??= hostStoppedAt !== undefined ? Number(process.hrtime.bigint() - hostStoppedAt) / 1e6 : 0;

@@ -13,6 +13,14 @@ export function printAttach(out: Out, r: AttachResult): void {
   out.line(out.dim(`  each thread stopped at most ${t.threadStopMaxMs.toFixed(3)} ms (${t.threadStopSumMs.toFixed(3)} ms added over ${r.threads} thread${r.threads === 1 ? '' : 's'}; ${t.stoppedMs.toFixed(3)} ms from first interrupt to last resume)${r.hostThread ? `, loaded in ${t.loadMs.toFixed(2)} ms on thread ${r.hostThread} (paused ${t.hostPausedMs.toFixed(2)} ms)` : ''}, total ${t.totalMs.toFixed(1)} ms`));
 }
 
+/** --wait-inactive[=SECONDS] in ms: 10 s without a value. */
+function waitSeconds(v: unknown): number | undefined {
+  if (v === undefined) return undefined;
+  if (v === '' || v === true) return 10000;
+  const s = wholeNumber('--wait-inactive', 0)(v);
+  return s === undefined ? undefined : s * 1000;
+}
+
 /** What `--json` prints, by the form of the target (not by how many processes it matched). */
 export const JSON_SHAPE = 'With --json: one pid gives one JSON object (an error: {"error": ...}); a list of pids or a name gives an array of {pid, ok, result | error}, even when it matches one process.';
 
@@ -58,15 +66,17 @@ export const attachCommand = {
       .positional('patch', { type: 'string', demandOption: true, describe: 'patch made by `hotload mkpatch`' })
       .option('allow-unsafe-file', { type: 'boolean', default: false, describe: 'accept a patch file that other users could write' })
       .option('timeout', { type: 'string', default: '3000', coerce: wholeNumber('--timeout', 1), describe: 'ms to wait for a safe moment to load the patch' })
+      .option('wait-inactive', { type: 'string', coerce: waitSeconds, describe: 'redirect only when no replaced function is running on any thread, waiting up to SECONDS (default 10); then refuse, naming them' })
+      .example('$0 attach 4242 fix.so --wait-inactive=5', 'redirect only at a moment when no thread is inside a replaced function')
       .example('$0 attach 4242 fix.so', 'patch one process')
       .example('$0 attach 4242,4243 fix.so', 'patch two processes')
       .example('$0 attach server fix.so --json', 'patch every process named server')
       .epilog(JSON_SHAPE),
-  run(argv: { target: string; patch: string; allowUnsafeFile: boolean; timeout: number }, out: Out): number {
+  run(argv: { target: string; patch: string; allowUnsafeFile: boolean; timeout: number; waitInactive?: number }, out: Out): number {
     return forEachPid(
       String(argv.target),
       out,
-      (pid) => attach(pid, argv.patch, { allowUnsafeFile: argv.allowUnsafeFile, safePointTimeoutMs: argv.timeout, onProgress: (s) => out.progress(s) }),
+      (pid) => attach(pid, argv.patch, { allowUnsafeFile: argv.allowUnsafeFile, safePointTimeoutMs: argv.timeout, waitInactiveMs: argv.waitInactive, onProgress: (s) => out.progress(s) }),
       (r) => printAttach(out, r),
     );
   },
