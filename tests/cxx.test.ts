@@ -46,6 +46,9 @@ describe.each([
     const idx = await hotload(['index', prog, '--json']);
     const names = idx.json.functions.filter((f: { status: string }) => f.status === 'patchable').map((f: { name: string }) => f.name);
     expect(names).toEqual(expect.arrayContaining(['main', '_Z11count_namesi', '_Z10make_namesB5cxx11i']));
+    // C++ names as people write them, the mangled one kept in --json.
+    expect(idx.json.functions.find((f: { name: string }) => f.name === '_Z11count_namesi').demangled).toBe('count_names(int)');
+    expect((await hotload(['index', prog])).stdout).toMatch(/^make_names\[abi:cxx11\]\(int\)\s+0x/m);
     expect(fs.readFileSync(path.join(dir, 'count.d'), 'utf8')).toMatch(new RegExp(`^${path.join(dir, 'count.o').replace(/[/.]/g, '\\$&')}: .*count\\.cpp .*names\\.h`, 's'));
   });
 
@@ -61,7 +64,10 @@ describe.each([
       expect(m.code).toBe(0);
       const a = await hotload(['attach', String(t.pid), path.join(dir, 'p.so')]);
       expect(a.code).toBe(0);
+      expect(a.stdout).toMatch(/^  make_names\[abi:cxx11\]\(int\) 0x/m);
       await t.next(/^names 4 x3 count 3$/);
+      const st = await hotload(['status', String(t.pid), '--json']);
+      expect(st.json.functions[0]).toMatchObject({ name: '_Z10make_namesB5cxx11i', demangled: 'make_names[abi:cxx11](int)' });
       t.expectHealthy();
     } finally {
       await t.stop();

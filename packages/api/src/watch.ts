@@ -18,7 +18,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { HotloadError, isHotloadError } from '@hotload/errors';
 import { attach } from '@hotload/injector';
-import { ElfFile, STT } from '@hotload/elf';
+import { ElfFile, STT, demangle } from '@hotload/elf';
 import { Build, diffObjectSets, functionOfPart, mkpatchFromBuilds, objectFiles } from '@hotload/patch';
 import { sleep } from './sleep';
 
@@ -72,6 +72,8 @@ export type WatchEvent =
       stoppedMs: number;
       /** Replaced functions that were running: those calls finish in the old code (a main loop never takes the change). */
       active: { pid: number; function: string; thread: number; depth: number }[];
+      /** The C++ names of the mangled names above. */
+      demangled: Record<string, string>;
     }
   | { event: 'exited'; pid: number }
   /** With `follow`: every process exited; waiting for the program to be started again. */
@@ -428,6 +430,7 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
           totalMs: msSince(t0),
           stoppedMs,
           active,
+          demangled: Object.fromEntries(demangle([...made.replaced, ...made.added])),
         });
         if (opts.maxPatches && patches.length >= opts.maxPatches) return summary('max-patches');
       }

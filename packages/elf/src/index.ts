@@ -7,3 +7,4 @@ export * from './dwarf-inlines';
 export * from './dwarf-types';
 export * from './eh-frame';
 export * from './patchable-asm';
+export * from './demangle';

@@ -15,6 +15,7 @@ import { Session } from './session';
 import type { TargetRuntime } from './call-in-target';
 import type { ThreadRegs } from './native';
 import { unwind } from './unwind';
+import { demangled } from '@hotload/elf';
 
 export interface ActiveFunction {
   /** The replaced function (its old code) found on a stack. */
@@ -87,5 +88,5 @@ export function activeFunctions(s: Session, rt: TargetRuntime, ranges: OldRange[
 
 /** The note a user reads about running functions. */
 export function activeNote(a: ActiveFunction): string {
-  return `${a.function} is running on thread ${a.thread}${a.depth ? ` (${a.depth} frame${a.depth === 1 ? '' : 's'} down its stack)` : ''}: that call keeps the old code until it returns; the change takes effect at the next call`;
+  return `${demangled(a.function)} is running on thread ${a.thread}${a.depth ? ` (${a.depth} frame${a.depth === 1 ? '' : 's'} down its stack)` : ''}: that call keeps the old code until it returns; the change takes effect at the next call`;
 }

@@ -5,7 +5,7 @@
 
 import * as path from 'path';
 import { HotloadError } from '@hotload/errors';
-import { ElfFile, PadFunction, loadPadIndex } from '@hotload/elf';
+import { ElfFile, PadFunction, demangled, loadPadIndex } from '@hotload/elf';
 import { PatchPlan, planPatch, readPatch, readRebuild } from '@hotload/patch';
 import { PAD_BEFORE, entryJump, padJump } from '@hotload/x86';
 import { Session } from './session';
@@ -37,6 +37,8 @@ export interface AttachOptions {
 
 export interface PatchedFunction {
   name: string;
+  /** The C++ name (`Square::area() const`) of a mangled one. */
+  demangled?: string;
   /** Runtime address of the function in the target. */
   old: string;
   /** Runtime address of the new code. */
@@ -284,7 +286,7 @@ function attachLocked(pid: number, patchFile: string, opts: AttachOptions): Atta
       staged: staged.staged,
       module: mod.path,
       buildId: meta.target.buildId,
-      functions: sites.map((x) => ({ name: x.name, old: hex(mod.bias + BigInt(x.f.address)), new: hex(x.newAddr), previous: x.previous !== undefined ? hex(x.previous) : 'original' })),
+      functions: sites.map((x) => ({ name: x.name, ...(demangled(x.name) !== x.name ? { demangled: demangled(x.name) } : {}), old: hex(mod.bias + BigInt(x.f.address)), new: hex(x.newAddr), previous: x.previous !== undefined ? hex(x.previous) : 'original' })),
       notes: [...plan.notes, ...looked.active.map(activeNote), ...(looked.unknown ? [`${looked.unknown} thread${looked.unknown === 1 ? '' : 's'} could not be unwound beyond the innermost frame: a replaced function deeper on ${looked.unknown === 1 ? 'its' : 'their'} stack would not be seen`] : []), ...(looked.skipped ? [`${looked.skipped} threads were not looked at for running functions (more than 256)`] : [])],
       active: looked.active,
       threads: s.threadCount,

@@ -1,9 +1,12 @@
 // `hotload status <pid>`: what a process runs, read from the process.
+import { demangled } from '@hotload/elf';
 import { requireAlive } from './read-process';
 import { LoadedPatch, functionStack, functionState, loadedPatches, procMemReader } from './read-patches';
 
 export interface StatusFunction {
   name: string;
+  /** The C++ name (`Square::area() const`) of a mangled one. */
+  demangled?: string;
   module: string;
   /** Newest first. */
   stack: { patch: string; source?: string; function: string; address: string }[];
@@ -49,7 +52,7 @@ export function status(pid: number): StatusResult {
         const stack = functionStack(mem, patches, st);
         if (stack.length === 0) continue;
         for (const e of stack) inForce.get(e.patch)!.push(r.old);
-        functions.push({ name: r.old, module: p.module.path, stack: stack.map((e) => ({ patch: e.patch.staged, source: e.patch.source, function: e.newName, address: '0x' + e.address.toString(16) })) });
+        functions.push({ name: r.old, ...(demangled(r.old) !== r.old ? { demangled: demangled(r.old) } : {}), module: p.module.path, stack: stack.map((e) => ({ patch: e.patch.staged, source: e.patch.source, function: e.newName, address: '0x' + e.address.toString(16) })) });
       }
     }
   } finally {

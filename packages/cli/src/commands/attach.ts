@@ -7,7 +7,7 @@ import { wholeNumber } from '../args';
 
 export function printAttach(out: Out, r: AttachResult): void {
   out.line(`${out.green('patched')} process ${r.pid} with ${r.patch} (${r.functions.length} function${r.functions.length === 1 ? '' : 's'})`);
-  for (const f of r.functions) out.line(`  ${f.name} ${out.dim(f.old)} -> ${f.new}${f.previous !== 'original' ? out.dim(` (stacked on ${f.previous})`) : ''}`);
+  for (const f of r.functions) out.line(`  ${f.demangled ?? f.name} ${out.dim(f.old)} -> ${f.new}${f.previous !== 'original' ? out.dim(` (stacked on ${f.previous})`) : ''}`);
   for (const n of r.notes) out.line(`  ${out.yellow('note')}: ${n}`);
   const t = r.timings;
   out.line(out.dim(`  each thread stopped at most ${t.threadStopMaxMs.toFixed(3)} ms (${t.threadStopSumMs.toFixed(3)} ms added over ${r.threads} thread${r.threads === 1 ? '' : 's'}; ${t.stoppedMs.toFixed(3)} ms from first interrupt to last resume)${r.hostThread ? `, loaded in ${t.loadMs.toFixed(2)} ms on thread ${r.hostThread} (paused ${t.hostPausedMs.toFixed(2)} ms)` : ''}, total ${t.totalMs.toFixed(1)} ms`));

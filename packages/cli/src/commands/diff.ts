@@ -2,6 +2,7 @@
 import type { Argv } from 'yargs';
 import { HotloadError } from '@hotload/errors';
 import { diffBuilds } from '@hotload/patch';
+import { demangle } from '@hotload/elf';
 import { Out } from '../output';
 
 export const diffCommand = {
@@ -13,16 +14,18 @@ export const diffCommand = {
       .positional('new', { type: 'string', demandOption: true, describe: 'the rebuilt file, or directory' }),
   run(argv: { old: string; new: string }, out: Out): number {
     const d = diffBuilds(argv.old, argv.new);
+    const names = demangle([...d.changed, ...d.added, ...d.removed, ...d.data.changed, ...d.data.added, ...d.data.removed]);
+    const cxx = (xs: string[]) => xs.map((x) => names.get(x) ?? x);
     if (!out.json) {
       const list = (label: string, xs: string[], paint: (s: string) => string) => {
         if (xs.length) out.line(`${paint(label)} ${xs.join(', ')}`);
       };
-      list('changed functions:', d.changed.map((f) => (d.inlined[f] ? `${f} (has ${d.inlined[f].join(', ')} inlined)` : f)), out.yellow);
-      list('added functions:', d.added, out.green);
-      list('removed functions:', d.removed, out.red);
-      list('changed data:', d.data.changed, out.yellow);
-      list('added data:', d.data.added, out.green);
-      list('removed data:', d.data.removed, out.red);
+      list('changed functions:', d.changed.map((f) => (d.inlined[f] ? `${names.get(f) ?? f} (has ${cxx(d.inlined[f]).join(', ')} inlined)` : names.get(f) ?? f)), out.yellow);
+      list('added functions:', cxx(d.added), out.green);
+      list('removed functions:', cxx(d.removed), out.red);
+      list('changed data:', cxx(d.data.changed), out.yellow);
+      list('added data:', cxx(d.data.added), out.green);
+      list('removed data:', cxx(d.data.removed), out.red);
       const objects = d.objects.compared + d.objects.identical > 1 ? ` (in ${d.objects.compared} changed object files; ${d.objects.identical} identical ones skipped)` : '';
       out.line(`${d.changed.length} changed, ${d.added.length} added, ${d.removed.length} removed, ${d.unchanged} unchanged functions${objects}`);
     }
@@ -33,7 +36,7 @@ export const diffCommand = {
         hint: 'Restart the process with the new build for these changes; there is no --force.',
       });
     }
-    if (out.json) out.doc(d);
+    if (out.json) out.doc({ ...d, demangled: Object.fromEntries(names) });
     return 0;
   },
 };

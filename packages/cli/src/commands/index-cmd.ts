@@ -1,6 +1,6 @@
 // hotload index <elf> [--json]: the pad index of a file, as a table and a summary.
 import type { Argv } from 'yargs';
-import { ElfFile, FunctionStatus, PadIndex, indexPads, readRecordedIndex } from '@hotload/elf';
+import { ElfFile, FunctionStatus, PadIndex, demangle, indexPads, readRecordedIndex } from '@hotload/elf';
 import { Out, hex, table } from '../output';
 
 export function loadIndex(file: string, recompute: boolean): { index: PadIndex; recorded: boolean } {
@@ -31,8 +31,10 @@ export const indexCommand = {
       .option('recompute', { type: 'boolean', default: false, describe: 'ignore the index recorded by `hotload post`' }),
   run(argv: { elf: string; recompute: boolean }, out: Out): number {
     const { index, recorded } = loadIndex(argv.elf, argv.recompute);
+    const names = demangle(index.functions.map((f) => f.name));
     if (out.json) {
-      out.doc({ file: argv.elf, recorded, ...index });
+      // Every function as indexed, a C++ one with its demangled name too.
+      out.doc({ file: argv.elf, recorded, ...index, functions: index.functions.map((f) => (names.has(f.name) ? { ...f, demangled: names.get(f.name) } : f)) });
       return 0;
     }
     const rows = [['FUNCTION', 'ADDRESS', 'SIZE', 'STATUS', 'NOTE'].map(out.bold)];
@@ -40,7 +42,7 @@ export const indexCommand = {
       const note = [f.endbr ? 'endbr64' : '', f.posted ? 'posted' : '', f.aliases.length ? `alias ${f.aliases.join(',')}` : '', f.clones ? `clones ${f.clones.join(',')}` : '', f.status === 'clone' || f.status === 'part' ? `of ${f.origin}` : '']
         .filter(Boolean)
         .join('; ');
-      rows.push([f.name, hex(f.address), String(f.size), statusColor(out, f.status), note]);
+      rows.push([names.get(f.name) ?? f.name, hex(f.address), String(f.size), statusColor(out, f.status), note]);
     }
     for (const l of table(rows)) out.line(l);
     out.line();

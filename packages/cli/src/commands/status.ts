@@ -26,7 +26,7 @@ function printStatus(out: Out, r: StatusResult): void {
     }
     out.line(`process ${r.pid}: ${r.functions.length} function${r.functions.length === 1 ? '' : 's'} patched`);
     for (const f of r.functions) {
-      out.line(`  ${out.bold(f.name)} (${f.module})`);
+      out.line(`  ${out.bold(f.demangled ?? f.name)} (${f.module})`);
       f.stack.forEach((e, i) => out.line(`    ${i === 0 ? 'runs ' : 'over '} ${e.function} ${out.dim(e.address)} from ${e.source ?? e.patch}`));
     }
     out.line('patches:');

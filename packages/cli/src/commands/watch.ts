@@ -74,16 +74,18 @@ export const watchCommand = {
           for (const d of e.error.details) out.line(`  - ${d}`);
           out.line(`  hint: ${e.error.hint}`);
           break;
-        case 'patched':
+        case 'patched': {
           out.progress('');
+          const cxx = (xs: string[]) => xs.map((x) => e.demangled[x] ?? x).join(', ');
           out.line(
-            `${out.dim(clock())} ${out.green('patched')} ${e.changed.filter((f) => !e.added.includes(f)).join(', ') || e.replaced.join(', ')}` +
-              `${e.changed.some((f) => e.added.includes(f)) ? ` (+ new ${e.changed.filter((f) => e.added.includes(f)).join(', ')})` : ''} in ${ms(e.totalMs)}` +
+            `${out.dim(clock())} ${out.green('patched')} ${cxx(e.changed.filter((f) => !e.added.includes(f))) || cxx(e.replaced)}` +
+              `${e.changed.some((f) => e.added.includes(f)) ? ` (+ new ${cxx(e.changed.filter((f) => e.added.includes(f)))})` : ''} in ${ms(e.totalMs)}` +
               ` (build ${ms(e.buildMs)}, patch ${ms(e.patchMs)}, apply ${ms(e.applyMs)}; ${e.pids.length > 1 || e.failed.length ? `${e.pids.length} processes, each ` : 'process '}stopped ${e.stoppedMs.toFixed(2)} ms${e.pids.length > 1 ? ' at most' : ''})`,
           );
           for (const f of e.failed) out.line(`  ${out.red('not patched')}: process ${f.pid}: ${f.error.code}: ${f.error.message} (hint: ${f.error.hint})`);
-          for (const a of e.active) out.line(`  ${out.yellow('note')}: ${a.function} is running on thread ${a.thread}${e.pids.length > 1 ? ` of process ${a.pid}` : ''}: that call keeps the old code; the change shows at its next call`);
+          for (const a of e.active) out.line(`  ${out.yellow('note')}: ${e.demangled[a.function] ?? a.function} is running on thread ${a.thread}${e.pids.length > 1 ? ` of process ${a.pid}` : ''}: that call keeps the old code; the change shows at its next call`);
           break;
+        }
         case 'exited':
           out.line(`${out.dim(clock())} process ${e.pid} exited${argv.follow ? '' : '; stopping'}`);
           break;
