@@ -237,3 +237,33 @@ describe('debug information in other forms', () => {
     expect(r.json.error.hint).toMatch(/Build with -g .*hotload flags --diff/);
   });
 });
+
+test('a function changed only by its line number (assert after lines inserted above) is said to be so; a real edit is not', async () => {
+  const dir = tmpdir();
+  const src = '#include <assert.h>\nint checked(int x) { assert(x >= 0); return x * 2; }\nint other(int x) { return x + 1; }\n';
+  const a = objectsDir(path.join(dir, 'a'), { 'f.c': src });
+  const b = objectsDir(path.join(dir, 'b'), { 'f.c': '/* three\n   lines\n   more */\n' + src });
+  const r = await hotload(['diff', a, b, '--json']);
+  expect(r.code).toBe(0);
+  expect(r.json.changed).toEqual(['checked']); // __LINE__ is in its code
+  expect(r.json.lineOnly).toEqual(['checked']);
+  expect((await hotload(['diff', a, b])).stdout).toMatch(/note: 1 function changed only by line numbers .*: checked/);
+  const c = objectsDir(path.join(dir, 'c'), { 'f.c': '/* three\n   lines\n   more */\n' + src.replace('x * 2', 'x * 3') });
+  const e = await hotload(['diff', a, c, '--json']);
+  expect(e.json.changed).toEqual(['checked']);
+  expect(e.json.lineOnly).toEqual([]);
+});
+
+test('a copy-less static inline that an unchanged function inlines too is not named as the reason a caller changed', async () => {
+  const dir = tmpdir();
+  const src = (k: number) => `static inline int len(const int *p) { return p[0] + 1; }\nint user_a(const int *p) { return len(p) * ${k}; }\nint user_b(const int *p) { return len(p) - 7; }\n`;
+  const a = objectsDir(path.join(dir, 'a'), { 's.c': src(2) });
+  const b = objectsDir(path.join(dir, 'b'), { 's.c': src(3) });
+  const r = await hotload(['diff', a, b, '--json']);
+  expect(r.json.changed).toEqual(['user_a']);
+  expect(r.json.inlined).toEqual({}); // len did not change: user_b inlines it and is unchanged
+  const c = objectsDir(path.join(dir, 'c'), { 's.c': src(2).replace('p[0] + 1', 'p[0] + 2') });
+  const e = await hotload(['diff', a, c, '--json']);
+  expect(e.json.changed).toEqual(['user_a', 'user_b']);
+  expect(e.json.inlined).toEqual({ user_a: ['len'], user_b: ['len'] }); // len changed: every user changed
+});

@@ -24,7 +24,7 @@ export const TAG = {
 /** DW_AT_* this code decodes. */
 const AT = {
   name: 0x03, byteSize: 0x0b, bitOffset: 0x0c, bitSize: 0x0d, lowPc: 0x11, producer: 0x25, constValue: 0x1c,
-  containingType: 0x1d, upperBound: 0x2f, abstractOrigin: 0x31, artificial: 0x34, count: 0x37,
+  containingType: 0x1d, declLine: 0x3b, upperBound: 0x2f, abstractOrigin: 0x31, artificial: 0x34, count: 0x37,
   dataMemberLocation: 0x38, declaration: 0x3c, external: 0x3f, specification: 0x47, type: 0x49, virtuality: 0x4c,
   vtableElemLocation: 0x4d, ranges: 0x55, dataBitOffset: 0x6b, linkageName: 0x6e, dwoName: 0x76,
   strOffsetsBase: 0x72, mipsLinkageName: 0x2007, gnuDwoName: 0x2130,
@@ -63,6 +63,8 @@ export interface Die {
   virtuality?: number;
   vtableElem?: number;
   containingType?: number;
+  /** DW_AT_decl_line: the source line it is declared on. */
+  declLine?: number;
   /** Of a unit's root: DW_AT_producer (the compiler and, with -grecord-gcc-switches, its options). */
   producer?: string;
   /** Of a unit's root: it names a .dwo file (-gsplit-dwarf). */
@@ -396,6 +398,7 @@ function decode(d: Die, attr: number, v: string | number | bigint | boolean | Bu
     case AT.virtuality: d.virtuality = num(v); break;
     case AT.vtableElemLocation: d.vtableElem = Buffer.isBuffer(v) && v.length > 1 && v[0] === DW_OP_constu ? new Reader(v, 1).ulebN() : num(v) ?? 0; break;
     case AT.containingType: d.containingType = ref(v); break;
+    case AT.declLine: d.declLine = num(v); break;
     case AT.producer: if (typeof v === 'string') d.producer = v; break;
     case AT.dwoName: case AT.gnuDwoName: d.dwo = true; break;
   }
@@ -418,4 +421,32 @@ function readAbbrevs(data: Buffer, off: number): Map<number, Abbrev> {
     }
     m.set(code, { tag, children, attrs });
   }
+}
+
+/**
+ * The source line of each function with code in the file (its DW_AT_decl_line,
+ * through its abstract origin or specification), keyed by symbol name (C++:
+ * the mangled one). Empty without DWARF.
+ */
+export function functionLines(elf: ElfFile): Map<string, number> {
+  const out = new Map<string, number>();
+  let units: Unit[];
+  try {
+    units = readUnits(elf);
+  } catch {
+    return out;
+  }
+  for (const u of units) {
+    for (const d of u.dies) {
+      if (d.tag !== TAG.subprogram || !d.concrete) continue;
+      let name: string | undefined;
+      let line: number | undefined;
+      for (let x: Die | undefined = d, n = 0; x && n < 8; x = dieAt(u, x.origin), n++) {
+        name ??= x.linkage ?? x.name;
+        line ??= x.declLine;
+      }
+      if (name && line !== undefined && !out.has(name)) out.set(name, line);
+    }
+  }
+  return out;
 }

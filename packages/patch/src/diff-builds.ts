@@ -22,7 +22,7 @@ import { createHash } from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 import { HotloadError } from '@hotload/errors';
-import { BuildTypes, UnitTypes, ElfFile, ElfSymbol, SHF, SHT, STB, STT, Section, inlinedFunctions, layoutChanges, typeLayouts } from '@hotload/elf';
+import { BuildTypes, UnitTypes, ElfFile, ElfSymbol, SHF, SHT, STB, STT, Section, functionLines, inlinedFunctions, layoutChanges, typeLayouts } from '@hotload/elf';
 
 export interface BuildDiff {
   changed: string[];
@@ -39,6 +39,13 @@ export interface BuildDiff {
    * same. From the DWARF of the new build (built with -g); empty without it.
    */
   inlined: Record<string, string[]>;
+  /**
+   * Changed functions whose code differs only by constants that moved with
+   * their line number (`__LINE__`, as assert() uses it), because lines were
+   * inserted or removed above them. Still changed, and patched; said so the
+   * user is not surprised. From DWARF, with `inlines`.
+   */
+  lineOnly: string[];
 }
 
 interface Item {
@@ -335,7 +342,7 @@ export function diffObjectSets(oldObjs: Map<string, string>, newObjs: Map<string
       }
     }
   }
-  const merged: BuildDiff = { changed: [], added: [], removed: goneRemoved.fns, unchanged: 0, data: { changed: [], added: [], removed: goneRemoved.data }, refused: [], inlined: {} };
+  const merged: BuildDiff = { changed: [], added: [], removed: goneRemoved.fns, unchanged: 0, data: { changed: [], added: [], removed: goneRemoved.data }, refused: [], inlined: {}, lineOnly: [] };
   for (const { diff } of units) {
     merged.changed.push(...diff.changed);
     merged.added.push(...diff.added);
@@ -346,6 +353,7 @@ export function diffObjectSets(oldObjs: Map<string, string>, newObjs: Map<string
     merged.data.removed.push(...diff.data.removed);
     merged.refused.push(...diff.refused);
     Object.assign(merged.inlined, diff.inlined);
+    merged.lineOnly.push(...diff.lineOnly);
   }
   merged.refused.push(...refused);
   typeRefusals(units, merged.refused);
@@ -423,9 +431,26 @@ function typeRefusals(units: UnitDiff[], refused: BuildDiff['refused']): void {
   }
 }
 
+/** Do `a` and `b` differ only in 32-bit little-endian fields where b's value is a's plus `delta`? */
+function onlyShiftedBy(a: Buffer, b: Buffer, delta: number): boolean {
+  if (a.length !== b.length || a.equals(b)) return false;
+  for (let p = 0; p < a.length; ) {
+    if (a[p] === b[p]) {
+      p++;
+      continue;
+    }
+    // The field holding byte p starts at most 3 bytes before it.
+    let q = Math.max(0, p - 3);
+    for (; q <= p && q + 4 <= a.length; q++) if (b.readInt32LE(q) - a.readInt32LE(q) === delta) break;
+    if (q > p || q + 4 > a.length) return false;
+    p = q + 4;
+  }
+  return true;
+}
+
 /** `inlines`: read the new build's DWARF for BuildDiff.inlined (tens of ms for a large object; patches do not need it). */
 export function diffLoaded(a: Build, b: Build, opts: { inlines?: boolean } = {}): BuildDiff {
-  const res: BuildDiff = { changed: [], added: [], removed: [], unchanged: 0, data: { changed: [], added: [], removed: [] }, refused: [], inlined: {} };
+  const res: BuildDiff = { changed: [], added: [], removed: [], unchanged: 0, data: { changed: [], added: [], removed: [] }, refused: [], inlined: {}, lineOnly: [] };
   const fa = a.items(STT.FUNC);
   const fb = b.items(STT.FUNC);
   for (const [k, f] of fb) {
@@ -491,16 +516,42 @@ export function diffLoaded(a: Build, b: Build, opts: { inlines?: boolean } = {})
 
   for (const l of [res.changed, res.added, res.removed, res.data.changed, res.data.added, res.data.removed]) l.sort();
 
+  // Changed only because its line moved: every differing byte lies in a
+  // 32-bit constant that grew by exactly the function's line shift.
+  if (opts.inlines && res.changed.length) {
+    const la = functionLines(a.elf);
+    const lb = functionLines(b.elf);
+    for (const k of res.changed) {
+      const o = fa.get(k)!;
+      const n = fb.get(k)!;
+      const name = k.split('@')[0];
+      const before = la.get(name);
+      const after = lb.get(name);
+      if (before === undefined || after === undefined || before === after) continue;
+      if (o.size !== n.size || o.relocs.join('\n') !== n.relocs.join('\n')) continue;
+      if (onlyShiftedBy(o.bytes, n.bytes, after - before)) res.lineOnly.push(k);
+    }
+  }
+
   // Why a caller changed: a changed function inlined into it.
   if (opts.inlines && res.changed.length) {
     const inl = inlinedFunctions(b.elf);
     const changedNames = new Set(res.changed.map((k) => k.split('@')[0]));
     const outOfLine = new Set([...fb.values()].map((f) => f.name));
+    // Who inlines each function (plain names): a copy-less static that some
+    // unchanged function inlines too did not change (its every user would have).
+    const inliners = new Map<string, Set<string>>();
+    for (const [f, gs] of inl) {
+      if (f.includes('@')) continue;
+      for (const g of gs) (inliners.get(g) ?? inliners.set(g, new Set()).get(g)!).add(f);
+    }
+    const allChanged = (g: string) => [...(inliners.get(g) ?? [])].every((f) => changedNames.has(f));
     for (const k of res.changed) {
       const callees = inl.get(k) ?? inl.get(k.split('@')[0]);
-      // Changed itself, or a static with no copy of its own (a header's inline
-      // functions, such as the C++ library's, are external: left out).
-      const why = [...(callees ?? [])].filter((g) => changedNames.has(g) || (!outOfLine.has(g) && inl.local.has(g))).sort();
+      // Changed itself, or a static with no copy of its own whose every user
+      // changed (a header's inline functions, such as the C++ library's, are
+      // external: left out).
+      const why = [...(callees ?? [])].filter((g) => changedNames.has(g) || (!outOfLine.has(g) && inl.local.has(g) && allChanged(g))).sort();
       if (why.length) res.inlined[k] = why;
     }
   }

@@ -28,6 +28,7 @@ export const diffCommand = {
       list('removed data:', cxx(d.data.removed), out.red);
       const objects = d.objects.compared + d.objects.identical > 1 ? ` (in ${d.objects.compared} changed object files; ${d.objects.identical} identical ones skipped)` : '';
       out.line(`${d.changed.length} changed, ${d.added.length} added, ${d.removed.length} removed, ${d.unchanged} unchanged functions${objects}`);
+      if (d.lineOnly.length) out.line(`${out.dim('note')}: ${d.lineOnly.length} function${d.lineOnly.length === 1 ? '' : 's'} changed only by line numbers (lines were added or removed above ${d.lineOnly.length === 1 ? 'it' : 'them'}; __LINE__, as assert() uses it): ${cxx(d.lineOnly).join(', ')}`);
     }
     if (d.refused.length) {
       // With --json the error document carries the refusals; the lists come in details too.
