@@ -205,10 +205,13 @@ describe('debug information in other forms', () => {
   function pair(flags: string[]): [string, string] {
     const dir = tmpdir();
     const out: string[] = [];
+    // `-CLANG` among the flags: compiled by clang (which records no options in its DWARF).
+    const cc = flags.includes('-CLANG') ? 'clang' : 'gcc';
+    const own = flags.filter((f) => f !== '-CLANG');
     for (const [name, extra] of [['a', []], ['b', ['-DTINYK=4']]] as const) {
       fs.mkdirSync(path.join(dir, name));
       const o = path.join(dir, name, 'diff.o');
-      execFileSync('gcc', ['-O2', '-g', '-fpatchable-function-entry=16,14', '-ffunction-sections', '-fdata-sections', ...flags, ...extra, '-c', path.join(ROOT, 'fixtures/src/diff.c'), '-o', o], { cwd: path.join(dir, name) });
+      execFileSync(cc, ['-O2', '-g', '-fpatchable-function-entry=16,14', '-ffunction-sections', '-fdata-sections', ...own, ...extra, '-c', path.join(ROOT, 'fixtures/src/diff.c'), '-o', o], { cwd: path.join(dir, name) });
       out.push(o);
     }
     return [out[0], out[1]];
@@ -228,6 +231,7 @@ describe('debug information in other forms', () => {
     [['-gsplit-dwarf'], /built with -gsplit-dwarf \(the types are in \.dwo files/],
     [['-g1'], /built with -g1, which leaves out the types/],
     [['-g0'], /built without -g \(no DWARF debug information\)/],
+    [['-gline-tables-only', '-CLANG'], /built with -g1 or -gline-tables-only \(its DWARF describes functions but no type\)/],
   ])('%j: refused, saying why and what to build with', async (flags, why) => {
     const [a, b] = pair(flags);
     const r = await hotload(['diff', a, b, '--json']);

@@ -221,3 +221,18 @@ test('the real program memcached: a field added to struct conn (memcached.h) is 
   const detail = await headerEditRefusal(dir, 'memcached.h', head, `${head}    int    hotload_extra;\n`, 'memcached', 'struct conn');
   expect(detail).toMatch(/^struct conn: size \d+ -> \d+; field hotload_extra inserted at offset 8; sfd 8 -> 12;/);
 }, 300000);
+
+test('a table of addresses into data whose type changed layout: its new initial value is said to follow from that change', async () => {
+  const dir = tmpdir();
+  const src = (extra: string) => `struct slot { int a; ${extra} int b; };\nstruct slot slots[2];\nint *bs[] = { &slots[0].b, &slots[1].b };\nint get(int i) { return *bs[i]; }\n`;
+  for (const [v, extra] of [['a', ''], ['b', 'int inserted;']]) {
+    fs.mkdirSync(path.join(dir, v));
+    fs.writeFileSync(path.join(dir, v, 't.c'), src(extra));
+    execFileSync('gcc', [...FLAGS, '-c', 't.c', '-o', 't.o'], { cwd: path.join(dir, v) });
+  }
+  const d = await hotload(['diff', path.join(dir, 'a'), path.join(dir, 'b'), '--json']);
+  expect(d.code).toBe(4);
+  const details: string[] = d.json.error.details;
+  expect(details.find((x) => x.startsWith('bs: '))).toBe('bs: its initial value changed because struct slot changed layout (see there): the addresses it holds moved');
+  expect(details.find((x) => x.startsWith('struct slot: '))).toMatch(/^struct slot: size 8 -> 12; field inserted inserted at offset 4; b 4 -> 8;/);
+});

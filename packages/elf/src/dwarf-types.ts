@@ -59,6 +59,8 @@ const AGGREGATE = new Map<number, TypeLayout['kind']>([
   [TAG.union, 'union'],
   [TAG.enumeration, 'enum'],
 ]);
+/** Tags of type entries: a unit with none has no types to compare. */
+const TYPE_TAGS = new Set<number>([TAG.baseType, TAG.pointer, TAG.structure, TAG.class, TAG.union, TAG.enumeration, TAG.typedef, TAG.subroutineType, TAG.array, TAG.const]);
 /** Tags that only qualify or alias another type. */
 const WRAPPERS = new Set<number>([TAG.typedef, TAG.const, TAG.volatile, TAG.restrict, TAG.atomic]);
 
@@ -70,6 +72,8 @@ export function typeLayouts(elf: ElfFile): BuildTypes {
   for (const u of units) {
     if (u.split) out.lacking ??= 'built with -gsplit-dwarf (the types are in .dwo files, which hotload does not read)';
     else if (/(^|\s)-g1(\s|$)|-gmlt|-gline-tables-only/.test(u.producer)) out.lacking ??= `built with ${/-gline-tables-only|-gmlt/.exec(u.producer)?.[0] ?? '-g1'}, which leaves out the types`;
+    // clang does not record its options: functions described, no type at all.
+    else if (u.dies.some((d) => d.tag === TAG.subprogram && d.concrete) && !u.dies.some((d) => TYPE_TAGS.has(d.tag))) out.lacking ??= 'built with -g1 or -gline-tables-only (its DWARF describes functions but no type)';
     out.units.push(unitTypes(u));
   }
   return out;

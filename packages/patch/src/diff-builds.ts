@@ -418,9 +418,18 @@ function typeRefusals(units: UnitDiff[], refused: BuildDiff['refused']): void {
   if (!found.size) return;
   const dataTypes = new Map<string, Set<string>>();
   for (const ua of seen) for (const [name, set] of ua.dataTypes()) dataTypes.set(name, set);
+  // The data the datum's initial value points into (its relocations' targets), by name.
+  const pointsInto = (symbol: string): string[] => {
+    for (const u of units) {
+      const item = u.b.items(STT.OBJECT).get(symbol);
+      if (item) return item.relocs.map((r) => relocTarget(r).split('@')[0]);
+    }
+    return [];
+  };
   for (const r of refused) {
     if (!/initial value changed/.test(r.reason)) continue;
-    const via = [...(dataTypes.get(r.symbol.split('@')[0]) ?? [])].filter((k) => found.has(k));
+    const reached = [r.symbol.split('@')[0], ...pointsInto(r.symbol)].flatMap((d) => [...(dataTypes.get(d) ?? [])]);
+    const via = [...new Set(reached)].filter((k) => found.has(k)).sort();
     if (via.length) r.reason = `its initial value changed because ${via.join(', ')} changed layout (see there): the addresses it holds moved`;
   }
   for (const [k, f] of [...found].sort((x, y) => x[0].localeCompare(y[0]))) {
