@@ -32,6 +32,15 @@
  *   patch goes live / before it is reverted (to migrate or initialise state).
  *   Non-zero aborts the apply or revert, and nothing changes; say why with
  *   `return HOTLOAD_HOOK_FAIL("queue not empty");` and hotload prints it.
+ *
+ * C++: the new function is an ordinary C++ function (any linkage); a method is
+ * replaced by a function taking `this` as its first parameter. Name the old
+ * function as C++ names it, in a string (parameter lists have commas):
+ *   int area_v2(const Square *self) { return self->side * self->side + 1; }
+ *   HOTLOAD_REPLACE_CXX("Square::area() const", area_v2);
+ *   HOTLOAD_REPLACE_CXX("count(int, int)", count_v2);    // overloads: say which
+ * or by its mangled name with HOTLOAD_REPLACE (`hotload index --json` lists
+ * both).
  */
 #ifndef HOTLOAD_H
 #define HOTLOAD_H
@@ -47,6 +56,15 @@
   __attribute__((used)) static void *const HOTLOAD_CAT(hotload_keep__, new_fn) = (void *)new_fn; \
   /* What `old` ran before this patch: filled in by hotload, kept for revert and status. */       \
   __attribute__((used, visibility("default"))) void *HOTLOAD_CAT(hotload_prev__, new_fn) = 0
+
+/* C++: the old function named by a string, as C++ source names it. */
+#ifdef __cplusplus
+#define HOTLOAD_REPLACE_CXX(old, new_fn)                                                          \
+  __attribute__((used, section(".hotload.replace"))) static const char                           \
+      HOTLOAD_CAT(hotload_replace__, new_fn)[] = old "\0" #new_fn;                                \
+  __attribute__((used)) static void *const HOTLOAD_CAT(hotload_keep__, new_fn) = (void *)new_fn; \
+  extern "C" __attribute__((used, visibility("default"))) void *HOTLOAD_CAT(hotload_prev__, new_fn) = 0
+#endif
 
 #define HOTLOAD_STATIC(type, name) \
   __attribute__((used, visibility("default"))) type *HOTLOAD_CAT(hotload_ref__, name) = 0

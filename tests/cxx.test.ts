@@ -108,3 +108,32 @@ test('clang++: a constructor edit (C1 an alias of C2, one section) is patched fr
     await t.stop();
   }
 });
+
+test('a hand-written C++ patch names the old function as C++ does and defines the new one in C++', async () => {
+  const dir = tmpdir();
+  const b = build(path.join(dir, 'b'), ['clang++']);
+  const t = Target.start(b.prog!);
+  try {
+    await t.waitFor(/^names 3 n2 count 2$/);
+    const p = path.join(dir, 'p.cpp');
+    fs.writeFileSync(p, '#include <hotload.h>\nint count_names_v2(int n) { return n * 100; }\nHOTLOAD_REPLACE_CXX("count_names(int)", count_names_v2);\n');
+    const m = await hotload(['mkpatch', p, '--target', b.prog!, '-o', path.join(dir, 'p.so'), '--cc', 'clang++']);
+    expect(m.stderr).toBe('');
+    expect(m.code).toBe(0);
+    const a = await hotload(['attach', String(t.pid), path.join(dir, 'p.so'), '--json']);
+    expect(a.code).toBe(0);
+    expect(a.json.functions[0]).toMatchObject({ name: '_Z11count_namesi', demangled: 'count_names(int)' });
+    await t.next(/^names 3 n2 count 200$/);
+    const st = await hotload(['status', String(t.pid), '--json']);
+    expect(st.json.functions[0].stack[0].function).toBe('_Z14count_names_v2i'); // the new function by its own (C++) symbol
+    expect((await hotload(['revert', String(t.pid), path.join(dir, 'p.so')])).code).toBe(0);
+    await t.next(/^names 3 n2 count 2$/);
+    // A name that is not there: refused with what to write instead.
+    fs.writeFileSync(p, '#include <hotload.h>\nint v3(int n) { return n; }\nHOTLOAD_REPLACE_CXX("count_names(long)", v3);\n');
+    const bad = await hotload(['mkpatch', p, '--target', b.prog!, '-o', path.join(dir, 'q.so'), '--cc', 'clang++']);
+    expect(bad.code).toBe(4);
+    expect(bad.stderr).toMatch(/count_names\(long\): no such function/);
+  } finally {
+    await t.stop();
+  }
+});

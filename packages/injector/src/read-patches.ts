@@ -8,8 +8,8 @@
 // (the original code).
 
 import * as fs from 'fs';
-import { ElfFile, PadFunction, findFunction, loadPadIndex } from '@hotload/elf';
-import { PatchMeta, REBUILD_SECTION, readPatch } from '@hotload/patch';
+import { ElfFile, PadFunction, loadPadIndex } from '@hotload/elf';
+import { PatchMeta, REBUILD_SECTION, readPatch, resolveFunction } from '@hotload/patch';
 import { EntryState, PAD_BEFORE, classifyEntryBytes, decodePadJump, entryNopOffset } from '@hotload/x86';
 import { Module, findTargetModule, modules, readMaps } from './read-process';
 import { isStaged, stagedFile } from './stage-patch';
@@ -113,7 +113,7 @@ export function readSite(mem: MemReader, bias: bigint, f: PadFunction): { pad: b
 
 /** Prologue state of function `name` of a patch's target, read through `mem`. */
 export function functionState(mem: MemReader, p: LoadedPatch, name: string): FunctionState | undefined {
-  const fn = findFunction(loadPadIndex(p.targetElf), name);
+  const fn = resolveFunction(loadPadIndex(p.targetElf), name);
   if (!fn || fn.pad === undefined) return undefined;
   const site = readSite(mem, p.module.bias, fn);
   return { name, fn, module: p.module, pad: site.pad, entrySite: site.entrySite, redirected: site.state === 'jump', target: site.target };

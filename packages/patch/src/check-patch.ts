@@ -7,7 +7,7 @@
 //   (so dlopen could not bind them) are named, with the fix.
 
 import { HotloadError } from '@hotload/errors';
-import { ElfFile, ElfSymbol, PadFunction, PadIndex, STB, STT, findFunction } from '@hotload/elf';
+import { ElfFile, ElfSymbol, PadFunction, PadIndex, STB, STT, demangle, findFunction } from '@hotload/elf';
 import { PatchMeta } from './read-patch';
 import { REBUILD_SECTION } from './rebuild-format';
 
@@ -44,6 +44,31 @@ export function targetSymbol(elf: ElfFile, name: string): { sym?: ElfSymbol; pro
   return { sym: all[0] };
 }
 
+/**
+ * A function named as C++ source names it (`Square::area() const`, or
+ * `count_names` when it is not overloaded), found by the demangled names of
+ * the index; a problem when the name is ambiguous.
+ */
+function cxxFunction(idx: PadIndex, name: string): PadFunction | { problem: string } | undefined {
+  const norm = (x: string) => x.replace(/\s+/g, ' ').replace(/\s*([(),*&:<>])\s*/g, '$1').trim();
+  const want = norm(name);
+  const names = demangle(idx.functions.flatMap((f) => [f.name, ...f.aliases]));
+  const exact = idx.functions.filter((f) => [f.name, ...f.aliases].some((n) => norm(names.get(n) ?? '') === want));
+  if (exact.length === 1) return exact[0];
+  if (want.includes('(')) return undefined;
+  // No parameters given: the one function of that name, if there is one.
+  const byName = idx.functions.filter((f) => [f.name, ...f.aliases].some((n) => norm(names.get(n) ?? '').startsWith(want + '(')));
+  if (byName.length === 1) return byName[0];
+  if (byName.length > 1) return { problem: `overloaded: ${byName.map((f) => names.get(f.name) ?? f.name).join(', ')}; name one with its parameters (HOTLOAD_REPLACE_CXX("${want}(int)", ...))` };
+  return undefined;
+}
+
+/** A function of the target as a patch names it: its symbol name, or as C++ source names it. */
+export function resolveFunction(idx: PadIndex, name: string): PadFunction | undefined {
+  const f = findFunction(idx, name) ?? cxxFunction(idx, name);
+  return f && !('problem' in f) ? f : undefined;
+}
+
 export function planPatch(meta: PatchMeta, patchElf: ElfFile, target: ElfFile, idx: PadIndex): PatchPlan {
   const problems: string[] = [];
   const unresolved: string[] = [];
@@ -53,18 +78,19 @@ export function planPatch(meta: PatchMeta, patchElf: ElfFile, target: ElfFile, i
   // clones included: the advice about clones is for hand-written patches.
   const handWritten = !patchElf.section(REBUILD_SECTION);
   for (const r of meta.replacements) {
-    const fn = findFunction(idx, r.old);
-    if (!fn) {
-      problems.push(`${r.old}: no such function in ${target.path}`);
+    const found = findFunction(idx, r.old) ?? cxxFunction(idx, r.old);
+    if (!found || 'problem' in found) {
+      problems.push(found ? `${r.old}: ${found.problem}` : `${r.old}: no such function in ${target.path}${/[:(]/.test(r.old) ? '' : ' (a C++ function: name it as Class::method(args), or by its mangled name from `hotload index --json`)'}`);
       continue;
     }
+    const fn = found;
     if (fn.status !== 'patchable' && fn.status !== 'clone') {
       problems.push(`${r.old}: ${fn.status}: ${fn.reason ?? 'cannot be patched'}`);
       continue;
     }
     if (fn.status === 'clone' && handWritten) notes.push(`${r.old}: ${fn.reason}`);
     if (fn.clones?.length && handWritten) notes.push(`${r.old}: callers that call ${fn.clones.join(', ')} keep the old code; replace those too`);
-    functions.push({ old: r.old, new: r.new, fn, newValue: r.newValue, prevSlot: r.prevSlot });
+    functions.push({ old: fn.name === r.old || fn.aliases.includes(r.old) ? r.old : fn.name, new: r.new, fn, newValue: r.newValue, prevSlot: r.prevSlot });
   }
   const refs: PatchPlan['refs'] = [];
   for (const ref of meta.refs) {

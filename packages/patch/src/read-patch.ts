@@ -12,12 +12,13 @@
 // Addresses here are link-time values of the patch; add its load bias.
 
 import { HotloadError } from '@hotload/errors';
-import { ElfFile, ElfSymbol, ET } from '@hotload/elf';
+import { ElfFile, ElfSymbol, ET, R_X86_64, STT } from '@hotload/elf';
 
 export const TARGET_SECTION = '.hotload.target';
 export const REPLACE_SECTION = '.hotload.replace';
 const REF_PREFIX = 'hotload_ref__';
 const PREV_PREFIX = 'hotload_prev__';
+const KEEP_PREFIX = 'hotload_keep__';
 
 export interface PatchTarget {
   version: number;
@@ -64,6 +65,26 @@ function defined(elf: ElfFile): Map<string, ElfSymbol> {
   return m;
 }
 
+/**
+ * The function HOTLOAD_REPLACE's `hotload_keep__NEW` pointer points at: the
+ * way to a new function whose symbol is not NEW (C++ mangles it). The pointer
+ * is filled in by a dynamic relocation: RELATIVE (its addend is the address)
+ * or 64 against a symbol.
+ */
+function keptFunction(elf: ElfFile, syms: Map<string, ElfSymbol>, name: string): ElfSymbol | undefined {
+  const plain = KEEP_PREFIX + name;
+  const keep = syms.get(plain) ?? syms.get(`_ZL${plain.length}${plain}`); // C++ mangles a file-local variable's name
+  if (!keep) return undefined;
+  const dyn = elf.symbols('.dynsym');
+  for (const r of elf.relocations('.rela.dyn')) {
+    if (r.offset !== keep.value) continue;
+    const at = r.type === R_X86_64.RELATIVE ? Number(r.addend) : r.type === R_X86_64._64 ? (dyn[r.sym]?.value ?? 0) + Number(r.addend) : undefined;
+    if (at === undefined) return undefined;
+    return [...elf.symbols('.symtab'), ...dyn].find((s) => s.type === STT.FUNC && s.shndx !== 0 && s.value === at);
+  }
+  return undefined;
+}
+
 /** The replacement pairs of a patch file (without checking they resolve). */
 export function replacementPairs(elf: ElfFile): { old: string; new: string }[] {
   const sec = elf.section(REPLACE_SECTION);
@@ -98,12 +119,14 @@ export function readPatch(elf: ElfFile): PatchMeta {
   const syms = defined(elf);
   const replacements: Replacement[] = [];
   for (const p of pairs) {
-    const fn = syms.get(p.new);
+    // A C function by its name; any other (a C++ function, mangled) by what
+    // the macro's `hotload_keep__NEW` pointer holds: its relocation names it.
+    const fn = syms.get(p.new) ?? keptFunction(elf, syms, p.new);
     if (!fn) {
-      problems.push(`${p.new} (replacing ${p.old}) is not a function defined in the patch`);
+      problems.push(`${p.new} (replacing ${p.old}) is not a function defined in the patch (define it in the patch file; in C++ any linkage works)`);
       continue;
     }
-    replacements.push({ ...p, newValue: fn.value, prevSlot: syms.get(PREV_PREFIX + p.new)?.value });
+    replacements.push({ old: p.old, new: fn.name, newValue: fn.value, prevSlot: syms.get(PREV_PREFIX + p.new)?.value });
   }
   const refs: StaticRef[] = [];
   for (const [name, s] of syms) if (name.startsWith(REF_PREFIX)) refs.push({ name: name.slice(REF_PREFIX.length), slot: s.value });
