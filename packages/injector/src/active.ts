@@ -34,7 +34,7 @@ export interface OldRange {
 /** Threads beyond this many are not looked at (each look is a stop of its own). */
 const MAX_THREADS = 256;
 
-type Found = { active: ActiveFunction[]; unknown: number; skipped: number };
+type Found = { active: ActiveFunction[]; unknown: number; skipped: number; failed?: string };
 
 /** Look at one stopped thread's stack (registers `r`), adding what it runs of `ranges` to `found`. */
 function look(s: Session, rt: TargetRuntime, ranges: OldRange[], r: ThreadRegs, found: Found): void {

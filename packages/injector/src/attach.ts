@@ -274,8 +274,15 @@ function attachLocked(pid: number, patchFile: string, opts: AttachOptions): Atta
     // 10. Say which replaced functions are running now (their calls finish in
     //     the old code; a main loop never takes the change): each thread is
     //     stopped on its own for a look at its stack.
+    //     The patch is in: a look that fails (the process exiting meanwhile)
+    //     is said in a note, never turned into a failed attach.
     progress('looking for running functions');
-    const looked = activeFunctions(s, rt, oldRanges);
+    let looked: ReturnType<typeof activeFunctions>;
+    try {
+      looked = activeFunctions(s, rt, oldRanges);
+    } catch (e) {
+      looked = { active: [], unknown: 0, skipped: 0, failed: e instanceof Error ? e.message : String(e) };
+    }
     const times = s.close();
     // From here on, the new code runs.
     hostPausedMs ??= hostStoppedAt !== undefined ? Number(process.hrtime.bigint() - hostStoppedAt) / 1e6 : 0;
@@ -287,7 +294,7 @@ function attachLocked(pid: number, patchFile: string, opts: AttachOptions): Atta
       module: mod.path,
       buildId: meta.target.buildId,
       functions: sites.map((x) => ({ name: x.name, ...(demangled(x.name) !== x.name ? { demangled: demangled(x.name) } : {}), old: hex(mod.bias + BigInt(x.f.address)), new: hex(x.newAddr), previous: x.previous !== undefined ? hex(x.previous) : 'original' })),
-      notes: [...plan.notes, ...looked.active.map(activeNote), ...(looked.unknown ? [`${looked.unknown} thread${looked.unknown === 1 ? '' : 's'} could not be unwound beyond the innermost frame: a replaced function deeper on ${looked.unknown === 1 ? 'its' : 'their'} stack would not be seen`] : []), ...(looked.skipped ? [`${looked.skipped} threads were not looked at for running functions (more than 256)`] : [])],
+      notes: [...plan.notes, ...looked.active.map(activeNote), ...(looked.unknown ? [`${looked.unknown} thread${looked.unknown === 1 ? '' : 's'} could not be unwound beyond the innermost frame: a replaced function deeper on ${looked.unknown === 1 ? 'its' : 'their'} stack would not be seen`] : []), ...(looked.skipped ? [`${looked.skipped} threads were not looked at for running functions (more than 256)`] : []), ...(looked.failed ? [`could not look for running functions: ${looked.failed}`] : [])],
       active: looked.active,
       threads: s.threadCount,
       hostThread,

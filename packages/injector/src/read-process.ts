@@ -35,8 +35,16 @@ export function hex(n: bigint): string {
   return '0x' + n.toString(16);
 }
 
+/** The process exists and has not exited (a zombie, not yet reaped by its parent, has). */
 export function processExists(pid: number): boolean {
-  return Number.isInteger(pid) && pid > 0 && fs.existsSync(`/proc/${pid}`);
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+    return state !== 'Z' && state !== 'X';
+  } catch {
+    return false;
+  }
 }
 
 export function requireProcess(pid: number): void {
@@ -50,7 +58,7 @@ export function requireProcess(pid: number): void {
  */
 /** The process exists and has not exited (a zombie has no memory to read); returns its state letter. */
 export function requireAlive(pid: number): string {
-  requireProcess(pid);
+  if (!Number.isInteger(pid) || pid <= 0) throw new HotloadError('PID_NOT_FOUND', `no process with pid ${pid}`);
   let state = '';
   try {
     const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
