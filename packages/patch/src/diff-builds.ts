@@ -276,7 +276,14 @@ export interface UnitDiff {
  * does not link, and a patch would quietly call the old copy) is refused.
  * Identical object files are skipped unless named in `always`.
  */
-export function diffObjectSets(oldObjs: Map<string, string>, newObjs: Map<string, string>, opts: { inlines?: boolean; always?: Set<string> } = {}): { units: UnitDiff[]; merged: BuildDiff; identical: number } {
+export function diffObjectSets(
+  oldObjs: Map<string, string>,
+  newObjs: Map<string, string>,
+  opts: { inlines?: boolean; always?: Set<string>; belongs?: (old: Build | undefined, b: Build | undefined) => boolean } = {},
+): { units: UnitDiff[]; merged: BuildDiff; identical: number; otherModules: string[] } {
+  // `belongs`: in a tree holding several modules' objects, whether a changed
+  // object file is one of the target's (others are left out, and listed).
+  const otherModules: string[] = [];
   const units: UnitDiff[] = [];
   let identical = 0;
   for (const [rel, file] of newObjs) {
@@ -287,10 +294,21 @@ export function diffObjectSets(oldObjs: Map<string, string>, newObjs: Map<string
     }
     const b = new Build(file);
     const a = old ? new Build(old) : undefined;
+    if (opts.belongs && !opts.belongs(a, b)) {
+      otherModules.push(rel);
+      continue;
+    }
     units.push({ rel, a, b, diff: diffLoaded(a ?? emptyLike(b), b, opts) });
   }
   // Object files gone from the build: what they held is removed (or moved).
-  const gone = [...oldObjs].filter(([rel]) => !newObjs.has(rel)).map(([rel, file]) => ({ rel, a: new Build(file) }));
+  const gone = [...oldObjs]
+    .filter(([rel]) => !newObjs.has(rel))
+    .map(([rel, file]) => ({ rel, a: new Build(file) }))
+    .filter((g) => {
+      const keep = !opts.belongs || opts.belongs(g.a, undefined);
+      if (!keep) otherModules.push(g.rel);
+      return keep;
+    });
   const refused: BuildDiff['refused'] = [];
   const goneRemoved = { fns: [] as string[], data: [] as string[] };
   for (const type of [STT.FUNC, STT.OBJECT]) {
@@ -358,7 +376,7 @@ export function diffObjectSets(oldObjs: Map<string, string>, newObjs: Map<string
   merged.refused.push(...refused);
   typeRefusals(units, merged.refused);
   for (const l of [merged.changed, merged.added, merged.removed, merged.data.changed, merged.data.added, merged.data.removed]) l.sort();
-  return { units, merged, identical };
+  return { units, merged, identical, otherModules };
 }
 
 /** Is this datum read-only (the process cannot have changed it, so a patch may carry its own copy)? */

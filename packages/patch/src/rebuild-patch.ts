@@ -29,8 +29,8 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { HotloadError } from '@hotload/errors';
-import { ElfFile, ElfSymbol, STT, loadPadIndex } from '@hotload/elf';
-import { BuildDiff, diffObjectSets, key, objectFiles, readOnlyDatum, relocTarget } from './diff-builds';
+import { ElfFile, ElfSymbol, STB, STT, loadPadIndex } from '@hotload/elf';
+import { Build, BuildDiff, diffObjectSets, key, objectFiles, readOnlyDatum, relocTarget } from './diff-builds';
 import { PatchTarget, TARGET_SECTION, readPatch } from './read-patch';
 import { PatchPlan, planPatch } from './check-patch';
 import { FIXUP_SECTION, REBUILD_SECTION, RebuildInfo } from './rebuild-format';
@@ -89,6 +89,28 @@ export interface RebuildResult {
   /** The object file (relative path) of each replaced function. */
   replacedIn: Record<string, string>;
   added: string[];
+  /** Changed object files of the tree left out: most of their functions are not the target's (another module's). */
+  otherModules: string[];
+}
+
+/**
+ * For a tree holding several modules' objects (a program and the libraries or
+ * plug-ins it loads, built side by side): is an object file one of `target`'s?
+ * Yes when most of the running build's copy's global functions (its local
+ * ones when it has none) are in the target's symbol table. A file new to the
+ * build belongs (nothing of it runs anywhere yet). Without a symbol table in
+ * the target, every file does.
+ */
+function targetOwns(targetElf: ElfFile): ((a: Build | undefined, b: Build | undefined) => boolean) | undefined {
+  const names = new Set(targetElf.symbols('.symtab').filter((s) => s.type === STT.FUNC && s.shndx !== 0).map((s) => s.name));
+  if (names.size === 0) return undefined;
+  return (a) => {
+    if (!a) return true;
+    const fns = a.syms.filter((s) => s.type === STT.FUNC && s.shndx !== 0 && s.size > 0 && !FRAGMENT.test(s.name));
+    const globals = fns.filter((s) => s.bind !== STB.LOCAL);
+    const pool = globals.length ? globals : fns;
+    return pool.length === 0 || pool.filter((s) => names.has(s.name)).length * 2 >= pool.length;
+  };
 }
 
 /** Build a patch from two builds of a program. */
@@ -101,7 +123,7 @@ export function mkpatchFromBuilds(opts: RebuildOptions): RebuildResult {
   // Object files the rebuild left as they were hold no change and are skipped
   // (the quick path of a one-file edit in a large build), except those holding
   // functions earlier patches replaced.
-  const set = diffObjectSets(objectFiles(opts.from), objectFiles(opts.to), { always: new Set(Object.values(opts.also ?? {})) });
+  const set = diffObjectSets(objectFiles(opts.from), objectFiles(opts.to), { always: new Set(Object.values(opts.also ?? {})), belongs: targetOwns(targetElf) });
   const units: Unit[] = set.units.map((u, idx) => ({ idx, rel: u.rel, b: u.b, include: new Set(), replace: [] }));
   const oldBuilds = new Map(set.units.filter((u) => u.a).map((u) => [u.rel, u.a!]));
   const diffs: RebuildResult['diffs'] = set.units.map((u) => ({ file: u.rel, diff: u.diff }));
@@ -262,7 +284,7 @@ export function mkpatchFromBuilds(opts: RebuildOptions): RebuildResult {
     const plan = planPatch(readPatch(patchElf), patchElf, targetElf, loadPadIndex(targetElf));
     fs.copyFileSync(tmpOut, opts.out);
     fs.chmodSync(opts.out, 0o644);
-    return { out: opts.out, target, plan, diffs, replaced: replaced.sort(), replacedIn, added: added.sort() };
+    return { out: opts.out, target, plan, diffs, replaced: replaced.sort(), replacedIn, added: added.sort(), otherModules: set.otherModules.sort() };
   } finally {
     fs.rmSync(work, { recursive: true, force: true });
   }

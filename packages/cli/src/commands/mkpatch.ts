@@ -36,11 +36,12 @@ export const mkpatchCommand = {
       const target = argv.target ?? findProgram(argv.from);
       const r = mkpatchFromBuilds({ from: argv.from, to: argv.to, target, out: argv.o, cc: argv.cc });
       if (out.json) {
-        out.doc({ out: r.out, target: r.target, replaced: r.replaced, added: r.added, notes: r.plan.notes });
+        out.doc({ out: r.out, target: r.target, replaced: r.replaced, added: r.added, notes: r.plan.notes, otherModules: r.otherModules });
         return 0;
       }
       out.line(`${out.green('wrote')} ${r.out}: replaces ${r.replaced.join(', ')}${r.added.length ? `; adds ${r.added.join(', ')}` : ''} in ${r.target.module} (build-id ${r.target.buildId.slice(0, 16)}...)`);
       for (const n of r.plan.notes) out.line(`  ${out.yellow('note')}: ${n}`);
+      if (r.otherModules.length) out.line(`  ${out.dim('note')}: left out ${r.otherModules.length} changed object file${r.otherModules.length === 1 ? '' : 's'} of other modules: ${r.otherModules.join(', ')}`);
       return 0;
     }
     if (!argv.source?.length) throw new HotloadError('USAGE', 'name the C files of the patch, or give --from and --to');
