@@ -31,14 +31,35 @@ export interface OldRange {
   end: bigint;
 }
 
+/** How much of a stack is copied for a look (bytes above the stack pointer). */
+const STACK_COPY = 16 * 1024;
+
 /** Threads beyond this many are not looked at (each look is a stop of its own). */
 const MAX_THREADS = 256;
+
+/** Read every module's call frame information now, not while a thread waits stopped for it. */
+export function warmUnwind(rt: TargetRuntime): void {
+  for (const m of rt.unwind ?? []) m.frames();
+}
 
 type Found = { active: ActiveFunction[]; unknown: number; skipped: number; failed?: string };
 
 /** Look at one stopped thread's stack (registers `r`), adding what it runs of `ranges` to `found`. */
 function look(s: Session, rt: TargetRuntime, ranges: OldRange[], r: ThreadRegs, found: Found): void {
-  const read8 = (at: bigint) => s.read(at, 8).readBigUInt64LE(0);
+  // The thread is stopped while we look: read the top of its stack in one go
+  // and unwind from that copy (one read per frame through the shim made each
+  // look a stop of milliseconds).
+  let top: Buffer = Buffer.alloc(0);
+  try {
+    top = s.read(r.rsp, STACK_COPY);
+  } catch {
+    top = Buffer.alloc(0); // near the end of its mapping: word by word below
+  }
+  const read8 = (at: bigint) => {
+    const off = at - r.rsp;
+    if (off >= 0n && off + 8n <= BigInt(top.length)) return top.readBigUInt64LE(Number(off));
+    return s.read(at, 8).readBigUInt64LE(0);
+  };
   let frames: { pc: bigint; exact: boolean }[] | undefined;
   try {
     frames = rt.unwind ? unwind(rt.unwind, rt.restoreRt, r, read8) : undefined;
@@ -63,6 +84,7 @@ function look(s: Session, rt: TargetRuntime, ranges: OldRange[], r: ThreadRegs, 
  */
 export function activeFunctions(s: Session, rt: TargetRuntime, ranges: OldRange[], allStopped = false): Found {
   const found: Found = { active: [], unknown: 0, skipped: 0 };
+  warmUnwind(rt);
   if (allStopped) {
     for (const r of s.survey()) look(s, rt, ranges, r, found);
     return found;

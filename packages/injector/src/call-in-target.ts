@@ -348,6 +348,8 @@ function blockedIn(pid: number, tid: number): number {
  */
 export function stopAndChooseHost(s: Session, rt: TargetRuntime, deadlineMs: number): { tid: number; tries: number } {
   const until = Date.now() + deadlineMs;
+  // The modules' call frame information, read before any thread waits stopped for it.
+  for (const m of rt.unwind ?? []) m.frames();
   const refusals: Record<number, Record<string, number>> = {}; // per thread, why it was not taken, how often
   for (let tries = 1; ; tries++) {
     s.seizeAll();
@@ -362,7 +364,16 @@ export function stopAndChooseHost(s: Session, rt: TargetRuntime, deadlineMs: num
     for (const { tid } of ranked) {
       if (!s.stopThread(tid)) continue; // gone, or born after the seize: next round
       const r = s.survey().find((x) => x.tid === tid);
-      const v = r ? judgeHost(rt, r, () => liveStack(s, r.rsp), (at) => s.read(at, 2), (at) => s.read(at, 8).readBigUInt64LE(0)) : { score: 0, why: 'gone' };
+      // The candidate waits stopped while it is judged: its stack is read once
+      // and unwound from that copy (a read through the shim per word took ms).
+      let top: Buffer | undefined;
+      const stack = () => (top ??= liveStack(s, r!.rsp));
+      const read8 = (at: bigint) => {
+        const off = at - r!.rsp;
+        const b = stack();
+        return off >= 0n && off + 8n <= BigInt(b.length) ? b.readBigUInt64LE(Number(off)) : s.read(at, 8).readBigUInt64LE(0);
+      };
+      const v = r ? judgeHost(rt, r, stack, (at) => s.read(at, 2), read8) : { score: 0, why: 'gone' };
       if (v.score > 0) return { tid, tries };
       s.resumeThread(tid);
       const seen = (refusals[tid] ??= {});
