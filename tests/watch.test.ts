@@ -302,6 +302,28 @@ test('objects built without -ffunction-sections: watch warns at start, and a cha
   t.expectHealthy();
 });
 
+test('objects built without -g: a save is refused, saying to build with -g, and watch goes on', async () => {
+  const dir = tmpdir('hotload-watch-nog-');
+  fs.copyFileSync(path.join(ROOT, 'fixtures/src/diff.c'), path.join(dir, 'diff.c'));
+  fs.writeFileSync(path.join(dir, 'Makefile'), 'CFLAGS = -O2 -fpatchable-function-entry=16,14 -ffunction-sections -fdata-sections\ndiff: diff.o\n\t$(CC) diff.o -o diff\n');
+  execFileSync('make', ['-s'], { cwd: dir });
+  const t = Target.start(path.join(dir, 'diff'), ['loop']);
+  cleanup.push(() => t.stop());
+  await t.waitFor(/^constant=/);
+  const w = new Watch(dir, ['--pid', String(t.pid), 'diff.c']);
+  cleanup.push(() => w.stop());
+  await w.event('ready', 0, 10000);
+  let n = w.events.length;
+  edit(path.join(dir, 'diff.c'), 'counter += 1;', 'counter += 2;');
+  const r = await w.event('refused', n);
+  expect(r.error.code).toBe('REBUILD_UNSUPPORTED');
+  expect(r.error.message).toMatch(/built without -g/);
+  n = w.events.length;
+  edit(path.join(dir, 'diff.c'), 'counter += 2;', 'counter += 3;');
+  expect((await w.event('refused', n)).error.code).toBe('REBUILD_UNSUPPORTED'); // still watching
+  t.expectHealthy();
+});
+
 test('the real program: Lua 5.4 running a workload; edit math_abs in lmathlib.c, save, and the interpreter runs the new code with its state intact', async () => {
   const dir = tmpdir('hotload-lua-');
   const lua = execFileSync(path.join(ROOT, 'scripts/lua-workdir.sh'), [dir], { encoding: 'utf8' }).trim().split('\n').pop()!;

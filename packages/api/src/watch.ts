@@ -368,8 +368,14 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
         }
         // What changed since the last patch (or the running build). Nothing: a
         // save that changed no code (a comment, a touch) applies nothing.
-        const d = diffObjectSets(objectFiles(last), objectFiles(objectsDir)).merged;
-        if (patches.length > 0 && !d.refused.length && !d.changed.length && !d.added.length && !d.removed.length && !d.data.changed.length && !d.data.added.length && !d.data.removed.length) {
+        // (A diff that cannot be made, a build without types, is left to mkpatch to refuse.)
+        let d: ReturnType<typeof diffObjectSets>['merged'] | undefined;
+        try {
+          d = diffObjectSets(objectFiles(last), objectFiles(objectsDir)).merged;
+        } catch {
+          d = undefined;
+        }
+        if (d && patches.length > 0 && !d.refused.length && !d.changed.length && !d.added.length && !d.removed.length && !d.data.changed.length && !d.data.added.length && !d.data.removed.length) {
           syncObjects(objectsDir, last, lastStamps);
           emit({ event: 'no-change', buildMs });
           continue;
@@ -387,7 +393,7 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
         const patchMs = msSince(t1);
         // The report names what changed since the last patch (the patch has them all).
         // A changed part (f.cold) is reported as its function.
-        const since = [...d.changed.flatMap(functionOfPart), ...d.added.filter((a) => made.added.includes(a))];
+        const since = d ? [...d.changed.flatMap(functionOfPart), ...d.added.filter((a) => made.added.includes(a))] : [...made.replaced, ...made.added];
         const t2 = process.hrtime.bigint();
         const done: number[] = [];
         const failed: { pid: number; error: ErrorDoc }[] = [];
