@@ -61,15 +61,11 @@ function edit(file: string, from: string | RegExp, to: string): void {
   }
 }
 
-/** A copy of fixtures/src/diff.c with a two-rule Makefile, built: a program and its object. */
-function fixtureBuild(prefix: string): string {
+/** A copy of fixtures/src/diff.c with a two-rule Makefile, built with `cflags`: a program and its object. */
+function fixtureBuild(prefix: string, cflags = '-O2 -g -fpatchable-function-entry=16,14 -ffunction-sections -fdata-sections'): string {
   const dir = tmpdir(prefix);
   fs.copyFileSync(path.join(ROOT, 'fixtures/src/diff.c'), path.join(dir, 'diff.c'));
-  fs.writeFileSync(
-    path.join(dir, 'Makefile'),
-    'CFLAGS = -O2 -g -fpatchable-function-entry=16,14 -ffunction-sections -fdata-sections\n' +
-      'diff: diff.o\n\t$(CC) diff.o -o diff\ndiff.o: diff.c\n\t$(CC) $(CFLAGS) -c diff.c -o diff.o\n',
-  );
+  fs.writeFileSync(path.join(dir, 'Makefile'), `CFLAGS = ${cflags}\n` + 'diff: diff.o\n\t$(CC) diff.o -o diff\ndiff.o: diff.c\n\t$(CC) $(CFLAGS) -c diff.c -o diff.o\n');
   execFileSync('make', ['-s'], { cwd: dir });
   return dir;
 }
@@ -78,6 +74,17 @@ const cleanup: (() => Promise<unknown>)[] = [];
 afterEach(async () => {
   for (const c of cleanup.splice(0).reverse()) await c();
 });
+
+/** The fixture built with `cflags`, running, and watched: its directory, process, watch and ready event. */
+async function watchedFixture(prefix: string, cflags: string) {
+  const dir = fixtureBuild(prefix, cflags);
+  const t = Target.start(path.join(dir, 'diff'), ['loop']);
+  cleanup.push(() => t.stop());
+  await t.waitFor(/^constant=/);
+  const w = new Watch(dir, ['--pid', String(t.pid), 'diff.c']);
+  cleanup.push(() => w.stop());
+  return { dir, t, w, ready: await w.event('ready', 0, 10000) };
+}
 
 describe('on the fixture', () => {
   let dir: string;
@@ -283,16 +290,7 @@ test('several processes of one build are patched on each save; one running anoth
 });
 
 test('objects built without -ffunction-sections: watch warns at start, and a change is refused with the flags to use', async () => {
-  const dir = tmpdir('hotload-watch-nosec-');
-  fs.copyFileSync(path.join(ROOT, 'fixtures/src/diff.c'), path.join(dir, 'diff.c'));
-  fs.writeFileSync(path.join(dir, 'Makefile'), 'CFLAGS = -O2 -g -fpatchable-function-entry=16,14\ndiff: diff.o\n\t$(CC) diff.o -o diff\n');
-  execFileSync('make', ['-s'], { cwd: dir });
-  const t = Target.start(path.join(dir, 'diff'), ['loop']);
-  cleanup.push(() => t.stop());
-  await t.waitFor(/^constant=/);
-  const w = new Watch(dir, ['--pid', String(t.pid), 'diff.c']);
-  cleanup.push(() => w.stop());
-  const ready = await w.event('ready', 0, 10000);
+  const { dir, t, w, ready } = await watchedFixture('hotload-watch-nosec-', '-O2 -g -fpatchable-function-entry=16,14');
   expect(ready.warnings.join('\n')).toMatch(/built without -ffunction-sections \(diff\.o\)/);
   const n = w.events.length;
   edit(path.join(dir, 'diff.c'), 'counter += 1;', 'counter += 2;');
@@ -303,16 +301,7 @@ test('objects built without -ffunction-sections: watch warns at start, and a cha
 });
 
 test('objects built without -g: a save is refused, saying to build with -g, and watch goes on', async () => {
-  const dir = tmpdir('hotload-watch-nog-');
-  fs.copyFileSync(path.join(ROOT, 'fixtures/src/diff.c'), path.join(dir, 'diff.c'));
-  fs.writeFileSync(path.join(dir, 'Makefile'), 'CFLAGS = -O2 -fpatchable-function-entry=16,14 -ffunction-sections -fdata-sections\ndiff: diff.o\n\t$(CC) diff.o -o diff\n');
-  execFileSync('make', ['-s'], { cwd: dir });
-  const t = Target.start(path.join(dir, 'diff'), ['loop']);
-  cleanup.push(() => t.stop());
-  await t.waitFor(/^constant=/);
-  const w = new Watch(dir, ['--pid', String(t.pid), 'diff.c']);
-  cleanup.push(() => w.stop());
-  await w.event('ready', 0, 10000);
+  const { dir, t, w } = await watchedFixture('hotload-watch-nog-', '-O2 -fpatchable-function-entry=16,14 -ffunction-sections -fdata-sections');
   let n = w.events.length;
   edit(path.join(dir, 'diff.c'), 'counter += 1;', 'counter += 2;');
   const r = await w.event('refused', n);

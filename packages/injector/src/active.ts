@@ -14,7 +14,7 @@ import * as fs from 'fs';
 import { Session } from './session';
 import type { TargetRuntime } from './call-in-target';
 import type { ThreadRegs } from './native';
-import { unwind } from './unwind';
+import { unwind, warmUnwind } from './unwind';
 import { demangled } from '@hotload/elf';
 
 export interface ActiveFunction {
@@ -36,11 +36,6 @@ const STACK_COPY = 16 * 1024;
 
 /** Threads beyond this many are not looked at (each look is a stop of its own). */
 const MAX_THREADS = 256;
-
-/** Read every module's call frame information now, not while a thread waits stopped for it. */
-export function warmUnwind(rt: TargetRuntime): void {
-  for (const m of rt.unwind ?? []) m.frames();
-}
 
 type Found = { active: ActiveFunction[]; unknown: number; skipped: number; failed?: string };
 
@@ -84,7 +79,7 @@ function look(s: Session, rt: TargetRuntime, ranges: OldRange[], r: ThreadRegs, 
  */
 export function activeFunctions(s: Session, rt: TargetRuntime, ranges: OldRange[], allStopped = false): Found {
   const found: Found = { active: [], unknown: 0, skipped: 0 };
-  warmUnwind(rt);
+  warmUnwind(rt.unwind); // at once when already done (attach does it before stopping every thread)
   if (allStopped) {
     for (const r of s.survey()) look(s, rt, ranges, r, found);
     return found;

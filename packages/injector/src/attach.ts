@@ -18,6 +18,7 @@ import { withProcessLock } from './process-lock';
 import { runHook } from './run-hook';
 import { loadNear } from './load-near';
 import { ActiveFunction, activeFunctions, activeNote } from './active';
+import { warmUnwind } from './unwind';
 
 export interface AttachOptions {
   /** Accept a patch file others could write. */
@@ -255,7 +256,9 @@ function attachLocked(pid: number, patchFile: string, opts: AttachOptions): Atta
     const oldRanges = sites.map((x) => ({ name: x.name, start: mod.bias + BigInt(x.f.address), end: mod.bias + BigInt(x.f.address + Math.max(1, x.f.size)) }));
     if (opts.waitInactiveMs !== undefined) {
       // With --wait-inactive: write only while no thread is inside a replaced
-      // function (each look unwinds every thread while all are stopped).
+      // function (each look unwinds every thread while all are stopped, so the
+      // call frame information is read first).
+      warmUnwind(rt.unwind);
       const until = Date.now() + opts.waitInactiveMs;
       for (let tries = 1; ; tries++) {
         s.stopAll();

@@ -21,7 +21,7 @@ import { CALL_STUB, CALL_STUB_SIGRETURN_END } from '@hotload/x86';
 import { Session } from './session';
 import type { ThreadRegs } from './native';
 import { Module, dynamicSymbol, findLibc, findLoader, openModule, setBias, stubSite } from './read-process';
-import { SIGFRAME, UnwindModule, unwind, unwindModules } from './unwind';
+import { SIGFRAME, UnwindModule, unwind, unwindModules, warmUnwind } from './unwind';
 import { ElfFile, PF, PT } from '@hotload/elf';
 
 /** Syscalls a thread waits in with no allocator or loader lock held. */
@@ -348,8 +348,7 @@ function blockedIn(pid: number, tid: number): number {
  */
 export function stopAndChooseHost(s: Session, rt: TargetRuntime, deadlineMs: number): { tid: number; tries: number } {
   const until = Date.now() + deadlineMs;
-  // The modules' call frame information, read before any thread waits stopped for it.
-  for (const m of rt.unwind ?? []) m.frames();
+  warmUnwind(rt.unwind);
   const refusals: Record<number, Record<string, number>> = {}; // per thread, why it was not taken, how often
   for (let tries = 1; ; tries++) {
     s.seizeAll();

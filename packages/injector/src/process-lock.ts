@@ -31,7 +31,7 @@ export function withProcessLock<T>(pid: number, fn: () => T, waitMs = 2000): T {
     try {
       fd = native.lockProcess(pid);
     } catch (e) {
-      if (e instanceof native.Errno && e.errno === native.ESRCH) throw new HotloadError('PID_NOT_FOUND', `no process with pid ${pid}`);
+      // ENOENT: no /proc/PID to lock.
       if (e instanceof native.Errno && (e.errno === 2 || e.errno === native.ESRCH)) throw new HotloadError('PID_NOT_FOUND', `no process with pid ${pid}`);
       throw e;
     }

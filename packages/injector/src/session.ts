@@ -203,36 +203,29 @@ function mapAttachError(pid: number, e: unknown): HotloadError {
 
 /** Why this hotload may not trace (or reach the files of) process `pid`, and what to do. */
 export function ptraceDenied(pid: number): HotloadError {
-  {
-    let scope = '';
-    try {
-      scope = fs.readFileSync('/proc/sys/kernel/yama/ptrace_scope', 'utf8').trim();
-    } catch {
-      scope = '';
-    }
-    const tracer = tracerOf(pid);
-    const root = (process.getuid?.() ?? 0) === 0;
-    const owner = statusField(pid, 'Uid').split(/\s+/)[0];
-    const mine = owner === String(process.getuid?.() ?? 0);
-    // Neither a debugger, nor Yama, nor ownership explains it: something else
-    // said no (a seccomp filter on hotload, or an LSM's ptrace rules).
-    const seccomp = statusField(process.pid, 'Seccomp');
-    const lsm = readText('/sys/kernel/security/lsm').split(',').filter((x) => ['selinux', 'apparmor', 'smack', 'tomoyo', 'landlock'].includes(x));
-    const other = [seccomp && seccomp !== '0' ? 'hotload itself runs under a seccomp filter (a container\'s profile?) that may deny ptrace' : '', lsm.length ? `the active security module${lsm.length > 1 ? 's' : ''} (${lsm.join(', ')}) may deny ptrace` : ''].filter(Boolean);
-    const yama = scope && scope !== '0' && !(scope === '1' && root) ? `kernel.yama.ptrace_scope is ${scope}` : '';
-    const why = tracer
-      ? `it is already traced by pid ${tracer}`
-      : yama || (!mine && !root ? `it belongs to uid ${owner || '?'}` : other.length ? other.join('; ') : 'it is not dumpable, or a security policy denies it');
-    return new HotloadError('PTRACE_DENIED', `not allowed to trace process ${pid}: ${why}`, {
-      hint: tracer
-        ? `Detach the debugger (pid ${tracer}) first.`
-        : yama
-          ? 'Run hotload as root, or set /proc/sys/kernel/yama/ptrace_scope to 0 (sysctl kernel.yama.ptrace_scope=0).'
-          : !mine && !root
-            ? 'Run hotload as the user that owns the process, or as root.'
-            : 'Allow ptrace for hotload: in a container, add CAP_SYS_PTRACE (docker run --cap-add=SYS_PTRACE) or a seccomp profile that allows ptrace; with SELinux, the deny_ptrace boolean; with AppArmor, a ptrace rule. See README, Troubleshooting.',
-    });
-  }
+  const scope = readText('/proc/sys/kernel/yama/ptrace_scope');
+  const tracer = tracerOf(pid);
+  const root = (process.getuid?.() ?? 0) === 0;
+  const owner = statusField(pid, 'Uid').split(/\s+/)[0];
+  const mine = owner === String(process.getuid?.() ?? 0);
+  // Neither a debugger, nor Yama, nor ownership explains it: something else
+  // said no (a seccomp filter on hotload, or an LSM's ptrace rules).
+  const seccomp = statusField(process.pid, 'Seccomp');
+  const lsm = readText('/sys/kernel/security/lsm').split(',').filter((x) => ['selinux', 'apparmor', 'smack', 'tomoyo', 'landlock'].includes(x));
+  const other = [seccomp && seccomp !== '0' ? 'hotload itself runs under a seccomp filter (a container\'s profile?) that may deny ptrace' : '', lsm.length ? `the active security module${lsm.length > 1 ? 's' : ''} (${lsm.join(', ')}) may deny ptrace` : ''].filter(Boolean);
+  const yama = scope && scope !== '0' && !(scope === '1' && root) ? `kernel.yama.ptrace_scope is ${scope}` : '';
+  const why = tracer
+    ? `it is already traced by pid ${tracer}`
+    : yama || (!mine && !root ? `it belongs to uid ${owner || '?'}` : other.length ? other.join('; ') : 'it is not dumpable, or a security policy denies it');
+  return new HotloadError('PTRACE_DENIED', `not allowed to trace process ${pid}: ${why}`, {
+    hint: tracer
+      ? `Detach the debugger (pid ${tracer}) first.`
+      : yama
+        ? 'Run hotload as root, or set /proc/sys/kernel/yama/ptrace_scope to 0 (sysctl kernel.yama.ptrace_scope=0).'
+        : !mine && !root
+          ? 'Run hotload as the user that owns the process, or as root.'
+          : 'Allow ptrace for hotload: in a container, add CAP_SYS_PTRACE (docker run --cap-add=SYS_PTRACE) or a seccomp profile that allows ptrace; with SELinux, the deny_ptrace boolean; with AppArmor, a ptrace rule. See README, Troubleshooting.',
+  });
 }
 
 function readText(file: string): string {

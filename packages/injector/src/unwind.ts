@@ -40,6 +40,11 @@ export function unwindModules(pid: number, mods: Module[]): UnwindModule[] {
   return out;
 }
 
+/** Read every module's call frame information now, not while a thread waits stopped for it. */
+export function warmUnwind(mods: UnwindModule[] | undefined): void {
+  for (const m of mods ?? []) m.frames();
+}
+
 /** A frame: its code address, and whether that is where it stopped (exact) or a return address. */
 export interface Frame {
   pc: bigint;

@@ -279,10 +279,11 @@ export interface UnitDiff {
 export function diffObjectSets(
   oldObjs: Map<string, string>,
   newObjs: Map<string, string>,
-  opts: { inlines?: boolean; always?: Set<string>; belongs?: (old: Build | undefined, b: Build | undefined) => boolean } = {},
+  opts: { inlines?: boolean; always?: Set<string>; belongs?: (old: Build | undefined) => boolean } = {},
 ): { units: UnitDiff[]; merged: BuildDiff; identical: number; otherModules: string[] } {
   // `belongs`: in a tree holding several modules' objects, whether a changed
-  // object file is one of the target's (others are left out, and listed).
+  // object file (by its old build's copy; undefined for a new file) is one of
+  // the target's (others are left out, and listed).
   const otherModules: string[] = [];
   const units: UnitDiff[] = [];
   let identical = 0;
@@ -294,7 +295,7 @@ export function diffObjectSets(
     }
     const b = new Build(file);
     const a = old ? new Build(old) : undefined;
-    if (opts.belongs && !opts.belongs(a, b)) {
+    if (opts.belongs && !opts.belongs(a)) {
       otherModules.push(rel);
       continue;
     }
@@ -305,7 +306,7 @@ export function diffObjectSets(
     .filter(([rel]) => !newObjs.has(rel))
     .map(([rel, file]) => ({ rel, a: new Build(file) }))
     .filter((g) => {
-      const keep = !opts.belongs || opts.belongs(g.a, undefined);
+      const keep = !opts.belongs || opts.belongs(g.a);
       if (!keep) otherModules.push(g.rel);
       return keep;
     });

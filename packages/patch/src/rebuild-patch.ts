@@ -101,7 +101,7 @@ export interface RebuildResult {
  * build belongs (nothing of it runs anywhere yet). Without a symbol table in
  * the target, every file does.
  */
-function targetOwns(targetElf: ElfFile): ((a: Build | undefined, b: Build | undefined) => boolean) | undefined {
+function targetOwns(targetElf: ElfFile): ((a: Build | undefined) => boolean) | undefined {
   const names = new Set(targetElf.symbols('.symtab').filter((s) => s.type === STT.FUNC && s.shndx !== 0).map((s) => s.name));
   if (names.size === 0) return undefined;
   return (a) => {
