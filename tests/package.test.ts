@@ -6,7 +6,7 @@
 import { execFileSync, spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
-import { FIX, ROOT, Target, tmpdir } from './helpers';
+import { FIX, ROOT, Target, symbolAddress, tmpdir } from './helpers';
 
 const TARGET = path.join(FIX, 'target');
 let dir: string;
@@ -61,6 +61,28 @@ test('--version, mkpatch with the shipped header, attach and revert, all from th
     await t.next(/^compute 1046 /);
     const r = run(['revert', String(t.pid), '--all']);
     expect(r.status).toBe(0);
+    await t.next(/^compute 6 /);
+    t.expectHealthy();
+  } finally {
+    await t.stop();
+  }
+});
+
+test('run by another user (nobody) on root\'s process: PTRACE_DENIED says whose it is and what to do; nothing is changed', async () => {
+  // The installed package, not the checkout: a checkout may lie in a directory only its owner can read.
+  fs.chmodSync(dir, 0o755);
+  const p = path.join(dir, 'nobody.so');
+  fs.copyFileSync(path.join(dir, 'fix.so'), p);
+  fs.chmodSync(p, 0o644);
+  const t = Target.start(TARGET, ['loop']);
+  try {
+    await t.waitFor(/^compute 6 /);
+    const before = t.readMem(symbolAddress(t.pid, TARGET, 'compute') - 14n, 16);
+    const r = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, hotloadBin, 'attach', String(t.pid), p], { cwd: dir, encoding: 'utf8', env: { ...process.env, HOME: dir } });
+    expect(r.stderr).toMatch(new RegExp(`^error PTRACE_DENIED: not allowed to trace process ${t.pid}: it belongs to uid 0$`, 'm'));
+    expect(r.stderr).toMatch(/^hint: Run hotload as the user that owns the process, or as root\.$/m);
+    expect(r.status).toBe(5);
+    expect(t.readMem(symbolAddress(t.pid, TARGET, 'compute') - 14n, 16)).toEqual(before);
     await t.next(/^compute 6 /);
     t.expectHealthy();
   } finally {
