@@ -6,6 +6,7 @@
 # for Lua's sources), the native shim, the fixtures and the TypeScript build.
 
 SHIM     := native-shim/build/libhotload-shim.so
+DEBUGLIB := native-shim/build/libhotload-debug.so
 CC       ?= gcc
 NPM      := npm --loglevel=error --no-fund --no-audit
 STAMP    := node_modules/.hotload-installed
@@ -25,7 +26,12 @@ $(SHIM): native-shim/shim.c
 	mkdir -p $(dir $@)
 	$(CC) -O2 -g -fPIC -shared -Wall -Wextra -Werror -o $@ $<
 
-shim: $(SHIM)
+# The GDB JIT descriptor hotload loads into a patched process (no C library needed).
+$(DEBUGLIB): native-shim/debug-descriptor.c
+	mkdir -p $(dir $@)
+	$(CC) -O2 -g -fPIC -shared -nostdlib -Wl,--build-id -Wall -Wextra -Werror -o $@ $<
+
+shim: $(SHIM) $(DEBUGLIB)
 
 ts: $(STAMP)
 	npx tsc -b

@@ -8,3 +8,4 @@ export * from './dwarf-types';
 export * from './eh-frame';
 export * from './patchable-asm';
 export * from './demangle';
+export * from './jit-object';

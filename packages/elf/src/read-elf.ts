@@ -48,7 +48,9 @@ export const STT = { NOTYPE: 0, OBJECT: 1, FUNC: 2, SECTION: 3, FILE: 4, TLS: 6,
 export const STB = { LOCAL: 0, GLOBAL: 1, WEAK: 2 } as const;
 export const ET = { EXEC: 2, DYN: 3 } as const;
 export const DT = { NULL: 0, NEEDED: 1, STRTAB: 5, SYMTAB: 6, SONAME: 14, FLAGS_1: 0x6ffffffb } as const;
-export const R_X86_64 = { NONE: 0, _64: 1, PC32: 2, GLOB_DAT: 6, JUMP_SLOT: 7, RELATIVE: 8, _32: 10, _32S: 11 } as const;
+export const R_X86_64 = { NONE: 0, _64: 1, PC32: 2, PLT32: 4, GLOB_DAT: 6, JUMP_SLOT: 7, RELATIVE: 8, GOTPCREL: 9, _32: 10, _32S: 11, DTPOFF64: 17, DTPOFF32: 21, PC64: 24, GOTOFF64: 25, GOTPCRELX: 41, REX_GOTPCRELX: 42 } as const;
+/** Relocation types that write 8 bytes (the others of R_X86_64 write 4). */
+export const RELOC_8_BYTES: ReadonlySet<number> = new Set([R_X86_64._64, R_X86_64.DTPOFF64, R_X86_64.PC64, R_X86_64.GOTOFF64]);
 const EM_X86_64 = 62;
 
 export interface ElfHeader {

@@ -109,7 +109,7 @@ function loadInProcess(s: Session, rt: TargetRuntime, file: string, shownAs: str
     s.resumeAllExcept(-1);
     throw new HotloadError('PATCH_DLOPEN_FAILED', `process ${s.pid} could not load ${shownAs}: ${msg}`);
   }
-  return { hostThread: host.tid, loadMs: res.ns / 1e6, repaired: anyPart(res.repaired), hostStoppedAt };
+  return { hostThread: host.tid, loadMs: res.ns / 1e6, repaired: anyPart(res.repaired), hostStoppedAt, notes: [] as string[] };
 }
 
 /** Apply a patch to a running process (one hotload at a time per process). */
@@ -198,11 +198,13 @@ function attachLocked(pid: number, patchFile: string, opts: AttachOptions): Atta
     let loadMs = 0;
     let repairedRegisters = false;
     let hostStoppedAt: bigint | undefined;
+    const loadNotes: string[] = [];
     if (patchBias === undefined) {
       progress('loading the patch');
       // A patch made from a rebuild is mapped next to the program by hotload (load-near.ts).
       const loaded = readRebuild(patchElf) ? loadNear(s, rt, staged.staged, patchElf, mod, mods, opts) : loadInProcess(s, rt, staged.staged, patchFile, opts);
       ({ hostThread, loadMs, repaired: repairedRegisters, hostStoppedAt } = loaded);
+      loadNotes.push(...loaded.notes);
       patchBias = patchBiasIn(readMaps(pid));
       if (patchBias === undefined) throw new HotloadError('PATCH_DLOPEN_FAILED', `dlopen succeeded but ${staged.staged} is not mapped in process ${pid}`);
       setNewAddrs(patchBias);
@@ -297,7 +299,7 @@ function attachLocked(pid: number, patchFile: string, opts: AttachOptions): Atta
       module: mod.path,
       buildId: meta.target.buildId,
       functions: sites.map((x) => ({ name: x.name, ...(demangled(x.name) !== x.name ? { demangled: demangled(x.name) } : {}), old: hex(mod.bias + BigInt(x.f.address)), new: hex(x.newAddr), previous: x.previous !== undefined ? hex(x.previous) : 'original' })),
-      notes: [...plan.notes, ...looked.active.map(activeNote), ...(looked.unknown ? [`${looked.unknown} thread${looked.unknown === 1 ? '' : 's'} could not be unwound beyond the innermost frame: a replaced function deeper on ${looked.unknown === 1 ? 'its' : 'their'} stack would not be seen`] : []), ...(looked.skipped ? [`${looked.skipped} threads were not looked at for running functions (more than 256)`] : []), ...(looked.failed ? [`could not look for running functions: ${looked.failed}`] : [])],
+      notes: [...plan.notes, ...loadNotes, ...looked.active.map(activeNote), ...(looked.unknown ? [`${looked.unknown} thread${looked.unknown === 1 ? '' : 's'} could not be unwound beyond the innermost frame: a replaced function deeper on ${looked.unknown === 1 ? 'its' : 'their'} stack would not be seen`] : []), ...(looked.skipped ? [`${looked.skipped} threads were not looked at for running functions (more than 256)`] : []), ...(looked.failed ? [`could not look for running functions: ${looked.failed}`] : [])],
       active: looked.active,
       threads: s.threadCount,
       hostThread,

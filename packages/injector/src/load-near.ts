@@ -14,12 +14,15 @@
 //      each resolved in the program, a shared library, or for new data the
 //      oldest loaded patch of the same program that has it (so a static added
 //      by an earlier patch keeps its value).
+//   4. on the borrowed thread again: register the unwind tables with libgcc
+//      (exceptions and backtraces pass through the patch), and the patch's
+//      debug copy with debuggers (debug-register.ts).
 // Any failure after the mmap unmaps the range again. The patch is not in the
 // loader's list (dladdr and dl_iterate_phdr do not see it); it has no
-// constructors, thread-locals or unwind tables to register.
+// constructors or thread-locals.
 
 import { HotloadError } from '@hotload/errors';
-import { ElfFile, PF, PT, STT } from '@hotload/elf';
+import { DebugField, ElfFile, PF, PT, R_X86_64, STT } from '@hotload/elf';
 import { FIXUP_KIND, RebuildInfo, readRebuild } from '@hotload/patch';
 import { Session } from './session';
 import { anyPart } from './native';
@@ -27,6 +30,7 @@ import { Mapping, Module, dynamicSymbol, hex, openModule, readMaps, setBias } fr
 import { TargetRuntime, callOnHost, stopAndChooseHost } from './call-in-target';
 import { loadedPatches } from './read-patches';
 import { isStaged } from './stage-patch';
+import { registerForDebuggers } from './debug-register';
 
 const PAGE = 4096n;
 const REACH = 2n ** 31n - 2n ** 20n; // what a rel32 reaches, less a margin
@@ -35,7 +39,6 @@ const MAP_PRIVATE = 0x02n;
 const MAP_FIXED = 0x10n;
 const MAP_FIXED_NOREPLACE = 0x100000n;
 const O_RDONLY_CLOEXEC = 0o2000000n;
-const R_X86_64_RELATIVE = 8;
 
 const down = (n: bigint) => n & ~(PAGE - 1n);
 const up = (n: bigint) => (n + PAGE - 1n) & ~(PAGE - 1n);
@@ -113,6 +116,8 @@ export interface NearLoad {
   loadMs: number;
   repaired: boolean;
   hostStoppedAt: bigint;
+  /** What the user should know: debuggers will not see the patch, and why. */
+  notes: string[];
 }
 
 /**
@@ -132,7 +137,7 @@ export function loadNear(
   const rb = readRebuild(patchElf)!;
   const { segs, span } = segments(patchElf);
   const dyn = patchElf.relocations('.rela.dyn');
-  const bad = dyn.filter((r) => r.type !== R_X86_64_RELATIVE);
+  const bad = dyn.filter((r) => r.type !== R_X86_64.RELATIVE);
   if (bad.length) throw new HotloadError('PATCH_BAD', `${patchElf.path}: dynamic relocation type ${bad[0].type}; a rebuilt patch has only R_X86_64_RELATIVE`);
 
   // Resolve every reference before touching the process.
@@ -257,9 +262,18 @@ export function loadNear(
     }
     pages.flush();
     if (eh && registerFrame !== undefined) {
-      callOnHost(s, rt, host.tid, registerFrame, Buffer.alloc(0), [base + labels.get(eh.label)!], callMs);
+      // The linker puts the records at the start of .eh_frame (older patches: at their label).
+      const ehAt = patchElf.section('.eh_frame')?.addr ?? Number(labels.get(eh.label)!);
+      callOnHost(s, rt, host.tid, registerFrame, Buffer.alloc(0), [base + BigInt(ehAt)], callMs);
     }
-    return { base, hostThread: host.tid, loadMs, repaired, hostStoppedAt };
+    // Debuggers: a copy of the file with run-time addresses, in the GDB JIT list.
+    const notes: string[] = [];
+    if (rb.info.debug) {
+      const fields: DebugField[] = rb.debug.map((f) => ({ section: f.section, offset: f.offset, width: 8, ...(f.ref !== undefined ? { value: BigInt.asUintN(64, baseOf(f.ref) + f.addend) } : {}) }));
+      const r = registerForDebuggers(s, rt, call, patchElf, base, fields);
+      if (r.note) notes.push(r.note);
+    }
+    return { base, hostThread: host.tid, loadMs, repaired, hostStoppedAt, notes };
   } catch (e) {
     try {
       // The host is stopped unless a call timed out (then it is still busy and cannot help).

@@ -4,11 +4,10 @@
 // program, a library, or data an earlier patch may own). See rebuild-patch.ts
 // for what gets included and why.
 
-import { ET, ElfFile, ElfSymbol, SHF, SHT, STB, STT } from '@hotload/elf';
+import { ET, ElfFile, ElfSymbol, RELOC_8_BYTES, R_X86_64 as R, SHF, SHT, STB, STT } from '@hotload/elf';
 import { Build, key, readOnlySection } from './diff-builds';
 import { FIXUP_KIND, RebuildInfo, RebuildRef } from './rebuild-format';
 
-const R = { _64: 1, PC32: 2, PLT32: 4, GOTPCREL: 9, _32: 10, _32S: 11, GOTPCRELX: 41, REX_GOTPCRELX: 42 } as const;
 export const FRAGMENT = /\.(cold|part\.\d+)(\.\d+)?$/;
 
 /**
@@ -173,6 +172,33 @@ export class Generator {
     return { ref: this.ref({ how: 'data', key: key(obj), size: obj.size, label, objOff: obj.value }), off: tOff };
   }
 
+  /**
+   * Where an address in the unit's debug information points, for a debugger:
+   * code and read-only data the patch holds (their label), a datum the
+   * program has or new data (a reference resolved at attach, as the code's
+   * are), or nothing (undefined: code left out of the patch, which the
+   * program's own debug information describes). Includes nothing.
+   */
+  debugAddress(u: Unit, si: number, off: bigint): Addr | undefined {
+    const sym = u.b.syms[si];
+    if (!sym || sym.shndx >= 0xff00) return undefined;
+    if (sym.shndx === 0) {
+      const t = this.targetSyms.get(sym.name);
+      return t && t.type !== STT.FUNC ? { ref: this.ref(this.targetRef(sym.name, t, 0)), off } : undefined;
+    }
+    const sec = u.b.elf.sections[sym.shndx];
+    if (!(sec.flags & SHF.ALLOC)) return undefined;
+    const tOff = BigInt(sym.type === STT.SECTION ? 0 : sym.value) + off;
+    if (!(sec.flags & SHF.EXECINSTR) && !readOnlySection(sec)) {
+      const obj = sym.type === STT.OBJECT ? sym : this.entity(u, sym.shndx, STT.OBJECT);
+      const t = obj && this.inTarget(obj);
+      if (obj && t && t.size === obj.size) return { ref: this.ref(this.targetRef(key(obj), t, obj.value)), off: tOff };
+      const d = obj && this.dataDefs.find((x) => x.key === key(obj));
+      if (d) return { ref: this.ref({ how: 'data', ...d }), off: tOff };
+    }
+    return u.include.has(sym.shndx) ? { internal: this.label(u, sym.shndx), off: tOff } : undefined;
+  }
+
   /** A reference to the program's symbol `t`, which lies `symOff` into its section in the object. */
   private targetRef(name: string, t: ElfSymbol, symOff: number): RebuildRef {
     const got = t.bind !== STB.LOCAL ? this.gotOf.get(t.name.replace(/@.*$/, '')) : undefined;
@@ -213,7 +239,7 @@ export class Generator {
   }
 }
 
-function signed(n: bigint): string {
+export function signed(n: bigint): string {
   return n === 0n ? '' : n > 0n ? ` + ${n}` : ` - ${-n}`;
 }
 
@@ -335,9 +361,9 @@ export function emitBytes(g: Generator, u: Unit, blk: ByteBlock): string {
         break;
       default:
         g.problems.push(`${from}: relocation type ${r.type} against ${symName} is not supported (thread-local variables are not)`);
-        out.push(r.type === 24 || r.type === 25 ? '\t.quad 0' : '\t.long 0');
+        out.push(RELOC_8_BYTES.has(r.type) ? '\t.quad 0' : '\t.long 0');
     }
-    pos = r.offset + (r.type === R._64 || r.type === 24 || r.type === 25 ? 8 : 4);
+    pos = r.offset + (RELOC_8_BYTES.has(r.type) ? 8 : 4);
   }
   bytes(data.length);
   return out.join('\n');

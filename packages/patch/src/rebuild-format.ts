@@ -1,8 +1,10 @@
 // The format of a patch made from a rebuild, as `hotload attach` reads it:
 // `.hotload.fixups` (binary: each field of the code that refers outside the
-// patch) and `.hotload.rebuild` (JSON: what each refers to, the new data, the
-// unwind tables). Written by rebuild-asm.ts, applied by the injector's
-// load-near.ts.
+// patch), `.hotload.rebuild` (JSON: what each refers to, the new data, the
+// unwind tables, the debug sections) and `.hotload.debug` (binary: the address
+// fields of the debug sections). Written by rebuild-asm.ts and
+// rebuild-debug.ts, applied by the injector's load-near.ts and
+// debug-register.ts.
 
 import { HotloadError } from '@hotload/errors';
 import { ElfFile } from '@hotload/elf';
@@ -12,6 +14,15 @@ export const REBUILD_SECTION = '.hotload.rebuild';
 /** Bytes per entry of .hotload.fixups: u64 field address, i64 addend, u32 kind, u32 ref. */
 export const FIXUP_SIZE = 24;
 export const FIXUP_KIND = { PC32: 1, ABS64: 2 } as const;
+export const DEBUG_SECTION = '.hotload.debug';
+/**
+ * Bytes per entry of .hotload.debug: u64 offset of an 8-byte address field in
+ * its debug section, i64 addend, u32 the section (index into
+ * RebuildInfo.debug.sections), u32 ref (DEBUG_INSIDE: an address inside the
+ * patch, the field holds its link-time value).
+ */
+export const DEBUG_FIELD_SIZE = 24;
+export const DEBUG_INSIDE = 0xffffffff;
 
 /** What a fixup refers to; `base` + the fixup's addend is the address wanted. */
 export type RebuildRef =
@@ -45,6 +56,21 @@ export interface RebuildInfo {
    * exceptions (C++), so attach refuses when the process cannot register them.
    */
   ehFrame?: { label: string; personality: boolean };
+  /**
+   * The objects' DWARF for the code the patch holds (whole units, with
+   * addresses of code left out of the patch zeroed): the names of the debug
+   * sections .hotload.debug refers to. Attach gives debuggers a copy with
+   * every address at its run-time value (the GDB JIT interface).
+   */
+  debug?: { sections: string[] };
+}
+
+export interface DebugFixup {
+  section: string;
+  offset: number;
+  addend: bigint;
+  /** The reference (index into refs), or undefined: inside the patch. */
+  ref?: number;
 }
 
 export interface Fixup {
@@ -55,7 +81,7 @@ export interface Fixup {
 }
 
 /** Read a rebuilt patch's fixups and refs (undefined for a hand-written patch). */
-export function readRebuild(elf: ElfFile): { info: RebuildInfo; fixups: Fixup[] } | undefined {
+export function readRebuild(elf: ElfFile): { info: RebuildInfo; fixups: Fixup[]; debug: DebugFixup[] } | undefined {
   const j = elf.section(REBUILD_SECTION);
   const f = elf.section(FIXUP_SECTION);
   if (!j) return undefined; // .hotload.fixups is left out when there are none
@@ -72,5 +98,14 @@ export function readRebuild(elf: ElfFile): { info: RebuildInfo; fixups: Fixup[] 
     if (!info.refs[fx.ref] || (fx.kind !== FIXUP_KIND.PC32 && fx.kind !== FIXUP_KIND.ABS64)) throw new HotloadError('PATCH_BAD', `${elf.path}: a fixup at 0x${fx.at.toString(16)} is malformed`);
     fixups.push(fx);
   }
-  return { info, fixups };
+  const dbg = elf.section(DEBUG_SECTION);
+  const dd = dbg ? elf.sectionData(dbg) : Buffer.alloc(0);
+  const debug: DebugFixup[] = [];
+  for (let o = 0; o + DEBUG_FIELD_SIZE <= dd.length; o += DEBUG_FIELD_SIZE) {
+    const section = info.debug?.sections[dd.readUInt32LE(o + 16)];
+    const ref = dd.readUInt32LE(o + 20);
+    if (section === undefined || (ref !== DEBUG_INSIDE && !info.refs[ref])) throw new HotloadError('PATCH_BAD', `${elf.path}: entry ${o / DEBUG_FIELD_SIZE} of ${DEBUG_SECTION} is malformed`);
+    debug.push({ section, offset: Number(dd.readBigUInt64LE(o)), addend: dd.readBigInt64LE(o + 8), ref: ref === DEBUG_INSIDE ? undefined : ref });
+  }
+  return { info, fixups, debug };
 }
