@@ -13,6 +13,9 @@
 //   native-shim/shim.c        the shim's source: built on first use with the
 //   native-shim/build/        system compiler where the prebuilt one (x86-64,
 //     libhotload-shim.so      glibc 2.34 or later) does not load
+//     libhotload-debug.so     the GDB JIT descriptor attach loads into a process
+//                             (debug-descriptor.c), so debuggers see patches
+//                             made from a rebuild
 //   README.md
 // The layout mirrors the checkout, so paths found from __dirname hold in both.
 //
@@ -80,6 +83,11 @@ fs.copyFileSync(path.join(root, 'native-shim/shim.c'), path.join(stage, 'native-
 const shim = path.join(root, 'native-shim/build/libhotload-shim.so');
 if (!fs.existsSync(shim)) throw new Error('native-shim/build/libhotload-shim.so is missing: run `make build` first');
 fs.copyFileSync(shim, path.join(stage, 'native-shim/build/libhotload-shim.so'));
+// The GDB JIT descriptor hotload loads into patched processes (no C library: the prebuilt one serves every x86-64 system).
+const debugLib = path.join(root, 'native-shim/build/libhotload-debug.so');
+if (!fs.existsSync(debugLib)) throw new Error('native-shim/build/libhotload-debug.so is missing: run `make build` first');
+fs.copyFileSync(path.join(root, 'native-shim/debug-descriptor.c'), path.join(stage, 'native-shim/debug-descriptor.c'));
+fs.copyFileSync(debugLib, path.join(stage, 'native-shim/build/libhotload-debug.so'));
 fs.copyFileSync(path.join(root, 'README.md'), path.join(stage, 'README.md'));
 
 const manifest = {

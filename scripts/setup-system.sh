@@ -28,6 +28,7 @@ command -v g++ >/dev/null || missing+=(g++)
 command -v make >/dev/null || missing+=(make)
 command -v dpkg-source >/dev/null || missing+=(dpkg-dev)
 command -v gdb >/dev/null || missing+=(gdb)
+command -v perf >/dev/null || missing+=(linux-perf) # tests/debuggers.test.ts: perf reads patches from a rebuild
 command -v readelf >/dev/null || missing+=(binutils)
 [ -f /usr/include/event2/event.h ] || missing+=(libevent-dev) # memcached, the second real program
 

@@ -39,6 +39,8 @@ test('one package: bin, files, engines, os, cpu; the header and the shim in it; 
   expect(files).toContain('package/include/hotload.h');
   expect(files).toContain('package/native-shim/build/libhotload-shim.so');
   expect(files).toContain('package/native-shim/shim.c');
+  expect(files).toContain('package/native-shim/build/libhotload-debug.so');
+  expect(files).toContain('package/native-shim/debug-descriptor.c');
   expect(files.filter((f) => /\.test\.|\.ts$|\.map$|^package\/tests\//.test(f) && !f.endsWith('.d.ts'))).toEqual([]);
   // Nothing resolves into the checkout: every @hotload require was made relative.
   for (const f of files.filter((x) => x.endsWith('.js'))) expect(fs.readFileSync(path.join(installed, f.slice('package/'.length)), 'utf8')).not.toMatch(/require\("@hotload\//);
@@ -62,6 +64,25 @@ test('--version, mkpatch with the shipped header, attach and revert, all from th
     const r = run(['revert', String(t.pid), '--all']);
     expect(r.status).toBe(0);
     await t.next(/^compute 6 /);
+    t.expectHealthy();
+  } finally {
+    await t.stop();
+  }
+});
+
+test('a patch from a rebuild, made and applied from the installed package, is registered with debuggers by the library it ships', async () => {
+  const D = path.join(FIX, 'diff');
+  const m = run(['mkpatch', '--from', path.join(D, 'base/diff.o'), '--to', path.join(D, 'CONST/diff.o'), '--target', path.join(D, 'base/diff'), '-o', 'const.so']);
+  expect(m.status).toBe(0);
+  const t = Target.start(path.join(D, 'base/diff'), ['loop']);
+  try {
+    await t.waitFor(/^constant=11 /);
+    const a = run(['attach', String(t.pid), 'const.so', '--json']);
+    expect(a.status).toBe(0);
+    expect(JSON.parse(a.stdout).notes).toEqual([]);
+    await t.next(/^constant=12 /);
+    expect(JSON.parse(run(['status', String(t.pid), '--json']).stdout).patches[0].debuggers).toBe(true);
+    expect(fs.readFileSync(`/proc/${t.pid}/maps`, 'utf8')).toMatch(/\/hotload-\d+\/[0-9a-f]{16}-libhotload-debug\.so$/m);
     t.expectHealthy();
   } finally {
     await t.stop();

@@ -381,10 +381,14 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
           continue;
         }
         const t1 = process.hrtime.bigint();
-        const out = path.join(snap, `patch-${patches.length + 1}.so`);
+        let out = path.join(snap, `patch-${patches.length + 1}.so`);
         let made;
         try {
           made = mkpatchFromBuilds({ from: orig, to: objectsDir, target: targetCopy, out, also: Object.fromEntries(replaced) });
+          // Named for what it is, as profilers and `status` show it: program, functions, save.
+          const named = path.join(snap, patchName(path.basename(targetCopy), d ? d.changed.flatMap(functionOfPart) : made.replaced, patches.length + 1));
+          fs.renameSync(out, named);
+          out = named;
         } catch (e) {
           if (isHotloadError(e) && e.code === 'NO_CHANGE') emit({ event: 'no-change', buildMs });
           else emit({ event: 'refused', error: errorDoc(e), buildMs });
@@ -448,4 +452,11 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
 function errorDoc(e: unknown): ErrorDoc {
   if (isHotloadError(e)) return e.toJSON();
   return { code: 'INTERNAL', message: (e as Error)?.message ?? String(e), hint: 'This is a hotload bug; please report it.', details: [] };
+}
+
+/** `server-handle_request+2-3.so`: the program, the first changed function and how many more, the save's number. */
+export function patchName(program: string, changed: string[], n: number): string {
+  const fns = [...new Set(changed.map((k) => k.split('@')[0]))].sort();
+  const what = fns.length ? `-${fns[0]}${fns.length > 1 ? `+${fns.length - 1}` : ''}` : '';
+  return `${program}${what}-${n}.so`.replace(/[^A-Za-z0-9._+-]/g, '_').slice(-120);
 }

@@ -25,15 +25,17 @@ import { DebugField, ElfFile, JIT, objectForDebugger } from '@hotload/elf';
 import { Session } from './session';
 import { Module, dynamicSymbol, modules, readMaps } from './read-process';
 import { stagePatch } from './stage-patch';
+import { MemReader } from './read-patches';
 import { TargetRuntime } from './call-in-target';
 
 const LIBRARY = 'libhotload-debug.so';
 const PROT_RW = 3n;
 const MAP_PRIVATE_ANONYMOUS = 0x22n;
 
-/** hotload's JIT descriptor library: HOTLOAD_DEBUG_LIBRARY, or the one built in the checkout or shipped in the package. */
+/** hotload's JIT descriptor library: HOTLOAD_DEBUG_LIBRARY when set, else the one built in the checkout or shipped in the package. */
 export function debugLibraryPath(): string | undefined {
-  return [process.env.HOTLOAD_DEBUG_LIBRARY, path.resolve(__dirname, '../../../native-shim/build', LIBRARY)].find((p): p is string => !!p && fs.existsSync(p));
+  const p = process.env.HOTLOAD_DEBUG_LIBRARY || path.resolve(__dirname, '../../../native-shim/build', LIBRARY);
+  return fs.existsSync(p) ? p : undefined;
 }
 
 /** A call on the borrowed thread: fn(args), with `data` copied to its stack first (args may not point at it). */
@@ -68,7 +70,7 @@ export function registerForDebuggers(s: Session, rt: TargetRuntime, call: Call, 
 }
 
 /** hotload's descriptor in the process, if its library is loaded. */
-function descriptorIn(s: Session, pid: number, mods: Module[]): bigint | undefined {
+function descriptorIn(s: MemReader, pid: number, mods: Module[]): bigint | undefined {
   const m = mods.find((x) => path.basename(x.path).endsWith(`-${LIBRARY}`));
   if (!m) return undefined;
   const elf = ElfFile.open(`/proc/${pid}/root${m.path}`);
@@ -81,8 +83,34 @@ function descriptorIn(s: Session, pid: number, mods: Module[]): bigint | undefin
 /** dlopen hotload's library in the process (staged like a patch); its descriptor, or why not. */
 function loadDescriptor(s: Session, rt: TargetRuntime, call: Call): bigint | string {
   const lib = debugLibraryPath();
-  if (!lib) return `${LIBRARY} is missing from hotload's installation (native-shim/build)`;
+  if (!lib) return `${process.env.HOTLOAD_DEBUG_LIBRARY || LIBRARY} is missing from hotload's installation (native-shim/build)`;
   const staged = stagePatch(s.pid, lib, fs.readFileSync(lib));
   if (call(rt.dlopen, Buffer.from(staged.staged + '\0'), [0n, rt.dlopenMode]) === 0n) return `process ${s.pid} could not load ${staged.staged}`;
   return descriptorIn(s, s.pid, modules(s.pid, readMaps(s.pid))) ?? `${staged.staged} has no ${JIT.DESCRIPTOR}`;
+}
+
+/**
+ * Is the patch `patchElf` in hotload's JIT list of process `pid`: does an
+ * entry's copy hold its build-id where the file does? Reads memory only.
+ */
+export function seenByDebuggers(pid: number, mem: MemReader, patchElf: ElfFile): boolean {
+  const note = patchElf.section('.note.gnu.build-id');
+  if (!note) return false;
+  const want = patchElf.sectionData(note);
+  let desc: bigint | undefined;
+  try {
+    desc = descriptorIn(mem, pid, modules(pid, readMaps(pid)));
+  } catch {
+    return false;
+  }
+  if (desc === undefined) return false;
+  let at = mem.read(desc + BigInt(JIT.DESC.first), 8).readBigUInt64LE(0);
+  for (let guard = 0; at !== 0n && guard < 10000; guard++) {
+    const e = mem.read(at, JIT.ENTRY.bytes);
+    if (e.length < JIT.ENTRY.bytes) return false;
+    const addr = e.readBigUInt64LE(JIT.ENTRY.addr);
+    if (e.readBigUInt64LE(JIT.ENTRY.size) === BigInt(patchElf.buf.length) && mem.read(addr + BigInt(note.offset), want.length).equals(want)) return true;
+    at = e.readBigUInt64LE(JIT.ENTRY.next);
+  }
+  return false;
 }

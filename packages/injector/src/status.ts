@@ -1,7 +1,8 @@
 // `hotload status <pid>`: what a process runs, read from the process.
-import { demangled } from '@hotload/elf';
+import { ElfFile, demangled } from '@hotload/elf';
 import { requireAlive } from './read-process';
 import { LoadedPatch, functionStack, functionState, loadedPatches, procMemReader } from './read-patches';
+import { seenByDebuggers } from './debug-register';
 
 export interface StatusFunction {
   name: string;
@@ -26,6 +27,8 @@ export interface StatusPatch {
   loadedBy: 'dlopen' | 'hotload';
   /** Its load address; for a patch dlopen did not load, gdb learns its symbols with `add-symbol-file <staged> -o <bias>`. */
   bias: string;
+  /** A debugger attaching now sees it: loaded by dlopen, or in hotload's GDB JIT list. */
+  debuggers: boolean;
 }
 
 export interface StatusResult {
@@ -40,7 +43,9 @@ export function status(pid: number): StatusResult {
   const mem = procMemReader(pid);
   const functions: StatusFunction[] = [];
   const inForce = new Map<LoadedPatch, string[]>(patches.map((p) => [p, []]));
+  const debuggers = new Map<LoadedPatch, boolean>();
   try {
+    for (const p of patches) debuggers.set(p, !p.mappedByHotload || seenByDebuggers(pid, mem, ElfFile.open(p.file)));
     const seen = new Set<string>();
     for (const p of patches) {
       for (const r of p.meta.replacements) {
@@ -71,6 +76,7 @@ export function status(pid: number): StatusResult {
       inForce: inForce.get(p)!,
       loadedBy: p.mappedByHotload ? ('hotload' as const) : ('dlopen' as const),
       bias: '0x' + p.bias.toString(16),
+      debuggers: debuggers.get(p)!,
     })),
   };
 }
