@@ -111,6 +111,7 @@ describe('on the fixture', () => {
     edit(path.join(dir, 'diff.c'), 'return x + K;', 'return x + K + 100;');
     let e = await w.event('patched', n);
     expect(e.changed).toEqual(['constant']);
+    expect(path.basename(e.patch)).toBe('diff-constant-1.so'); // the program, what changed, the save: as profilers name it
     expect((await values()).constant).toBe(111);
 
     const before = await values();
@@ -119,6 +120,7 @@ describe('on the fixture', () => {
     e = await w.event('patched', n);
     expect(e.changed).toEqual(['count']);
     expect(e.replaced).toEqual(['constant', 'count']); // each patch carries every change so far
+    expect(path.basename(e.patch)).toBe('diff-count-2.so');
     const [a, b] = await pair();
     expect(a.count).toBeGreaterThan(before.count);
     expect(b.count - a.count).toBe(3);
