@@ -3,7 +3,8 @@
 // At start, the build the process runs is copied aside (its object files and
 // the program itself, from /proc/PID/exe unless --target names a library), so
 // rebuilding cannot overwrite it. Then, on every save:
-//   build command -> mkpatch --from <that copy> --to <the build's objects>
+//   compile the saved sources (compile.ts; or the build command when that
+//   cannot be done) -> mkpatch --from <that copy> --to <the build's objects>
 //   -> attach,
 // and one event per outcome. Each patch is made against the original build and
 // replaces every function changed so far (those of earlier patches too), so a
@@ -21,12 +22,20 @@ import { attach } from '@hotload/injector';
 import { ElfFile, STT, demangle } from '@hotload/elf';
 import { Build, diffObjectSets, functionOfPart, mkpatchFromBuilds, objectFiles } from '@hotload/patch';
 import { sleep } from './sleep';
+import { CompileStep, DirectCompiler, runSteps } from './compile';
 
 export interface WatchOptions {
   /** The processes to keep patched: all must run the same build (those that do not are left out, with a warning). */
   pids: number[];
   /** Shell command that rebuilds (run in `cwd`); default `make`. */
   build?: string;
+  /**
+   * Compile the saved sources directly, each object with its own command
+   * (compile_commands.json, or make's for the object), skipping the build
+   * command and the link; the build command runs when that cannot be done
+   * (compile.ts says when). Default true.
+   */
+  compile?: boolean;
   /** Files or directories whose changes trigger a rebuild; default `cwd`. */
   paths?: string[];
   /** Where the build leaves its object files; default `cwd`. */
@@ -51,9 +60,11 @@ export interface WatchOptions {
 export type WatchEvent =
   | { event: 'ready'; pids: number[]; target: string; objects: number; watching: string[]; snapshot: string; warnings: string[] }
   | { event: 'change'; files: string[] }
-  | { event: 'build-failed'; status: number | null; output: string; buildMs: number }
-  | { event: 'no-change'; buildMs: number }
-  | { event: 'refused'; error: ErrorDoc; buildMs: number }
+  | { event: 'build-failed'; status: number | null; output: string; buildMs: number; compiled?: string[] }
+  /** After a direct compile the build command relinks the program in the background; it failed (the patch stands). */
+  | { event: 'relink-failed'; status: number | null; output: string; buildMs: number }
+  | { event: 'no-change'; buildMs: number; compiled?: string[] }
+  | { event: 'refused'; error: ErrorDoc; buildMs: number; compiled?: string[] }
   | {
       event: 'patched';
       changed: string[];
@@ -63,7 +74,10 @@ export type WatchEvent =
       /** The processes now running it, and those where attach failed (they run what they ran). */
       pids: number[];
       failed: { pid: number; error: ErrorDoc }[];
+      /** Compiling the saved sources (the objects in `compiled`), or the build command when `compiled` is absent. */
       buildMs: number;
+      /** The objects compiled directly (relative to the objects directory); absent: the build command ran. */
+      compiled?: string[];
       patchMs: number;
       /** Attach, all processes in turn. */
       applyMs: number;
@@ -300,14 +314,37 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
     // builds, until it changes outside a build (an edit).
     let changedInLastBuild = new Set<string>();
     const generated = new Set<string>();
+    // Saved files not yet compiled into objects (a failed compile keeps them for the next).
+    const dirty = new Set<string>();
+    const compiler = opts.compile === false ? undefined : new DirectCompiler(cwd, objectsDir, build);
+    let relink: Promise<void> | undefined;
+    let relinkWanted = false;
+    const startRelink = () => {
+      relinkWanted = false;
+      const t = process.hrtime.bigint();
+      relink = runBuild(build, cwd, opts.signal).then((r) => {
+        if (r.status !== 0 && !opts.signal?.aborted) emit({ event: 'relink-failed', status: r.status, output: r.output.trim(), buildMs: msSince(t) });
+      });
+    };
+    const relinked = async () => {
+      await relink;
+      relink = undefined;
+    };
+    /** Relink now if a direct compile left the program behind, and wait. */
+    const relinkNow = async () => {
+      if (relinkWanted) startRelink();
+      await relinked();
+    };
     try {
       return await run();
     } finally {
       for (const w of watchers) w.close();
+      await relinkNow();
     }
 
     async function run(): Promise<WatchSummary> {
       while (!opts.signal?.aborted) {
+        if (relinkWanted) startRelink(); // the last save is handled
         if (!pending) await sleep(interval, opts.signal, (w) => (wake = w));
         wake = undefined;
         pending = false;
@@ -350,7 +387,21 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
         const t0 = process.hrtime.bigint();
         emit({ event: 'change', files: changed.map((f) => path.relative(cwd, f) || f) });
 
-        const b = await runBuild(build, cwd, opts.signal);
+        // The saved sources compiled directly when every one maps to objects
+        // with a known command (with those a failed compile left behind);
+        // else the build command.
+        for (const f of changed) dirty.add(f);
+        await relinked(); // the last save's relink ends before this save's objects are written
+        const steps = compiler?.plan([...dirty]);
+        const compiled = Array.isArray(steps) && steps.length ? steps.map((x) => path.relative(objectsDir, x.object)).sort() : undefined;
+        const via = compiled ? { compiled } : {};
+        const b = compiled ? await runSteps(steps as CompileStep[], opts.signal) : await runBuild(build, cwd, opts.signal);
+        if (b.status === 0) dirty.clear();
+        // Compiled directly, the program on disk is not relinked yet: the build
+        // command does that once this save is handled, off the critical path
+        // (before a refusal, which says to restart, it runs and is waited for;
+        // the next save and the end wait for it).
+        relinkWanted = !!compiled && b.status === 0;
         const buildMs = msSince(t0);
         if (opts.signal?.aborted) break;
         const after = stamps(paths);
@@ -363,7 +414,7 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
         changedInLastBuild = new Set(during.filter((f) => !generated.has(f)));
         if (changedInLastBuild.size) pending = true; // saved while the build ran: build again at once
         if (b.status !== 0) {
-          emit({ event: 'build-failed', status: b.status, output: b.output.trim(), buildMs });
+          emit({ event: 'build-failed', status: b.status, output: b.output.trim(), buildMs, ...via });
           continue;
         }
         // What changed since the last patch (or the running build). Nothing: a
@@ -377,7 +428,7 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
         }
         if (d && patches.length > 0 && !d.refused.length && !d.changed.length && !d.added.length && !d.removed.length && !d.data.changed.length && !d.data.added.length && !d.data.removed.length) {
           syncObjects(objectsDir, last, lastStamps);
-          emit({ event: 'no-change', buildMs });
+          emit({ event: 'no-change', buildMs, ...via });
           continue;
         }
         const t1 = process.hrtime.bigint();
@@ -390,8 +441,11 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
           fs.renameSync(out, named);
           out = named;
         } catch (e) {
-          if (isHotloadError(e) && e.code === 'NO_CHANGE') emit({ event: 'no-change', buildMs });
-          else emit({ event: 'refused', error: errorDoc(e), buildMs });
+          if (isHotloadError(e) && e.code === 'NO_CHANGE') emit({ event: 'no-change', buildMs, ...via });
+          else {
+            await relinkNow();
+            emit({ event: 'refused', error: errorDoc(e), buildMs, ...via });
+          }
           continue;
         }
         const patchMs = msSince(t1);
@@ -419,7 +473,8 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
         if (pids.length === 0) continue; // exited meanwhile: the loop's top reports it (and follows, with `follow`)
         if (done.length === 0) {
           // The same error everywhere (the usual case: one process): nothing changed anywhere.
-          emit({ event: 'refused', error: failed[0].error, buildMs });
+          await relinkNow();
+          emit({ event: 'refused', error: failed[0].error, buildMs, ...via });
           continue;
         }
         const applyMs = msSince(t2);
@@ -435,6 +490,7 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
           pids: done,
           failed,
           buildMs,
+          ...via,
           patchMs,
           applyMs,
           totalMs: msSince(t0),

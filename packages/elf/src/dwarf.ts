@@ -27,7 +27,7 @@ const AT = {
   containingType: 0x1d, declLine: 0x3b, upperBound: 0x2f, abstractOrigin: 0x31, artificial: 0x34, count: 0x37,
   dataMemberLocation: 0x38, declaration: 0x3c, external: 0x3f, specification: 0x47, type: 0x49, virtuality: 0x4c,
   vtableElemLocation: 0x4d, ranges: 0x55, dataBitOffset: 0x6b, linkageName: 0x6e, dwoName: 0x76,
-  strOffsetsBase: 0x72, mipsLinkageName: 0x2007, gnuDwoName: 0x2130,
+  strOffsetsBase: 0x72, mipsLinkageName: 0x2007, gnuDwoName: 0x2130, compDir: 0x1b,
 } as const;
 
 const DW_OP_plus_uconst = 0x23;
@@ -69,6 +69,8 @@ export interface Die {
   producer?: string;
   /** Of a unit's root: it names a .dwo file (-gsplit-dwarf). */
   dwo?: boolean;
+  /** Of a unit's root: DW_AT_comp_dir, the directory it was compiled in. */
+  compDir?: string;
 }
 
 export interface Unit {
@@ -78,6 +80,8 @@ export interface Unit {
   /** The unit's DW_AT_name (its main source file), or ''. */
   name: string;
   producer: string;
+  /** DW_AT_comp_dir: where it was compiled (DW_AT_name is relative to it), or ''. */
+  compDir: string;
   /** A -gsplit-dwarf skeleton: the real entries are in a .dwo file. */
   split: boolean;
   /** In .debug_info order: ascending offsets. */
@@ -255,7 +259,7 @@ function parseUnits(elf: ElfFile): Unit[] {
     }
     let abbrevs = abbrevCache.get(abbrevOff);
     if (!abbrevs) abbrevCache.set(abbrevOff, (abbrevs = readAbbrevs(abbrevData, abbrevOff)));
-    const unit: Unit = { off: unitStart, version, name: '', producer: '', split, dies: [] };
+    const unit: Unit = { off: unitStart, version, name: '', producer: '', compDir: '', split, dies: [] };
     const parents: number[] = [];
     // Strings by index (DW_FORM_strx*), resolved once the unit's DW_AT_str_offsets_base is known.
     const pending: [Die, number, number][] = [];
@@ -294,6 +298,7 @@ function parseUnits(elf: ElfFile): Unit[] {
     if (root) {
       unit.name = root.name ?? '';
       unit.producer = root.producer ?? '';
+      unit.compDir = root.compDir ?? '';
       if (root.dwo) unit.split = true;
     }
     units.push(unit);
@@ -400,6 +405,7 @@ function decode(d: Die, attr: number, v: string | number | bigint | boolean | Bu
     case AT.containingType: d.containingType = ref(v); break;
     case AT.declLine: d.declLine = num(v); break;
     case AT.producer: if (typeof v === 'string') d.producer = v; break;
+    case AT.compDir: if (typeof v === 'string') d.compDir = v; break;
     case AT.dwoName: case AT.gnuDwoName: d.dwo = true; break;
   }
 }

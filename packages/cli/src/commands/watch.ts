@@ -7,6 +7,7 @@ import { wholeNumber } from '../args';
 interface Args {
   pid: string;
   build: string;
+  compile: boolean;
   paths?: string[];
   objects?: string;
   target?: string;
@@ -25,20 +26,21 @@ export const watchCommand = {
     y
       .positional('paths', { type: 'string', array: true, describe: 'source files or directories to watch (default: the current directory)' })
       .option('pid', { type: 'string', demandOption: true, describe: 'the process to keep patched: a pid, pids separated by commas, or a process name (all running one build)' })
-      .option('build', { type: 'string', default: 'make', describe: 'shell command that rebuilds the objects (run in the current directory)' })
+      .option('build', { type: 'string', default: 'make', describe: 'shell command that rebuilds the objects (run in the current directory) when the saved files cannot be compiled directly' })
+      .option('compile', { type: 'boolean', default: true, describe: 'compile the saved sources directly, each object with its own command line (compile_commands.json, or make\'s for the object), skipping the build and the link; --no-compile runs --build on every save' })
       .option('objects', { type: 'string', describe: 'directory where the build leaves its object files (default: the current directory)' })
       .option('target', { type: 'string', describe: 'the file the process runs that is patched (default: its executable; name a library to patch that)' })
       .option('interval', { type: 'string', coerce: wholeNumber('--interval', 1), describe: 'how often to look for saved files besides inotify (ms; default 1000, or 100 where inotify does not work)' })
       .option('follow', { type: 'boolean', default: false, describe: 'when the processes exit, wait for the program to be started again and go on with the new process (its build taken anew)' })
       .option('max', { type: 'string', coerce: wholeNumber('--max', 1), describe: 'stop after this many patches' })
-      .example('$0 watch --pid $(pidof server) src/', 'on each save under src/: make, diff, patch')
+      .example('$0 watch --pid $(pidof server) src/', 'on each save under src/: compile the saved files, diff, patch')
       .example('$0 watch --pid server --build "make -j8"', 'keep every process named server patched')
       .example('$0 watch --pid server --follow', 'and after a restart (a change that needs one), the new server process')
       .epilog(
         'Build with `hotload flags --diff` (one section per function and datum) and keep the objects. ' +
           'Start watch while the objects are those of the running build; it copies them aside. ' +
           'Ctrl-C stops watching and leaves the process patched. ' +
-          'With --json, one JSON object per line and event (ready, change, build-failed, no-change, refused, patched, exited, waiting). ' +
+          'With --json, one JSON object per line and event (ready, change, build-failed, relink-failed, no-change, refused, patched, exited, waiting). ' +
           'Exit status: 0 after Ctrl-C (or --max patches), 5 when the processes have exited (without --follow).',
       ),
   async run(argv: Args, out: Out): Promise<number> {
@@ -57,16 +59,20 @@ export const watchCommand = {
           for (const w of e.warnings) out.line(`  ${out.yellow('warning')}: ${w}`);
           break;
         case 'change':
-          out.progress(`${clock()} ${e.files.join(', ')} changed: building...`);
+          out.progress(`${clock()} ${e.files.join(', ')} changed: compiling...`);
           break;
         case 'build-failed':
           out.progress('');
           out.line(`${out.dim(clock())} ${out.red('build failed')} (exit ${e.status}, ${ms(e.buildMs)}); the process runs what it ran:`);
           for (const l of e.output.split('\n').slice(-20)) out.line(`  ${l}`);
           break;
+        case 'relink-failed':
+          out.line(`${out.dim(clock())} ${out.yellow('warning')}: the build command, relinking the program after the compile, failed (exit ${e.status}); the process is patched, but the program on disk is not up to date:`);
+          for (const l of e.output.split('\n').slice(-20)) out.line(`  ${l}`);
+          break;
         case 'no-change':
           out.progress('');
-          out.line(`${out.dim(clock())} rebuilt in ${ms(e.buildMs)}: no code changed`);
+          out.line(`${out.dim(clock())} ${e.compiled ? 'compiled' : 'rebuilt'} in ${ms(e.buildMs)}: no code changed`);
           break;
         case 'refused':
           out.progress('');
@@ -80,7 +86,7 @@ export const watchCommand = {
           out.line(
             `${out.dim(clock())} ${out.green('patched')} ${cxx(e.changed.filter((f) => !e.added.includes(f))) || cxx(e.replaced)}` +
               `${e.changed.some((f) => e.added.includes(f)) ? ` (+ new ${cxx(e.changed.filter((f) => e.added.includes(f)))})` : ''} in ${ms(e.totalMs)}` +
-              ` (build ${ms(e.buildMs)}, patch ${ms(e.patchMs)}, apply ${ms(e.applyMs)}; ${e.pids.length > 1 || e.failed.length ? `${e.pids.length} processes, each ` : 'process '}stopped ${e.stoppedMs.toFixed(2)} ms${e.pids.length > 1 ? ' at most' : ''})`,
+              ` (${e.compiled ? `compile ${e.compiled.length === 1 ? e.compiled[0] : `${e.compiled.length} objects`}` : 'build'} ${ms(e.buildMs)}, patch ${ms(e.patchMs)}, apply ${ms(e.applyMs)}; ${e.pids.length > 1 || e.failed.length ? `${e.pids.length} processes, each ` : 'process '}stopped ${e.stoppedMs.toFixed(2)} ms${e.pids.length > 1 ? ' at most' : ''})`,
           );
           for (const f of e.failed) out.line(`  ${out.red('not patched')}: process ${f.pid}: ${f.error.code}: ${f.error.message} (hint: ${f.error.hint})`);
           for (const a of e.active) out.line(`  ${out.yellow('note')}: ${e.demangled[a.function] ?? a.function} is running on thread ${a.thread}${e.pids.length > 1 ? ` of process ${a.pid}` : ''}: that call keeps the old code; the change shows at its next call`);
@@ -94,7 +100,7 @@ export const watchCommand = {
           break;
       }
     };
-    const r = await watch({ pids, build: argv.build, paths: argv.paths, objects: argv.objects, target: argv.target, intervalMs: argv.interval, maxPatches: argv.max, follow: argv.follow, signal: ac.signal, onEvent: show });
+    const r = await watch({ pids, build: argv.build, compile: argv.compile, paths: argv.paths, objects: argv.objects, target: argv.target, intervalMs: argv.interval, maxPatches: argv.max, follow: argv.follow, signal: ac.signal, onEvent: show });
     if (!out.json) {
       if (r.patches.length && r.reason !== 'exited') {
         const who = r.pids.join(',');

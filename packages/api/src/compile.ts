@@ -1,0 +1,220 @@
+// watch's fast path: compile what a save changed, each object with its own
+// command line, in parallel, and skip the build system and the link (hotload
+// diffs objects; it never needs the linked program).
+//
+// 1. Which objects: a saved source is the main file of the objects whose
+//    DWARF unit names it (DW_AT_name, relative to the object's directory,
+//    DW_AT_comp_dir or the watch directory); a saved header, of the objects
+//    whose dependency file lists it (-MD: `x.d`, automake's `.deps/x.Po`,
+//    CMake's `x.o.d`).
+// 2. Which command: the object's entry in compile_commands.json (CMake's
+//    CMAKE_EXPORT_COMPILE_COMMANDS, Meson, bear), else make's own, asked with
+//    `make -n -W <source> <object>` (what make would run were the source new;
+//    accepted only when it is one compile and bookkeeping: mv, rm, echo).
+// 3. Anything else (a file no object is known to use, a new source, a build
+//    that is not make and has no compile_commands.json) is not guessed: the
+//    plan says why, and watch runs the build command as before.
+//
+// The objects are written where the build writes them, so the next build
+// command (or the user's own make) sees them up to date and only relinks.
+
+import * as cp from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { ElfFile, readUnits } from '@hotload/elf';
+import { objectFiles } from '@hotload/patch';
+
+export interface CompileStep {
+  /** The object file (absolute). */
+  object: string;
+  /** Its main source (absolute). */
+  source: string;
+  cwd: string;
+  /** A shell command (make's may be several lines). */
+  command: string;
+}
+
+interface DbEntry {
+  cwd: string;
+  command: string;
+  object: string;
+}
+
+const real = (p: string) => {
+  try {
+    return fs.realpathSync(p);
+  } catch {
+    return path.resolve(p);
+  }
+};
+
+/** The arguments as one shell command (compile_commands.json's `arguments` form). */
+function shellJoin(args: string[]): string {
+  return args.map((a) => (/^[A-Za-z0-9_./=:,+@%-]+$/.test(a) ? a : `'${a.replace(/'/g, "'\\''")}'`)).join(' ');
+}
+
+/** The `-o` argument of a compiler command line. */
+function outputOf(args: string[]): string | undefined {
+  for (let i = 0; i < args.length; i++) {
+    if (args[i] === '-o') return args[i + 1];
+    if (args[i].startsWith('-o') && args[i].length > 2) return args[i].slice(2);
+  }
+  return undefined;
+}
+
+/** The prerequisites a make dependency file lists (every target's, merged). */
+export function depfilePrereqs(text: string, base: string): string[] {
+  const out: string[] = [];
+  for (const rule of text.replace(/\\\n/g, ' ').split('\n')) {
+    const colon = rule.search(/:(\s|$)/);
+    if (colon < 0) continue;
+    for (const p of rule.slice(colon + 1).trim().split(/\s+/)) if (p) out.push(path.resolve(base, p.replace(/\\ /g, ' ')));
+  }
+  return out;
+}
+
+export class DirectCompiler {
+  private db?: { file: string; mtimeMs: number; bySource: Map<string, DbEntry[]> };
+  private sourcesOf = new Map<string, string[]>();
+
+  constructor(
+    private readonly cwd: string,
+    private readonly objectsDir: string,
+    /** The build command: make's dry run is asked only when it is make. */
+    private readonly build: string,
+  ) {}
+
+  /** compile_commands.json of the watch or objects directory, by source (re-read when it changes). */
+  private database(): Map<string, DbEntry[]> | undefined {
+    const file = [this.cwd, this.objectsDir].map((d) => path.join(d, 'compile_commands.json')).find((f) => fs.existsSync(f));
+    if (!file) return undefined;
+    const mtimeMs = fs.statSync(file).mtimeMs;
+    if (this.db?.file === file && this.db.mtimeMs === mtimeMs) return this.db.bySource;
+    const bySource = new Map<string, DbEntry[]>();
+    let entries: { directory: string; file: string; command?: string; arguments?: string[]; output?: string }[];
+    try {
+      entries = JSON.parse(fs.readFileSync(file, 'utf8'));
+    } catch {
+      return undefined;
+    }
+    for (const e of Array.isArray(entries) ? entries : []) {
+      if (!e || typeof e.directory !== 'string' || typeof e.file !== 'string') continue;
+      const args = e.arguments ?? (typeof e.command === 'string' ? e.command.trim().split(/\s+/) : undefined);
+      if (!args) continue;
+      const out = e.output ?? outputOf(args);
+      if (!out) continue;
+      const entry = { cwd: e.directory, command: e.arguments ? shellJoin(e.arguments) : e.command!, object: real(path.resolve(e.directory, out)) };
+      const src = real(path.resolve(e.directory, e.file));
+      bySource.set(src, [...(bySource.get(src) ?? []), entry]);
+    }
+    this.db = { file, mtimeMs, bySource };
+    return bySource;
+  }
+
+  /** The main source of an object, from its DWARF (candidates that exist, first the object's own directory). */
+  private sourceOf(object: string): string[] {
+    let s = this.sourcesOf.get(object);
+    if (s) return s;
+    s = [];
+    try {
+      for (const u of readUnits(ElfFile.open(object))) {
+        if (!u.name) continue;
+        const candidates = path.isAbsolute(u.name) ? [u.name] : [path.dirname(object), u.compDir, this.cwd].filter(Boolean).map((d) => path.resolve(d, u.name));
+        const found = candidates.find((c) => fs.existsSync(c));
+        if (found) s.push(real(found));
+      }
+    } catch {
+      /* no DWARF we can read: no known source */
+    }
+    this.sourcesOf.set(object, s);
+    return s;
+  }
+
+  /** Dependency files the compiler may have written for an object. */
+  private depfiles(object: string): string[] {
+    const dir = path.dirname(object);
+    const stem = path.basename(object).replace(/\.o$/, '');
+    return [`${object}.d`, path.join(dir, `${stem}.d`), path.join(dir, '.deps', `${stem}.Po`), path.join(dir, '.deps', `${stem}.d`)].filter((f) => fs.existsSync(f));
+  }
+
+  /** make's own command for an object, or undefined. */
+  private makeCommand(object: string, source: string): string | undefined {
+    if (!/^\s*(g|gnu)?make(\s|$)/.test(this.build)) return undefined;
+    const r = cp.spawnSync('make', ['-n', '-W', path.relative(this.cwd, source), path.relative(this.cwd, object)], { cwd: this.cwd, encoding: 'utf8', timeout: 10000 });
+    if (r.status !== 0 || !r.stdout) return undefined;
+    const lines = r.stdout.trim().split('\n').filter((l) => l.trim());
+    const compiles = lines.filter((l) => /\s-c(\s|$)/.test(l));
+    const bookkeeping = (l: string) => /^\s*(mv|rm|echo|:|true|mkdir)\s/.test(l) || /^\s*(mkdir|true|:)\s*$/.test(l);
+    if (compiles.length !== 1 || !lines.every((l) => compiles.includes(l) || bookkeeping(l))) return undefined;
+    return lines.join('\n');
+  }
+
+  /**
+   * The steps that make the objects these saved files change, or why they
+   * cannot be made without the build command.
+   */
+  plan(changed: string[]): CompileStep[] | string {
+    const db = this.database();
+    const objects = [...objectFiles(this.objectsDir).values()].map(real);
+    const wanted = new Map<string, string>(); // object -> its main source
+    for (const f of changed.map(real)) {
+      if (!fs.existsSync(f)) return `${path.relative(this.cwd, f)} was removed`;
+      const fromDb = db?.get(f)?.map((e) => e.object).filter((o) => objects.includes(o));
+      const main = fromDb?.length ? fromDb : objects.filter((o) => this.sourceOf(o).includes(f));
+      if (main.length) {
+        for (const o of main) wanted.set(o, f);
+        continue;
+      }
+      const users = objects.filter((o) => this.depfiles(o).some((d) => depfilePrereqs(fs.readFileSync(d, 'utf8'), db?.get(this.sourceOf(o)[0])?.[0]?.cwd ?? this.cwd).map(real).includes(f)));
+      if (users.length === 0) return `no object is known to use ${path.relative(this.cwd, f)} (no DWARF unit names it, no dependency file lists it)`;
+      for (const o of users) {
+        const src = this.sourceOf(o)[0];
+        if (!src) return `the source of ${path.relative(this.cwd, o)} is not known`;
+        wanted.set(o, src);
+      }
+    }
+    const steps: CompileStep[] = [];
+    for (const [object, source] of wanted) {
+      const e = db?.get(source)?.find((x) => x.object === object);
+      if (e) {
+        steps.push({ object, source, cwd: e.cwd, command: e.command });
+        continue;
+      }
+      const command = this.makeCommand(object, source);
+      if (!command) return `no command line for ${path.relative(this.cwd, object)} (no compile_commands.json entry${/^\s*(g|gnu)?make(\s|$)/.test(this.build) ? ', and make would run more than its compile' : ', and the build is not make'})`;
+      steps.push({ object, source, cwd: this.cwd, command });
+    }
+    return steps;
+  }
+}
+
+/** Run the steps, as many at a time as there are CPUs; the first failure's status and everyone's output. */
+export function runSteps(steps: CompileStep[], signal?: AbortSignal): Promise<{ status: number | null; output: string }> {
+  const width = Math.max(1, os.cpus().length);
+  let next = 0;
+  let status: number | null = 0;
+  const outputs: string[] = new Array(steps.length).fill('');
+  const one = (i: number) =>
+    new Promise<void>((resolve) => {
+      const child = cp.spawn('sh', ['-c', steps[i].command], { cwd: steps[i].cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+      child.stdout.on('data', (d) => (outputs[i] += d));
+      child.stderr.on('data', (d) => (outputs[i] += d));
+      const abort = () => child.kill('SIGTERM');
+      signal?.addEventListener('abort', abort);
+      child.on('close', (code) => {
+        signal?.removeEventListener('abort', abort);
+        if (code !== 0 && status === 0) status = code;
+        resolve();
+      });
+      child.on('error', (e) => {
+        outputs[i] += String(e);
+        if (status === 0) status = null;
+        resolve();
+      });
+    });
+  const lane = async () => {
+    while (next < steps.length) await one(next++);
+  };
+  return Promise.all(Array.from({ length: Math.min(width, steps.length) }, lane)).then(() => ({ status, output: outputs.join('') }));
+}
