@@ -328,6 +328,7 @@ test('the real program: Lua 5.4 running a workload; edit math_abs in lmathlib.c,
   edit(path.join(dir, 'lmathlib.c'), /(static int math_abs [^]*?)lua_pushinteger\(L, n\);/, '$1lua_pushinteger(L, n + 1000);');
   const e = await w.event('patched', n);
   expect(e.changed).toEqual(['math_abs@lmathlib.c']);
+  expect(e.compiled).toEqual(['lmathlib.o']); // make's own command for that object, nothing else
   const after = await t.next(/^tick (\d+) abs 1005 total (\d+)$/);
   const [, t0, s0] = /tick (\d+) abs 5 total (\d+)/.exec(before)!.map(Number);
   const [, t1, s1] = /tick (\d+) abs 1005 total (\d+)/.exec(after)!.map(Number);
@@ -358,9 +359,72 @@ test('the second real program: memcached serving clients; edit the version comma
   edit(path.join(dir, 'proto_text.c'), 'out_string(c, "VERSION " VERSION);', 'out_string(c, "VERSION " VERSION "-live");');
   const e = await w.event('patched', n, 60000);
   expect(e.changed).toEqual(['process_command_ascii']); // the static version handler is inlined there
+  expect(e.compiled).toEqual(['memcached-proto_text.o']); // automake's compile line, asked of make
   expect(await c.cmd('version\r\n')).toMatch(/^VERSION 1\.6\.\d+-live\r\n$/);
   expect(await c.get('kept')).toBe('from-before');
   t.expectHealthy();
+});
+
+test('compile_commands.json: a saved source is compiled with its entry\'s command (the build command is never run); a saved header, in every object whose dependency file lists it; the program is relinked after', async () => {
+  const dir = tmpdir('hotload-watch-ccdb-');
+  const flags = '-O2 -g -fpatchable-function-entry=16,14 -ffunction-sections -fdata-sections';
+  fs.copyFileSync(path.join(ROOT, 'fixtures/src/diff.c'), path.join(dir, 'diff.c'));
+  fs.writeFileSync(path.join(dir, 'k.h'), '#define KPLUS 0\n');
+  edit(path.join(dir, 'diff.c'), 'return x + K;', 'return x + K + KPLUS;');
+  edit(path.join(dir, 'diff.c'), '#include <unistd.h>', '#include <unistd.h>\n#include "k.h"');
+  const cmd = `cc ${flags} -MD -c diff.c -o obj/diff.o`;
+  fs.mkdirSync(path.join(dir, 'obj'));
+  fs.writeFileSync(path.join(dir, 'compile_commands.json'), JSON.stringify([{ directory: dir, file: 'diff.c', command: cmd }]));
+  // The build command: relinks, and leaves a mark each time it runs.
+  fs.writeFileSync(path.join(dir, 'relink.sh'), 'echo ran >> relinks.log && cc obj/diff.o -o diff\n');
+  execFileSync('sh', ['-c', `${cmd} && sh relink.sh && rm relinks.log`], { cwd: dir });
+  const t = Target.start(path.join(dir, 'diff'), ['loop']);
+  cleanup.push(() => t.stop());
+  await t.waitFor(/^constant=11 /);
+  const w = new Watch(dir, ['--pid', String(t.pid), '--objects', 'obj', '--build', 'sh relink.sh', 'diff.c', 'k.h']);
+  cleanup.push(() => w.stop());
+  await w.event('ready', 0, 10000);
+  let n = w.events.length;
+  edit(path.join(dir, 'diff.c'), 'return x + K + KPLUS;', 'return x + K + KPLUS + 100;');
+  let e = await w.event('patched', n);
+  expect(e.compiled).toEqual(['diff.o']);
+  await t.next(/^constant=111 /);
+  n = w.events.length;
+  edit(path.join(dir, 'k.h'), '#define KPLUS 0', '#define KPLUS 5');
+  e = await w.event('patched', n);
+  expect(e.compiled).toEqual(['diff.o']); // obj/diff.d lists k.h
+  expect(e.changed).toEqual(['constant']);
+  await t.next(/^constant=116 /);
+  t.expectHealthy();
+  // The compiles never ran the build command; it relinked after each save, off the critical path.
+  expect(await w.stop()).toBe(0);
+  expect(fs.readFileSync(path.join(dir, 'relinks.log'), 'utf8')).toBe('ran\nran\n');
+  const fresh = Target.start(path.join(dir, 'diff'), ['loop']); // the program on disk has both changes
+  cleanup.push(() => fresh.stop());
+  await fresh.waitFor(/^constant=116 /);
+});
+
+test('--no-compile, and a saved file no object is known to use: the build command runs', async () => {
+  const dir = fixtureBuild('hotload-watch-nocompile-');
+  fs.writeFileSync(path.join(dir, 'notes.h'), '/* not included anywhere */\n');
+  const t = Target.start(path.join(dir, 'diff'), ['loop']);
+  cleanup.push(() => t.stop());
+  await t.waitFor(/^constant=/);
+  const w = new Watch(dir, ['--pid', String(t.pid), '--no-compile', 'diff.c']);
+  cleanup.push(() => w.stop());
+  await w.event('ready', 0, 10000);
+  let n = w.events.length;
+  edit(path.join(dir, 'diff.c'), 'return x + K;', 'return x + K + 100;');
+  let e = await w.event('patched', n);
+  expect(e.compiled).toBeUndefined();
+  await w.stop();
+  const w2 = new Watch(dir, ['--pid', String(t.pid), '.']);
+  cleanup.push(() => w2.stop());
+  await w2.event('ready', 0, 10000);
+  n = w2.events.length;
+  fs.appendFileSync(path.join(dir, 'notes.h'), '/* more */\n');
+  e = await w2.event('no-change', n);
+  expect(e.compiled).toBeUndefined(); // make ran: nothing to compile that hotload could name
 });
 
 test('bad input: no such process, no such path to watch: a clear error, nothing started', async () => {
