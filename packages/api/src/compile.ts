@@ -141,7 +141,9 @@ export class DirectCompiler {
   /** make's own command for an object, or undefined. */
   private makeCommand(object: string, source: string): string | undefined {
     if (!/^\s*(g|gnu)?make(\s|$)/.test(this.build)) return undefined;
-    const r = cp.spawnSync('make', ['-n', '-W', path.relative(this.cwd, source), path.relative(this.cwd, object)], { cwd: this.cwd, encoding: 'utf8', timeout: 10000 });
+    // Not a sub-make of whatever runs hotload: an inherited MAKEFLAGS/MAKELEVEL adds directory lines and job-server options.
+    const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !['MAKEFLAGS', 'MFLAGS', 'MAKELEVEL', 'MAKEOVERRIDES'].includes(k)));
+    const r = cp.spawnSync('make', ['--no-print-directory', '-n', '-W', path.relative(this.cwd, source), path.relative(this.cwd, object)], { cwd: this.cwd, env, encoding: 'utf8', timeout: 10000 });
     if (r.status !== 0 || !r.stdout) return undefined;
     const lines = r.stdout.trim().split('\n').filter((l) => l.trim());
     const compiles = lines.filter((l) => /\s-c(\s|$)/.test(l));

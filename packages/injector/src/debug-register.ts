@@ -47,10 +47,19 @@ type Call = (fn: bigint, data: Buffer, args: bigint[]) => bigint;
  */
 export function registerForDebuggers(s: Session, rt: TargetRuntime, call: Call, patchElf: ElfFile, base: bigint, fields: DebugField[]): { entry?: bigint; note?: string } {
   const pid = s.pid;
-  const desc = descriptorIn(s, pid, modules(pid, readMaps(pid))) ?? loadDescriptor(s, rt, call);
-  if (typeof desc === 'string') return { note: `debuggers will not see this patch: ${desc}` };
-
-  const object = objectForDebugger(patchElf, base - BigInt(patchElf.loadBase), fields);
+  const why = (w: string) => ({ note: `debuggers will not see this patch: ${w}` });
+  // What can fail without the process (files, the copy) fails into a note;
+  // a call on the borrowed thread that fails is the attach's error.
+  let object: Buffer;
+  let desc: bigint | string | undefined;
+  try {
+    object = objectForDebugger(patchElf, base - BigInt(patchElf.loadBase), fields);
+    desc = descriptorIn(s, pid, modules(pid, readMaps(pid)));
+  } catch (e) {
+    return why((e as Error).message);
+  }
+  desc ??= loadDescriptor(s, rt, call);
+  if (typeof desc === 'string') return why(desc);
   const size = BigInt(JIT.ENTRY.bytes + object.length);
   const at = call(rt.libc.mmap, Buffer.alloc(0), [0n, size, PROT_RW, MAP_PRIVATE_ANONYMOUS, -1n, 0n]);
   if (at <= 0n) return { note: `debuggers will not see this patch: process ${pid} could not map ${size} bytes for its debug copy` };
@@ -84,9 +93,18 @@ function descriptorIn(s: MemReader, pid: number, mods: Module[]): bigint | undef
 function loadDescriptor(s: Session, rt: TargetRuntime, call: Call): bigint | string {
   const lib = debugLibraryPath();
   if (!lib) return `${process.env.HOTLOAD_DEBUG_LIBRARY || LIBRARY} is missing from hotload's installation (native-shim/build)`;
-  const staged = stagePatch(s.pid, lib, fs.readFileSync(lib));
+  let staged: ReturnType<typeof stagePatch>;
+  try {
+    staged = stagePatch(s.pid, lib, fs.readFileSync(lib));
+  } catch (e) {
+    return `${LIBRARY} could not be staged for process ${s.pid}: ${(e as Error).message}`;
+  }
   if (call(rt.dlopen, Buffer.from(staged.staged + '\0'), [0n, rt.dlopenMode]) === 0n) return `process ${s.pid} could not load ${staged.staged}`;
-  return descriptorIn(s, s.pid, modules(s.pid, readMaps(s.pid))) ?? `${staged.staged} has no ${JIT.DESCRIPTOR}`;
+  try {
+    return descriptorIn(s, s.pid, modules(s.pid, readMaps(s.pid))) ?? `${staged.staged} has no ${JIT.DESCRIPTOR}`;
+  } catch (e) {
+    return (e as Error).message;
+  }
 }
 
 /**
