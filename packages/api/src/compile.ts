@@ -10,7 +10,8 @@
 // 2. Which command: the object's entry in compile_commands.json (CMake's
 //    CMAKE_EXPORT_COMPILE_COMMANDS, Meson, bear), else make's own, asked with
 //    `make -n -W <source> <object>` (what make would run were the source new;
-//    accepted only when it is one compile and bookkeeping: mv, rm, echo).
+//    accepted only when it is one compile and bookkeeping: mv, rm, echo,
+//    mkdir, `test ... ||` guards).
 // 3. Anything else (a file no object is known to use, a new source, a build
 //    that is not make and has no compile_commands.json) is not guessed: the
 //    plan says why, and watch runs the build command as before.
@@ -147,7 +148,8 @@ export class DirectCompiler {
     if (r.status !== 0 || !r.stdout) return undefined;
     const lines = r.stdout.trim().split('\n').filter((l) => l.trim());
     const compiles = lines.filter((l) => /\s-c(\s|$)/.test(l));
-    const bookkeeping = (l: string) => /^\s*(mv|rm|echo|:|true|mkdir)\s/.test(l) || /^\s*(mkdir|true|:)\s*$/.test(l);
+    // Besides the compile: moving depfiles, and automake's guards (`test -f config.h || ...`, no-ops while config.h is there).
+    const bookkeeping = (l: string) => /^\s*(mv|rm|echo|:|true|mkdir|test)\s/.test(l) || /^\s*(true|:)\s*$/.test(l);
     if (compiles.length !== 1 || !lines.every((l) => compiles.includes(l) || bookkeeping(l))) return undefined;
     return lines.join('\n');
   }
