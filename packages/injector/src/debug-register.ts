@@ -62,7 +62,7 @@ export function registerForDebuggers(s: Session, rt: TargetRuntime, call: Call, 
   if (typeof desc === 'string') return why(desc);
   const size = BigInt(JIT.ENTRY.bytes + object.length);
   const at = call(rt.libc.mmap, Buffer.alloc(0), [0n, size, PROT_RW, MAP_PRIVATE_ANONYMOUS, -1n, 0n]);
-  if (at <= 0n) return { note: `debuggers will not see this patch: process ${pid} could not map ${size} bytes for its debug copy` };
+  if (at <= 0n) return why(`process ${pid} could not map ${size} bytes for its debug copy`);
   const entry = Buffer.alloc(JIT.ENTRY.bytes);
   const first = s.read(desc + BigInt(JIT.DESC.first), 8).readBigUInt64LE(0);
   entry.writeBigUInt64LE(first, JIT.ENTRY.next);
