@@ -78,13 +78,16 @@ export function depfilePrereqs(text: string, base: string): string[] {
 export class DirectCompiler {
   private db?: { file: string; mtimeMs: number; bySource: Map<string, DbEntry[]> };
   private sourcesOf = new Map<string, string[]>();
+  /** Is the build command make: only then is make's dry run asked. */
+  private readonly isMake: boolean;
 
   constructor(
     private readonly cwd: string,
     private readonly objectsDir: string,
-    /** The build command: make's dry run is asked only when it is make. */
-    private readonly build: string,
-  ) {}
+    build: string,
+  ) {
+    this.isMake = /^\s*(g|gnu)?make(\s|$)/.test(build);
+  }
 
   /** compile_commands.json of the watch or objects directory, by source (re-read when it changes). */
   private database(): Map<string, DbEntry[]> | undefined {
@@ -141,7 +144,7 @@ export class DirectCompiler {
 
   /** make's own command for an object, or undefined. */
   private makeCommand(object: string, source: string): string | undefined {
-    if (!/^\s*(g|gnu)?make(\s|$)/.test(this.build)) return undefined;
+    if (!this.isMake) return undefined;
     // Not a sub-make of whatever runs hotload: an inherited MAKEFLAGS/MAKELEVEL adds directory lines and job-server options.
     const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !['MAKEFLAGS', 'MFLAGS', 'MAKELEVEL', 'MAKEOVERRIDES'].includes(k)));
     const r = cp.spawnSync('make', ['--no-print-directory', '-n', '-W', path.relative(this.cwd, source), path.relative(this.cwd, object)], { cwd: this.cwd, env, encoding: 'utf8', timeout: 10000 });
@@ -186,7 +189,7 @@ export class DirectCompiler {
         continue;
       }
       const command = this.makeCommand(object, source);
-      if (!command) return `no command line for ${path.relative(this.cwd, object)} (no compile_commands.json entry${/^\s*(g|gnu)?make(\s|$)/.test(this.build) ? ', and make would run more than its compile' : ', and the build is not make'})`;
+      if (!command) return `no command line for ${path.relative(this.cwd, object)} (no compile_commands.json entry${this.isMake ? ', and make would run more than its compile' : ', and the build is not make'})`;
       steps.push({ object, source, cwd: this.cwd, command });
     }
     return steps;
@@ -194,31 +197,36 @@ export class DirectCompiler {
 }
 
 /** Run the steps, as many at a time as there are CPUs; the first failure's status and everyone's output. */
-export function runSteps(steps: CompileStep[], signal?: AbortSignal): Promise<{ status: number | null; output: string }> {
+export async function runSteps(steps: CompileStep[], signal?: AbortSignal): Promise<{ status: number | null; output: string }> {
   const width = Math.max(1, os.cpus().length);
   let next = 0;
   let status: number | null = 0;
   const outputs: string[] = new Array(steps.length).fill('');
-  const one = (i: number) =>
-    new Promise<void>((resolve) => {
-      const child = cp.spawn('sh', ['-c', steps[i].command], { cwd: steps[i].cwd, stdio: ['ignore', 'pipe', 'pipe'] });
-      child.stdout.on('data', (d) => (outputs[i] += d));
-      child.stderr.on('data', (d) => (outputs[i] += d));
-      const abort = () => child.kill('SIGTERM');
-      signal?.addEventListener('abort', abort);
-      child.on('close', (code) => {
-        signal?.removeEventListener('abort', abort);
-        if (code !== 0 && status === 0) status = code;
-        resolve();
-      });
-      child.on('error', (e) => {
-        outputs[i] += String(e);
-        if (status === 0) status = null;
-        resolve();
-      });
-    });
   const lane = async () => {
-    while (next < steps.length) await one(next++);
+    while (next < steps.length) {
+      const i = next++;
+      const r = await runShell(steps[i].command, steps[i].cwd, signal);
+      outputs[i] = r.output;
+      if (r.status !== 0 && status === 0) status = r.status;
+    }
   };
-  return Promise.all(Array.from({ length: Math.min(width, steps.length) }, lane)).then(() => ({ status, output: outputs.join('') }));
+  await Promise.all(Array.from({ length: Math.min(width, steps.length) }, lane));
+  return { status, output: outputs.join('') };
+}
+
+/** A shell command in `cwd`: its exit status (null: it could not start) and its output, stdout and stderr as they came. */
+export function runShell(cmd: string, cwd: string, signal?: AbortSignal): Promise<{ status: number | null; output: string }> {
+  return new Promise((resolve) => {
+    const child = cp.spawn('sh', ['-c', cmd], { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+    let output = '';
+    child.stdout.on('data', (d) => (output += d));
+    child.stderr.on('data', (d) => (output += d));
+    const abort = () => child.kill('SIGTERM');
+    signal?.addEventListener('abort', abort);
+    child.on('close', (status) => {
+      signal?.removeEventListener('abort', abort);
+      resolve({ status, output });
+    });
+    child.on('error', (e) => resolve({ status: null, output: String(e) }));
+  });
 }

@@ -13,7 +13,6 @@
 // one is loaded, so its value carries on. Failed builds and refused changes are
 // reported, and the process keeps running what it ran.
 
-import * as cp from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -22,7 +21,7 @@ import { attach } from '@hotload/injector';
 import { ElfFile, STT, demangle } from '@hotload/elf';
 import { Build, diffObjectSets, functionOfPart, mkpatchFromBuilds, objectFiles } from '@hotload/patch';
 import { sleep } from './sleep';
-import { CompileStep, DirectCompiler, runSteps } from './compile';
+import { CompileStep, DirectCompiler, runShell, runSteps } from './compile';
 
 export interface WatchOptions {
   /** The processes to keep patched: all must run the same build (those that do not are left out, with a warning). */
@@ -167,22 +166,6 @@ async function waitForProgram(exe: string, signal?: AbortSignal): Promise<number
   return [];
 }
 
-function runBuild(cmd: string, cwd: string, signal?: AbortSignal): Promise<{ status: number | null; output: string }> {
-  return new Promise((resolve) => {
-    const child = cp.spawn('sh', ['-c', cmd], { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
-    let output = '';
-    child.stdout.on('data', (d) => (output += d));
-    child.stderr.on('data', (d) => (output += d));
-    const abort = () => child.kill('SIGTERM');
-    signal?.addEventListener('abort', abort);
-    child.on('close', (status) => {
-      signal?.removeEventListener('abort', abort);
-      resolve({ status, output });
-    });
-    child.on('error', (e) => resolve({ status: null, output: String(e) }));
-  });
-}
-
 const msSince = (t: bigint) => Number(process.hrtime.bigint() - t) / 1e6;
 
 export async function watch(opts: WatchOptions): Promise<WatchSummary> {
@@ -322,7 +305,7 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
     const startRelink = () => {
       relinkWanted = false;
       const t = process.hrtime.bigint();
-      relink = runBuild(build, cwd, opts.signal).then((r) => {
+      relink = runShell(build, cwd, opts.signal).then((r) => {
         if (r.status !== 0 && !opts.signal?.aborted) emit({ event: 'relink-failed', status: r.status, output: r.output.trim(), buildMs: msSince(t) });
       });
     };
@@ -395,7 +378,7 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
         const steps = compiler?.plan([...dirty]);
         const compiled = Array.isArray(steps) && steps.length ? steps.map((x) => path.relative(objectsDir, x.object)).sort() : undefined;
         const via = compiled ? { compiled } : {};
-        const b = compiled ? await runSteps(steps as CompileStep[], opts.signal) : await runBuild(build, cwd, opts.signal);
+        const b = compiled ? await runSteps(steps as CompileStep[], opts.signal) : await runShell(build, cwd, opts.signal);
         if (b.status === 0) dirty.clear();
         // Compiled directly, the program on disk is not relinked yet: the build
         // command does that once this save is handled, off the critical path

@@ -45,7 +45,7 @@ type Call = (fn: bigint, data: Buffer, args: bigint[]) => bigint;
  * Register the patch `patchElf`, mapped at `base`, with debuggers. Returns
  * the entry's address, or a note saying why debuggers will not see it.
  */
-export function registerForDebuggers(s: Session, rt: TargetRuntime, call: Call, patchElf: ElfFile, base: bigint, fields: DebugField[]): { entry?: bigint; note?: string } {
+export function registerForDebuggers(s: Session, rt: TargetRuntime, call: Call, mods: Module[], patchElf: ElfFile, base: bigint, fields: DebugField[]): { entry?: bigint; note?: string } {
   const pid = s.pid;
   const why = (w: string) => ({ note: `debuggers will not see this patch: ${w}` });
   // What can fail without the process (files, the copy) fails into a note;
@@ -54,7 +54,7 @@ export function registerForDebuggers(s: Session, rt: TargetRuntime, call: Call, 
   let desc: bigint | string | undefined;
   try {
     object = objectForDebugger(patchElf, base - BigInt(patchElf.loadBase), fields);
-    desc = descriptorIn(s, pid, modules(pid, readMaps(pid)));
+    desc = descriptorIn(s, pid, mods); // only hotload maps the library, under the process lock held now
   } catch (e) {
     return why((e as Error).message);
   }
@@ -107,28 +107,29 @@ function loadDescriptor(s: Session, rt: TargetRuntime, call: Call): bigint | str
   }
 }
 
-/**
- * Is the patch `patchElf` in hotload's JIT list of process `pid`: does an
- * entry's copy hold its build-id where the file does? Reads memory only.
- */
-export function seenByDebuggers(pid: number, mem: MemReader, patchElf: ElfFile): boolean {
-  const note = patchElf.section('.note.gnu.build-id');
-  if (!note) return false;
-  const want = patchElf.sectionData(note);
+/** The copies in hotload's JIT list of process `pid` (none when its library is not loaded). Reads memory only. */
+export function debuggerCopies(pid: number, mem: MemReader): { addr: bigint; size: bigint }[] {
   let desc: bigint | undefined;
   try {
     desc = descriptorIn(mem, pid, modules(pid, readMaps(pid)));
   } catch {
-    return false;
+    return [];
   }
-  if (desc === undefined) return false;
-  let at = mem.read(desc + BigInt(JIT.DESC.first), 8).readBigUInt64LE(0);
+  const out: { addr: bigint; size: bigint }[] = [];
+  let at = desc === undefined ? 0n : mem.read(desc + BigInt(JIT.DESC.first), 8).readBigUInt64LE(0);
   for (let guard = 0; at !== 0n && guard < 10000; guard++) {
     const e = mem.read(at, JIT.ENTRY.bytes);
-    if (e.length < JIT.ENTRY.bytes) return false;
-    const addr = e.readBigUInt64LE(JIT.ENTRY.addr);
-    if (e.readBigUInt64LE(JIT.ENTRY.size) === BigInt(patchElf.buf.length) && mem.read(addr + BigInt(note.offset), want.length).equals(want)) return true;
+    if (e.length < JIT.ENTRY.bytes) break;
+    out.push({ addr: e.readBigUInt64LE(JIT.ENTRY.addr), size: e.readBigUInt64LE(JIT.ENTRY.size) });
     at = e.readBigUInt64LE(JIT.ENTRY.next);
   }
-  return false;
+  return out;
+}
+
+/** Is the patch `patchElf` one of `copies`: a copy of its size holding its build-id where the file does? */
+export function seenByDebuggers(mem: MemReader, copies: { addr: bigint; size: bigint }[], patchElf: ElfFile): boolean {
+  const note = patchElf.section('.note.gnu.build-id');
+  if (!note) return false;
+  const want = patchElf.sectionData(note);
+  return copies.some((c) => c.size === BigInt(patchElf.buf.length) && mem.read(c.addr + BigInt(note.offset), want.length).equals(want));
 }

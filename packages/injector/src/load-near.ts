@@ -270,7 +270,7 @@ export function loadNear(
     const notes: string[] = [];
     if (rb.info.debug) {
       const fields: DebugField[] = rb.debug.map((f) => ({ section: f.section, offset: f.offset, width: 8, ...(f.ref !== undefined ? { value: BigInt.asUintN(64, baseOf(f.ref) + f.addend) } : {}) }));
-      const r = registerForDebuggers(s, rt, call, patchElf, base, fields);
+      const r = registerForDebuggers(s, rt, call, mods, patchElf, base, fields);
       if (r.note) notes.push(r.note);
     }
     return { base, hostThread: host.tid, loadMs, repaired, hostStoppedAt, notes };

@@ -2,7 +2,7 @@
 import { ElfFile, demangled } from '@hotload/elf';
 import { requireAlive } from './read-process';
 import { LoadedPatch, functionStack, functionState, loadedPatches, procMemReader } from './read-patches';
-import { seenByDebuggers } from './debug-register';
+import { debuggerCopies, seenByDebuggers } from './debug-register';
 
 export interface StatusFunction {
   name: string;
@@ -45,7 +45,8 @@ export function status(pid: number): StatusResult {
   const inForce = new Map<LoadedPatch, string[]>(patches.map((p) => [p, []]));
   const debuggers = new Map<LoadedPatch, boolean>();
   try {
-    for (const p of patches) debuggers.set(p, !p.mappedByHotload || seenByDebuggers(pid, mem, ElfFile.open(p.file)));
+    const copies = patches.some((p) => p.mappedByHotload) ? debuggerCopies(pid, mem) : [];
+    for (const p of patches) debuggers.set(p, !p.mappedByHotload || seenByDebuggers(mem, copies, ElfFile.open(p.file)));
     const seen = new Set<string>();
     for (const p of patches) {
       for (const r of p.meta.replacements) {
