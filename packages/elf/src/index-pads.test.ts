@@ -71,6 +71,21 @@ test('a pad whose bytes were changed is reported as modified', () => {
   expect(g.reason).toMatch(/not NOPs/);
 });
 
+test("glibc's atexit and pthread_atfork stubs (libc_nonshared.a, never padded) are start-up code, not the user's unpatchable functions", () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hotload-atexit-'));
+  try {
+    fs.writeFileSync(path.join(dir, 'a.c'), '#include <stdlib.h>\n#include <pthread.h>\nstatic void bye(void) {}\nint main(void) { pthread_atfork(0, 0, bye); return atexit(bye); }\n');
+    const r = spawnSync('gcc', ['-O2', '-fpatchable-function-entry=16,14', '-o', path.join(dir, 'a'), path.join(dir, 'a.c')], { encoding: 'utf8' });
+    expect(r.stderr).toBe('');
+    const idx = indexPads(ElfFile.open(path.join(dir, 'a')));
+    expect(byName(idx.functions, 'atexit')!.status).toBe('startup');
+    expect(byName(idx.functions, '__pthread_atfork')!.status).toBe('startup');
+    expect(unpatchable(idx)).toEqual([]);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 describe('post', () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hotload-post-'));
 

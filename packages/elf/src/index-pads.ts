@@ -15,9 +15,11 @@
 //   other way round. `f.cold` is the cold part of f: it has no entry of its own.
 // - Start-up code from crt1.o/crti.o/crtbegin.o is never built with the flag,
 //   and neither are helpers the compiler writes itself (clang's
-//   `__clang_call_terminate`, in every C++ file that may terminate): they are
-//   listed as `startup` and do not fail `hotload check` (rebuilding with the
-//   flag could not give them a pad).
+//   `__clang_call_terminate`, in every C++ file that may terminate), nor
+//   glibc's libc_nonshared.a, linked into every program that calls `atexit`
+//   (C++ static objects do) or `pthread_atfork`: they are listed as `startup`
+//   and do not fail `hotload check` (rebuilding with the flag could not give
+//   them a pad).
 
 import { HotloadError } from '@hotload/errors';
 import { ElfFile, Section } from './read-elf';
@@ -78,6 +80,7 @@ const STARTUP = new Set([
   '_start', '_init', '_fini', 'deregister_tm_clones', 'register_tm_clones', '__do_global_dtors_aux',
   'frame_dummy', '__libc_csu_init', '__libc_csu_fini', '_dl_relocate_static_pie', '__x86.get_pc_thunk.bx',
   '__clang_call_terminate', // clang, C++: no pad whatever the flags
+  'atexit', 'at_quick_exit', '__pthread_atfork', '__stack_chk_fail_local', // glibc's libc_nonshared.a
 ]);
 
 /** Shared by every function without aliases (never mutated). */
