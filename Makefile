@@ -48,6 +48,11 @@ lua: system
 memcached: system
 	bash scripts/build-memcached.sh >/dev/null
 
+# The C++ real program: iperf 2 (a server; a thread and a Server object per
+# connection), built by g++ through `hotload c++` (cached).
+iperf: system build
+	bash scripts/build-iperf.sh >/dev/null
+
 demo: build
 	node scripts/demo.js
 
@@ -59,7 +64,7 @@ pack: build
 typecheck: $(STAMP)
 	npx tsc -p tsconfig.test.json --noEmit
 
-test: system build lua memcached typecheck
+test: system build lua memcached iperf typecheck
 	npx jest --runInBand
 
 bench: system build lua memcached
@@ -74,4 +79,4 @@ clean:
 	rm -rf packages/*/dist packages/*/tsconfig.tsbuildinfo native-shim/build build/npm
 	$(MAKE) -C fixtures clean
 
-.PHONY: all system shim ts build lua memcached demo pack typecheck test bench clean
+.PHONY: all system shim ts build lua memcached iperf demo pack typecheck test bench clean

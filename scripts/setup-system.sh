@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Install what hotload's tests need from Debian, once: clang (the pad index must
-# handle clang output too), g++ (a C++ fixture), libevent-dev (memcached) and
-# deb-src entries so `apt-get source` can fetch the real programs the tests
-# build (Lua 5.4, memcached). Idempotent; does nothing when all is there.
+# handle clang output too), g++ (a C++ fixture), libevent-dev (memcached),
+# autoconf and automake (iperf's Debian patches edit configure.ac and
+# Makefile.am, so its build starts with autoreconf as Debian's does) and deb-src
+# entries so `apt-get source` can fetch the real programs the tests build
+# (Lua 5.4, memcached, iperf). Idempotent; does nothing when all is there.
 set -euo pipefail
 
 need_apt_update=0
@@ -31,6 +33,8 @@ command -v gdb >/dev/null || missing+=(gdb)
 command -v perf >/dev/null || missing+=(linux-perf) # tests/debuggers.test.ts: perf reads patches from a rebuild
 command -v readelf >/dev/null || missing+=(binutils)
 [ -f /usr/include/event2/event.h ] || missing+=(libevent-dev) # memcached, the second real program
+command -v autoreconf >/dev/null || missing+=(autoconf) # iperf, the C++ real program
+command -v automake >/dev/null || missing+=(automake)
 
 # apt-get source needs a fresh list after deb-src was added; install needs any list.
 if [ "$need_apt_update" = 1 ] || { [ ${#missing[@]} -gt 0 ] && [ -z "$(ls -A /var/lib/apt/lists 2>/dev/null | grep -v lock)" ]; }; then

@@ -22,7 +22,7 @@ import { createHash } from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 import { HotloadError } from '@hotload/errors';
-import { BuildTypes, UnitTypes, ElfFile, ElfSymbol, SHF, SHT, STB, STT, Section, functionLines, inlinedFunctions, layoutChanges, typeLayouts } from '@hotload/elf';
+import { BuildTypes, UnitTypes, ElfFile, ElfSymbol, SHF, SHT, STB, STT, Section, functionLines, inlinedFunctions, layoutChanges, typeLayouts, demangled } from '@hotload/elf';
 
 export interface BuildDiff {
   changed: string[];
@@ -454,7 +454,7 @@ function typeRefusals(units: UnitDiff[], refused: BuildDiff['refused']): void {
   for (const [k, f] of [...found].sort((x, y) => x[0].localeCompare(y[0]))) {
     const shown = f.changes.slice(0, 4).join('; ') + (f.changes.length > 4 ? `; and ${f.changes.length - 4} more` : '');
     const users = [...f.users].sort();
-    const who = users.length ? `used by ${users.length} of the running build's functions and data, e.g. ${users.slice(0, 3).join(', ')}` : 'defined in the running build';
+    const who = users.length ? `used by ${users.length} of the running build's functions and data, e.g. ${users.slice(0, 3).map(demangled).join(', ')}` : 'defined in the running build';
     refused.push({ symbol: k, reason: `${shown}; ${who} (${[...f.files].sort().join(', ')}): the running process holds data of the old layout, which new code would misread. Restart the process with the new build` });
   }
 }
@@ -573,17 +573,55 @@ export function diffLoaded(a: Build, b: Build, opts: { inlines?: boolean } = {})
       if (f.includes('@')) continue;
       for (const g of gs) (inliners.get(g) ?? inliners.set(g, new Set()).get(g)!).add(f);
     }
-    const allChanged = (g: string) => [...(inliners.get(g) ?? [])].every((f) => changedNames.has(f));
+    // A user changed only by line numbers inlines exactly the code it did: then g did not change.
+    const lineOnly = new Set(res.lineOnly.map((k) => k.split('@')[0]));
+    const allChanged = (g: string) => [...(inliners.get(g) ?? [])].every((f) => changedNames.has(f) && !lineOnly.has(f));
     for (const k of res.changed) {
       const callees = inl.get(k) ?? inl.get(k.split('@')[0]);
       // Changed itself, or a static with no copy of its own whose every user
-      // changed (a header's inline functions, such as the C++ library's, are
-      // external: left out).
+      // changed, none only by its line numbers (a header's inline functions,
+      // such as the C++ library's, are external: left out).
       const why = [...(callees ?? [])].filter((g) => changedNames.has(g) || (!outOfLine.has(g) && inl.local.has(g) && allChanged(g))).sort();
       if (why.length) res.inlined[k] = why;
     }
   }
+  foldAliases(res, fa, fb);
   return res;
+}
+
+/**
+ * Aliases (one address, several names: the complete- and base-object
+ * constructors and destructors C1/C2, D1/D2 of g++ and clang++) are one
+ * function: listed once, by the first of its names. A patch replaces it once
+ * and attach redirects every name (they share the pad).
+ */
+function foldAliases(res: BuildDiff, fa: Map<string, Item>, fb: Map<string, Item>): void {
+  const lineOnly = new Set(res.lineOnly);
+  const changed = new Set(res.changed);
+  const fold = (list: string[], items: Map<string, Item>, counted = false) => {
+    const first = new Map<string, string>();
+    return list.filter((k) => {
+      const s = items.get(k)!.sym;
+      const at = `${s.shndx}:${s.value}`;
+      const kept = first.get(at);
+      if (kept === undefined) {
+        first.set(at, k);
+        return true;
+      }
+      if (counted) return false;
+      if (lineOnly.has(k)) lineOnly.add(kept);
+      if (res.inlined[k]) res.inlined[kept] ??= res.inlined[k];
+      lineOnly.delete(k);
+      delete res.inlined[k];
+      return false;
+    });
+  };
+  res.changed = fold(res.changed, fb);
+  res.added = fold(res.added, fb);
+  res.removed = fold(res.removed, fa, true);
+  const unchanged = [...fb.keys()].filter((k) => fa.has(k) && !changed.has(k));
+  res.unchanged -= unchanged.length - fold(unchanged, fb, true).length;
+  res.lineOnly = res.lineOnly.filter((k) => lineOnly.has(k)).concat([...lineOnly].filter((k) => !res.lineOnly.includes(k))).sort();
 }
 
 /** Object files of a build: a file, or every .o under a directory (by relative path). */

@@ -2,6 +2,7 @@
 // hotload mkpatch --from <old build> --to <new build> -o patch.so  (a patch from a rebuild)
 import type { Argv } from 'yargs';
 import { HotloadError, findProgram, mkpatch, mkpatchFromBuilds } from '@hotload/api';
+import { demangle } from '@hotload/elf';
 import { Out } from '../output';
 
 interface Args {
@@ -35,11 +36,13 @@ export const mkpatchCommand = {
       if (argv.source?.length) throw new HotloadError('USAGE', 'give either C sources or --from/--to, not both');
       const target = argv.target ?? findProgram(argv.from);
       const r = mkpatchFromBuilds({ from: argv.from, to: argv.to, target, out: argv.o, cc: argv.cc });
+      const names = demangle([...r.replaced, ...r.added]);
       if (out.json) {
-        out.doc({ out: r.out, target: r.target, replaced: r.replaced, added: r.added, notes: r.plan.notes, otherModules: r.otherModules });
+        out.doc({ out: r.out, target: r.target, replaced: r.replaced, added: r.added, notes: r.plan.notes, otherModules: r.otherModules, demangled: Object.fromEntries(names) });
         return 0;
       }
-      out.line(`${out.green('wrote')} ${r.out}: replaces ${r.replaced.join(', ')}${r.added.length ? `; adds ${r.added.join(', ')}` : ''} in ${r.target.module} (build-id ${r.target.buildId.slice(0, 16)}...)`);
+      const cxx = (xs: string[]) => xs.map((x) => names.get(x) ?? x).join(', ');
+      out.line(`${out.green('wrote')} ${r.out}: replaces ${cxx(r.replaced)}${r.added.length ? `; adds ${cxx(r.added)}` : ''} in ${r.target.module} (build-id ${r.target.buildId.slice(0, 16)}...)`);
       for (const n of r.plan.notes) out.line(`  ${out.yellow('note')}: ${n}`);
       if (r.otherModules.length) out.line(`  ${out.dim('note')}: left out ${r.otherModules.length} changed object file${r.otherModules.length === 1 ? '' : 's'} of other modules: ${r.otherModules.join(', ')}`);
       return 0;

@@ -1,6 +1,7 @@
 // hotload status <pid|pids|name>
 import type { Argv } from 'yargs';
 import { StatusResult, status } from '@hotload/api';
+import { demangle } from '@hotload/elf';
 import { Out } from '../output';
 import { JSON_SHAPE, forEachPid } from './attach';
 
@@ -24,14 +25,16 @@ function printStatus(out: Out, r: StatusResult): void {
       out.line(`process ${r.pid}: no patch applied${r.patches.length ? ` (${r.patches.length} reverted patch${r.patches.length === 1 ? '' : 'es'} still mapped)` : ''}`);
       return;
     }
+    const names = demangle([...r.functions.flatMap((f) => f.stack.map((e) => e.function)), ...r.patches.flatMap((p) => p.inForce)]);
+    const cxx = (x: string) => names.get(x) ?? x;
     out.line(`process ${r.pid}: ${r.functions.length} function${r.functions.length === 1 ? '' : 's'} patched`);
     for (const f of r.functions) {
       out.line(`  ${out.bold(f.demangled ?? f.name)} (${f.module})`);
-      f.stack.forEach((e, i) => out.line(`    ${i === 0 ? 'runs ' : 'over '} ${e.function} ${out.dim(e.address)} from ${e.source ?? e.patch}`));
+      f.stack.forEach((e, i) => out.line(`    ${i === 0 ? 'runs ' : 'over '} ${cxx(e.function)} ${out.dim(e.address)} from ${e.source ?? e.patch}`));
     }
     out.line('patches:');
     for (const p of r.patches) {
-      out.line(`  ${p.source ?? p.staged}  build-id ${p.buildId ?? '?'}  applied ${p.appliedAt ?? '?'}  ${p.inForce.length ? `in force: ${p.inForce.join(', ')}` : out.dim('reverted')}`);
+      out.line(`  ${p.source ?? p.staged}  build-id ${p.buildId ?? '?'}  applied ${p.appliedAt ?? '?'}  ${p.inForce.length ? `in force: ${p.inForce.map(cxx).join(', ')}` : out.dim('reverted')}`);
       if (p.source) out.line(out.dim(`    loaded from ${p.staged}`));
       if (p.loadedBy === 'hotload' && p.debuggers) out.line(out.dim('    mapped by hotload, not dlopen; debuggers see it through the GDB JIT interface'));
       else if (p.loadedBy === 'hotload') out.line(out.dim(`    mapped by hotload, not dlopen, and not registered with debuggers; in gdb: add-symbol-file ${p.staged} -o ${p.bias}`));
