@@ -40,7 +40,11 @@
  *   HOTLOAD_REPLACE_CXX("Square::area() const", area_v2);
  *   HOTLOAD_REPLACE_CXX("count(int, int)", count_v2);    // overloads: say which
  * or by its mangled name with HOTLOAD_REPLACE (`hotload index --json` lists
- * both).
+ * both). Or let the patch define the function itself, as the program's source
+ * does (a member, a constructor, an operator, a template instance), with the
+ * class declared as the program declares it, and name it:
+ *   int Square::area() const { return side * side + 1; }
+ *   HOTLOAD_REDEFINE_CXX("Square::area() const");
  */
 #ifndef HOTLOAD_H
 #define HOTLOAD_H
@@ -64,6 +68,22 @@
       HOTLOAD_CAT(hotload_replace__, new_fn)[] = old "\0" #new_fn;                                \
   __attribute__((used)) static void *const HOTLOAD_CAT(hotload_keep__, new_fn) = (void *)new_fn; \
   extern "C" __attribute__((used, visibility("default"))) void *HOTLOAD_CAT(hotload_prev__, new_fn) = 0
+#endif
+
+/* C++: the patch's own definition of the function named (by its C++ name)
+   replaces the program's. A record of two pointers, found through their
+   relocations: the name, and the slot for what ran before. */
+#ifdef __cplusplus
+struct hotload_redefinition {
+  const char *name;
+  void **previous;
+};
+#define HOTLOAD_REDEFINE_CXX(name) HOTLOAD_REDEFINE_CXX_(name, __COUNTER__)
+#define HOTLOAD_REDEFINE_CXX_(name, n) HOTLOAD_REDEFINE_CXX__(name, n)
+#define HOTLOAD_REDEFINE_CXX__(name, n)                                                            \
+  static void *hotload_redefined_previous__##n = 0;                                                \
+  __attribute__((used, section(".hotload.redefine"))) static const hotload_redefinition            \
+      hotload_redefined__##n = {name, &hotload_redefined_previous__##n}
 #endif
 
 #define HOTLOAD_STATIC(type, name) \

@@ -137,3 +137,41 @@ test('a hand-written C++ patch names the old function as C++ does and defines th
     await t.stop();
   }
 });
+
+test('a hand-written C++ patch may define the member itself, as the program\'s source does (HOTLOAD_REDEFINE_CXX); patches of it stack and revert in order; a name the patch does not define is refused', async () => {
+  const dir = tmpdir();
+  const prog = path.join(ROOT, 'fixtures/build/cxx/base/cxx'); // Greeter::greet(int) returns x + name.size() + 1
+  const patch = (k: number) => {
+    const p = path.join(dir, `greet${k}.cpp`);
+    fs.writeFileSync(p, `#include <hotload.h>\n#include <string>\nstruct Greeter {\n  std::string name;\n  int greet(int x);\n};\nint Greeter::greet(int x) { return x + (int)name.size() + ${k}; }\nHOTLOAD_REDEFINE_CXX("Greeter::greet(int)");\n`);
+    return p;
+  };
+  const t = Target.start(prog);
+  try {
+    await t.waitFor(/^greet=5 /);
+    for (const [k, cc] of [[1000, 'g++'], [2000, 'clang++']] as const) {
+      const m = await hotload(['mkpatch', patch(k), '--target', prog, '-o', path.join(dir, `p${k}.so`), '--cc', cc]);
+      expect(m.stderr).toBe('');
+      expect(m.stdout).toMatch(/Greeter::greet\(int\) \(redefined\)/);
+      expect((await hotload(['attach', String(t.pid), path.join(dir, `p${k}.so`)])).code).toBe(0);
+      await t.next(new RegExp(`^greet=${k + 4} `));
+    }
+    const st = await hotload(['status', String(t.pid), '--json']);
+    expect(st.json.functions[0].stack.map((e: { function: string }) => e.function)).toEqual(['_ZN7Greeter5greetEi', '_ZN7Greeter5greetEi']);
+    expect((await hotload(['revert', String(t.pid), path.join(dir, 'p2000.so')])).code).toBe(0);
+    await t.next(/^greet=1004 /);
+    expect((await hotload(['revert', String(t.pid), path.join(dir, 'p1000.so')])).code).toBe(0);
+    await t.next(/^greet=5 /);
+
+    // The patch names a member it does not define: refused, saying how to define it.
+    const bad = path.join(dir, 'bad.cpp');
+    fs.writeFileSync(bad, '#include <hotload.h>\nint helper(int x) { return x; }\nHOTLOAD_REDEFINE_CXX("Greeter::greet(int)");\n');
+    const r = await hotload(['mkpatch', bad, '--target', prog, '-o', path.join(dir, 'bad.so'), '--cc', 'g++']);
+    expect(r.code).toBe(6);
+    expect(r.stderr).toMatch(/HOTLOAD_REDEFINE_CXX\("Greeter::greet\(int\)"\): the patch defines no function of that name \(define it in the patch as the program's source does/);
+    expect(fs.existsSync(path.join(dir, 'bad.so'))).toBe(false);
+    t.expectHealthy();
+  } finally {
+    await t.stop();
+  }
+});

@@ -39,3 +39,27 @@ export function demangle(names: Iterable<string>): Map<string, string> {
 export function demangled(name: string): string {
   return demangle([name]).get(name) ?? name;
 }
+
+/** A C++ name as written, spaced one way: `Square :: area ( ) const` is `Square::area()const`. */
+function normalCxx(x: string): string {
+  return x.replace(/\s+/g, ' ').replace(/\s*([(),*&:<>])\s*/g, '$1').trim();
+}
+
+/**
+ * The one item whose names (mangled) demangle to `want`, a function named as
+ * C++ source names it: `Square::area() const`, or `count_names` when only one
+ * function has that name. A problem when several do (overloads: say which).
+ */
+export function findByCxxName<T>(items: T[], namesOf: (t: T) => string[], want: string): T | { problem: string } | undefined {
+  const w = normalCxx(want);
+  const names = demangle(items.flatMap(namesOf));
+  const spelled = (t: T) => namesOf(t).map((n) => normalCxx(names.get(n) ?? ''));
+  const exact = items.filter((t) => spelled(t).includes(w));
+  if (exact.length === 1) return exact[0];
+  if (w.includes('(')) return undefined;
+  // No parameters given: the one function of that name, if there is one.
+  const byName = items.filter((t) => spelled(t).some((n) => n.startsWith(w + '(')));
+  if (byName.length === 1) return byName[0];
+  if (byName.length > 1) return { problem: `overloaded: ${byName.map((t) => names.get(namesOf(t)[0]) ?? namesOf(t)[0]).join(', ')}; name one with its parameters ("${w}(int)")` };
+  return undefined;
+}

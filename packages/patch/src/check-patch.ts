@@ -7,7 +7,7 @@
 //   (so dlopen could not bind them) are named, with the fix.
 
 import { HotloadError } from '@hotload/errors';
-import { ElfFile, ElfSymbol, PadFunction, PadIndex, STB, STT, demangle, findFunction } from '@hotload/elf';
+import { ElfFile, ElfSymbol, PadFunction, PadIndex, STB, STT, findByCxxName, findFunction } from '@hotload/elf';
 import { PatchMeta } from './read-patch';
 import { REBUILD_SECTION } from './rebuild-format';
 
@@ -44,23 +44,9 @@ export function targetSymbol(elf: ElfFile, name: string): { sym?: ElfSymbol; pro
   return { sym: all[0] };
 }
 
-/**
- * A function named as C++ source names it (`Square::area() const`, or
- * `count_names` when it is not overloaded), found by the demangled names of
- * the index; a problem when the name is ambiguous.
- */
+/** A function of the target named as C++ source names it (`Square::area() const`). */
 function cxxFunction(idx: PadIndex, name: string): PadFunction | { problem: string } | undefined {
-  const norm = (x: string) => x.replace(/\s+/g, ' ').replace(/\s*([(),*&:<>])\s*/g, '$1').trim();
-  const want = norm(name);
-  const names = demangle(idx.functions.flatMap((f) => [f.name, ...f.aliases]));
-  const exact = idx.functions.filter((f) => [f.name, ...f.aliases].some((n) => norm(names.get(n) ?? '') === want));
-  if (exact.length === 1) return exact[0];
-  if (want.includes('(')) return undefined;
-  // No parameters given: the one function of that name, if there is one.
-  const byName = idx.functions.filter((f) => [f.name, ...f.aliases].some((n) => norm(names.get(n) ?? '').startsWith(want + '(')));
-  if (byName.length === 1) return byName[0];
-  if (byName.length > 1) return { problem: `overloaded: ${byName.map((f) => names.get(f.name) ?? f.name).join(', ')}; name one with its parameters (HOTLOAD_REPLACE_CXX("${want}(int)", ...))` };
-  return undefined;
+  return findByCxxName(idx.functions, (f) => [f.name, ...f.aliases], name);
 }
 
 /** A function of the target as a patch names it: its symbol name, or as C++ source names it. */

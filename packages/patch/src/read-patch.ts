@@ -2,6 +2,9 @@
 // - `.hotload.target` (written by mkpatch): the build-id and name of the module
 //   it was built against;
 // - `.hotload.replace` (HOTLOAD_REPLACE): pairs of names "old\0new\0";
+// - `.hotload.redefine` (HOTLOAD_REDEFINE_CXX): records of two pointers, to a
+//   C++ name and to its previous-target slot: the patch defines that function
+//   itself, under the program's own (mangled) name;
 // - symbols `hotload_ref__NAME` (HOTLOAD_STATIC): pointer slots hotload fills
 //   with the address of the target's NAME;
 // - symbols `hotload_prev__NEW`: slots recording what `old` ran before this
@@ -12,10 +15,11 @@
 // Addresses here are link-time values of the patch; add its load bias.
 
 import { HotloadError } from '@hotload/errors';
-import { ElfFile, ElfSymbol, ET, R_X86_64, STT } from '@hotload/elf';
+import { ElfFile, ElfSymbol, ET, R_X86_64, STT, findByCxxName } from '@hotload/elf';
 
 export const TARGET_SECTION = '.hotload.target';
 export const REPLACE_SECTION = '.hotload.replace';
+export const REDEFINE_SECTION = '.hotload.redefine';
 const REF_PREFIX = 'hotload_ref__';
 const PREV_PREFIX = 'hotload_prev__';
 const KEEP_PREFIX = 'hotload_keep__';
@@ -85,6 +89,43 @@ function keptFunction(elf: ElfFile, syms: Map<string, ElfSymbol>, name: string):
   return undefined;
 }
 
+/**
+ * HOTLOAD_REDEFINE_CXX records: each a C++ name (as source writes it) that the
+ * patch defines itself, and the slot for what ran before. Both pointers are
+ * filled in by RELATIVE relocations (the records' targets are the patch's own
+ * statics), so the file says where they point.
+ */
+function redefinitions(elf: ElfFile, problems: string[]): Replacement[] {
+  const sec = elf.section(REDEFINE_SECTION);
+  if (!sec) return [];
+  const at = new Map<number, number>();
+  for (const r of elf.relocations('.rela.dyn')) if (r.type === R_X86_64.RELATIVE) at.set(r.offset, Number(r.addend));
+  const text = (addr: number) => {
+    const off = elf.vaddrToOffset(addr);
+    if (off === undefined) return undefined;
+    const end = elf.buf.indexOf(0, off);
+    return elf.buf.toString('utf8', off, end < 0 ? off : end);
+  };
+  const fns = [...elf.symbols('.symtab'), ...elf.symbols('.dynsym')].filter((s) => s.type === STT.FUNC && s.shndx !== 0);
+  const byValue = [...new Map(fns.map((s) => [s.value, s])).values()];
+  const out: Replacement[] = [];
+  for (let rec = sec.addr; rec + 16 <= sec.addr + sec.size; rec += 16) {
+    const nameAt = at.get(rec);
+    const name = nameAt !== undefined ? text(nameAt) : undefined;
+    if (!name) {
+      problems.push(`${REDEFINE_SECTION}: a record at 0x${rec.toString(16)} names no function (use HOTLOAD_REDEFINE_CXX("Class::method(args)"))`);
+      continue;
+    }
+    const fn = findByCxxName(byValue, (s) => fns.filter((x) => x.value === s.value).map((x) => x.name), name);
+    if (!fn || 'problem' in fn) {
+      problems.push(`HOTLOAD_REDEFINE_CXX("${name}"): ${fn ? fn.problem : 'the patch defines no function of that name'} (define it in the patch as the program's source does, e.g. \`int Counter::next(int step) { ... }\`, with the class declared as the program declares it)`);
+      continue;
+    }
+    out.push({ old: name, new: fn.name, newValue: fn.value, prevSlot: at.get(rec + 8) });
+  }
+  return out;
+}
+
 /** The replacement pairs of a patch file (without checking they resolve). */
 export function replacementPairs(elf: ElfFile): { old: string; new: string }[] {
   const sec = elf.section(REPLACE_SECTION);
@@ -115,9 +156,9 @@ export function readPatch(elf: ElfFile): PatchMeta {
   const pairs = replacementPairs(elf);
   const problems: string[] = [];
   if (!target) problems.push(`no ${TARGET_SECTION} section: it was not built by hotload mkpatch`);
-  if (pairs.length === 0) problems.push('declares no replacement (HOTLOAD_REPLACE)');
+  const replacements: Replacement[] = redefinitions(elf, problems);
+  if (pairs.length === 0 && replacements.length === 0 && !elf.section(REDEFINE_SECTION)) problems.push('declares no replacement (HOTLOAD_REPLACE)');
   const syms = defined(elf);
-  const replacements: Replacement[] = [];
   for (const p of pairs) {
     // A C function by its name; any other (a C++ function, mangled) by what
     // the macro's `hotload_keep__NEW` pointer holds: its relocation names it.

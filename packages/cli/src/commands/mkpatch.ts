@@ -54,7 +54,9 @@ export const mkpatchCommand = {
       out.doc({ out: r.out, target: r.target, functions: r.plan.functions.map((f) => ({ old: f.old, new: f.new, status: f.fn.status })), statics: r.plan.refs.map((x) => x.name), notes: r.plan.notes });
       return 0;
     }
-    out.line(`${out.green('wrote')} ${r.out}: ${r.plan.functions.map((f) => `${f.old} -> ${f.new}`).join(', ')} for ${r.target.module} (build-id ${r.target.buildId.slice(0, 16)}...)`);
+    const names = demangle(r.plan.functions.flatMap((f) => [f.old, f.new]));
+    const cxx = (x: string) => names.get(x) ?? x;
+    out.line(`${out.green('wrote')} ${r.out}: ${r.plan.functions.map((f) => (f.old === f.new ? `${cxx(f.old)} (redefined)` : `${cxx(f.old)} -> ${cxx(f.new)}`)).join(', ')} for ${r.target.module} (build-id ${r.target.buildId.slice(0, 16)}...)`);
     for (const n of r.plan.notes) out.line(`  ${out.yellow('note')}: ${n}`);
     return 0;
   },
