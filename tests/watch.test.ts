@@ -427,6 +427,42 @@ test('--no-compile, and a saved file no object is known to use: the build comman
   expect(e.compiled).toBeUndefined(); // make ran: nothing to compile that hotload could name
 });
 
+test('a tree of several modules: watching the module the program dlopened patches its edits; an edit of the program\'s own files is said not to be that module\'s, not passed over in silence', async () => {
+  const dir = tmpdir('hotload-watch-tree-');
+  const files: Record<string, string> = {
+    'app/main.c': '#include <dlfcn.h>\n#include <stdio.h>\n#include <unistd.h>\nint app_value(void);\nint main(int argc, char **argv) {\n  (void)argc;\n  void *h = dlopen(argv[1], RTLD_NOW);\n  int (*mod_value)(void) = (int (*)(void))dlsym(h, "mod_value");\n  setvbuf(stdout, NULL, _IOLBF, 0);\n  for (;;) { printf("app %d mod %d\\n", app_value(), mod_value()); usleep(20000); }\n}\n',
+    'app/util.c': '__attribute__((noinline)) int app_value(void) { return 1; }\n',
+    'mod/mod.c': '__attribute__((noinline)) int mod_value(void) { return 2; }\n',
+    Makefile: 'CFLAGS = -O2 -g -fpatchable-function-entry=16,14 -ffunction-sections -fdata-sections -fPIC\nall: app/prog mod/mod.so\napp/prog: app/main.o app/util.o\n\t$(CC) app/main.o app/util.o -o app/prog -ldl\nmod/mod.so: mod/mod.o\n\t$(CC) -shared mod/mod.o -o mod/mod.so\n%.o: %.c\n\t$(CC) $(CFLAGS) -c $< -o $@\n',
+  };
+  for (const [f, src] of Object.entries(files)) {
+    fs.mkdirSync(path.join(dir, path.dirname(f)), { recursive: true });
+    fs.writeFileSync(path.join(dir, f), src);
+  }
+  execFileSync('make', ['-s'], { cwd: dir, env: { ...process.env, MAKEFLAGS: '', MAKELEVEL: '' } });
+  const t = Target.start(path.join(dir, 'app/prog'), [path.join(dir, 'mod/mod.so')]);
+  cleanup.push(() => t.stop());
+  await t.waitFor(/^app 1 mod 2$/);
+  const w = new Watch(dir, ['--pid', String(t.pid), '--target', path.join(dir, 'mod/mod.so'), 'app', 'mod']);
+  cleanup.push(() => w.stop());
+  await w.event('ready', 0, 10000);
+
+  let n = w.events.length;
+  edit(path.join(dir, 'mod/mod.c'), 'return 2;', 'return 20;');
+  const e = await w.event('patched', n);
+  expect(e.changed).toEqual(['mod_value']);
+  expect(e.compiled).toEqual(['mod/mod.o']);
+  await t.next(/^app 1 mod 20$/);
+
+  n = w.events.length;
+  edit(path.join(dir, 'app/util.c'), 'return 1;', 'return 10;');
+  const other = await w.event('no-change', n);
+  expect(other.otherModules).toEqual(['app/util.o']);
+  await sleep(100);
+  expect((await t.fresh(/^app /))[0]).toBe('app 1 mod 20'); // the program's code is not the watched module's
+  t.expectHealthy();
+});
+
 test('bad input: no such process, no such path to watch: a clear error, nothing started', async () => {
   const dir = tmpdir();
   const r = await new Promise<{ code: number; out: string }>((resolve) => {

@@ -62,7 +62,8 @@ export type WatchEvent =
   | { event: 'build-failed'; status: number | null; output: string; buildMs: number; compiled?: string[] }
   /** After a direct compile the build command relinks the program in the background; it failed (the patch stands). */
   | { event: 'relink-failed'; status: number | null; output: string; buildMs: number }
-  | { event: 'no-change'; buildMs: number; compiled?: string[] }
+  /** `otherModules`: changed objects that belong to another module than the watched target (watch that one with --target). */
+  | { event: 'no-change'; buildMs: number; compiled?: string[]; otherModules?: string[] }
   | { event: 'refused'; error: ErrorDoc; buildMs: number; compiled?: string[] }
   | {
       event: 'patched';
@@ -404,8 +405,11 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
         // save that changed no code (a comment, a touch) applies nothing.
         // (A diff that cannot be made, a build without types, is left to mkpatch to refuse.)
         let d: ReturnType<typeof diffObjectSets>['merged'] | undefined;
+        let changedObjects: string[] | undefined;
         try {
-          d = diffObjectSets(objectFiles(last), objectFiles(objectsDir)).merged;
+          const set = diffObjectSets(objectFiles(last), objectFiles(objectsDir));
+          d = set.merged;
+          changedObjects = set.units.map((u) => u.rel);
         } catch {
           d = undefined;
         }
@@ -416,15 +420,29 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
         }
         const t1 = process.hrtime.bigint();
         let out = path.join(snap, `patch-${patches.length + 1}.so`);
-        let made;
+        let made: ReturnType<typeof mkpatchFromBuilds>;
         try {
           made = mkpatchFromBuilds({ from: orig, to: objectsDir, target: targetCopy, out, also: Object.fromEntries(replaced) });
+          // Every object changed since the last patch belongs to another module
+          // of the tree: this target has nothing new (the patch would only
+          // repeat the last one). Said, not passed over.
+          const mine = changedObjects?.filter((o) => !made.otherModules.includes(o));
+          if (patches.length > 0 && changedObjects?.length && mine?.length === 0) {
+            fs.rmSync(out, { force: true });
+            syncObjects(objectsDir, last, lastStamps);
+            emit({ event: 'no-change', buildMs, ...via, otherModules: changedObjects });
+            continue;
+          }
           // Named for what it is, as profilers and `status` show it: program, functions, save.
           const named = path.join(snap, patchName(path.basename(targetCopy), d ? d.changed.flatMap(functionOfPart) : made.replaced, patches.length + 1));
           fs.renameSync(out, named);
           out = named;
         } catch (e) {
-          if (isHotloadError(e) && e.code === 'NO_CHANGE') emit({ event: 'no-change', buildMs, ...via });
+          if (isHotloadError(e) && e.code === 'NO_CHANGE') {
+            const others = e.details;
+            if (others.length) syncObjects(objectsDir, last, lastStamps);
+            emit({ event: 'no-change', buildMs, ...via, ...(others.length ? { otherModules: others } : {}) });
+          }
           else {
             await relinkNow();
             emit({ event: 'refused', error: errorDoc(e), buildMs, ...via });

@@ -196,6 +196,14 @@ export function mkpatchFromBuilds(opts: RebuildOptions): RebuildResult {
     }
   }
   if (replaced.length === 0 && g.problems.length === 0) {
+    const others = set.otherModules.sort();
+    if (others.length) {
+      // Not silence: the edit is real, but in another module of the tree.
+      throw new HotloadError('NO_CHANGE', `no function of ${target.module} changed; the changed object file${others.length === 1 ? '' : 's'} ${others.join(', ')} belong${others.length === 1 ? 's' : ''} to another module`, {
+        details: others,
+        hint: `Patch that module with its own --target (the program or the library the process loaded); ${target.module} runs the same code.`,
+      });
+    }
     throw new HotloadError('NO_CHANGE', `${opts.to} runs the same code as ${opts.from}: no function changed`);
   }
 

@@ -72,7 +72,8 @@ export const watchCommand = {
           break;
         case 'no-change':
           out.progress('');
-          out.line(`${out.dim(clock())} ${e.compiled ? 'compiled' : 'rebuilt'} in ${ms(e.buildMs)}: no code changed`);
+          if (e.otherModules) out.line(`${out.dim(clock())} ${e.compiled ? 'compiled' : 'rebuilt'} in ${ms(e.buildMs)}: ${out.yellow('not patched')}: ${e.otherModules.join(', ')} belong${e.otherModules.length === 1 ? 's' : ''} to another module than the one watched; watch it with --target <its file>`);
+          else out.line(`${out.dim(clock())} ${e.compiled ? 'compiled' : 'rebuilt'} in ${ms(e.buildMs)}: no code changed`);
           break;
         case 'refused':
           out.progress('');
