@@ -37,10 +37,14 @@ async function main() {
   compileOnce();
 
   const target = spawn(lua, [script], { stdio: ['ignore', 'pipe', 'inherit'] });
+  // Woken by the interpreter's output, not by polling: a polling loop here
+  // would take CPU from the compile it measures (two cores, one running Lua).
   let last = '';
+  let onLine = () => {};
   target.stdout.on('data', (d) => {
     const lines = String(d).trim().split('\n');
     last = lines[lines.length - 1];
+    onLine();
   });
   const watch = spawn(process.execPath, [BIN, 'watch', '--json', '--pid', String(target.pid), '--build', 'make -s lua', 'lmathlib.c'], { cwd: dir, stdio: ['ignore', 'pipe', 'inherit'] });
   const events = [];
@@ -49,7 +53,8 @@ async function main() {
     buf += d;
     const lines = buf.split('\n');
     buf = lines.pop();
-    for (const l of lines) events.push(JSON.parse(l));
+    for (const l of lines) events.push({ ...JSON.parse(l), at: process.hrtime.bigint() });
+    onLine();
   });
   try {
     while (!events.some((e) => e.event === 'ready')) await sleep(20);
@@ -62,16 +67,20 @@ async function main() {
       const n = events.length;
       const t = process.hrtime.bigint();
       fs.writeFileSync(src, text);
-      while (last !== want) {
-        const bad = events.slice(n).find((e) => e.event === 'refused' || e.event === 'build-failed');
-        if (bad) throw new Error(JSON.stringify(bad));
-        await sleep(1);
-      }
+      await new Promise((resolve, reject) => {
+        onLine = () => {
+          const bad = events.slice(n).find((e) => e.event === 'refused' || e.event === 'build-failed');
+          if (bad) reject(new Error(JSON.stringify(bad)));
+          else if (last === want) resolve();
+        };
+      });
       const latency = ms(t);
+      onLine = () => {};
       while (!events.slice(n).some((e) => e.event === 'patched')) await sleep(5);
       const e = events.slice(n).find((x) => x.event === 'patched');
       if (!e.compiled) throw new Error('watch ran the build command instead of compiling lmathlib.c');
-      rows.push({ latency, build: e.buildMs, patch: e.patchMs, apply: e.applyMs, stopped: e.stoppedMs });
+      const change = events.slice(n).find((x) => x.event === 'change');
+      rows.push({ latency, seen: Number(change.at - t) / 1e6, build: e.buildMs, patch: e.patchMs, apply: e.applyMs, stopped: e.stoppedMs });
       await sleep(600); // the relink runs after the save; let it end before the baseline's turn
       compileOnce();
     }
@@ -79,6 +88,7 @@ async function main() {
     const ccMs = median(cc);
     console.log(`watch latency on Lua 5.4 (lmathlib.c, one-line edit of math_abs), median of ${ROUNDS} saves:`);
     console.log(`  save -> new value printed     ${col('latency').toFixed(0)} ms`);
+    console.log(`    save seen (inotify, settled)  ${col('seen').toFixed(0)} ms`);
     console.log(`    compile lmathlib.o (no make)  ${col('build').toFixed(0)} ms`);
     console.log(`    diff + make the patch         ${col('patch').toFixed(0)} ms`);
     console.log(`    attach (load near, redirect)  ${col('apply').toFixed(0)} ms (all threads stopped ${col('stopped').toFixed(2)} ms)`);

@@ -257,6 +257,9 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
     return warnings;
   }
 
+  // The objects' source names read before `ready`: else the first save pays for them.
+  const compiler = opts.compile === false ? undefined : new DirectCompiler(cwd, objectsDir, build);
+  compiler?.warm();
   begin(opts.pids);
   let gone = false;
   try {
@@ -300,7 +303,6 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
     const generated = new Set<string>();
     // Saved files not yet compiled into objects (a failed compile keeps them for the next).
     const dirty = new Set<string>();
-    const compiler = opts.compile === false ? undefined : new DirectCompiler(cwd, objectsDir, build);
     let relink: Promise<void> | undefined;
     let relinkWanted = false;
     const startRelink = () => {
@@ -360,9 +362,10 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
         const changed = [...now.keys()].filter((f) => now.get(f) !== seen.get(f));
         if (changed.length === 0) continue;
         for (const f of changed) generated.delete(f); // changed outside a build: an edit
-        // Editors save in steps (write, rename): wait until the files are still.
-        for (let i = 0; i < 10; i++) {
-          await sleep(30, opts.signal);
+        // Editors save in steps (write, rename), each within a few ms: wait
+        // until the files are still for 15 ms (at most 20 times).
+        for (let i = 0; i < 20; i++) {
+          await sleep(15, opts.signal);
           const again = stamps(paths);
           if ([...again].every(([f, s]) => now.get(f) === s) && again.size === now.size) break;
           now = again;
@@ -404,10 +407,14 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
         // What changed since the last patch (or the running build). Nothing: a
         // save that changed no code (a comment, a touch) applies nothing.
         // (A diff that cannot be made, a build without types, is left to mkpatch to refuse.)
+        const t1 = process.hrtime.bigint(); // patchMs: what changed since the last patch, and the patch
         let d: ReturnType<typeof diffObjectSets>['merged'] | undefined;
         let changedObjects: string[] | undefined;
         try {
-          const set = diffObjectSets(objectFiles(last), objectFiles(objectsDir));
+          // Types are compared by mkpatch; here only when no code changed (a layout edit alone is still refused).
+          let set = diffObjectSets(objectFiles(last), objectFiles(objectsDir), { layouts: false });
+          const m = set.merged;
+          if (!m.changed.length && !m.added.length && !m.removed.length && !m.data.changed.length && !m.data.added.length && !m.data.removed.length) set = diffObjectSets(objectFiles(last), objectFiles(objectsDir));
           d = set.merged;
           changedObjects = set.units.map((u) => u.rel);
         } catch {
@@ -418,7 +425,6 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
           emit({ event: 'no-change', buildMs, ...via });
           continue;
         }
-        const t1 = process.hrtime.bigint();
         let out = path.join(snap, `patch-${patches.length + 1}.so`);
         let made: ReturnType<typeof mkpatchFromBuilds>;
         try {

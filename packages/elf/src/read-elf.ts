@@ -123,6 +123,12 @@ export interface Note {
   desc: Buffer;
 }
 
+/** ElfFile.open's files, least recently used first, within these bounds. */
+const openCache = new Map<string, ElfFile>();
+const OPEN_CACHE_FILES = 512;
+const OPEN_CACHE_BYTES = 512 << 20;
+let openBytes = 0;
+
 export class ElfFile {
   readonly header: ElfHeader;
   readonly programs: ProgramHeader[];
@@ -136,7 +142,40 @@ export class ElfFile {
     this.sections = this.readSections();
   }
 
+  /**
+   * The file at `path`, parsed. A file opened before and not changed since
+   * (same device, inode, size, change and modification times) is the same
+   * ElfFile, with the symbols, DWARF and indexes already read from it: watch
+   * and rollouts open the same programs, libraries and objects again and again.
+   */
   static open(path: string): ElfFile {
+    let st: fs.BigIntStats | undefined;
+    try {
+      st = fs.statSync(path, { bigint: true });
+    } catch {
+      st = undefined; // readFileSync below says why
+    }
+    const key = st && st.isFile() ? `${path}\0${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}` : undefined;
+    const hit = key !== undefined ? openCache.get(key) : undefined;
+    if (hit) {
+      openCache.delete(key!); // most recently used last
+      openCache.set(key!, hit);
+      return hit;
+    }
+    const elf = ElfFile.read(path);
+    if (key !== undefined) {
+      openCache.set(key, elf);
+      openBytes += elf.buf.length;
+      for (const [k, e] of openCache) {
+        if (openCache.size <= OPEN_CACHE_FILES && openBytes <= OPEN_CACHE_BYTES) break;
+        openCache.delete(k);
+        openBytes -= e.buf.length;
+      }
+    }
+    return elf;
+  }
+
+  private static read(path: string): ElfFile {
     let buf: Buffer;
     try {
       buf = fs.readFileSync(path);

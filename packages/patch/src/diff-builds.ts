@@ -70,6 +70,8 @@ export function key(s: ElfSymbol): string {
   return s.bind === STB.LOCAL && s.file ? `${s.name}@${s.file}` : s.name;
 }
 
+const builds = new WeakMap<ElfFile, Build>();
+
 export class Build {
   readonly elf: ElfFile;
   readonly relocatable: boolean;
@@ -83,8 +85,16 @@ export class Build {
     return (this.typesRead ??= typeLayouts(this.elf));
   }
 
-  constructor(file: string) {
-    this.elf = ElfFile.open(file);
+  /** The build of `file`, parsed once while the file stays as it is (watch diffs the same objects on every save). */
+  static of(file: string): Build {
+    const elf = ElfFile.open(file);
+    let b = builds.get(elf);
+    if (!b) builds.set(elf, (b = new Build(file, elf)));
+    return b;
+  }
+
+  constructor(file: string, elf = ElfFile.open(file)) {
+    this.elf = elf;
     this.relocatable = this.elf.header.type === 1; // ET_REL
     this.syms = this.elf.symbols('.symtab');
     if (this.syms.length === 0) throw new HotloadError('PATCH_BAD', `${file} has no symbol table (stripped?); diff needs it`);
@@ -279,8 +289,10 @@ export interface UnitDiff {
 export function diffObjectSets(
   oldObjs: Map<string, string>,
   newObjs: Map<string, string>,
-  opts: { inlines?: boolean; always?: Set<string>; belongs?: (old: Build | undefined) => boolean } = {},
+  opts: { inlines?: boolean; always?: Set<string>; belongs?: (old: Build | undefined) => boolean; layouts?: boolean } = {},
 ): { units: UnitDiff[]; merged: BuildDiff; identical: number; otherModules: string[] } {
+  // `layouts: false`: only what changed, without comparing the types (watch's
+  // quick look before mkpatch, which compares them).
   // `belongs`: in a tree holding several modules' objects, whether a changed
   // object file (by its old build's copy; undefined for a new file) is one of
   // the target's (others are left out, and listed).
@@ -293,8 +305,8 @@ export function diffObjectSets(
       identical++;
       continue;
     }
-    const b = new Build(file);
-    const a = old ? new Build(old) : undefined;
+    const b = Build.of(file);
+    const a = old ? Build.of(old) : undefined;
     if (opts.belongs && !opts.belongs(a)) {
       otherModules.push(rel);
       continue;
@@ -304,7 +316,7 @@ export function diffObjectSets(
   // Object files gone from the build: what they held is removed (or moved).
   const gone = [...oldObjs]
     .filter(([rel]) => !newObjs.has(rel))
-    .map(([rel, file]) => ({ rel, a: new Build(file) }))
+    .map(([rel, file]) => ({ rel, a: Build.of(file) }))
     .filter((g) => {
       const keep = !opts.belongs || opts.belongs(g.a);
       if (!keep) otherModules.push(g.rel);
@@ -375,7 +387,7 @@ export function diffObjectSets(
     merged.lineOnly.push(...diff.lineOnly);
   }
   merged.refused.push(...refused);
-  typeRefusals(units, merged.refused);
+  if (opts.layouts !== false) typeRefusals(units, merged.refused);
   for (const l of [merged.changed, merged.added, merged.removed, merged.data.changed, merged.data.added, merged.data.removed]) l.sort();
   return { units, merged, identical, otherModules };
 }
@@ -647,12 +659,23 @@ export function objectFiles(build: string): Map<string, string> {
 /** Same size and bytes. */
 export function sameFile(a: string, b: string): boolean {
   try {
-    if (fs.statSync(a).size !== fs.statSync(b).size) return false;
-    return fs.readFileSync(a).equals(fs.readFileSync(b));
+    const sa = fs.statSync(a, { bigint: true });
+    const sb = fs.statSync(b, { bigint: true });
+    if (sa.size !== sb.size) return false;
+    // The same two files, neither changed since they were compared (watch asks on every save).
+    const key = [a, b, ...[sa, sb].flatMap((x) => [x.dev, x.ino, x.mtimeNs, x.ctimeNs])].join('\0');
+    let same = sameFiles.get(key);
+    if (same === undefined) {
+      same = fs.readFileSync(a).equals(fs.readFileSync(b));
+      if (sameFiles.size > 4096) sameFiles.clear();
+      sameFiles.set(key, same);
+    }
+    return same;
   } catch {
     return false;
   }
 }
+const sameFiles = new Map<string, boolean>();
 
 /** A stand-in "old build" for an object file new in the build: nothing in it existed. */
 export function emptyLike(b: Build): Build {
