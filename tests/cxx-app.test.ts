@@ -3,10 +3,11 @@
 // in a header, exceptions, a plug-in it dlopens), built by its own Makefile
 // with g++ through `hotload c++` and with clang++, and edited while it runs
 // under two `hotload watch`es: one on the program, one on the plug-in.
-import { ChildProcess, execFileSync, spawn } from 'child_process';
+import { execFileSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
-import { BIN, ROOT, Target, sleep, tmpdir } from './helpers';
+import { BIN, ROOT, Target, tmpdir } from './helpers';
+import { Watch } from './watch-client';
 
 const MAKEFILE = `CXXFLAGS = -O2 -g -fpatchable-function-entry=16,14 -ffunction-sections -fdata-sections -fPIC -MMD
 all: app plugin.so
@@ -18,48 +19,6 @@ plugin.so: plugin.o
 \t$(CXX) $(CXXFLAGS) -c $< -o $@
 -include *.d
 `;
-
-/** `hotload watch --json` in `dir`, its events as they come. */
-class Watch {
-  readonly events: { event: string; [k: string]: unknown }[] = [];
-  private buf = '';
-  readonly child: ChildProcess;
-  constructor(dir: string, args: string[]) {
-    this.child = spawn(process.execPath, [BIN, 'watch', '--json', ...args], { cwd: dir, stdio: ['ignore', 'pipe', 'inherit'] });
-    this.child.stdout!.on('data', (d: Buffer) => {
-      this.buf += d.toString();
-      const lines = this.buf.split('\n');
-      this.buf = lines.pop()!;
-      for (const l of lines) this.events.push(JSON.parse(l));
-    });
-  }
-
-  /** The first outcome (patched, refused, build-failed, no-change) after event `from`: must be `kind`. */
-  async outcome(kind: string, from: number) {
-    const until = Date.now() + 60000;
-    for (;;) {
-      const e = this.events.slice(from).find((x) => ['patched', 'refused', 'build-failed', 'no-change', 'ready'].includes(x.event));
-      if (e) {
-        if (e.event !== kind) throw new Error(`expected ${kind}, got ${JSON.stringify(e)}`);
-        return e;
-      }
-      if (Date.now() > until || this.child.exitCode !== null) throw new Error(`no ${kind}; events: ${JSON.stringify(this.events)}`);
-      await sleep(20);
-    }
-  }
-
-  /** Until the watch runs nothing (the relink it starts after a save is done). */
-  async idle(): Promise<void> {
-    const children = () => fs.readdirSync(`/proc/${this.child.pid}/task`).flatMap((t) => fs.readFileSync(`/proc/${this.child.pid}/task/${t}/children`, 'utf8').trim().split(/\s+/).filter(Boolean));
-    for (let i = 0; i < 1500 && children().length; i++) await sleep(20);
-  }
-
-  async stop(): Promise<void> {
-    if (this.child.exitCode !== null) return;
-    this.child.kill('SIGINT');
-    await new Promise((r) => this.child.once('exit', r));
-  }
-}
 
 function edit(file: string, from: string, to: string): void {
   const s = fs.readFileSync(file, 'utf8');
@@ -86,14 +45,14 @@ describe.each([
     const plugin = new Watch(dir, ['--pid', String(t.pid), '--target', path.join(dir, 'plugin.so'), 'plugin.cpp']);
     try {
       expect(values(await t.waitFor(/^area=/))).toEqual({ area: 9, side: 3, twice: 6, bonus: 4, greet: 9, caught: 1 });
-      await app.outcome('ready', 0);
-      await plugin.outcome('ready', 0);
+      await app.event('ready', 0);
+      await plugin.event('ready', 0);
       const next = async () => values((await t.fresh(/^area=/))[0]);
 
       // The constructor: one function with two names (C1/C2), named once.
       let n = app.events.length;
       edit(path.join(dir, 'shapes.cpp'), 'side(s)', 'side(s + 1)');
-      let e = await app.outcome('patched', n);
+      let e = await app.event('patched', n);
       expect(e.changed).toEqual([expect.stringMatching(/^_ZN6SquareC[12]Ei$/)]);
       expect(e.compiled).toEqual(['shapes.o']);
       expect(await next()).toEqual({ area: 16, side: 4, twice: 6, bonus: 4, greet: 9, caught: 1 });
@@ -102,7 +61,7 @@ describe.each([
       await app.idle();
       n = app.events.length;
       edit(path.join(dir, 'shapes.cpp'), 'return side * side;', 'return side * side * 10;');
-      e = await app.outcome('patched', n);
+      e = await app.event('patched', n);
       expect(e.changed).toEqual(['_ZNK6Square4areaEv']);
       expect((e.demangled as Record<string, string>)['_ZNK6Square4areaEv']).toBe('Square::area() const');
       expect((await next()).area).toBe(160);
@@ -111,7 +70,7 @@ describe.each([
       await app.idle();
       n = plugin.events.length;
       edit(path.join(dir, 'plugin.cpp'), 'return x + twice(x);', 'return x * 100 + twice(x);');
-      e = await plugin.outcome('patched', n);
+      e = await plugin.event('patched', n);
       expect(e.changed).toEqual(['_ZNK7Greeter5greetEi']);
       expect(e.compiled).toEqual(['plugin.o']);
       expect((await next()).greet).toBe(306);
@@ -121,7 +80,7 @@ describe.each([
       n = app.events.length;
       edit(path.join(dir, 'shapes.h'), 'return x * 2;', 'return x * 3;');
       edit(path.join(dir, 'shapes.h'), 'return x + 1;', 'return x + 100;');
-      e = await app.outcome('patched', n);
+      e = await app.event('patched', n);
       expect(e.changed).toEqual(expect.arrayContaining(['_Z5bonusi', '_Z5twiceIiET_S0_']));
       expect((e.compiled as string[]).sort()).toEqual(['main.o', 'plugin.o', 'shapes.o']);
       // The program's copies changed; the plug-in keeps its own copy of twice until its watch patches it.

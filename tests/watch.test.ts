@@ -2,48 +2,13 @@
 // process runs the new code. First on the fixture (fixtures/src/diff.c, built
 // by a two-rule Makefile), then on the real program (Lua 5.4 from Debian's
 // sources, scripts/lua-workdir.sh).
-import { ChildProcess, execFileSync, spawn } from 'child_process';
+import { execFileSync, spawn } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { BIN, ROOT, Target, hotload, sleep, tmpdir } from './helpers';
 import { Client, memcachedBuilds, startMemcached } from './memcached-client';
-
-class Watch {
-  readonly events: any[] = []; // eslint-disable-line @typescript-eslint/no-explicit-any
-  private buf = '';
-  readonly child: ChildProcess;
-  stdout = '';
-  constructor(cwd: string, args: string[]) {
-    this.child = spawn(process.execPath, [BIN, 'watch', '--json', ...args], { cwd, stdio: ['ignore', 'pipe', 'inherit'] });
-    this.child.stdout!.on('data', (d: Buffer) => {
-      this.buf += d.toString();
-      const lines = this.buf.split('\n');
-      this.buf = lines.pop()!;
-      for (const l of lines) this.events.push(JSON.parse(l));
-    });
-  }
-
-  /** The next event of kind `kind` after the first `from` events. */
-  async event(kind: string, from: number, timeoutMs = 60000) {
-    const until = Date.now() + timeoutMs;
-    for (;;) {
-      const e = this.events.slice(from).find((x) => x.event === kind);
-      if (e) return e;
-      const other = this.events.slice(from).find((x) => ['refused', 'build-failed', 'patched', 'no-change'].includes(x.event) && x.event !== kind);
-      if (other) throw new Error(`expected ${kind}, got ${JSON.stringify(other)}`);
-      if (Date.now() > until) throw new Error(`no ${kind} event; events: ${JSON.stringify(this.events)}`);
-      if (this.child.exitCode !== null) throw new Error(`watch exited ${this.child.exitCode}: ${JSON.stringify(this.events)}`);
-      await sleep(20);
-    }
-  }
-
-  async stop(): Promise<number> {
-    if (this.child.exitCode !== null) return this.child.exitCode;
-    this.child.kill('SIGINT');
-    return new Promise((r) => this.child.once('exit', (code) => r(code ?? -1)));
-  }
-}
+import { Watch } from './watch-client';
 
 let saves = 0;
 /**

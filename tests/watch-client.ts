@@ -1,0 +1,49 @@
+// `hotload watch --json` run by a test: its events as they come, and ways to
+// wait for them.
+import { ChildProcess, spawn } from 'child_process';
+import * as fs from 'fs';
+import { BIN, sleep } from './helpers';
+
+const OUTCOMES = ['refused', 'build-failed', 'patched', 'no-change'];
+
+export class Watch {
+  readonly events: any[] = []; // eslint-disable-line @typescript-eslint/no-explicit-any
+  private buf = '';
+  readonly child: ChildProcess;
+  constructor(cwd: string, args: string[]) {
+    this.child = spawn(process.execPath, [BIN, 'watch', '--json', ...args], { cwd, stdio: ['ignore', 'pipe', 'inherit'] });
+    this.child.stdout!.on('data', (d: Buffer) => {
+      this.buf += d.toString();
+      const lines = this.buf.split('\n');
+      this.buf = lines.pop()!;
+      for (const l of lines) this.events.push(JSON.parse(l));
+    });
+  }
+
+  /** The next event of kind `kind` after the first `from` events; another outcome first is an error. */
+  async event(kind: string, from: number, timeoutMs = 60000) {
+    const until = Date.now() + timeoutMs;
+    for (;;) {
+      const e = this.events.slice(from).find((x) => x.event === kind);
+      if (e) return e;
+      const other = this.events.slice(from).find((x) => OUTCOMES.includes(x.event) && x.event !== kind);
+      if (other) throw new Error(`expected ${kind}, got ${JSON.stringify(other)}`);
+      if (Date.now() > until) throw new Error(`no ${kind} event; events: ${JSON.stringify(this.events)}`);
+      if (this.child.exitCode !== null) throw new Error(`watch exited ${this.child.exitCode}: ${JSON.stringify(this.events)}`);
+      await sleep(20);
+    }
+  }
+
+  /** Until the watch runs nothing (the relink it starts after a save has ended). */
+  async idle(): Promise<void> {
+    const pid = this.child.pid!;
+    const children = () => fs.readdirSync(`/proc/${pid}/task`).flatMap((t) => fs.readFileSync(`/proc/${pid}/task/${t}/children`, 'utf8').trim().split(/\s+/).filter(Boolean));
+    for (let i = 0; i < 1500 && children().length; i++) await sleep(20);
+  }
+
+  async stop(): Promise<number> {
+    if (this.child.exitCode !== null) return this.child.exitCode;
+    this.child.kill('SIGINT');
+    return new Promise((r) => this.child.once('exit', (code) => r(code ?? -1)));
+  }
+}
