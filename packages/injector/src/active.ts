@@ -12,7 +12,7 @@
 
 import * as fs from 'fs';
 import { Session } from './session';
-import type { TargetRuntime } from './call-in-target';
+import { TargetRuntime, stoppedStack } from './call-in-target';
 import type { ThreadRegs } from './native';
 import { unwind, warmUnwind } from './unwind';
 import { demangled } from '@hotload/elf';
@@ -31,9 +31,6 @@ export interface OldRange {
   end: bigint;
 }
 
-/** How much of a stack is copied for a look (bytes above the stack pointer). */
-const STACK_COPY = 16 * 1024;
-
 /** Threads beyond this many are not looked at (each look is a stop of its own). */
 const MAX_THREADS = 256;
 
@@ -44,17 +41,7 @@ function look(s: Session, rt: TargetRuntime, ranges: OldRange[], r: ThreadRegs, 
   // The thread is stopped while we look: read the top of its stack in one go
   // and unwind from that copy (one read per frame through the shim made each
   // look a stop of milliseconds).
-  let top: Buffer = Buffer.alloc(0);
-  try {
-    top = s.read(r.rsp, STACK_COPY);
-  } catch {
-    top = Buffer.alloc(0); // near the end of its mapping: word by word below
-  }
-  const read8 = (at: bigint) => {
-    const off = at - r.rsp;
-    if (off >= 0n && off + 8n <= BigInt(top.length)) return top.readBigUInt64LE(Number(off));
-    return s.read(at, 8).readBigUInt64LE(0);
-  };
+  const { read8 } = stoppedStack(s, r.rsp);
   let frames: { pc: bigint; exact: boolean }[] | undefined;
   try {
     frames = rt.unwind ? unwind(rt.unwind, rt.restoreRt, r, read8) : undefined;

@@ -311,6 +311,22 @@ function holdsLock(rt: TargetRuntime, stack: Buffer): boolean {
 }
 
 /** The innermost part of a stopped thread's stack: from rsp up to STACK_SCAN bytes, within its mapping. */
+/**
+ * A stopped thread's stack from `rsp`: copied once, when first asked, and
+ * words read from the copy (through the shim, one read per word took ms), or
+ * from the process beyond it.
+ */
+export function stoppedStack(s: Session, rsp: bigint): { stack: () => Buffer; read8: (at: bigint) => bigint } {
+  let top: Buffer | undefined;
+  const stack = () => (top ??= liveStack(s, rsp));
+  const read8 = (at: bigint) => {
+    const off = at - rsp;
+    const b = stack();
+    return off >= 0n && off + 8n <= BigInt(b.length) ? b.readBigUInt64LE(Number(off)) : s.read(at, 8).readBigUInt64LE(0);
+  };
+  return { stack, read8 };
+}
+
 function liveStack(s: Session, rsp: bigint): Buffer {
   try {
     return s.read(rsp, STACK_SCAN);
@@ -365,14 +381,8 @@ export function stopAndChooseHost(s: Session, rt: TargetRuntime, deadlineMs: num
       const r = s.survey().find((x) => x.tid === tid);
       // The candidate waits stopped while it is judged: its stack is read once
       // and unwound from that copy (a read through the shim per word took ms).
-      let top: Buffer | undefined;
-      const stack = () => (top ??= liveStack(s, r!.rsp));
-      const read8 = (at: bigint) => {
-        const off = at - r!.rsp;
-        const b = stack();
-        return off >= 0n && off + 8n <= BigInt(b.length) ? b.readBigUInt64LE(Number(off)) : s.read(at, 8).readBigUInt64LE(0);
-      };
-      const v = r ? judgeHost(rt, r, stack, (at) => s.read(at, 2), read8) : { score: 0, why: 'gone' };
+      const st = r && stoppedStack(s, r.rsp);
+      const v = r && st ? judgeHost(rt, r, st.stack, (at) => s.read(at, 2), st.read8) : { score: 0, why: 'gone' };
       if (v.score > 0) return { tid, tries };
       s.resumeThread(tid);
       const seen = (refusals[tid] ??= {});
