@@ -19,7 +19,7 @@ import * as path from 'path';
 import { HotloadError, isHotloadError } from '@hotload/errors';
 import { attach } from '@hotload/injector';
 import { ElfFile, STT, demangle } from '@hotload/elf';
-import { Build, diffObjectSets, functionOfPart, mkpatchFromBuilds, objectFiles } from '@hotload/patch';
+import { Build, changesNothing, diffObjectSets, functionOfPart, mkpatchFromBuilds, objectFiles } from '@hotload/patch';
 import { sleep } from './sleep';
 import { CompileStep, DirectCompiler, runShell, runSteps } from './compile';
 
@@ -246,7 +246,7 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
     const noSections: string[] = [];
     const noPads: string[] = [];
     for (const [rel, file] of objectFiles(orig)) {
-      const b = new Build(file);
+      const b = Build.of(file);
       if (b.syms.some((x) => x.type === STT.FUNC && x.shndx > 0 && b.elf.sections[x.shndx]?.name === '.text' && x.size > 0)) noSections.push(rel);
       if (b.syms.some((x) => x.type === STT.FUNC && x.shndx > 0) && !b.elf.section('__patchable_function_entries')) noPads.push(rel);
     }
@@ -413,14 +413,13 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
         try {
           // Types are compared by mkpatch; here only when no code changed (a layout edit alone is still refused).
           let set = diffObjectSets(objectFiles(last), objectFiles(objectsDir), { layouts: false });
-          const m = set.merged;
-          if (!m.changed.length && !m.added.length && !m.removed.length && !m.data.changed.length && !m.data.added.length && !m.data.removed.length) set = diffObjectSets(objectFiles(last), objectFiles(objectsDir));
+          if (changesNothing(set.merged)) set = diffObjectSets(objectFiles(last), objectFiles(objectsDir));
           d = set.merged;
           changedObjects = set.units.map((u) => u.rel);
         } catch {
           d = undefined;
         }
-        if (d && patches.length > 0 && !d.refused.length && !d.changed.length && !d.added.length && !d.removed.length && !d.data.changed.length && !d.data.added.length && !d.data.removed.length) {
+        if (d && patches.length > 0 && !d.refused.length && changesNothing(d)) {
           syncObjects(objectsDir, last, lastStamps);
           emit({ event: 'no-change', buildMs, ...via });
           continue;

@@ -471,6 +471,11 @@ function typeRefusals(units: UnitDiff[], refused: BuildDiff['refused']): void {
   }
 }
 
+/** No function or datum changed, was added or removed (refusals aside). */
+export function changesNothing(d: BuildDiff): boolean {
+  return !d.changed.length && !d.added.length && !d.removed.length && !d.data.changed.length && !d.data.added.length && !d.data.removed.length;
+}
+
 /** Do `a` and `b` differ only in 32-bit little-endian fields where b's value is a's plus `delta`? */
 function onlyShiftedBy(a: Buffer, b: Buffer, delta: number): boolean {
   if (a.length !== b.length || a.equals(b)) return false;
@@ -633,7 +638,7 @@ function foldAliases(res: BuildDiff, fa: Map<string, Item>, fb: Map<string, Item
   res.removed = fold(res.removed, fa, true);
   const unchanged = [...fb.keys()].filter((k) => fa.has(k) && !changed.has(k));
   res.unchanged -= unchanged.length - fold(unchanged, fb, true).length;
-  res.lineOnly = res.lineOnly.filter((k) => lineOnly.has(k)).concat([...lineOnly].filter((k) => !res.lineOnly.includes(k))).sort();
+  res.lineOnly = [...lineOnly].sort();
 }
 
 /** Object files of a build: a file, or every .o under a directory (by relative path). */
