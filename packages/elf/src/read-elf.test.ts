@@ -164,3 +164,10 @@ test('a compressed section (-gz) reads as the bytes objcopy decompresses', () =>
   expect(() => new ElfFile(z, bad).sectionContents(info)).toThrow(/does not inflate/);
   fs.rmSync(dir, { recursive: true, force: true });
 });
+
+test('stringAt reads the NUL-terminated string at a virtual address: the program interpreter, as readelf names it; nothing outside the file', () => {
+  const elf = ElfFile.open(`${FIX}/pads-O2`);
+  const interp = elf.section('.interp')!;
+  expect(elf.stringAt(interp.addr)).toBe(/Requesting program interpreter: (\S+)\]/.exec(readelf(['-l'], `${FIX}/pads-O2`))![1]);
+  expect(elf.stringAt(0x7fff0000)).toBeUndefined();
+});

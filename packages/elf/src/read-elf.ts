@@ -359,6 +359,14 @@ export class ElfFile {
   }
   private lastSegment?: ProgramHeader;
 
+  /** The NUL-terminated string at a virtual address, or undefined when none ends inside the file. */
+  stringAt(addr: number): string | undefined {
+    const off = this.vaddrToOffset(addr);
+    if (off === undefined) return undefined;
+    const end = this.buf.indexOf(0, off);
+    return end < 0 ? undefined : this.buf.toString('utf8', off, end);
+  }
+
   /** Lowest PT_LOAD vaddr, rounded down to a page: the base that load bias is added to. */
   get loadBase(): number {
     const loads = this.programs.filter((p) => p.type === PT.LOAD);

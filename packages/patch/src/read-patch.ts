@@ -100,23 +100,22 @@ function redefinitions(elf: ElfFile, problems: string[]): Replacement[] {
   if (!sec) return [];
   const at = new Map<number, number>();
   for (const r of elf.relocations('.rela.dyn')) if (r.type === R_X86_64.RELATIVE) at.set(r.offset, Number(r.addend));
-  const text = (addr: number) => {
-    const off = elf.vaddrToOffset(addr);
-    if (off === undefined) return undefined;
-    const end = elf.buf.indexOf(0, off);
-    return elf.buf.toString('utf8', off, end < 0 ? off : end);
-  };
-  const fns = [...elf.symbols('.symtab'), ...elf.symbols('.dynsym')].filter((s) => s.type === STT.FUNC && s.shndx !== 0);
-  const byValue = [...new Map(fns.map((s) => [s.value, s])).values()];
+  // The patch's functions, each once with every name it has (aliases: one address).
+  const namesAt = new Map<number, { value: number; name: string; names: string[] }>();
+  for (const s of [...elf.symbols('.symtab'), ...elf.symbols('.dynsym')]) {
+    if (s.type !== STT.FUNC || s.shndx === 0) continue;
+    const f = namesAt.get(s.value) ?? namesAt.set(s.value, { value: s.value, name: s.name, names: [] }).get(s.value)!;
+    if (!f.names.includes(s.name)) f.names.push(s.name);
+  }
   const out: Replacement[] = [];
   for (let rec = sec.addr; rec + 16 <= sec.addr + sec.size; rec += 16) {
     const nameAt = at.get(rec);
-    const name = nameAt !== undefined ? text(nameAt) : undefined;
+    const name = nameAt !== undefined ? elf.stringAt(nameAt) : undefined;
     if (!name) {
       problems.push(`${REDEFINE_SECTION}: a record at 0x${rec.toString(16)} names no function (use HOTLOAD_REDEFINE_CXX("Class::method(args)"))`);
       continue;
     }
-    const fn = findByCxxName(byValue, (s) => fns.filter((x) => x.value === s.value).map((x) => x.name), name);
+    const fn = findByCxxName([...namesAt.values()], (f) => f.names, name);
     if (!fn || 'problem' in fn) {
       problems.push(`HOTLOAD_REDEFINE_CXX("${name}"): ${fn ? fn.problem : 'the patch defines no function of that name'} (define it in the patch as the program's source does, e.g. \`int Counter::next(int step) { ... }\`, with the class declared as the program declares it)`);
       continue;
