@@ -29,14 +29,12 @@ export const flagsCommand = {
       out.line('# keep the object files: `hotload watch` and `mkpatch --from` read them');
       out.line(`# LDFLAGS += ${BUILD_FLAGS.LDFLAGS_DIFF}   # only for \`hotload diff\` on linked programs`);
       out.line('# CMake: add_compile_options(' + cflags + ')');
-      out.line('# C++ with g++: CXX = hotload c++   (g++ alone cannot link inline functions or templates used in two files)');
-    }
-    else {
+    } else {
       out.line(`CFLAGS += ${BUILD_FLAGS.CFLAGS}`);
       out.line('# after linking each executable or library:');
       out.line('#   hotload post $@');
-      out.line('# C++ with g++: CXX = hotload c++   (g++ alone cannot link inline functions or templates used in two files)');
     }
+    if (!out.json && !argv.cflags) out.line('# C++ with g++: CXX = hotload c++   (g++ alone cannot link inline functions or templates used in two files)');
     return 0;
   },
 };
