@@ -102,12 +102,10 @@ export function stageDirFor(pid: number): { inner: string; outer: string } {
       return { inner, outer };
     } catch (e) {
       if (e instanceof HotloadError) throw e;
-      const code = (e as NodeJS.ErrnoException).code;
-      if (code === 'EACCES' || code === 'EPERM') {
-        if (!fs.existsSync(`/proc/${pid}`)) throw new HotloadError('PID_NOT_FOUND', `no process with pid ${pid}`);
-        tried.push(`${base}: ${(e as Error).message}`);
-      } else if (code === 'ENOENT' && !fs.existsSync(`/proc/${pid}`)) throw new HotloadError('PID_NOT_FOUND', `no process with pid ${pid}`);
-      else tried.push(`${base}: ${(e as Error).message}`);
+      // Refused or not there because the process exited meanwhile: say that.
+      const code = (e as NodeJS.ErrnoException).code ?? '';
+      if (['EACCES', 'EPERM', 'ENOENT'].includes(code) && !fs.existsSync(`/proc/${pid}`)) throw new HotloadError('PID_NOT_FOUND', `no process with pid ${pid}`);
+      tried.push(`${base}: ${(e as Error).message}`);
     }
   }
   throw new HotloadError('PATCH_DLOPEN_FAILED', `process ${pid} has no directory hotload can put the patch in, in its view of the file system (${root})`, {
