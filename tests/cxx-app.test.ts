@@ -6,7 +6,7 @@
 import { execFileSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
-import { BIN, ROOT, Target, tmpdir } from './helpers';
+import { BIN, ROOT, Target, edit, tmpdir } from './helpers';
 import { Watch } from './watch-client';
 
 const MAKEFILE = `CXXFLAGS = -O2 -g -fpatchable-function-entry=16,14 -ffunction-sections -fdata-sections -fPIC -MMD
@@ -19,12 +19,6 @@ plugin.so: plugin.o
 \t$(CXX) $(CXXFLAGS) -c $< -o $@
 -include *.d
 `;
-
-function edit(file: string, from: string, to: string): void {
-  const s = fs.readFileSync(file, 'utf8');
-  if (!s.includes(from)) throw new Error(`${file}: ${from} not found`);
-  fs.writeFileSync(file, s.replace(from, to));
-}
 
 const values = (line: string) => Object.fromEntries([...line.matchAll(/(\w+)=(-?\d+)/g)].map((m) => [m[1], Number(m[2])]));
 

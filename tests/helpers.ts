@@ -200,3 +200,18 @@ HOTLOAD_REPLACE(${fn}, ${fn}_v2);
 `;
 }
 
+let saves = 0;
+/**
+ * Replace `from` by `to` in a file, as an editor saving it would: in place,
+ * or (every other save) a new file renamed over the old one, as vim does.
+ */
+export function edit(file: string, from: string | RegExp, to: string): void {
+  const text = fs.readFileSync(file, 'utf8');
+  const next = text.replace(from, to);
+  if (next === text) throw new Error(`${file}: ${from} not found`);
+  if (saves++ % 2 === 0) fs.writeFileSync(file, next);
+  else {
+    fs.writeFileSync(`${file}.swp`, next);
+    fs.renameSync(`${file}.swp`, file);
+  }
+}

@@ -7,7 +7,7 @@ import { execFile, execFileSync } from 'child_process';
 import * as fs from 'fs';
 import * as net from 'net';
 import * as path from 'path';
-import { BIN, ROOT, Target, hotload, sleep, tmpdir } from './helpers';
+import { BIN, ROOT, Target, edit, hotload, sleep, tmpdir } from './helpers';
 
 /** The cached build (its objects and src/iperf). */
 function iperfBuild(): string {
@@ -19,22 +19,15 @@ function iperfBuild(): string {
  * make: only the objects whose sources changed are compiled again. CXX is
  * given again because the checkout that built the cache may be gone.
  */
-function editedCopy(build: string, edit: (dir: string) => void): string {
+function editedCopy(build: string, change: (dir: string) => void): string {
   const dir = path.join(tmpdir('hotload-iperf-'), 'build');
   execFileSync('cp', ['-a', build, dir]);
-  edit(dir);
+  change(dir);
   const env = { ...process.env };
   delete env.MAKEFLAGS;
   delete env.MAKELEVEL;
   execFileSync('make', ['-s', '-C', path.join(dir, 'src'), 'iperf', `CXX=node ${BIN} c++`], { env, stdio: ['ignore', 'ignore', 'pipe'] });
   return dir;
-}
-
-/** Replace `from` (which must be there) by `to` in a source file. */
-function sourceEdit(file: string, from: string, to: string): void {
-  const s = fs.readFileSync(file, 'utf8');
-  if (!s.includes(from)) throw new Error(`${file}: ${JSON.stringify(from)} not found`);
-  fs.writeFileSync(file, s.replace(from, to));
 }
 
 async function freePort(): Promise<number> {
@@ -62,8 +55,8 @@ test('iperf (C++, g++ through hotload c++): a constructor and a method edited in
 
   const edited = editedCopy(build, (dir) => {
     const src = path.join(dir, 'src/Server.cpp');
-    sourceEdit(src, '    mSettings = inSettings;\n', '    mSettings = inSettings;\n    printf("hotload: new Server for socket %d\\n", inSettings->mSock);\n    fflush(stdout);\n');
-    sourceEdit(src, '    double tokens=0.000004;\n', '    double tokens=0.000004;\n    printf("hotload: RunTCP\\n");\n    fflush(stdout);\n');
+    edit(src, '    mSettings = inSettings;\n', '    mSettings = inSettings;\n    printf("hotload: new Server for socket %d\\n", inSettings->mSock);\n    fflush(stdout);\n');
+    edit(src, '    double tokens=0.000004;\n', '    double tokens=0.000004;\n    printf("hotload: RunTCP\\n");\n    fflush(stdout);\n');
   });
   const out = path.join(tmpdir(), 'iperf-server.so');
   const mk = await hotload(['mkpatch', '--from', build, '--to', edited, '--target', bin, '-o', out, '--json']);
@@ -119,7 +112,7 @@ test('iperf (C++, g++ through hotload c++): a constructor and a method edited in
 test('iperf: a rebuild that adds a member to class Server is refused by diff and mkpatch, naming the class and the moved members, and writes nothing', async () => {
   const build = iperfBuild();
   const edited = editedCopy(build, (dir) =>
-    sourceEdit(path.join(dir, 'include/Server.hpp'), '    thread_Settings *mSettings;\n', '    int mRetries;\n    thread_Settings *mSettings;\n'));
+    edit(path.join(dir, 'include/Server.hpp'), '    thread_Settings *mSettings;\n', '    int mRetries;\n    thread_Settings *mSettings;\n'));
   const d = await hotload(['diff', build, edited]);
   expect(d.code).toBe(4);
   expect(d.stderr).toMatch(/class Server: size (\d+) -> (\d+); field mRetries inserted at offset 0; mSettings 0 -> 8/);

@@ -6,25 +6,9 @@ import { execFileSync, spawn } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { BIN, ROOT, Target, hotload, sleep, tmpdir } from './helpers';
+import { BIN, ROOT, Target, edit, hotload, sleep, tmpdir } from './helpers';
 import { Client, memcachedBuilds, startMemcached } from './memcached-client';
 import { Watch } from './watch-client';
-
-let saves = 0;
-/**
- * Replace `from` by `to` in a file, as an editor saving it would: in place,
- * or (every other save) a new file renamed over the old one, as vim does.
- */
-function edit(file: string, from: string | RegExp, to: string): void {
-  const text = fs.readFileSync(file, 'utf8');
-  const next = text.replace(from, to);
-  if (next === text) throw new Error(`${file}: ${from} not found`);
-  if (saves++ % 2 === 0) fs.writeFileSync(file, next);
-  else {
-    fs.writeFileSync(`${file}.swp`, next);
-    fs.renameSync(`${file}.swp`, file);
-  }
-}
 
 /** A copy of fixtures/src/diff.c with a two-rule Makefile, built with `cflags`: a program and its object. */
 function fixtureBuild(prefix: string, cflags = '-O2 -g -fpatchable-function-entry=16,14 -ffunction-sections -fdata-sections'): string {
