@@ -25,12 +25,12 @@ afterEach(async () => {
 });
 
 /** The fixture built with `cflags`, running, and watched: its directory, process, watch and ready event. */
-async function watchedFixture(prefix: string, cflags: string) {
-  const dir = fixtureBuild(prefix, cflags);
+async function watchedFixture(prefix: string, opts: { cflags?: string; watchArgs?: string[] } = {}) {
+  const dir = fixtureBuild(prefix, opts.cflags);
   const t = Target.start(path.join(dir, 'diff'), ['loop']);
   cleanup.push(() => t.stop());
   await t.waitFor(/^constant=/);
-  const w = new Watch(dir, ['--pid', String(t.pid), 'diff.c']);
+  const w = new Watch(dir, ['--pid', String(t.pid), ...(opts.watchArgs ?? []), 'diff.c']);
   cleanup.push(() => w.stop());
   return { dir, t, w, ready: await w.event('ready', 0, 10000) };
 }
@@ -46,13 +46,9 @@ describe('on the fixture', () => {
   const pair = async () => (await t.fresh(/^constant=/, 2)).map(parse);
 
   beforeEach(async () => {
-    dir = fixtureBuild('hotload-watch-');
-    t = Target.start(path.join(dir, 'diff'), ['loop']);
-    cleanup.push(() => t.stop());
-    await t.waitFor(/^constant=/);
-    w = new Watch(dir, ['--pid', String(t.pid), 'diff.c']);
-    cleanup.push(() => w.stop());
-    expect((await w.event('ready', 0, 10000)).warnings).toEqual([]);
+    const ready = await watchedFixture('hotload-watch-');
+    ({ dir, t, w } = ready);
+    expect(ready.ready.warnings).toEqual([]);
   });
 
   test('each save is patched in: a constant, a static counter (the count carries on), a new static (carries on across saves)', async () => {
@@ -189,13 +185,7 @@ describe('on the fixture', () => {
 });
 
 test('--follow: a change that needs a restart is refused; the program is restarted; watch takes the new process and its build, and patches it on the next save', async () => {
-  const dir = fixtureBuild('hotload-watch-follow-');
-  const t = Target.start(path.join(dir, 'diff'), ['loop']);
-  cleanup.push(() => t.stop());
-  await t.waitFor(/^constant=/);
-  const w = new Watch(dir, ['--pid', String(t.pid), '--follow', 'diff.c']);
-  cleanup.push(() => w.stop());
-  await w.event('ready', 0, 10000);
+  const { dir, t, w } = await watchedFixture('hotload-watch-follow-', { watchArgs: ['--follow'] });
   let n = w.events.length;
   edit(path.join(dir, 'diff.c'), 'int a, b;', 'int a, b, c;'); // a struct grows: refused
   expect((await w.event('refused', n)).error.code).toBe('UNPATCHABLE');
@@ -241,7 +231,7 @@ test('several processes of one build are patched on each save; one running anoth
 });
 
 test('objects built without -ffunction-sections: watch warns at start, and a change is refused with the flags to use', async () => {
-  const { dir, t, w, ready } = await watchedFixture('hotload-watch-nosec-', '-O2 -g -fpatchable-function-entry=16,14');
+  const { dir, t, w, ready } = await watchedFixture('hotload-watch-nosec-', { cflags: '-O2 -g -fpatchable-function-entry=16,14' });
   expect(ready.warnings.join('\n')).toMatch(/built without -ffunction-sections \(diff\.o\)/);
   const n = w.events.length;
   edit(path.join(dir, 'diff.c'), 'counter += 1;', 'counter += 2;');
@@ -252,7 +242,7 @@ test('objects built without -ffunction-sections: watch warns at start, and a cha
 });
 
 test('objects built without -g: a save is refused, saying to build with -g, and watch goes on', async () => {
-  const { dir, t, w } = await watchedFixture('hotload-watch-nog-', '-O2 -fpatchable-function-entry=16,14 -ffunction-sections -fdata-sections');
+  const { dir, t, w } = await watchedFixture('hotload-watch-nog-', { cflags: '-O2 -fpatchable-function-entry=16,14 -ffunction-sections -fdata-sections' });
   let n = w.events.length;
   edit(path.join(dir, 'diff.c'), 'counter += 1;', 'counter += 2;');
   const r = await w.event('refused', n);
@@ -354,14 +344,8 @@ test('compile_commands.json: a saved source is compiled with its entry\'s comman
 });
 
 test('--no-compile, and a saved file no object is known to use: the build command runs', async () => {
-  const dir = fixtureBuild('hotload-watch-nocompile-');
-  fs.writeFileSync(path.join(dir, 'notes.h'), '/* not included anywhere */\n');
-  const t = Target.start(path.join(dir, 'diff'), ['loop']);
-  cleanup.push(() => t.stop());
-  await t.waitFor(/^constant=/);
-  const w = new Watch(dir, ['--pid', String(t.pid), '--no-compile', 'diff.c']);
-  cleanup.push(() => w.stop());
-  await w.event('ready', 0, 10000);
+  const { dir, t, w } = await watchedFixture('hotload-watch-nocompile-', { watchArgs: ['--no-compile'] });
+  fs.writeFileSync(path.join(dir, 'notes.h'), '/* not included anywhere */\n'); // not watched (diff.c is) until w2
   let n = w.events.length;
   edit(path.join(dir, 'diff.c'), 'return x + K;', 'return x + K + 100;');
   let e = await w.event('patched', n);
