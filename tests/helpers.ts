@@ -215,3 +215,35 @@ export function edit(file: string, from: string | RegExp, to: string): void {
     fs.renameSync(`${file}.swp`, file);
   }
 }
+
+const TREE_MAIN = `#include <dlfcn.h>
+#include <stdio.h>
+#include <unistd.h>
+int app_value(void);
+int main(int argc, char **argv) {
+  (void)argc;
+  void *h = dlopen(argv[1], RTLD_NOW);
+  int (*mod_value)(void) = (int (*)(void))dlsym(h, "mod_value");
+  setvbuf(stdout, NULL, _IOLBF, 0);
+  for (;;) { printf("app %d mod %d\\n", app_value(), mod_value()); usleep(20000); }
+}
+`;
+
+/**
+ * A program and the module it dlopens, as sources in one tree: app/main.c and
+ * app/util.c (app_value returns appK), mod/mod.c (mod_value returns modK).
+ * The program prints `app <app_value> mod <mod_value>` every 20 ms. Returns
+ * the files written, relative to `dir`.
+ */
+export function writeModuleTree(dir: string, appK: number, modK: number): string[] {
+  const files: Record<string, string> = {
+    'app/main.c': TREE_MAIN,
+    'app/util.c': `__attribute__((noinline)) int app_value(void) { return ${appK}; }\n`,
+    'mod/mod.c': `__attribute__((noinline)) int mod_value(void) { return ${modK}; }\n`,
+  };
+  for (const [f, src] of Object.entries(files)) {
+    fs.mkdirSync(path.join(dir, path.dirname(f)), { recursive: true });
+    fs.writeFileSync(path.join(dir, f), src);
+  }
+  return Object.keys(files);
+}

@@ -3,36 +3,13 @@
 // only the objects that belong to it (most of their functions are the
 // target's), and says which it left out.
 import { execFileSync } from 'child_process';
-import * as fs from 'fs';
 import * as path from 'path';
-import { Target, hotload, tmpdir } from './helpers';
+import { Target, hotload, tmpdir, writeModuleTree } from './helpers';
 
 const CFLAGS = ['-O2', '-g', '-fpatchable-function-entry=16,14', '-ffunction-sections', '-fdata-sections', '-fPIC'];
-const MAIN = `#include <dlfcn.h>
-#include <stdio.h>
-#include <unistd.h>
-int app_value(void);
-int main(int argc, char **argv) {
-  (void)argc;
-  void *h = dlopen(argv[1], RTLD_NOW);
-  int (*mod_value)(void) = (int (*)(void))dlsym(h, "mod_value");
-  setvbuf(stdout, NULL, _IOLBF, 0);
-  for (;;) { printf("app %d mod %d\\n", app_value(), mod_value()); usleep(20000); }
-}
-`;
-
 /** The tree: app/main.c, app/util.c (the program), mod/mod.c (the module); compiled, and linked in `link`. */
 function tree(dir: string, appK: number, modK: number, link: boolean): void {
-  const files: Record<string, string> = {
-    'app/main.c': MAIN,
-    'app/util.c': `__attribute__((noinline)) int app_value(void) { return ${appK}; }\n`,
-    'mod/mod.c': `__attribute__((noinline)) int mod_value(void) { return ${modK}; }\n`,
-  };
-  for (const [f, src] of Object.entries(files)) {
-    fs.mkdirSync(path.join(dir, path.dirname(f)), { recursive: true });
-    fs.writeFileSync(path.join(dir, f), src);
-    execFileSync('gcc', [...CFLAGS, '-c', f, '-o', f.replace(/\.c$/, '.o')], { cwd: dir });
-  }
+  for (const f of writeModuleTree(dir, appK, modK)) execFileSync('gcc', [...CFLAGS, '-c', f, '-o', f.replace(/\.c$/, '.o')], { cwd: dir });
   if (!link) return;
   execFileSync('gcc', ['app/main.o', 'app/util.o', '-o', 'app/prog', '-ldl'], { cwd: dir });
   execFileSync('gcc', ['-shared', 'mod/mod.o', '-o', 'mod/mod.so'], { cwd: dir });

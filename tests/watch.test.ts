@@ -6,7 +6,7 @@ import { execFileSync, spawn } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { BIN, ROOT, Target, edit, hotload, sleep, tmpdir } from './helpers';
+import { BIN, ROOT, Target, edit, hotload, sleep, tmpdir, writeModuleTree } from './helpers';
 import { Client, memcachedBuilds, startMemcached } from './memcached-client';
 import { Watch } from './watch-client';
 
@@ -362,16 +362,8 @@ test('--no-compile, and a saved file no object is known to use: the build comman
 
 test('a tree of several modules: watching the module the program dlopened patches its edits; an edit of the program\'s own files is said not to be that module\'s, not passed over in silence', async () => {
   const dir = tmpdir('hotload-watch-tree-');
-  const files: Record<string, string> = {
-    'app/main.c': '#include <dlfcn.h>\n#include <stdio.h>\n#include <unistd.h>\nint app_value(void);\nint main(int argc, char **argv) {\n  (void)argc;\n  void *h = dlopen(argv[1], RTLD_NOW);\n  int (*mod_value)(void) = (int (*)(void))dlsym(h, "mod_value");\n  setvbuf(stdout, NULL, _IOLBF, 0);\n  for (;;) { printf("app %d mod %d\\n", app_value(), mod_value()); usleep(20000); }\n}\n',
-    'app/util.c': '__attribute__((noinline)) int app_value(void) { return 1; }\n',
-    'mod/mod.c': '__attribute__((noinline)) int mod_value(void) { return 2; }\n',
-    Makefile: 'CFLAGS = -O2 -g -fpatchable-function-entry=16,14 -ffunction-sections -fdata-sections -fPIC\nall: app/prog mod/mod.so\napp/prog: app/main.o app/util.o\n\t$(CC) app/main.o app/util.o -o app/prog -ldl\nmod/mod.so: mod/mod.o\n\t$(CC) -shared mod/mod.o -o mod/mod.so\n%.o: %.c\n\t$(CC) $(CFLAGS) -c $< -o $@\n',
-  };
-  for (const [f, src] of Object.entries(files)) {
-    fs.mkdirSync(path.join(dir, path.dirname(f)), { recursive: true });
-    fs.writeFileSync(path.join(dir, f), src);
-  }
+  writeModuleTree(dir, 1, 2);
+  fs.writeFileSync(path.join(dir, 'Makefile'), 'CFLAGS = -O2 -g -fpatchable-function-entry=16,14 -ffunction-sections -fdata-sections -fPIC\nall: app/prog mod/mod.so\napp/prog: app/main.o app/util.o\n\t$(CC) app/main.o app/util.o -o app/prog -ldl\nmod/mod.so: mod/mod.o\n\t$(CC) -shared mod/mod.o -o mod/mod.so\n%.o: %.c\n\t$(CC) $(CFLAGS) -c $< -o $@\n');
   execFileSync('make', ['-s'], { cwd: dir, env: { ...process.env, MAKEFLAGS: '', MAKELEVEL: '' } });
   const t = Target.start(path.join(dir, 'app/prog'), [path.join(dir, 'mod/mod.so')]);
   cleanup.push(() => t.stop());
