@@ -13,7 +13,7 @@
 // pointers, arrays, members, typedefs, base classes) is recorded too, for the
 // refusal to name them.
 
-import { Die, TAG, Unit, dieAt, hasDwarf, indexOf, readUnits } from './dwarf';
+import { Die, TAG, Unit, childrenOf, dieAt, hasDwarf, readUnits } from './dwarf';
 import { ElfFile } from './read-elf';
 
 export interface Member {
@@ -67,28 +67,25 @@ const WRAPPERS = new Set<number>([TAG.typedef, TAG.const, TAG.volatile, TAG.rest
 /** The layouts of every type each unit of `elf` defines, and their users. */
 export function typeLayouts(elf: ElfFile): BuildTypes {
   if (!hasDwarf(elf)) return { units: [], lacking: 'built without -g (no DWARF debug information)' };
-  const units = readUnits(elf);
+  const units = readUnits(elf, true);
   const out: BuildTypes = { units: [] };
-  for (const u of units) {
+  for (const [i, u] of units.entries()) {
     if (u.split) out.lacking ??= 'built with -gsplit-dwarf (the types are in .dwo files, which hotload does not read)';
     else if (/(^|\s)-g1(\s|$)|-gmlt|-gline-tables-only/.test(u.producer)) out.lacking ??= `built with ${/-gline-tables-only|-gmlt/.exec(u.producer)?.[0] ?? '-g1'}, which leaves out the types`;
     // clang does not record its options: functions described, no type at all.
     else if (u.dies.some((d) => d.tag === TAG.subprogram && d.concrete) && !u.dies.some((d) => TYPE_TAGS.has(d.tag))) out.lacking ??= 'built with -g1 or -gline-tables-only (its DWARF describes functions but no type)';
-    out.units.push(unitTypes(u));
+    out.units.push(unitTypes(u, () => readUnits(elf)[i]));
   }
   return out;
 }
 
-function unitTypes(u: Unit): UnitTypes {
+/**
+ * The types of one unit. `whole` gives the unit with its functions' bodies
+ * when `u` was read for types only: the users of a type are found in it.
+ */
+function unitTypes(u: Unit, whole?: () => Unit): UnitTypes {
   const die = (off: number | undefined): Die | undefined => dieAt(u, off);
-  const children = new Map<number, number[]>();
-  u.dies.forEach((d, i) => {
-    if (d.parent < 0) return;
-    const c = children.get(d.parent);
-    if (c) c.push(i);
-    else children.set(d.parent, [i]);
-  });
-  const kids = (d: Die) => (children.get(indexOf(u, d)) ?? []).map((i) => u.dies[i]);
+  const kids = (d: Die) => childrenOf(u, d);
 
   /** The name with its enclosing namespaces and classes (C++). */
   const qualified = (d: Die): string => {
@@ -215,7 +212,12 @@ function unitTypes(u: Unit): UnitTypes {
 
   // The users: functions (their return type, parameters and variables) and data.
   let usersOf: { users: Map<string, string[]>; dataTypes: Map<string, Set<string>> } | undefined;
-  const findUsers = () => (usersOf ??= usersIn());
+  const findUsers = () => {
+    if (usersOf) return usersOf;
+    if (u.bodies || !whole) return (usersOf = usersIn());
+    const w = unitTypes(whole());
+    return (usersOf = { users: w.users(), dataTypes: w.dataTypes() });
+  };
   return { unit: u.name, layouts, users: () => findUsers().users, dataTypes: () => findUsers().dataTypes };
 
   function usersIn() {
@@ -267,8 +269,23 @@ function signature(l: TypeLayout, depth: number): string {
   return l.members.map((m) => `${m.type} ${m.name}@${m.offset}${m.bits ? `:${m.bits[0]}+${m.bits[1]}` : ''}`).join('; ');
 }
 
+/** Field by field: nearly every type compared is unchanged, so this answers most comparisons. */
+function sameLayout(a: TypeLayout, b: TypeLayout): boolean {
+  if (a.kind !== b.kind || a.size !== b.size || a.members.length !== b.members.length || a.bases.length !== b.bases.length || a.virtuals.length !== b.virtuals.length || a.values.length !== b.values.length) return false;
+  for (let i = 0; i < a.members.length; i++) {
+    const m = a.members[i];
+    const n = b.members[i];
+    if (m.name !== n.name || m.offset !== n.offset || m.size !== n.size || m.type !== n.type || m.bits?.[0] !== n.bits?.[0] || m.bits?.[1] !== n.bits?.[1]) return false;
+  }
+  for (let i = 0; i < a.bases.length; i++) if (a.bases[i].type !== b.bases[i].type || a.bases[i].offset !== b.bases[i].offset) return false;
+  for (let i = 0; i < a.virtuals.length; i++) if (a.virtuals[i] !== b.virtuals[i]) return false;
+  for (let i = 0; i < a.values.length; i++) if (a.values[i][0] !== b.values[i][0] || a.values[i][1] !== b.values[i][1]) return false;
+  return true;
+}
+
 /** What differs between two layouts of one type, in words; empty when they are the same. */
 export function layoutChanges(a: TypeLayout, b: TypeLayout): string[] {
+  if (sameLayout(a, b)) return [];
   const out: string[] = [];
   if (a.size !== b.size) out.push(`size ${a.size ?? '?'} -> ${b.size ?? '?'}`);
   if (a.kind === 'enum' || b.kind === 'enum') {

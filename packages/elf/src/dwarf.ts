@@ -39,6 +39,8 @@ export interface Die {
   tag: number;
   /** Index of the parent in its unit's `dies` (-1 for the unit's root). */
   parent: number;
+  /** Index in its unit's `dies` past its last descendant (its children are the entries from the next one up to this). */
+  end: number;
   name?: string;
   /** DW_AT_linkage_name (C++: the mangled name). */
   linkage?: string;
@@ -86,6 +88,8 @@ export interface Unit {
   split: boolean;
   /** In .debug_info order: ascending offsets. */
   dies: Die[];
+  /** False when read for types only: the parameters and variables of functions are left out. */
+  bodies: boolean;
 }
 
 /** The entry of `u` at absolute offset `off` (what a reference holds), by binary search. */
@@ -98,6 +102,13 @@ export function dieAt(u: Unit, off: number | undefined): Die | undefined {
 /** The index in `u.dies` of an entry of `u`. */
 export function indexOf(u: Unit, d: Die): number {
   return search(u, d.off);
+}
+
+/** The children of `d`, an entry of `u`, in order. */
+export function childrenOf(u: Unit, d: Die): Die[] {
+  const out: Die[] = [];
+  for (let i = indexOf(u, d) + 1; i < d.end; i = u.dies[i].end) out.push(u.dies[i]);
+  return out;
 }
 
 function search(u: Unit, off: number): number {
@@ -169,6 +180,31 @@ export class Reader {
     } while (byte & 0x80);
     return byte & 0x40 ? r - (1n << shift) : r;
   }
+  /** A ULEB128 as a number when exact, else a bigint. */
+  ulebSmall(): number | bigint {
+    const start = this.p;
+    const v = this.ulebN();
+    if (v <= Number.MAX_SAFE_INTEGER) return v;
+    this.p = start;
+    return this.uleb();
+  }
+  /** An SLEB128 as a number when it is small, else a bigint. */
+  slebSmall(): number | bigint {
+    const start = this.p;
+    let r = 0;
+    let mul = 1;
+    let byte: number;
+    do {
+      byte = this.b[this.p++];
+      r += (byte & 0x7f) * mul;
+      mul *= 128;
+    } while (byte & 0x80 && mul < 2 ** 42);
+    if (byte & 0x80) {
+      this.p = start;
+      return this.sleb();
+    }
+    return byte & 0x40 ? r - mul : r;
+  }
   cstr(): string {
     const end = this.b.indexOf(0, this.p);
     const s = this.b.toString('utf8', this.p, end);
@@ -180,15 +216,21 @@ export class Reader {
 interface Abbrev {
   tag: number;
   children: boolean;
-  attrs: [number, number, bigint][]; // attribute, form, implicit_const
+  /** The attributes and their forms, in order (parallel arrays). */
+  attrs: number[];
+  forms: number[];
+  /** DW_FORM_implicit_const values, by attribute index (only abbreviations that have one). */
+  implicit?: bigint[];
 }
 
 /** The contents of a debug section with its relocations applied (object files). */
 function relocated(elf: ElfFile, name: string): Buffer | undefined {
   const sec = elf.section(name);
   if (!sec) return undefined;
-  const data = Buffer.from(elf.sectionContents(sec));
-  if (elf.header.type !== 1) return data; // linked: already resolved
+  const contents = elf.sectionContents(sec);
+  // Linked files are already resolved; the copy is only for relocations to apply (read-only otherwise).
+  if (elf.header.type !== 1 || !elf.section(`.rela${name}`)) return contents;
+  const data = Buffer.from(contents);
   const syms = elf.symbols('.symtab');
   elf.forEachRela(`.rela${name}`, (offset, type, sym, addend) => {
     // Symbols here are sections of the same object (values 0) plus small addends: Number is exact.
@@ -199,12 +241,6 @@ function relocated(elf: ElfFile, name: string): Buffer | undefined {
   return data;
 }
 
-function str(buf: Buffer | undefined, off: number): string | undefined {
-  if (!buf || off >= buf.length) return undefined;
-  const end = buf.indexOf(0, off);
-  return buf.toString('utf8', off, end < 0 ? buf.length : end);
-}
-
 /** Does the file carry DWARF at all? */
 export function hasDwarf(elf: ElfFile): boolean {
   return !!elf.section('.debug_info') && !!elf.section('.debug_abbrev');
@@ -213,24 +249,32 @@ export function hasDwarf(elf: ElfFile): boolean {
 /**
  * Every unit of the file's .debug_info with its entries. Throws on DWARF it
  * cannot read (64-bit DWARF, an unknown form); an ELF problem (a compressed
- * section this Node cannot inflate) is a HotloadError.
+ * section this Node cannot inflate) is a HotloadError. With `typesOnly`, the
+ * parameters and variables of functions (and what they inline) are stepped
+ * over, not kept: a third of an optimised build's entries, which the type
+ * comparison does not read (`bodies` is false then).
  */
-export function readUnits(elf: ElfFile): Unit[] {
+export function readUnits(elf: ElfFile, typesOnly = false): Unit[] {
   let units = unitsRead.get(elf);
-  if (!units) unitsRead.set(elf, (units = parseUnits(elf)));
+  if (!units && typesOnly) {
+    units = typesRead.get(elf);
+    if (!units) typesRead.set(elf, (units = parseUnits(elf, true)));
+  }
+  if (!units) unitsRead.set(elf, (units = parseUnits(elf, false)));
   return units;
 }
 
 /** Read once per file: `diff` asks for the inlines and the types of the same objects. */
 const unitsRead = new WeakMap<ElfFile, Unit[]>();
+const typesRead = new WeakMap<ElfFile, Unit[]>();
 
-function parseUnits(elf: ElfFile): Unit[] {
+function parseUnits(elf: ElfFile, typesOnly: boolean): Unit[] {
   const info = relocated(elf, '.debug_info');
   const abbrevSec = elf.section('.debug_abbrev');
   if (!info || !abbrevSec) return [];
   const abbrevData = elf.sectionContents(abbrevSec);
-  const strs = relocated(elf, '.debug_str');
-  const lineStrs = relocated(elf, '.debug_line_str');
+  const strs = strings(relocated(elf, '.debug_str'));
+  const lineStrs = strings(relocated(elf, '.debug_line_str'));
   const strOffsets = relocated(elf, '.debug_str_offsets'); // DWARF 5's DW_FORM_strx* (clang)
   const abbrevCache = new Map<number, Map<number, Abbrev>>();
   const units: Unit[] = [];
@@ -259,8 +303,14 @@ function parseUnits(elf: ElfFile): Unit[] {
     }
     let abbrevs = abbrevCache.get(abbrevOff);
     if (!abbrevs) abbrevCache.set(abbrevOff, (abbrevs = readAbbrevs(abbrevData, abbrevOff)));
-    const unit: Unit = { off: unitStart, version, name: '', producer: '', compDir: '', split, dies: [] };
+    const unit: Unit = { off: unitStart, version, name: '', producer: '', compDir: '', split, dies: [], bodies: !typesOnly };
+    const dies = unit.dies;
+    // Per open level (an entry with children): the kept entry that opened it
+    // (-1 if it was stepped over), the kept parent of its children, and
+    // whether they are inside a function (its parameters, variables, blocks).
+    const openers: number[] = [];
     const parents: number[] = [];
+    const inBody: boolean[] = [];
     // Strings by index (DW_FORM_strx*), resolved once the unit's DW_AT_str_offsets_base is known.
     const pending: [Die, number, number][] = [];
     let strBase = 8; // past the .debug_str_offsets header of the only contribution
@@ -268,31 +318,51 @@ function parseUnits(elf: ElfFile): Unit[] {
       const at = r.p;
       const code = r.ulebN();
       if (code === 0) {
+        const opener = openers.pop();
         parents.pop();
+        inBody.pop();
+        if (opener !== undefined && opener >= 0) dies[opener].end = dies.length;
         continue;
       }
       const ab = abbrevs.get(code);
       if (!ab) throw new Error(`DWARF abbreviation ${code} missing`);
-      const parent = parents.length ? parents[parents.length - 1] : -1;
-      if (UNREAD.has(ab.tag)) {
+      const depth = parents.length;
+      const parent = depth ? parents[depth - 1] : -1;
+      const forms = ab.forms;
+      const body = depth > 0 && inBody[depth - 1];
+      if (UNREAD.has(ab.tag) || (typesOnly && body && BODY.has(ab.tag))) {
         // Read past it; its children (if any) belong to its parent.
-        for (const [, form, implicit] of ab.attrs) readForm(r, form, addrSize, unitStart, implicit, false);
-        if (ab.children) parents.push(parent);
+        for (let i = 0; i < forms.length; i++) skipForm(r, forms[i], addrSize);
+        if (ab.children) {
+          openers.push(-1);
+          parents.push(parent);
+          inBody.push(body || FUNCTION.has(ab.tag));
+        }
         continue;
       }
-      const die: Die = { off: at, tag: ab.tag, parent };
-      for (const [attr, form, implicit] of ab.attrs) {
-        const v = readForm(r, form, addrSize, unitStart, implicit, attr === AT.dataMemberLocation || attr === AT.vtableElemLocation);
+      const die = new Entry(at, ab.tag, parent, dies.length + 1);
+      const attrs = ab.attrs;
+      for (let i = 0; i < forms.length; i++) {
+        const attr = attrs[i];
+        if (!READ.has(attr)) {
+          skipForm(r, forms[i], addrSize);
+          continue;
+        }
+        const v = readForm(r, forms[i], addrSize, unitStart, ab.implicit?.[i] ?? 0n, attr === AT.dataMemberLocation || attr === AT.vtableElemLocation);
         if (v instanceof StrIndex) pending.push([die, attr, v.index]);
         else if (attr === AT.strOffsetsBase && typeof v === 'number') strBase = v;
         else decode(die, attr, v);
       }
-      unit.dies.push(die);
-      if (ab.children) parents.push(unit.dies.length - 1);
+      dies.push(die);
+      if (ab.children) {
+        openers.push(dies.length - 1);
+        parents.push(dies.length - 1);
+        inBody.push(FUNCTION.has(ab.tag));
+      }
     }
     for (const [die, attr, index] of pending) {
       const at = strBase + index * 4;
-      if (strOffsets && at + 4 <= strOffsets.length) decode(die, attr, str(strs, strOffsets.readUInt32LE(at)));
+      if (strOffsets && at + 4 <= strOffsets.length) decode(die, attr, strs(strOffsets.readUInt32LE(at)));
     }
     const root = unit.dies[0];
     if (root) {
@@ -325,11 +395,11 @@ function parseUnits(elf: ElfFile): Unit[] {
       case 0x0a: return blockOf(r.u8()); // block1
       case 0x0b: return r.u8(); // data1
       case 0x0c: return r.u8() !== 0; // flag
-      case 0x0d: return r.sleb(); // sdata
-      case 0x0e: return str(strs, r.u32()); // strp
-      case 0x0f: return r.uleb(); // udata
+      case 0x0d: return r.slebSmall(); // sdata
+      case 0x0e: return strs(r.u32()); // strp
+      case 0x0f: return r.ulebSmall(); // udata
       case 0x1a: return new StrIndex(r.ulebN()); // strx
-      case 0x1b: case 0x22: case 0x23: r.uleb(); return undefined; // addrx, loclistx, rnglistx
+      case 0x1b: case 0x22: case 0x23: r.ulebN(); return undefined; // addrx, loclistx, rnglistx
       case 0x10: return r.u32(); // ref_addr: already absolute
       case 0x11: return unitStart + r.u8(); // ref1
       case 0x12: return unitStart + r.u16(); // ref2
@@ -342,7 +412,7 @@ function parseUnits(elf: ElfFile): Unit[] {
       case 0x19: return true; // flag_present
       case 0x21: return implicit; // implicit_const
       case 0x1e: r.p += 16; return undefined; // data16
-      case 0x1f: return str(lineStrs, r.u32()); // line_strp
+      case 0x1f: return lineStrs(r.u32()); // line_strp
       case 0x20: case 0x24: r.p += 8; return undefined; // ref_sig8, ref_sup8
       case 0x25: return new StrIndex(r.u8()); // strx1
       case 0x26: return new StrIndex(r.u16()); // strx2
@@ -358,6 +428,73 @@ function parseUnits(elf: ElfFile): Unit[] {
   }
 }
 
+/** Step past one attribute's value without decoding it (most attributes: locations, ranges, lines). */
+function skipForm(r: Reader, form: number, addrSize: number): void {
+  switch (form) {
+    case 0x01: r.p += addrSize; return; // addr
+    case 0x03: r.skip(r.u16()); return; // block2
+    case 0x04: r.skip(r.u32()); return; // block4
+    case 0x05: case 0x12: case 0x26: case 0x2a: r.p += 2; return; // data2, ref2, strx2, addrx2
+    case 0x06: case 0x0e: case 0x10: case 0x13: case 0x17: case 0x1c: case 0x1d: case 0x1f: case 0x28: case 0x2c: r.p += 4; return;
+    case 0x07: case 0x14: case 0x20: case 0x24: r.p += 8; return; // data8, ref8, ref_sig8, ref_sup8
+    case 0x08: r.p = r.b.indexOf(0, r.p) + 1; return; // string
+    case 0x09: case 0x18: r.skip(r.ulebN()); return; // block, exprloc
+    case 0x0a: r.skip(r.u8()); return; // block1
+    case 0x0b: case 0x0c: case 0x11: case 0x25: case 0x29: r.p += 1; return; // data1, flag, ref1, strx1, addrx1
+    case 0x0d: case 0x0f: case 0x15: case 0x1a: case 0x1b: case 0x22: case 0x23: // LEB128s
+      while (r.b[r.p++] & 0x80);
+      return;
+    case 0x16: skipForm(r, r.ulebN(), addrSize); return; // indirect
+    case 0x19: case 0x21: return; // flag_present, implicit_const
+    case 0x1e: r.p += 16; return; // data16
+    case 0x27: case 0x2b: r.p += 3; return; // strx3, addrx3
+    default:
+      throw new Error(`DWARF form 0x${form.toString(16)}`);
+  }
+}
+
+/** Strings of a string section by offset, each decoded once (a name is referenced from many entries). */
+function strings(buf: Buffer | undefined): (off: number) => string | undefined {
+  const seen = new Map<number, string>();
+  return (off) => {
+    if (!buf || off >= buf.length) return undefined;
+    let s = seen.get(off);
+    if (s === undefined) {
+      const end = buf.indexOf(0, off);
+      seen.set(off, (s = buf.toString('utf8', off, end < 0 ? buf.length : end)));
+    }
+    return s;
+  };
+}
+
+/** An entry with every field present from the start: one object shape for all of them (fast to build and to read). */
+class Entry implements Die {
+  name?: string = undefined;
+  linkage?: string = undefined;
+  type?: number = undefined;
+  origin?: number = undefined;
+  byteSize?: number = undefined;
+  bitSize?: number = undefined;
+  dataBitOffset?: number = undefined;
+  bitOffset?: number = undefined;
+  memberOffset?: number = undefined;
+  constValue?: bigint = undefined;
+  upperBound?: number = undefined;
+  count?: number = undefined;
+  external?: boolean = undefined;
+  declaration?: boolean = undefined;
+  artificial?: boolean = undefined;
+  concrete?: boolean = undefined;
+  virtuality?: number = undefined;
+  vtableElem?: number = undefined;
+  containingType?: number = undefined;
+  declLine?: number = undefined;
+  producer?: string = undefined;
+  dwo?: boolean = undefined;
+  compDir?: string = undefined;
+  constructor(readonly off: number, readonly tag: number, readonly parent: number, public end: number) {}
+}
+
 /**
  * Entries no user reads, left out of `dies` (a third of an optimised build's
  * entries are call sites): DW_TAG_call_site and its parameters, GNU's older
@@ -365,6 +502,14 @@ function parseUnits(elf: ElfFile): Unit[] {
  * parent), and unspecified parameters.
  */
 const UNREAD = new Set([0x48, 0x49, 0x4109, 0x410a, 0x0a, 0x0b, 0x18]);
+
+/** Entries whose children are a function's own (parameters, variables, what it inlined). */
+const FUNCTION = new Set<number>([TAG.subprogram, TAG.inlinedSubroutine, TAG.lexicalBlock]);
+/** What a function's body holds besides types: left out when reading for types only. */
+const BODY = new Set<number>([TAG.formalParameter, TAG.variable, TAG.inlinedSubroutine, 0x0a /* label */, 0x18 /* unspecified parameters */]);
+
+/** The attributes decode() keeps (and the unit's string-offsets base); every other one is stepped over. */
+const READ = new Set<number>([...Object.values(AT)]);
 
 /** A string given by its index in .debug_str_offsets. */
 class StrIndex {
@@ -418,14 +563,16 @@ function readAbbrevs(data: Buffer, off: number): Map<number, Abbrev> {
     if (code === 0) return m;
     const tag = r.ulebN();
     const children = r.u8() === 1;
-    const attrs: Abbrev['attrs'] = [];
+    const ab: Abbrev = { tag, children, attrs: [], forms: [] };
     for (;;) {
       const a = r.ulebN();
       const f = r.ulebN();
       if (a === 0 && f === 0) break;
-      attrs.push([a, f, f === 0x21 ? r.sleb() : 0n]);
+      if (f === 0x21) (ab.implicit ??= [])[ab.attrs.length] = r.sleb();
+      ab.attrs.push(a);
+      ab.forms.push(f);
     }
-    m.set(code, { tag, children, attrs });
+    m.set(code, ab);
   }
 }
 
