@@ -74,7 +74,7 @@ function makePatch(target, k, many) {
 }
 
 async function hotloadAttach(t, p) {
-  const { wall, stallMs, res } = await stallAround(t, async () => JSON.parse(await run(process.execPath, [BIN, 'attach', String(t.child.pid), p, '--json'])));
+  const { wall, stallMs, res } = await stallAround(t, async () => JSON.parse(await run(process.execPath, [BIN, 'attach', String(t.child.pid), p, '--json']))[0].result);
   return { wall, stallMs, stoppedMs: res.timings.stoppedMs, maxStopMs: res.timings.threadStopMaxMs, dlopenMs: res.timings.loadMs, hostMs: res.timings.hostPausedMs, fns: res.functions.length };
 }
 

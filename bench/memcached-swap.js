@@ -103,7 +103,7 @@ async function main() {
       const load = client(sock, () => done);
       await sleep(200);
       const t0 = process.hrtime.bigint();
-      const res = JSON.parse(await run(['attach', String(srv.pid), patch, '--json']));
+      const res = JSON.parse(await run(['attach', String(srv.pid), patch, '--json']))[0].result;
       wall.push(ms(t0));
       stopped.push(res.timings.stoppedMs);
       await sleep(200);

@@ -35,9 +35,11 @@ async function expectError(args: string[], code: string, exit: number, message: 
   expect(r.stderr).toMatch(message);
   expect(r.stderr).toMatch(/^hint: .+/m);
   expect(r.code).toBe(exit);
+  // With --json: the per-process array, its one entry failed, with the same exit status.
   const j = await hotload([...args, '--json']);
-  expect(j.json.error.code).toBe(code);
-  expect(j.json.error.hint.length).toBeGreaterThan(10);
+  expect(j.code).toBe(exit);
+  expect(j.json).toEqual([{ pid: Number(args[1]), ok: false, error: expect.objectContaining({ code }) }]);
+  expect(j.one.error.hint.length).toBeGreaterThan(10);
 }
 
 test('no such pid', async () => {
@@ -157,11 +159,11 @@ test('a patch file others could write is refused unless allowed', async () => {
 test('the process loads the bytes that were checked, from a private copy', async () => {
   const r = await hotload(['attach', String(t.pid), good, '--json']);
   expect(r.code).toBe(0);
-  expect(fs.readFileSync(r.json.staged).equals(fs.readFileSync(good))).toBe(true);
-  const st = fs.statSync(r.json.staged);
+  expect(fs.readFileSync(r.one.staged).equals(fs.readFileSync(good))).toBe(true);
+  const st = fs.statSync(r.one.staged);
   expect(st.mode & 0o222).toBe(0); // read-only copy
-  expect(fs.statSync(path.dirname(r.json.staged)).mode & 0o022).toBe(0); // nobody else may write there
-  expect(fs.readFileSync(`/proc/${t.pid}/maps`, 'utf8')).toContain(r.json.staged);
+  expect(fs.statSync(path.dirname(r.one.staged)).mode & 0o022).toBe(0); // nobody else may write there
+  expect(fs.readFileSync(`/proc/${t.pid}/maps`, 'utf8')).toContain(r.one.staged);
   expect((await hotload(['revert', String(t.pid), '--all'])).code).toBe(0);
 });
 
@@ -245,8 +247,8 @@ test('status of a zombie: PID_NOT_FOUND, not an internal error', async () => {
     expect(zombie).toBeGreaterThan(0);
     const r = await hotload(['status', String(zombie), '--json']);
     expect(r.code).toBe(5);
-    expect(r.json.error.code).toBe('PID_NOT_FOUND');
-    expect(r.json.error.message).toMatch(/zombie/);
+    expect(r.one.error.code).toBe('PID_NOT_FOUND');
+    expect(r.one.error.message).toMatch(/zombie/);
   } finally {
     parent.kill('SIGKILL');
   }

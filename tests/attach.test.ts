@@ -27,12 +27,12 @@ test('single-threaded loop: the new code runs and the static counter carries on'
   await sleep(100);
   const r = await hotload(['attach', String(t.pid), patch, '--json']);
   expect(r.code).toBe(0);
-  expect(r.json.functions).toEqual([expect.objectContaining({ name: 'compute', previous: 'original' })]);
-  expect(r.json.timings.stoppedMs).toBeGreaterThan(0);
+  expect(r.one.functions).toEqual([expect.objectContaining({ name: 'compute', previous: 'original' })]);
+  expect(r.one.timings.stoppedMs).toBeGreaterThan(0);
   // Per thread, from its stop to its resume: the one thread stopped at least
   // once for the code writes (and as the host), all of it counted in the sum.
-  expect(r.json.timings.threadStopMaxMs).toBeGreaterThan(0);
-  expect(r.json.timings.threadStopSumMs).toBeGreaterThanOrEqual(r.json.timings.threadStopMaxMs);
+  expect(r.one.timings.threadStopMaxMs).toBeGreaterThan(0);
+  expect(r.one.timings.threadStopSumMs).toBeGreaterThanOrEqual(r.one.timings.threadStopMaxMs);
   const after = await t.next(/^compute 1012 counter (\d+)/);
   const c0 = Number(/counter (\d+)/.exec(before)![1]);
   const c1 = Number(/counter (\d+)/.exec(after)![1]);
@@ -45,9 +45,9 @@ test('8 threads calling the function in tight loops: every call runs old or new 
   await t.waitFor(/^compute 6/);
   const r = await hotload(['attach', String(t.pid), patch, '--json']);
   expect(r.code).toBe(0);
-  expect(r.json.threads).toBe(9);
+  expect(r.one.threads).toBe(9);
   // Nine threads each stopped for the code writes: the sum is several single stops.
-  expect(r.json.timings.threadStopSumMs).toBeGreaterThan(r.json.timings.threadStopMaxMs);
+  expect(r.one.timings.threadStopSumMs).toBeGreaterThan(r.one.timings.threadStopMaxMs);
   await t.next(/^compute 1012 .* new [1-9]/);
   await sleep(300);
   t.expectHealthy();
@@ -96,7 +96,7 @@ describe.each([
       await sleep(400);
       const r = await hotload(['attach', String(t.pid), k === 1 ? patch : await mkpatch(computePatch(8), TARGET, `wait-${kind}`), '--json']);
       expect(r.code).toBe(0);
-      expect(r.json.hostThread).toBe(t.pid); // the waiting thread itself ran dlopen
+      expect(r.one.hostThread).toBe(t.pid); // the waiting thread itself ran dlopen
     }
     expect(t.lines.some((l) => l.startsWith(`${kind} returned`))).toBe(false); // both borrows happened during the wait
     const line = await t.waitFor(new RegExp(`^${kind} returned`), 15000);
@@ -127,8 +127,8 @@ test('a thread doing SSE/AVX (and AVX-512, AMX where the CPU has them) arithmeti
   for (const p of patches) {
     const r = await hotload(['attach', String(t.pid), p, '--json']);
     expect(r.code).toBe(0);
-    expect(r.json.hostThread).toBe(t.pid);
-    expect(r.json.repairedRegisters).toBe(false); // rt_sigreturn alone put every register back
+    expect(r.one.hostThread).toBe(t.pid);
+    expect(r.one.repairedRegisters).toBe(false); // rt_sigreturn alone put every register back
   }
   expect((await hotload(['revert', String(t.pid), '--all'])).code).toBe(0);
   await t.next(/^simd round \d+ ok/); // a full checking round after the last one
@@ -141,9 +141,9 @@ test('a replaced function that is running (main: it never returns) is named with
   const p = await mkpatch('#include <hotload.h>\nint main_v2(int argc, char **argv) { (void)argc; (void)argv; return 0; }\nHOTLOAD_REPLACE(main, main_v2);\n', TARGET, 'main');
   const r = await hotload(['attach', String(t.pid), p, '--json']);
   expect(r.code).toBe(0);
-  expect(r.json.active).toEqual([expect.objectContaining({ function: 'main', thread: t.pid })]);
-  expect(r.json.active[0].depth).toBeGreaterThan(0); // main is below usleep and libc on its stack
-  expect(r.json.notes.join('\n')).toMatch(new RegExp(`main is running on thread ${t.pid} .*keeps the old code until it returns`));
+  expect(r.one.active).toEqual([expect.objectContaining({ function: 'main', thread: t.pid })]);
+  expect(r.one.active[0].depth).toBeGreaterThan(0); // main is below usleep and libc on its stack
+  expect(r.one.notes.join('\n')).toMatch(new RegExp(`main is running on thread ${t.pid} .*keeps the old code until it returns`));
   await t.next(/^compute 6 /); // main runs on, in its old code
   t.expectHealthy();
 });
@@ -157,14 +157,14 @@ test('--wait-inactive: redirects at a moment no replaced function runs; refuses 
   const started = Date.now();
   const r = await hotload(['attach', String(t.pid), main, '--wait-inactive=1', '--json']);
   expect(r.code).toBe(7);
-  expect(r.json.error.code).toBe('FUNCTIONS_ACTIVE');
-  expect(r.json.error.details).toEqual([expect.stringMatching(new RegExp(`^main is running on thread ${t.pid} `))]);
+  expect(r.one.error.code).toBe('FUNCTIONS_ACTIVE');
+  expect(r.one.error.details).toEqual([expect.stringMatching(new RegExp(`^main is running on thread ${t.pid} `))]);
   expect(Date.now() - started).toBeGreaterThanOrEqual(1000);
   expect(t.readMem(at, 16)).toEqual(before); // nothing redirected
   // compute runs for a moment every 20 ms: there is a moment it does not.
   const c = await hotload(['attach', String(t.pid), patch, '--wait-inactive', '--json']);
   expect(c.code).toBe(0);
-  expect(c.json.active).toEqual([]);
+  expect(c.one.active).toEqual([]);
   await t.next(/^compute 1012 /);
   t.expectHealthy();
 });
@@ -197,7 +197,7 @@ test('a function in a shared library, using the library\'s exported global as a 
   await t.waitFor(/lib 10$/);
   const r = await hotload(['attach', String(t.pid), p, '--json']);
   expect(r.code).toBe(0);
-  expect(r.json.module).toMatch(/libtarget\.so$/);
+  expect(r.one.module).toMatch(/libtarget\.so$/);
   const a = await t.next(/lib_calls (-?\d+) lib 1010$/);
   const i = t.lines.indexOf(a);
   while (t.lines.length < i + 2) await sleep(10);
@@ -219,7 +219,7 @@ test('a patch replacing 200 functions at once', async () => {
   await t.waitFor(/many 0$/);
   const r = await hotload(['attach', String(t.pid), p, '--json']);
   expect(r.code).toBe(0);
-  expect(r.json.functions).toHaveLength(200);
+  expect(r.one.functions).toHaveLength(200);
   await t.next(/many 200$/); // every f_i now returns i + 1000
   t.expectHealthy();
   expect(spawnSync('true').status).toBe(0);
@@ -236,14 +236,14 @@ test('stacking, status, revert of the middle patch, revert --all, apply after re
   expect(again.code).toBe(10); // already applied: a distinct status, not a failure
   expect(again.stderr).toMatch(/PATCH_ALREADY_APPLIED/);
   const st = await hotload(['status', String(t.pid), '--json']);
-  expect(st.json.functions[0].stack.map((e: { patch: string }) => path.basename(e.patch).replace(/^[0-9a-f]+-/, ''))).toEqual(['stack3.so', 'stack2.so', 'stack1.so']);
-  expect(st.json.patches.map((x: { source: string }) => x.source).sort()).toEqual([p1, p2, p3].sort()); // the files applied
-  expect(st.json.patches.every((x: { buildId: string; appliedAt: string }) => /^[0-9a-f]{40}$/.test(x.buildId) && !isNaN(Date.parse(x.appliedAt)))).toBe(true);
+  expect(st.one.functions[0].stack.map((e: { patch: string }) => path.basename(e.patch).replace(/^[0-9a-f]+-/, ''))).toEqual(['stack3.so', 'stack2.so', 'stack1.so']);
+  expect(st.one.patches.map((x: { source: string }) => x.source).sort()).toEqual([p1, p2, p3].sort()); // the files applied
+  expect(st.one.patches.every((x: { buildId: string; appliedAt: string }) => /^[0-9a-f]{40}$/.test(x.buildId) && !isNaN(Date.parse(x.appliedAt)))).toBe(true);
   expect((await hotload(['revert', String(t.pid), p2])).code).toBe(0); // the middle one
   await sleep(100);
   await t.next(/^compute 1008 /); // the newest stays in force
   const st2 = await hotload(['status', String(t.pid), '--json']);
-  expect(st2.json.functions[0].stack).toHaveLength(2);
+  expect(st2.one.functions[0].stack).toHaveLength(2);
   expect((await hotload(['revert', String(t.pid), p3])).code).toBe(0);
   await t.next(/^compute 1006 /); // back to p1
   expect((await hotload(['revert', String(t.pid), '--all'])).code).toBe(0);

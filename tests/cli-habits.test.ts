@@ -39,12 +39,12 @@ test('completion prints a bash completion script that completes commands', async
   expect(words.stdout.split('\n')).toContain('attach');
 });
 
-test('status takes a pid, a list or a name; --json: an object for a pid, an array for a list or a name', async () => {
+test('status takes a pid, a list or a name; --json: an array of per-process results for each form, even one pid', async () => {
   const t = Target.start(TARGET, ['loop']);
   try {
     await t.waitFor(/^compute 6/);
     const one = await hotload(['status', String(t.pid), '--json']);
-    expect(one.json).toMatchObject({ pid: t.pid, functions: [] });
+    expect(one.json).toEqual([{ pid: t.pid, ok: true, result: expect.objectContaining({ pid: t.pid, functions: [] }) }]);
     const list = await hotload(['status', `${t.pid},${t.pid}`, '--json']);
     expect(list.json).toEqual([expect.objectContaining({ pid: t.pid, ok: true }), expect.objectContaining({ pid: t.pid, ok: true })]);
     const byName = await hotload(['status', 'target', '--json']);

@@ -66,7 +66,7 @@ test('attach and status --json of a 3,000-function patch: whole through a slow p
     const a = await slowPipe(['attach', String(t.pid), patch, '--json']);
     expect(a.code).toBe(0);
     expect(a.stdout.length).toBeGreaterThan(128 * 1024);
-    expect(JSON.parse(a.stdout).functions).toHaveLength(N);
+    expect(JSON.parse(a.stdout)[0].result.functions).toHaveLength(N);
     const s = await slowPipe(['status', String(t.pid), '--json']);
     expect(s.code).toBe(0);
     expect(s.stdout.length).toBeGreaterThan(128 * 1024);
@@ -81,5 +81,5 @@ test('attach and status --json of a 3,000-function patch: whole through a slow p
 test('an error through a slow pipe keeps its exit status and its whole JSON', async () => {
   const r = await slowPipe(['attach', '4194000', patch, '--json']);
   expect(r.code).toBe(5);
-  expect(JSON.parse(r.stdout).error.code).toBe('PID_NOT_FOUND');
+  expect(JSON.parse(r.stdout)).toEqual([{ pid: 4194000, ok: false, error: expect.objectContaining({ code: 'PID_NOT_FOUND' }) }]);
 });

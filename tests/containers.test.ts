@@ -88,15 +88,15 @@ describe.each(cases)('a process in %s', (_what, startIt) => {
     const a = await hotload(['attach', String(pid), p, '--json']);
     expect(a.stderr).toBe('');
     expect(a.code).toBe(0);
-    expect(a.json.staged).toMatch(/^\/(tmp|dev\/shm|var\/tmp)\/hotload-\d+\/[0-9a-f]{16}-ns\.so$/); // as the process sees it
+    expect(a.one.staged).toMatch(/^\/(tmp|dev\/shm|var\/tmp)\/hotload-\d+\/[0-9a-f]{16}-ns\.so$/); // as the process sees it
     await t.next(/^compute 1056 /);
     // Another TMPDIR changes nothing: what is applied is read from the process.
     const s = await hotload(['status', String(pid), '--json'], { TMPDIR: tmpdir('hotload-other-') });
-    expect(s.json.functions.map((f: { name: string }) => f.name)).toEqual(['compute']);
-    expect(s.json.patches[0].source).toBe(p);
+    expect(s.one.functions.map((f: { name: string }) => f.name)).toEqual(['compute']);
+    expect(s.one.patches[0].source).toBe(p);
     const r = await hotload(['revert', String(pid), '--all', '--json'], { TMPDIR: tmpdir('hotload-other-') });
     expect(r.code).toBe(0);
-    expect(r.json.reverted.map((x: { name: string }) => x.name)).toEqual(['compute']);
+    expect(r.one.reverted.map((x: { name: string }) => x.name)).toEqual(['compute']);
     await t.next(/^compute 6 /);
     t.expectHealthy();
   });

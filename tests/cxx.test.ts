@@ -67,7 +67,7 @@ describe.each([
       expect(a.stdout).toMatch(/^  make_names\[abi:cxx11\]\(int\) 0x/m);
       await t.next(/^names 4 x3 count 3$/);
       const st = await hotload(['status', String(t.pid), '--json']);
-      expect(st.json.functions[0]).toMatchObject({ name: '_Z10make_namesB5cxx11i', demangled: 'make_names[abi:cxx11](int)' });
+      expect(st.one.functions[0]).toMatchObject({ name: '_Z10make_namesB5cxx11i', demangled: 'make_names[abi:cxx11](int)' });
       t.expectHealthy();
     } finally {
       await t.stop();
@@ -122,10 +122,10 @@ test('a hand-written C++ patch names the old function as C++ does and defines th
     expect(m.code).toBe(0);
     const a = await hotload(['attach', String(t.pid), path.join(dir, 'p.so'), '--json']);
     expect(a.code).toBe(0);
-    expect(a.json.functions[0]).toMatchObject({ name: '_Z11count_namesi', demangled: 'count_names(int)' });
+    expect(a.one.functions[0]).toMatchObject({ name: '_Z11count_namesi', demangled: 'count_names(int)' });
     await t.next(/^names 3 n2 count 200$/);
     const st = await hotload(['status', String(t.pid), '--json']);
-    expect(st.json.functions[0].stack[0].function).toBe('_Z14count_names_v2i'); // the new function by its own (C++) symbol
+    expect(st.one.functions[0].stack[0].function).toBe('_Z14count_names_v2i'); // the new function by its own (C++) symbol
     expect((await hotload(['revert', String(t.pid), path.join(dir, 'p.so')])).code).toBe(0);
     await t.next(/^names 3 n2 count 2$/);
     // A name that is not there: refused with what to write instead.
@@ -157,7 +157,7 @@ test('a hand-written C++ patch may define the member itself, as the program\'s s
       await t.next(new RegExp(`^greet=${k + 4} `));
     }
     const st = await hotload(['status', String(t.pid), '--json']);
-    expect(st.json.functions[0].stack.map((e: { function: string }) => e.function)).toEqual(['_ZN7Greeter5greetEi', '_ZN7Greeter5greetEi']);
+    expect(st.one.functions[0].stack.map((e: { function: string }) => e.function)).toEqual(['_ZN7Greeter5greetEi', '_ZN7Greeter5greetEi']);
     expect((await hotload(['revert', String(t.pid), path.join(dir, 'p2000.so')])).code).toBe(0);
     await t.next(/^greet=1004 /);
     expect((await hotload(['revert', String(t.pid), path.join(dir, 'p1000.so')])).code).toBe(0);

@@ -30,7 +30,7 @@ async function patched(variant: string, env: NodeJS.ProcessEnv = {}): Promise<{ 
   await t.waitFor(/^constant=/);
   const r = await hotload(['attach', String(t.pid), file, '--json'], env);
   expect(r.code).toBe(0);
-  return { t, attach: r.json, file };
+  return { t, attach: r.one, file };
 }
 
 /** gdb -batch attached to `pid`, running `cmds`; its whole output. */
@@ -68,7 +68,7 @@ test('gdb -p shows a running patched function with its file and line, and the fr
   expect(out).not.toContain('??');
   t.expectHealthy(); // gdb detached; the process goes on
   const st = await hotload(['status', String(t.pid), '--json']);
-  expect(st.json.patches[0]).toEqual(expect.objectContaining({ loadedBy: 'hotload', debuggers: true }));
+  expect(st.one.patches[0]).toEqual(expect.objectContaining({ loadedBy: 'hotload', debuggers: true }));
 });
 
 test('a breakpoint on a source line that only the patch has is hit, with the arguments and the callers', async () => {
@@ -94,11 +94,11 @@ test('a second patch of the same program is seen too, each at its own address', 
   const r = await hotload(['attach', String(t.pid), second, '--json']);
   expect(r.code).toBe(0);
   await t.next(/^constant=12 /);
-  const out = await gdb(t.pid, ['maint info jit', `info symbol ${r.json.functions[0].new}`]);
+  const out = await gdb(t.pid, ['maint info jit', `info symbol ${r.one.functions[0].new}`]);
   expect(out.match(/^0x[0-9a-f]+ +0x[0-9a-f]+ +\d+ *$/gm)?.length).toBe(2); // two entries in the list
   expect(out).toMatch(/constant in section \.text of <in-memory@0x[0-9a-f]+>/);
   const st = await hotload(['status', String(t.pid), '--json']);
-  expect(st.json.patches.map((p: { debuggers: boolean }) => p.debuggers)).toEqual([true, true]);
+  expect(st.one.patches.map((p: { debuggers: boolean }) => p.debuggers)).toEqual([true, true]);
 });
 
 test('without the descriptor library the patch applies all the same, and says debuggers will not see it', async () => {
@@ -106,9 +106,9 @@ test('without the descriptor library the patch applies all the same, and says de
   expect(attach.notes).toEqual([expect.stringMatching(/^debuggers will not see this patch: \/nonexistent\/libhotload-debug\.so is missing/)]);
   await t.next(/^constant=12 /);
   const st = await hotload(['status', String(t.pid), '--json']);
-  expect(st.json.patches[0].debuggers).toBe(false);
+  expect(st.one.patches[0].debuggers).toBe(false);
   const text = await hotload(['status', String(t.pid)]);
-  expect(text.stdout).toContain(`not registered with debuggers; in gdb: add-symbol-file ${st.json.patches[0].staged} -o ${st.json.patches[0].bias}`);
+  expect(text.stdout).toContain(`not registered with debuggers; in gdb: add-symbol-file ${st.one.patches[0].staged} -o ${st.one.patches[0].bias}`);
   expect(fs.readFileSync(`/proc/${t.pid}/maps`, 'utf8')).not.toContain('libhotload-debug.so');
 });
 

@@ -14,6 +14,12 @@ export interface Run {
   stdout: string;
   stderr: string;
   json?: any; // eslint-disable-line @typescript-eslint/no-explicit-any
+  /**
+   * attach, status or revert on one pid with --json: the one entry of the
+   * per-process array, as its result, or {error} when it failed (undefined
+   * when the document is not such an array).
+   */
+  one?: any; // eslint-disable-line @typescript-eslint/no-explicit-any
 }
 
 /** Run the hotload CLI (asynchronously, so targets' output keeps flowing). */
@@ -29,7 +35,9 @@ export function hotload(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Ru
           json = undefined;
         }
       }
-      resolve({ code: typeof code === 'number' ? code : 1, stdout, stderr, json });
+      const entry = Array.isArray(json) && json.length === 1 && typeof json[0]?.pid === 'number' && typeof json[0]?.ok === 'boolean' ? json[0] : undefined;
+      const one = entry ? (entry.ok ? entry.result : { error: entry.error }) : undefined;
+      resolve({ code: typeof code === 'number' ? code : 1, stdout, stderr, json, one });
     });
   });
 }

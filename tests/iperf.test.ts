@@ -81,9 +81,9 @@ test('iperf (C++, g++ through hotload c++): a constructor and a method edited in
     await sleep(300);
     const r = await hotload(['attach', String(t.pid), out, '--json']);
     expect(r.code).toBe(0);
-    expect(r.json.functions.map((f: { name: string }) => f.name)).toEqual(expect.arrayContaining([ctors[0], '_ZN6Server6RunTCPEv']));
+    expect(r.one.functions.map((f: { name: string }) => f.name)).toEqual(expect.arrayContaining([ctors[0], '_ZN6Server6RunTCPEv']));
     // Its server thread is inside the old RunTCP, and is told so.
-    expect(r.json.active.map((a: { function: string }) => a.function)).toContain('_ZN6Server6RunTCPEv');
+    expect(r.one.active.map((a: { function: string }) => a.function)).toContain('_ZN6Server6RunTCPEv');
     const during = await transfer;
     expect(during.code).toBe(0);
     expect(during.out).toMatch(REPORT);

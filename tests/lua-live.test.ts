@@ -37,7 +37,7 @@ HOTLOAD_REPLACE(math_abs, math_abs_v2);
     await new Promise((r) => setTimeout(r, 200));
     const r = await hotload(['attach', String(t.pid), patch, '--json']);
     expect(r.code).toBe(0);
-    expect(r.json.functions[0].name).toBe('math_abs');
+    expect(r.one.functions[0].name).toBe('math_abs');
     const after = await t.next(/^tick (\d+) abs 1005 total (\d+)$/);
     const [, t0, s0] = /tick (\d+) abs 5 total (\d+)/.exec(before)!.map(Number);
     const [, t1, s1] = /tick (\d+) abs 1005 total (\d+)/.exec(after)!.map(Number);

@@ -62,7 +62,7 @@ test('memcached: nearly every function of the running -O2 server replaced by its
     expect(Number(s1.curr_items)).toBe(Number(s0.curr_items) + 2); // hk and after
     expect(Number(s1.cmd_get)).toBeGreaterThan(Number(s0.cmd_get));
     const st = await hotload(['status', String(t.pid), '--json']);
-    expect(st.json.functions.length).toBe(mk.json.replaced.length);
+    expect(st.one.functions.length).toBe(mk.json.replaced.length);
 
     expect((await hotload(['revert', String(t.pid), '--all'])).code).toBe(0);
     expect(await c.get('k14')).toBe('before-14');

@@ -59,7 +59,7 @@ test('--version, mkpatch with the shipped header, attach and revert, all from th
     await t.waitFor(/^compute 6 /);
     const a = run(['attach', String(t.pid), 'fix.so', '--json']);
     expect(a.status).toBe(0);
-    expect(JSON.parse(a.stdout).functions[0].name).toBe('compute');
+    expect(JSON.parse(a.stdout)[0].result.functions[0].name).toBe('compute');
     await t.next(/^compute 1046 /);
     const r = run(['revert', String(t.pid), '--all']);
     expect(r.status).toBe(0);
@@ -79,9 +79,9 @@ test('a patch from a rebuild, made and applied from the installed package, is re
     await t.waitFor(/^constant=11 /);
     const a = run(['attach', String(t.pid), 'const.so', '--json']);
     expect(a.status).toBe(0);
-    expect(JSON.parse(a.stdout).notes).toEqual([]);
+    expect(JSON.parse(a.stdout)[0].result.notes).toEqual([]);
     await t.next(/^constant=12 /);
-    expect(JSON.parse(run(['status', String(t.pid), '--json']).stdout).patches[0].debuggers).toBe(true);
+    expect(JSON.parse(run(['status', String(t.pid), '--json']).stdout)[0].result.patches[0].debuggers).toBe(true);
     expect(fs.readFileSync(`/proc/${t.pid}/maps`, 'utf8')).toMatch(/\/hotload-\d+\/[0-9a-f]{16}-libhotload-debug\.so$/m);
     t.expectHealthy();
   } finally {

@@ -53,7 +53,7 @@ test.each([
   expect(p.json.replaced).toEqual(replaced);
   const r = await hotload(['attach', String(t.pid), p.file, '--json']);
   expect(r.code).toBe(0);
-  expect(r.json.functions.map((f: { name: string }) => f.name)).toEqual(replaced);
+  expect(r.one.functions.map((f: { name: string }) => f.name)).toEqual(replaced);
   const v = await values(t);
   for (const [k, n] of Object.entries(expected)) expect(v[k]).toBe(n);
   t.expectHealthy();
@@ -111,7 +111,7 @@ test('NEWSTATIC: a new static lives in the patch; a later patch finds it there a
   expect(Math.floor(b.count / 1000)).toBeGreaterThan(newvarA);
   expect(c.count - b.count).toBe(2 + 1000);
   const st = await hotload(['status', String(t.pid), '--json']);
-  expect(st.json.patches).toHaveLength(2);
+  expect(st.one.patches).toHaveLength(2);
 });
 
 test('a rebuilt patch reverts like any other, and the original code runs again', async () => {
@@ -130,13 +130,13 @@ test('a patch goes within 2 GiB of the program it patches, mapped from the stage
   const t = await running();
   const p = await make('CONST');
   const r = await hotload(['attach', String(t.pid), p.file, '--json']);
-  const fn = r.json.functions[0];
+  const fn = r.one.functions[0];
   expect(Math.abs(Number(BigInt(fn.new) - BigInt(fn.old)))).toBeLessThan(2 ** 31);
   const maps = fs.readFileSync(`/proc/${t.pid}/maps`, 'utf8');
-  expect(maps).toContain(r.json.staged);
+  expect(maps).toContain(r.one.staged);
   expect(maps).not.toMatch(/rwxp/);
   const st = await hotload(['status', String(t.pid), '--json']);
-  expect(st.json.patches[0]).toEqual(expect.objectContaining({ loadedBy: 'hotload', staged: r.json.staged, debuggers: true }));
+  expect(st.one.patches[0]).toEqual(expect.objectContaining({ loadedBy: 'hotload', staged: r.one.staged, debuggers: true }));
   const text = await hotload(['status', String(t.pid)]);
   expect(text.stdout).toContain('mapped by hotload, not dlopen; debuggers see it through the GDB JIT interface');
 });
@@ -174,7 +174,7 @@ test('a patch for another build is refused by attach (build-id), and the process
   expect(r.code).toBe(0);
   const a = await hotload(['attach', String(t.pid), out, '--json']);
   expect(a.code).toBe(6);
-  expect(a.json.error.code).toBe('PATCH_BUILD_MISMATCH');
+  expect(a.one.error.code).toBe('PATCH_BUILD_MISMATCH');
   expect((await values(t)).constant).toBe(11);
   t.expectHealthy();
 });
@@ -259,8 +259,8 @@ test('a patch calling a function no library of the process defines is refused by
   const mapsBefore = fs.readFileSync(`/proc/${t.pid}/maps`, 'utf8');
   const r = await hotload(['attach', String(t.pid), out, '--json']);
   expect(r.code).toBe(6);
-  expect(r.json.error.code).toBe('PATCH_UNRESOLVED');
-  expect(r.json.error.details[0]).toMatch(/^hotload_no_such_function: not defined by any library of process/);
+  expect(r.one.error.code).toBe('PATCH_UNRESOLVED');
+  expect(r.one.error.details[0]).toMatch(/^hotload_no_such_function: not defined by any library of process/);
   expect(fs.readFileSync(`/proc/${t.pid}/maps`, 'utf8')).toBe(mapsBefore); // nothing mapped
   expect((await values(t)).say).toBeGreaterThan(0);
   t.expectHealthy();

@@ -113,7 +113,7 @@ describe('on the fixture', () => {
     // Stop: the human output says how to undo.
     expect(await w.stop()).toBe(0);
     const st = await hotload(['status', String(t.pid), '--json']);
-    expect(st.json.patches).toHaveLength(1);
+    expect(st.one.patches).toHaveLength(1);
     const again = spawn(process.execPath, [BIN, 'watch', '--pid', String(t.pid), 'diff.c'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     again.stdout!.on('data', (d) => (out += d));
@@ -144,7 +144,7 @@ describe('on the fixture', () => {
       await w.event('no-change', n);
     }
     const st = await hotload(['status', String(t.pid), '--json']);
-    expect(st.json.patches).toHaveLength(1); // before: one more identical patch per save
+    expect(st.one.patches).toHaveLength(1); // before: one more identical patch per save
     expect((await values()).constant).toBe(111);
   });
 

@@ -21,20 +21,19 @@ function waitSeconds(v: unknown): number | undefined {
   return s === undefined ? undefined : s * 1000;
 }
 
-/** What `--json` prints, by the form of the target (not by how many processes it matched). */
-export const JSON_SHAPE = 'With --json: one pid gives one JSON object (an error: {"error": ...}); a list of pids or a name gives an array of {pid, ok, result | error}, even when it matches one process.';
+/** What `--json` prints: one shape whatever the target's form. */
+export const JSON_SHAPE = 'With --json: always an array with one {pid, ok, result} or {pid, ok: false, error} per process the target names, even for one pid; the exit status is the first error\'s. An error before any process is tried (no process of that name, a bad argument) is {"error": ...}, as for every command.';
 
 /**
- * Run `op` on each process the target names. A single pid: its result, or its
- * error thrown as is. A list or a name: every process is tried; the JSON is an
- * array; the first error's code ends the command.
+ * Run `op` on each process the target names. Every process is tried; the
+ * first error's code ends the command. Without --json, a single pid's error
+ * is thrown as is (printed with its hint); with --json, the document is
+ * always the array of per-process results.
  */
 export function forEachPid<T>(spec: string, out: Out, op: (pid: number) => T, print: (r: T) => void): number {
   const pids = resolveTargets(spec);
-  if (/^\d+$/.test(spec)) {
-    const r = op(pids[0]);
-    if (out.json) out.doc(r);
-    else print(r);
+  if (/^\d+$/.test(spec) && !out.json) {
+    print(op(pids[0]));
     return 0;
   }
   const results: { pid: number; ok: boolean; result?: T; error?: unknown }[] = [];
