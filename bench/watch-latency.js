@@ -24,6 +24,13 @@ const ROUNDS = Number(process.env.ROUNDS ?? 7);
 const median = (a) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)];
 const ms = (t) => Number(process.hrtime.bigint() - t) / 1e6;
 const sleep = (n) => new Promise((r) => setTimeout(r, n));
+/** Run a command to its end (asynchronously); a failure throws. */
+const run = (cmd, args, cwd) =>
+  new Promise((resolve, reject) => {
+    const c = spawn(cmd, args, { cwd, stdio: 'inherit' });
+    c.on('error', reject);
+    c.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`${cmd} ${args.join(' ')}: exit ${code}`))));
+  });
 // The baselines' outputs, outside the watched trees (an object there would be one more object of the build).
 const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'hotload-bench-baseline-'));
 
@@ -34,12 +41,15 @@ const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'hotload-bench-baseline-')
  */
 async function measure({ name, dir, pid, build, file, edit, seen, compile }) {
   const cc = [];
-  const compileOnce = () => {
+  // Run as the watch's compile runs: while this process goes on reading the
+  // target's output (a synchronous run would block it, and measure a quieter
+  // machine than the one the saves see).
+  const compileOnce = async () => {
     const t = process.hrtime.bigint();
-    compile();
+    await compile();
     cc.push(ms(t));
   };
-  compileOnce();
+  await compileOnce();
   const watch = spawn(process.execPath, [BIN, 'watch', '--json', '--pid', String(pid), '--build', build, file], { cwd: dir, stdio: ['ignore', 'pipe', 'inherit'] });
   const events = [];
   let buf = '';
@@ -69,7 +79,7 @@ async function measure({ name, dir, pid, build, file, edit, seen, compile }) {
       const change = events.slice(n).find((x) => x.event === 'change');
       rows.push({ latency, seen: Number(change.at - t) / 1e6, build: e.buildMs, patch: e.patchMs, apply: e.applyMs, stopped: e.stoppedMs });
       await sleep(800); // the relink runs after the save; let it end before the baseline's turn
-      compileOnce();
+      await compileOnce();
     }
   } finally {
     watch.kill('SIGINT');
@@ -128,7 +138,7 @@ async function lua() {
           resolve();
         };
       }),
-      compile: () => execFileSync('gcc', [...cflags, '-c', 'lmathlib.c', '-o', path.join(scratch, 'lmathlib.o')], { cwd: dir }),
+      compile: () => run('gcc', [...cflags, '-c', 'lmathlib.c', '-o', path.join(scratch, 'lmathlib.o')], dir),
     });
   } finally {
     target.kill('SIGKILL');
@@ -176,7 +186,7 @@ async function memcached() {
           await sleep(2);
         }
       },
-      compile: () => execFileSync('sh', ['-c', baseline], { cwd: dir }),
+      compile: () => run('sh', ['-c', baseline], dir),
     });
   } finally {
     client.destroy();

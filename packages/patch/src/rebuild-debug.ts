@@ -17,19 +17,17 @@
 //   0 (1 in .debug_ranges and .debug_loc, where 0 0 ends a list), which
 //   debuggers skip.
 //
-// The bytes between relocations go in with `.incbin` from files in the work
-// directory: a large unit's DWARF is megabytes.
+// The bytes between relocations go in as `.ascii` strings (asciiLines): a
+// large unit's DWARF is megabytes, and the assembler reads strings fastest.
 
-import * as fs from 'fs';
-import * as path from 'path';
 import { RELOC_8_BYTES, R_X86_64, SHF, SHT, STT, Section } from '@hotload/elf';
-import { Generator, Unit, signed } from './rebuild-asm';
+import { Generator, Unit, asciiLines, signed } from './rebuild-asm';
 import { DEBUG_INSIDE, DEBUG_SECTION } from './rebuild-format';
 
 const isDebug = (s: Section) => s.name.startsWith('.debug_') && s.type === SHT.PROGBITS && !(s.flags & SHF.ALLOC);
 
 /** Assembly for the debug sections of the units with code in the patch; `sections` names those the table refers to. */
-export function debugAsm(g: Generator, units: Unit[], work: string): { asm: string[]; sections: string[] } {
+export function debugAsm(g: Generator, units: Unit[]): { asm: string[]; sections: string[] } {
   const asm: string[] = [];
   const table: string[] = [];
   const sections: string[] = [];
@@ -46,15 +44,13 @@ export function debugAsm(g: Generator, units: Unit[], work: string): { asm: stri
     const label = (sec: number) => `hl.d.${u.idx}.${sec}`;
     for (const sec of debugSecs) {
       const data = elf.sectionContents(sec);
-      const bin = path.join(work, `d.${u.idx}.${sec.index}`);
-      fs.writeFileSync(bin, data);
       const rela = elf.sections.find((r) => r.type === SHT.RELA && r.info === sec.index);
       const relocs = rela ? [...elf.relocations(rela.name)].sort((a, b) => a.offset - b.offset) : [];
       const tombstone = sec.name === '.debug_ranges' || sec.name === '.debug_loc' ? 1 : 0;
       const out = [`\t.section ${sec.name},"",@progbits`, `${label(sec.index)}:`];
       let pos = 0;
       const bytes = (end: number) => {
-        if (end > pos) out.push(`\t.incbin "${bin}", ${pos}, ${end - pos}`);
+        if (end > pos) out.push(...asciiLines(data.subarray(pos, end)));
         pos = end;
       };
       for (const r of relocs) {

@@ -278,7 +278,7 @@ export function mkpatchFromBuilds(opts: RebuildOptions): RebuildResult {
     meta.push('\t.globl hotload_source_path\n\t.type hotload_source_path, @object\n\t.size hotload_source_path, 512\nhotload_source_path:\n\t.zero 512');
     // The DWARF of the objects the code comes from, for debuggers (after the
     // code: it refers to the code's labels and to the data the code reached).
-    const debug = debugAsm(g, units, work);
+    const debug = debugAsm(g, units);
     const info: RebuildInfo = { version: 1, refs: g.refs, data: g.dataDefs, ehFrame, ...(debug.sections.length ? { debug: { sections: debug.sections } } : {}) };
     meta.push(`\t.section ${REBUILD_SECTION},"",@progbits\n\t.ascii ${JSON.stringify(JSON.stringify(info))}`);
     meta.push(`\t.section ${FIXUP_SECTION},"",@progbits`);

@@ -1,0 +1,37 @@
+// asciiLines: raw bytes written as `.ascii` directives come out of the real
+// assembler byte for byte (every byte value, quotes and backslashes, digits
+// right after an escape, lines split at 4 KiB).
+import { execFileSync } from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { asciiLines } from './rebuild-asm';
+
+function assemble(lines: string[]): Buffer {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hotload-ascii-'));
+  try {
+    fs.writeFileSync(path.join(dir, 'a.s'), `\t.section .rodata\n${lines.join('\n')}\n`);
+    execFileSync('as', [path.join(dir, 'a.s'), '-o', path.join(dir, 'a.o')]);
+    execFileSync('objcopy', ['-O', 'binary', '-j', '.rodata', path.join(dir, 'a.o'), path.join(dir, 'a.bin')]);
+    return fs.readFileSync(path.join(dir, 'a.bin'));
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+test('every byte value, and escapes followed by digits', () => {
+  const data = Buffer.from([...Array(256).keys(), 0, 0x31, 0x32, 0x22, 0x5c, 0x5c, 0x0a, 0x37]);
+  expect(assemble(asciiLines(data))).toEqual(data);
+});
+
+test('10,000 bytes: split into lines of 4 KiB, the same bytes', () => {
+  const data = Buffer.alloc(10000);
+  for (let i = 0; i < data.length; i++) data[i] = (i * 7919) & 0xff;
+  const lines = asciiLines(data);
+  expect(lines).toHaveLength(3);
+  expect(assemble(lines)).toEqual(data);
+});
+
+test('no bytes: no lines', () => {
+  expect(asciiLines(Buffer.alloc(0))).toEqual([]);
+});
