@@ -293,9 +293,23 @@ export interface ByteBlock {
  */
 export function asciiLines(data: Buffer): string[] {
   const out: string[] = [];
+  const head = '\t.ascii "';
   for (let p = 0; p < data.length; p += 4096) {
-    const text = data.toString('latin1', p, Math.min(data.length, p + 4096));
-    out.push(`\t.ascii "${text.replace(/[^\x20\x21\x23-\x5b\x5d-\x7e]/g, (c) => `\\${c.charCodeAt(0).toString(8).padStart(3, '0')}`)}"`);
+    const stop = Math.min(data.length, p + 4096);
+    const line = Buffer.allocUnsafe(head.length + 4 * (stop - p) + 1);
+    let o = line.write(head, 'latin1');
+    for (let i = p; i < stop; i++) {
+      const c = data[i];
+      if (c >= 0x20 && c <= 0x7e && c !== 0x22 && c !== 0x5c) line[o++] = c;
+      else {
+        line[o++] = 0x5c; // \ooo
+        line[o++] = 0x30 + (c >> 6);
+        line[o++] = 0x30 + ((c >> 3) & 7);
+        line[o++] = 0x30 + (c & 7);
+      }
+    }
+    line[o++] = 0x22;
+    out.push(line.toString('latin1', 0, o));
   }
   return out;
 }
