@@ -362,10 +362,14 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
         const changed = [...now.keys()].filter((f) => now.get(f) !== seen.get(f));
         if (changed.length === 0) continue;
         for (const f of changed) generated.delete(f); // changed outside a build: an edit
-        // Editors save in steps (write, rename), each within a few ms: wait
-        // until the files are still for 15 ms (at most 20 times).
+        // Editors save in steps (write, rename), each within a few ms: go on
+        // once the changed files have been still for 15 ms, counted from their
+        // newest modification time (not from when this loop saw them: a save
+        // seen half-written is not waited for twice), checking at most 20 times.
         for (let i = 0; i < 20; i++) {
-          await sleep(15, opts.signal);
+          const newest = Math.max(...[...now].filter(([f, s]) => seen.get(f) !== s).map(([, s]) => Number(s.split(':')[0])));
+          const still = Date.now() - newest;
+          if (!(still >= 15)) await sleep(still >= 0 ? 15 - still : 15, opts.signal); // a time ahead of the clock: 15 ms
           const again = stamps(paths);
           if ([...again].every(([f, s]) => now.get(f) === s) && again.size === now.size) break;
           now = again;
