@@ -10,7 +10,8 @@
 // without make's tree walk and the link. Each is reported next to the baseline
 // measured in this same run, interleaved with the saves: the compiler's own
 // time for that file (the same command, to another output). Aim: save-to-live
-// at most that plus 150 ms.
+// at most that plus 150 ms. BENCH_ROWS=1 prints each save's figures on stderr
+// (the medians of the parts do not add up to the median of the whole).
 'use strict';
 const { spawn, execFileSync } = require('child_process');
 const fs = require('fs');
@@ -77,6 +78,7 @@ async function measure({ name, dir, pid, build, file, edit, seen, compile }) {
       const e = events.slice(n).find((x) => x.event === 'patched');
       if (!e.compiled) throw new Error(`watch ran the build command instead of compiling ${file}`);
       const change = events.slice(n).find((x) => x.event === 'change');
+      if (process.env.BENCH_ROWS) console.error(JSON.stringify({ latency, seen: Number(change.at - t) / 1e6, patchedAt: Number(e.at - t) / 1e6, total: e.totalMs, build: e.buildMs, patch: e.patchMs, apply: e.applyMs }));
       rows.push({ latency, seen: Number(change.at - t) / 1e6, build: e.buildMs, patch: e.patchMs, apply: e.applyMs, stopped: e.stoppedMs });
       await sleep(800); // the relink runs after the save; let it end before the baseline's turn
       await compileOnce();
