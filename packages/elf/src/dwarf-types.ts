@@ -269,6 +269,23 @@ function signature(l: TypeLayout, depth: number): string {
   return l.members.map((m) => `${m.type} ${m.name}@${m.offset}${m.bits ? `:${m.bits[0]}+${m.bits[1]}` : ''}`).join('; ');
 }
 
+/**
+ * The types whose layout differs between two builds of one object file: each
+ * unit of the new build against the old build's unit of the same name (or the
+ * only one of each), each type both define.
+ */
+export function* changedLayouts(old: BuildTypes, now: BuildTypes): Generator<{ unit: UnitTypes; key: string; changes: string[] }> {
+  for (const ub of now.units) {
+    const ua = old.units.find((x) => x.unit === ub.unit) ?? (old.units.length === 1 && now.units.length === 1 ? old.units[0] : undefined);
+    if (!ua) continue;
+    for (const [key, lb] of ub.layouts) {
+      const la = ua.layouts.get(key);
+      const changes = la ? layoutChanges(la, lb) : [];
+      if (changes.length) yield { unit: ua, key, changes };
+    }
+  }
+}
+
 /** Field by field: nearly every type compared is unchanged, so this answers most comparisons. */
 function sameLayout(a: TypeLayout, b: TypeLayout): boolean {
   if (a.kind !== b.kind || a.size !== b.size || a.members.length !== b.members.length || a.bases.length !== b.bases.length || a.virtuals.length !== b.virtuals.length || a.values.length !== b.values.length) return false;

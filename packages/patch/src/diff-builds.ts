@@ -22,7 +22,7 @@ import { createHash } from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 import { HotloadError } from '@hotload/errors';
-import { BuildTypes, UnitTypes, ElfFile, ElfSymbol, SHF, SHT, STB, STT, Section, functionLines, inlinedFunctions, layoutChanges, typeLayouts, demangled } from '@hotload/elf';
+import { BuildTypes, UnitTypes, ElfFile, ElfSymbol, SHF, SHT, STB, STT, Section, functionLines, inlinedFunctions, changedLayouts, typeLayouts, demangled } from '@hotload/elf';
 
 export interface BuildDiff {
   changed: string[];
@@ -430,20 +430,12 @@ function typeRefusals(units: UnitDiff[], refused: BuildDiff['refused']): void {
         });
       }
     }
-    for (const ub of tb.units) {
-      const ua = ta.units.find((x) => x.unit === ub.unit) ?? (ta.units.length === 1 && tb.units.length === 1 ? ta.units[0] : undefined);
-      if (!ua) continue;
-      seen.push(ua);
-      for (const [k, lb] of ub.layouts) {
-        const la = ua.layouts.get(k);
-        if (!la) continue;
-        const changes = layoutChanges(la, lb);
-        if (!changes.length) continue;
-        const f = found.get(k) ?? { changes, users: new Set<string>(), files: new Set<string>() };
-        for (const x of ua.users().get(k) ?? []) f.users.add(x);
-        f.files.add(path.basename(ua.unit || u.rel));
-        found.set(k, f);
-      }
+    seen.push(...ta.units);
+    for (const { unit: ua, key: k, changes } of changedLayouts(ta, tb)) {
+      const f = found.get(k) ?? { changes, users: new Set<string>(), files: new Set<string>() };
+      for (const x of ua.users().get(k) ?? []) f.users.add(x);
+      f.files.add(path.basename(ua.unit || u.rel));
+      found.set(k, f);
     }
   }
   if (!found.size) return;
