@@ -122,7 +122,7 @@ export class DirectCompiler {
     if (s) return s;
     s = [];
     try {
-      for (const u of readUnits(ElfFile.open(object))) {
+      for (const u of readUnits(ElfFile.open(object), true)) { // only the units' names: no function bodies
         if (!u.name) continue;
         const candidates = path.isAbsolute(u.name) ? [u.name] : [path.dirname(object), u.compDir, this.cwd].filter(Boolean).map((d) => path.resolve(d, u.name));
         const found = candidates.find((c) => fs.existsSync(c));
