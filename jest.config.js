@@ -8,6 +8,9 @@ module.exports = {
   moduleNameMapper: { '^@hotload/(.*)$': '<rootDir>/packages/$1/src' },
   testMatch: ['<rootDir>/packages/*/src/**/*.test.ts', '<rootDir>/tests/**/*.test.ts'],
   testTimeout: 60000,
+  // The directories tests make under the temporary directory are removed once the run ends.
+  globalSetup: '<rootDir>/tests/global-setup.js',
+  globalTeardown: '<rootDir>/tests/global-teardown.js',
   // `make pack` output (a copy of the packages) is not part of the tree under test.
   modulePathIgnorePatterns: ['<rootDir>/build/'],
 };

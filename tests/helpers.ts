@@ -42,8 +42,11 @@ export function hotload(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Ru
   });
 }
 
+/** A new directory under the system's temporary one, removed when the whole test run ends (tests/global-teardown.js). */
 export function tmpdir(prefix = 'hotload-test-'): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  if (process.env.HOTLOAD_TEST_DIRS) fs.appendFileSync(process.env.HOTLOAD_TEST_DIRS, `${dir}\n`);
+  return dir;
 }
 
 /** Write a patch source and build it with `hotload mkpatch` against `target`. */

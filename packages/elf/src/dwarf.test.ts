@@ -28,12 +28,14 @@ int count(struct outer *o, int n) {
 `;
 
 let obj: string;
+let dir: string;
 beforeAll(() => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hotload-dwarf-'));
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hotload-dwarf-'));
   fs.writeFileSync(path.join(dir, 't.c'), SRC);
   obj = path.join(dir, 't.o');
   execFileSync('gcc', ['-g', '-O2', '-c', '-o', obj, path.join(dir, 't.c')], { stdio: 'pipe' });
 });
+afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
 test('read for types only: no parameters or variables of functions, the same types, subtrees that end where the whole reading says', () => {
   // A fresh ElfFile each: readUnits remembers its answer per file.
