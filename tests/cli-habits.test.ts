@@ -111,3 +111,25 @@ test('rollout --dry-run says it ran no check; the JSON says dryRun', async () =>
     await t.stop();
   }
 });
+
+test('rollout --dry-run checks each patch against each process as attach does, touching none: a patch for another build would fail', async () => {
+  const dir = tmpdir();
+  const other = path.join(dir, 'target');
+  expect(spawnSync('cc', ['-O2', '-g', '-fpatchable-function-entry=16,14', '-pthread', '-DANOTHER_BUILD=1', path.join(FIX, '../src/target.c'), '-o', other, '-ldl']).status).toBe(0);
+  const p = await mkpatch(computePatch(33), other, 'dry-other');
+  const t = Target.start(TARGET, ['loop']);
+  try {
+    await t.waitFor(/^compute 6/);
+    const plan = path.join(dir, 'plan.json');
+    fs.writeFileSync(plan, JSON.stringify({ targets: { pids: [t.pid] }, steps: [{ apply: p }] }));
+    const j = await hotload(['rollout', plan, '--dry-run', '--json']);
+    expect(j.code).toBe(12);
+    expect(j.json.processes).toEqual([expect.objectContaining({ pid: t.pid, status: 'would-fail', code: 'PATCH_BUILD_MISMATCH' })]);
+    // Never stopped or traced, still the old code.
+    expect(t.state().tracer).toBe(0);
+    await t.next(/^compute 6 /);
+    t.expectHealthy();
+  } finally {
+    await t.stop();
+  }
+});

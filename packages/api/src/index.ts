@@ -9,7 +9,7 @@
 //   if (res.outcome !== 'success') process.exitCode = 1;
 //
 // Every failure is a HotloadError with a code, a message and a hint.
-export { attach, revert, status, ps, resolveTargets, parsePid, pidsByName, pidsByExe, pidsByBuildId } from '@hotload/injector';
+export { attach, checkAttach, revert, status, ps, resolveTargets, parsePid, pidsByName, pidsByExe, pidsByBuildId } from '@hotload/injector';
 export type { AttachOptions, AttachResult, PatchedFunction, RevertResult, RevertOptions, StatusResult, PatchableProcess } from '@hotload/injector';
 export { mkpatch, mkpatchFromBuilds, findProgram, diffBuilds } from '@hotload/patch';
 export type { MkpatchOptions, MkpatchResult, RebuildOptions, RebuildResult, BuildDiff } from '@hotload/patch';

@@ -27,10 +27,7 @@ import { spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import { HotloadError, isHotloadError } from '@hotload/errors';
-import { ElfFile } from '@hotload/elf';
-import { planPatch, readPatch } from '@hotload/patch';
-import { attach, findTargetModule, modules, pidsByBuildId, pidsByExe, pidsByName, processExists, readMaps, revert } from '@hotload/injector';
-import { loadPadIndex } from '@hotload/elf';
+import { attach, checkAttach, pidsByBuildId, pidsByExe, pidsByName, processExists, revert } from '@hotload/injector';
 import { sleep } from './sleep';
 
 export type Step = { apply: string } | { revert: string } | { wait: number } | { check: string };
@@ -309,12 +306,5 @@ export async function rollout(plan: RolloutPlan, opts: RolloutOptions = {}): Pro
 /** Check, without touching the process, that each apply step fits it. */
 function dryRunOne(pid: number, plan: RolloutPlan, abs: (f: string) => string): void {
   if (!processExists(pid)) throw new HotloadError('PID_NOT_FOUND', `no process with pid ${pid}`);
-  const mods = modules(pid, readMaps(pid));
-  for (const step of plan.steps) {
-    if (!('apply' in step)) continue;
-    const elf = ElfFile.open(abs(step.apply));
-    const meta = readPatch(elf);
-    const { elf: target } = findTargetModule(pid, mods, meta);
-    planPatch(meta, elf, target, loadPadIndex(target));
-  }
+  for (const step of plan.steps) if ('apply' in step) checkAttach(pid, abs(step.apply));
 }

@@ -117,10 +117,11 @@ export function attach(pid: number, patchFile: string, opts: AttachOptions = {})
   return withProcessLock(pid, () => attachLocked(pid, patchFile, opts));
 }
 
-function attachLocked(pid: number, patchFile: string, opts: AttachOptions): AttachResult {
-  const t0 = process.hrtime.bigint();
-  const progress = opts.onProgress ?? (() => undefined);
-
+/**
+ * Steps 1-3 of attach: what it would do, decided from files and /proc only
+ * (the process is neither stopped nor traced).
+ */
+function prepare(pid: number, patchFile: string, opts: Pick<AttachOptions, 'allowUnsafeFile'>) {
   // 1. Read the patch once, refusing a file others could have changed; check it is a patch.
   const bytes = readPatchFile(patchFile, opts.allowUnsafeFile);
   let patchElf: ElfFile;
@@ -140,6 +141,26 @@ function attachLocked(pid: number, patchFile: string, opts: AttachOptions): Atta
 
   // 3. Find dlopen in the process's C library and room for the call stub (files only).
   const rtBase = findRuntime(pid, mods);
+  return { bytes, patchElf, meta, mods, mod, plan, rtBase };
+}
+
+/**
+ * Would `patchFile` go into process `pid`? attach's first steps (read the
+ * patch, find its build in the process, check every function against it,
+ * find dlopen), which read files and /proc only: the process is not stopped,
+ * traced or changed. Throws what attach would throw there; returns the plan.
+ * rollout --dry-run checks with it.
+ */
+export function checkAttach(pid: number, patchFile: string, opts: Pick<AttachOptions, 'allowUnsafeFile'> = {}): PatchPlan {
+  return prepare(pid, patchFile, opts).plan;
+}
+
+function attachLocked(pid: number, patchFile: string, opts: AttachOptions): AttachResult {
+  const t0 = process.hrtime.bigint();
+  const progress = opts.onProgress ?? (() => undefined);
+
+  // 1-3. Read and check the patch against the process, from files and /proc (prepare).
+  const { bytes, patchElf, meta, mods, mod, plan, rtBase } = prepare(pid, patchFile, opts);
 
   // 4. Give the process a private copy of exactly the bytes checked above.
   const staged = stagePatch(pid, patchFile, bytes);
