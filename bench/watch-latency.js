@@ -98,6 +98,7 @@ async function measure({ name, dir, pid, build, file, edit, seen, compile }) {
   console.log(`    attach (load near, redirect)  ${col('apply').toFixed(0)} ms (all threads stopped ${col('stopped').toFixed(2)} ms)`);
   console.log(`  baseline: the compiler alone   ${ccMs.toFixed(0)} ms (median of ${cc.length}, interleaved)`);
   console.log(`  beyond the compiler's own time: ${(col('latency') - ccMs).toFixed(0)} ms (aim: at most 150 ms)`);
+  console.log(`  the first save after ready:    ${rows[0].latency.toFixed(0)} ms (patch ${rows[0].patch.toFixed(0)} ms, attach ${rows[0].apply.toFixed(0)} ms)`);
 }
 
 async function lua() {
