@@ -88,6 +88,7 @@ test("glibc's atexit and pthread_atfork stubs (libc_nonshared.a, never padded) a
 
 describe('post', () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hotload-post-'));
+  afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
   test.each(['pads-O2', 'pads-O2-cet', 'pads-O2-nopie', 'libpads.so', 'pads-clang-O2'])('%s: entries become 66 90, the index is recorded, a second run changes nothing', (name) => {
     const copy = path.join(dir, name);

@@ -91,6 +91,7 @@ describe.each(FILES)('%s matches readelf', (file) => {
 
 describe('malformed input gets a clear error naming the file', () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hotload-elf-'));
+  afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
   const good = fs.readFileSync(`${FIX}/pads-O2`);
   const write = (name: string, b: Buffer) => {
     const p = path.join(dir, name);
