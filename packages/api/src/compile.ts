@@ -64,6 +64,20 @@ function outputOf(args: string[]): string | undefined {
   return undefined;
 }
 
+/**
+ * make's dry-run output when it is one compile plus bookkeeping (moving
+ * depfiles, automake's guards such as `test -f config.h || ...`, no-ops while
+ * config.h is there); else undefined.
+ */
+function onlyCompile(stdout: string): string | undefined {
+  if (!stdout) return undefined;
+  const lines = stdout.trim().split('\n').filter((l) => l.trim());
+  const compiles = lines.filter((l) => /\s-c(\s|$)/.test(l));
+  const bookkeeping = (l: string) => /^\s*(mv|rm|echo|:|true|mkdir|test)\s/.test(l) || /^\s*(true|:)\s*$/.test(l);
+  if (compiles.length !== 1 || !lines.every((l) => compiles.includes(l) || bookkeeping(l))) return undefined;
+  return lines.join('\n');
+}
+
 /** The prerequisites a make dependency file lists (every target's, merged). */
 export function depfilePrereqs(text: string, base: string): string[] {
   const out: string[] = [];
@@ -142,19 +156,56 @@ export class DirectCompiler {
     return [`${object}.d`, path.join(dir, `${stem}.d`), path.join(dir, '.deps', `${stem}.Po`), path.join(dir, '.deps', `${stem}.d`)].filter((f) => fs.existsSync(f));
   }
 
-  /** make's own command for an object, or undefined. */
-  private makeCommand(object: string, source: string): string | undefined {
-    if (!this.isMake) return undefined;
+  /** make's dry run for an object: its arguments and environment. */
+  private makeRun(object: string, source: string) {
     // Not a sub-make of whatever runs hotload: an inherited MAKEFLAGS/MAKELEVEL adds directory lines and job-server options.
     const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !['MAKEFLAGS', 'MFLAGS', 'MAKELEVEL', 'MAKEOVERRIDES'].includes(k)));
-    const r = cp.spawnSync('make', ['--no-print-directory', '-n', '-W', path.relative(this.cwd, source), path.relative(this.cwd, object)], { cwd: this.cwd, env, encoding: 'utf8', timeout: 10000 });
-    if (r.status !== 0 || !r.stdout) return undefined;
-    const lines = r.stdout.trim().split('\n').filter((l) => l.trim());
-    const compiles = lines.filter((l) => /\s-c(\s|$)/.test(l));
-    // Besides the compile: moving depfiles, and automake's guards (`test -f config.h || ...`, no-ops while config.h is there).
-    const bookkeeping = (l: string) => /^\s*(mv|rm|echo|:|true|mkdir|test)\s/.test(l) || /^\s*(true|:)\s*$/.test(l);
-    if (compiles.length !== 1 || !lines.every((l) => compiles.includes(l) || bookkeeping(l))) return undefined;
-    return lines.join('\n');
+    return { args: ['--no-print-directory', '-n', '-W', path.relative(this.cwd, source), path.relative(this.cwd, object)], opts: { cwd: this.cwd, env, encoding: 'utf8' as const, timeout: 10000 } };
+  }
+
+  /** make's own command for an object, or undefined: asked while the save settled (prefetch), else now. */
+  private makeCommand(object: string, source: string): string | undefined {
+    if (!this.isMake) return undefined;
+    const key = `${object}\0${source}`;
+    if (this.answers.has(key)) return this.answers.get(key);
+    const { args, opts } = this.makeRun(object, source);
+    const r = cp.spawnSync('make', args, opts);
+    return r.status === 0 ? onlyCompile(r.stdout) : undefined;
+  }
+
+  /** Answers of make's dry runs asked by prefetch, for this save only. */
+  private answers = new Map<string, string | undefined>();
+  private asked: Promise<void>[] = [];
+
+  /**
+   * Ask make for the commands of the objects these saved sources are the main
+   * source of, without waiting: the save settles meanwhile, and plan() takes
+   * the answers (once prefetched() has resolved). The answers hold for this
+   * save only; anything not asked is asked by plan() itself.
+   */
+  prefetch(changed: string[]): void {
+    this.answers.clear();
+    this.asked = [];
+    if (!this.isMake || this.database()) return;
+    const objects = [...objectFiles(this.objectsDir).values()].map(real);
+    for (const f of changed.map(real)) {
+      for (const object of objects.filter((o) => this.sourceOf(o).includes(f))) {
+        const { args, opts } = this.makeRun(object, f);
+        this.asked.push(
+          new Promise((resolve) => {
+            cp.execFile('make', args, opts, (err, stdout) => {
+              this.answers.set(`${object}\0${f}`, err ? undefined : onlyCompile(stdout));
+              resolve();
+            });
+          }),
+        );
+      }
+    }
+  }
+
+  /** The dry runs prefetch started have answered. */
+  async prefetched(): Promise<void> {
+    await Promise.all(this.asked);
   }
 
   /**

@@ -390,6 +390,7 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
         const changed = [...now.keys()].filter((f) => now.get(f) !== seen.get(f));
         if (changed.length === 0) continue;
         for (const f of changed) generated.delete(f); // changed outside a build: an edit
+        compiler?.prefetch(changed); // make's commands for their objects, asked while the save settles
         // Editors save in steps (write, rename), each within a few ms: go on
         // once the changed files have been still for 15 ms, counted from their
         // newest modification time (not from when this loop saw them: a save
@@ -411,6 +412,7 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
         // else the build command.
         for (const f of changed) dirty.add(f);
         await relinked(); // the last save's relink ends before this save's objects are written
+        await compiler?.prefetched();
         const steps = compiler?.plan([...dirty]);
         const compiled = Array.isArray(steps) && steps.length ? steps.map((x) => path.relative(objectsDir, x.object)).sort() : undefined;
         const via = compiled ? { compiled } : {};
