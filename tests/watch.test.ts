@@ -25,14 +25,23 @@ afterEach(async () => {
 });
 
 /** The fixture built with `cflags`, running, and watched: its directory, process, watch and ready event. */
+/**
+ * Start `program`, wait for its first line matching `first`, then watch it
+ * from `dir` (`--pid` and `watchArgs`) until ready; both are stopped after
+ * the test.
+ */
+async function watchProgram(dir: string, program: string, args: string[], first: RegExp, watchArgs: string[], readyMs = 10000) {
+  const t = Target.start(program, args);
+  cleanup.push(() => t.stop());
+  const line = await t.waitFor(first);
+  const w = new Watch(dir, ['--pid', String(t.pid), ...watchArgs]);
+  cleanup.push(() => w.stop());
+  return { t, w, line, ready: await w.event('ready', 0, readyMs) };
+}
+
 async function watchedFixture(prefix: string, opts: { cflags?: string; watchArgs?: string[] } = {}) {
   const dir = fixtureBuild(prefix, opts.cflags);
-  const t = Target.start(path.join(dir, 'diff'), ['loop']);
-  cleanup.push(() => t.stop());
-  await t.waitFor(/^constant=/);
-  const w = new Watch(dir, ['--pid', String(t.pid), ...(opts.watchArgs ?? []), 'diff.c']);
-  cleanup.push(() => w.stop());
-  return { dir, t, w, ready: await w.event('ready', 0, 10000) };
+  return { dir, ...(await watchProgram(dir, path.join(dir, 'diff'), ['loop'], /^constant=/, [...(opts.watchArgs ?? []), 'diff.c'])) };
 }
 
 describe('on the fixture', () => {
@@ -257,12 +266,7 @@ test('objects built without -g: a save is refused, saying to build with -g, and 
 test('the real program: Lua 5.4 running a workload; edit math_abs in lmathlib.c, save, and the interpreter runs the new code with its state intact', async () => {
   const dir = tmpdir('hotload-lua-');
   const lua = execFileSync(path.join(ROOT, 'scripts/lua-workdir.sh'), [dir], { encoding: 'utf8' }).trim().split('\n').pop()!;
-  const t = Target.start(lua, [path.join(ROOT, 'tests/lua/workload.lua')]);
-  cleanup.push(() => t.stop());
-  const before = await t.waitFor(/^tick (\d+) abs 5 total (\d+)$/);
-  const w = new Watch(dir, ['--pid', String(t.pid), '--build', 'make -s lua', 'lmathlib.c']);
-  cleanup.push(() => w.stop());
-  await w.event('ready', 0, 20000);
+  const { t, w, line: before } = await watchProgram(dir, lua, [path.join(ROOT, 'tests/lua/workload.lua')], /^tick (\d+) abs 5 total (\d+)$/, ['--build', 'make -s lua', 'lmathlib.c'], 20000);
   const n = w.events.length;
   edit(path.join(dir, 'lmathlib.c'), /(static int math_abs [^]*?)lua_pushinteger\(L, n\);/, '$1lua_pushinteger(L, n + 1000);');
   const e = await w.event('patched', n);
@@ -317,12 +321,7 @@ test('compile_commands.json: a saved source is compiled with its entry\'s comman
   // The build command: relinks, and leaves a mark each time it runs.
   fs.writeFileSync(path.join(dir, 'relink.sh'), 'echo ran >> relinks.log && cc obj/diff.o -o diff\n');
   execFileSync('sh', ['-c', `${cmd} && sh relink.sh && rm relinks.log`], { cwd: dir });
-  const t = Target.start(path.join(dir, 'diff'), ['loop']);
-  cleanup.push(() => t.stop());
-  await t.waitFor(/^constant=11 /);
-  const w = new Watch(dir, ['--pid', String(t.pid), '--objects', 'obj', '--build', 'sh relink.sh', 'diff.c', 'k.h']);
-  cleanup.push(() => w.stop());
-  await w.event('ready', 0, 10000);
+  const { t, w } = await watchProgram(dir, path.join(dir, 'diff'), ['loop'], /^constant=11 /, ['--objects', 'obj', '--build', 'sh relink.sh', 'diff.c', 'k.h']);
   let n = w.events.length;
   edit(path.join(dir, 'diff.c'), 'return x + K + KPLUS;', 'return x + K + KPLUS + 100;');
   let e = await w.event('patched', n);
@@ -365,12 +364,7 @@ test('a tree of several modules: watching the module the program dlopened patche
   writeModuleTree(dir, 1, 2);
   fs.writeFileSync(path.join(dir, 'Makefile'), 'CFLAGS = -O2 -g -fpatchable-function-entry=16,14 -ffunction-sections -fdata-sections -fPIC\nall: app/prog mod/mod.so\napp/prog: app/main.o app/util.o\n\t$(CC) app/main.o app/util.o -o app/prog -ldl\nmod/mod.so: mod/mod.o\n\t$(CC) -shared mod/mod.o -o mod/mod.so\n%.o: %.c\n\t$(CC) $(CFLAGS) -c $< -o $@\n');
   execFileSync('make', ['-s'], { cwd: dir, env: { ...process.env, MAKEFLAGS: '', MAKELEVEL: '' } });
-  const t = Target.start(path.join(dir, 'app/prog'), [path.join(dir, 'mod/mod.so')]);
-  cleanup.push(() => t.stop());
-  await t.waitFor(/^app 1 mod 2$/);
-  const w = new Watch(dir, ['--pid', String(t.pid), '--target', path.join(dir, 'mod/mod.so'), 'app', 'mod']);
-  cleanup.push(() => w.stop());
-  await w.event('ready', 0, 10000);
+  const { t, w } = await watchProgram(dir, path.join(dir, 'app/prog'), [path.join(dir, 'mod/mod.so')], /^app 1 mod 2$/, ['--target', path.join(dir, 'mod/mod.so'), 'app', 'mod']);
 
   let n = w.events.length;
   edit(path.join(dir, 'mod/mod.c'), 'return 2;', 'return 20;');
