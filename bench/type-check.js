@@ -28,8 +28,7 @@ const median = (xs) => {
 };
 
 // One measurement in this (fresh) process: `node type-check.js --one MODE O2 O1 OUT`.
-if (process.argv[2] === '--one') {
-  const [mode, o2, o1, out] = process.argv.slice(3);
+function one(mode, o2, o1, out) {
   const { mkpatchFromBuilds, objectFiles } = require(path.join(root, 'packages/patch/dist'));
   const { Build } = require(path.join(root, 'packages/patch/dist/diff-builds'));
   const { ElfFile, changedLayouts, typeLayouts } = require(path.join(root, 'packages/elf/dist'));
@@ -37,43 +36,46 @@ if (process.argv[2] === '--one') {
   if (mode.startsWith('mkpatch')) {
     if (mode === 'mkpatch-none') Build.prototype.types = () => ({ units: [] });
     const t0 = process.hrtime.bigint();
-    const r = mkpatchFromBuilds({ from: o2, to: o1, target: path.join(o2, 'memcached'), out });
-    console.log(JSON.stringify({ ms: ms(t0), replaced: r.replaced.length }));
-  } else {
-    const a = objectFiles(o2);
-    const b = objectFiles(o1);
-    const pairs = [...b].filter(([rel]) => a.has(rel)).map(([rel, file]) => [ElfFile.open(a.get(rel)), ElfFile.open(file)]);
-    let types = 0;
-    const t0 = process.hrtime.bigint();
-    for (const [ea, eb] of pairs) {
-      const tb = typeLayouts(eb);
-      [...changedLayouts(typeLayouts(ea), tb)];
-      for (const u of tb.units) types += u.layouts.size;
-    }
-    console.log(JSON.stringify({ ms: ms(t0), types, files: pairs.length }));
+    return mkpatchFromBuilds({ from: o2, to: o1, target: path.join(o2, 'memcached'), out }).then((r) => console.log(JSON.stringify({ ms: ms(t0), replaced: r.replaced.length })));
   }
-  process.exit(0);
+  const a = objectFiles(o2);
+  const b = objectFiles(o1);
+  const pairs = [...b].filter(([rel]) => a.has(rel)).map(([rel, file]) => [ElfFile.open(a.get(rel)), ElfFile.open(file)]);
+  let types = 0;
+  const t0 = process.hrtime.bigint();
+  for (const [ea, eb] of pairs) {
+    const tb = typeLayouts(eb);
+    [...changedLayouts(typeLayouts(ea), tb)];
+    for (const u of tb.units) types += u.layouts.size;
+  }
+  console.log(JSON.stringify({ ms: ms(t0), types, files: pairs.length }));
+  return Promise.resolve();
 }
 
-const builds = execFileSync('bash', [path.join(root, 'scripts/build-memcached.sh')], { encoding: 'utf8' }).trim().split('\n');
-const o2 = builds.find((l) => /O2$/.test(l));
-const o1 = builds.find((l) => /O1$/.test(l));
-const work = fs.mkdtempSync(path.join(os.tmpdir(), 'hotload-bench-types-'));
-const one = (mode, i) => JSON.parse(execFileSync(process.execPath, [__filename, '--one', mode, o2, o1, path.join(work, `p${i}.so`)], { encoding: 'utf8' }));
+function main() {
+  const builds = execFileSync('bash', [path.join(root, 'scripts/build-memcached.sh')], { encoding: 'utf8' }).trim().split('\n');
+  const o2 = builds.find((l) => /O2$/.test(l));
+  const o1 = builds.find((l) => /O1$/.test(l));
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'hotload-bench-types-'));
+  const run = (mode, i) => JSON.parse(execFileSync(process.execPath, [__filename, '--one', mode, o2, o1, path.join(work, `p${i}.so`)], { encoding: 'utf8' }));
 
-const fig = { mkpatch: [], none: [], alone: [] };
-let last;
-for (let i = 0; i < RUNS; i++) {
-  fig.mkpatch.push(one('mkpatch', i).ms);
-  fig.none.push(one('mkpatch-none', i).ms);
-  last = one('types', i);
-  fig.alone.push(last.ms);
+  const fig = { mkpatch: [], none: [], alone: [] };
+  let last;
+  for (let i = 0; i < RUNS; i++) {
+    fig.mkpatch.push(run('mkpatch', i).ms);
+    fig.none.push(run('mkpatch-none', i).ms);
+    last = run('types', i);
+    fig.alone.push(last.ms);
+  }
+  const [mk, none, alone] = [fig.mkpatch, fig.none, fig.alone].map(median);
+  const f = (x) => x.toFixed(0).padStart(6);
+  console.log(`type layouts, memcached -O2 -> -O1 (${last.files} object files, ${last.types} type definitions), each a fresh process, median of ${RUNS} runs (ms)`);
+  console.log(`  mkpatch --from --to (as it runs)                    ${f(mk)}`);
+  console.log(`  mkpatch, no type comparison (for this measure)      ${f(none)}`);
+  console.log(`  the comparison alone (read + compare, both builds)  ${f(alone)}`);
+  console.log(`  what the comparison adds to mkpatch                 ${f(mk - none)}   ${((100 * (mk - none)) / mk).toFixed(1)}% of mkpatch (aim: under 10%)`);
+  fs.rmSync(work, { recursive: true, force: true });
 }
-const [mk, none, alone] = [fig.mkpatch, fig.none, fig.alone].map(median);
-const f = (x) => x.toFixed(0).padStart(6);
-console.log(`type layouts, memcached -O2 -> -O1 (${last.files} object files, ${last.types} type definitions), each a fresh process, median of ${RUNS} runs (ms)`);
-console.log(`  mkpatch --from --to (as it runs)                    ${f(mk)}`);
-console.log(`  mkpatch, no type comparison (for this measure)      ${f(none)}`);
-console.log(`  the comparison alone (read + compare, both builds)  ${f(alone)}`);
-console.log(`  what the comparison adds to mkpatch                 ${f(mk - none)}   ${((100 * (mk - none)) / mk).toFixed(1)}% of mkpatch (aim: under 10%)`);
-fs.rmSync(work, { recursive: true, force: true });
+
+if (process.argv[2] === '--one') one(...process.argv.slice(3)).then(() => process.exit(0));
+else main();

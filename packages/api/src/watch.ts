@@ -157,14 +157,14 @@ function syncObjects(from: string, to: string, seen: Map<string, string>): numbe
  * effort: a failure here is not reported (the first save meets any real
  * problem and reports it), and nothing of it stays.
  */
-function rehearse(pid: number, orig: string, program: string, snap: string): void {
+async function rehearse(pid: number, orig: string, program: string, snap: string): Promise<void> {
   const out = path.join(snap, 'rehearsal.so');
   try {
     const inProgram = new Set(ElfFile.open(program).symbols('.symtab').filter((s) => s.type === STT.FUNC && s.shndx !== 0).map((s) => s.name));
     for (const [rel, file] of objectFiles(orig)) {
       const fn = [...Build.of(file).items(STT.FUNC)].find(([, f]) => !f.local && f.size > 0 && inProgram.has(f.name));
       if (!fn) continue;
-      mkpatchFromBuilds({ from: orig, to: orig, target: program, out, also: { [fn[0]]: rel } });
+      await mkpatchFromBuilds({ from: orig, to: orig, target: program, out, also: { [fn[0]]: rel } });
       checkAttach(pid, out);
       return;
     }
@@ -459,9 +459,9 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
           continue;
         }
         let out = path.join(snap, `patch-${patches.length + 1}.so`);
-        let made: ReturnType<typeof mkpatchFromBuilds>;
+        let made: Awaited<ReturnType<typeof mkpatchFromBuilds>>;
         try {
-          made = mkpatchFromBuilds({ from: orig, to: objectsDir, target: targetCopy, out, also: Object.fromEntries(replaced) });
+          made = await mkpatchFromBuilds({ from: orig, to: objectsDir, target: targetCopy, out, also: Object.fromEntries(replaced) });
           // Every object changed since the last patch belongs to another module
           // of the tree: this target has nothing new (the patch would only
           // repeat the last one). Said, not passed over.

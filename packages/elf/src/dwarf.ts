@@ -221,6 +221,15 @@ interface Abbrev {
   forms: number[];
   /** DW_FORM_implicit_const values, by attribute index (only abbreviations that have one). */
   implicit?: bigint[];
+  /** Per attribute: is it one decode() keeps? */
+  read: boolean[];
+  /** An entry no user reads (UNREAD), one of a function's body (BODY), one that opens a function's body (FUNCTION). */
+  unread: boolean;
+  body: boolean;
+  opens: boolean;
+  /** The entry's size when every form has a fixed size: `fixed` bytes plus `addrs` addresses; -1 otherwise. */
+  fixed: number;
+  addrs: number;
 }
 
 /** The contents of a debug section with its relocations applied (object files). */
@@ -235,8 +244,8 @@ function relocated(elf: ElfFile, name: string): Buffer | undefined {
   elf.forEachRela(`.rela${name}`, (offset, type, sym, addend) => {
     // Symbols here are sections of the same object (values 0) plus small addends: Number is exact.
     const v = (syms[sym]?.value ?? 0) + addend;
+    // 64-bit ones are addresses (DW_AT_low_pc, DW_OP_addr), which no user reads: left as they are.
     if (type === R_X86_64._32 || type === R_X86_64._32S) data.writeUInt32LE(v >>> 0, offset);
-    else if (type === R_X86_64._64) data.writeBigUInt64LE(BigInt.asUintN(64, BigInt(v)), offset);
   });
   return data;
 }
@@ -276,7 +285,7 @@ function parseUnits(elf: ElfFile, typesOnly: boolean): Unit[] {
   const strs = strings(relocated(elf, '.debug_str'));
   const lineStrs = strings(relocated(elf, '.debug_line_str'));
   const strOffsets = relocated(elf, '.debug_str_offsets'); // DWARF 5's DW_FORM_strx* (clang)
-  const abbrevCache = new Map<number, Map<number, Abbrev>>();
+  const abbrevCache = new Map<number, Abbrev[]>();
   const units: Unit[] = [];
   const r = new Reader(info);
   while (r.p + 11 < info.length) {
@@ -324,27 +333,29 @@ function parseUnits(elf: ElfFile, typesOnly: boolean): Unit[] {
         if (opener !== undefined && opener >= 0) dies[opener].end = dies.length;
         continue;
       }
-      const ab = abbrevs.get(code);
+      const ab = abbrevs[code];
       if (!ab) throw new Error(`DWARF abbreviation ${code} missing`);
       const depth = parents.length;
       const parent = depth ? parents[depth - 1] : -1;
       const forms = ab.forms;
       const body = depth > 0 && inBody[depth - 1];
-      if (UNREAD.has(ab.tag) || (typesOnly && body && BODY.has(ab.tag))) {
+      if (ab.unread || (typesOnly && body && ab.body)) {
         // Read past it; its children (if any) belong to its parent.
-        for (let i = 0; i < forms.length; i++) skipForm(r, forms[i], addrSize);
+        if (ab.fixed >= 0) r.p += ab.fixed + ab.addrs * addrSize;
+        else for (let i = 0; i < forms.length; i++) skipForm(r, forms[i], addrSize);
         if (ab.children) {
           openers.push(-1);
           parents.push(parent);
-          inBody.push(body || FUNCTION.has(ab.tag));
+          inBody.push(body || ab.opens);
         }
         continue;
       }
       const die = new Entry(at, ab.tag, parent, dies.length + 1);
       const attrs = ab.attrs;
+      const read = ab.read;
       for (let i = 0; i < forms.length; i++) {
         const attr = attrs[i];
-        if (!READ.has(attr)) {
+        if (!read[i]) {
           skipForm(r, forms[i], addrSize);
           continue;
         }
@@ -357,7 +368,7 @@ function parseUnits(elf: ElfFile, typesOnly: boolean): Unit[] {
       if (ab.children) {
         openers.push(dies.length - 1);
         parents.push(dies.length - 1);
-        inBody.push(FUNCTION.has(ab.tag));
+        inBody.push(ab.opens);
       }
     }
     for (const [die, attr, index] of pending) {
@@ -555,15 +566,16 @@ function decode(d: Die, attr: number, v: string | number | bigint | boolean | Bu
   }
 }
 
-function readAbbrevs(data: Buffer, off: number): Map<number, Abbrev> {
-  const m = new Map<number, Abbrev>();
+/** An abbreviation table, by code (gcc and clang number them 1, 2, ...), each with what the reading loop asks of it worked out once. */
+function readAbbrevs(data: Buffer, off: number): Abbrev[] {
+  const table: Abbrev[] = [];
   const r = new Reader(data, off);
   for (;;) {
     const code = r.ulebN();
-    if (code === 0) return m;
+    if (code === 0) return table;
     const tag = r.ulebN();
     const children = r.u8() === 1;
-    const ab: Abbrev = { tag, children, attrs: [], forms: [] };
+    const ab: Abbrev = { tag, children, attrs: [], forms: [], read: [], unread: UNREAD.has(tag), body: BODY.has(tag), opens: FUNCTION.has(tag), fixed: 0, addrs: 0 };
     for (;;) {
       const a = r.ulebN();
       const f = r.ulebN();
@@ -571,10 +583,22 @@ function readAbbrevs(data: Buffer, off: number): Map<number, Abbrev> {
       if (f === 0x21) (ab.implicit ??= [])[ab.attrs.length] = r.sleb();
       ab.attrs.push(a);
       ab.forms.push(f);
+      ab.read.push(READ.has(a));
+      const size = FIXED_SIZE[f];
+      if (f === 0x01) ab.addrs++;
+      else if (size === undefined) ab.fixed = -1;
+      else if (ab.fixed >= 0) ab.fixed += size;
     }
-    m.set(code, ab);
+    if (ab.fixed < 0) ab.addrs = 0;
+    table[code] = ab;
   }
 }
+
+/** The size of each form whose values all have one (DW_FORM_addr aside: the unit's address size). */
+const FIXED_SIZE: Record<number, number> = {
+  0x05: 2, 0x06: 4, 0x07: 8, 0x0b: 1, 0x0c: 1, 0x10: 4, 0x11: 1, 0x12: 2, 0x13: 4, 0x14: 8, 0x17: 4, 0x19: 0, 0x1c: 4, 0x1d: 4, 0x1e: 16,
+  0x1f: 4, 0x20: 8, 0x21: 0, 0x24: 8, 0x25: 1, 0x26: 2, 0x27: 3, 0x28: 4, 0x29: 1, 0x2a: 2, 0x2b: 3, 0x2c: 4, 0x0e: 4,
+};
 
 /**
  * The source line of each function with code in the file (its DW_AT_decl_line,

@@ -292,7 +292,8 @@ export function diffObjectSets(
   opts: { inlines?: boolean; always?: Set<string>; belongs?: (old: Build | undefined) => boolean; layouts?: boolean } = {},
 ): { units: UnitDiff[]; merged: BuildDiff; identical: number; otherModules: string[] } {
   // `layouts: false`: only what changed, without comparing the types (watch's
-  // quick look before mkpatch, which compares them).
+  // quick look before mkpatch; mkpatch compares them with compareLayouts while
+  // the patch links).
   // `belongs`: in a tree holding several modules' objects, whether a changed
   // object file (by its old build's copy; undefined for a new file) is one of
   // the target's (others are left out, and listed).
@@ -405,6 +406,14 @@ export function readOnlyDatum(b: Build, s: ElfSymbol): boolean {
  */
 export function readOnlySection(sec: Section): boolean {
   return (sec.flags & SHF.WRITE) === 0 || sec.name.startsWith('.data.rel.ro');
+}
+
+/**
+ * The type-layout refusals of a diff made with `layouts: false`, added to its
+ * `merged.refused` (what diffObjectSets does itself otherwise).
+ */
+export function compareLayouts(set: { units: UnitDiff[]; merged: BuildDiff }): void {
+  typeRefusals(set.units, set.merged.refused);
 }
 
 /**

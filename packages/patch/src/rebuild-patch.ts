@@ -18,6 +18,13 @@
 //    undefined symbols. Fields that refer outside the patch are left zero and
 //    listed in `.hotload.fixups`; `.hotload.rebuild` (JSON) describes what each
 //    refers to.
+// 4. While they run (another process, another core), compare the two builds'
+//    type layouts (diff-builds.ts: compareLayouts). A layout change refuses the
+//    patch: the linked file is thrown away and nothing is written.
+//
+// Invariants: every refusal is reported in one list, layout changes included
+// (they are compared before any refusal or other error is thrown); `out` is
+// written only once every check has passed.
 //
 // The code keeps its 32-bit rip-relative references to the program, so the
 // patch must be mapped within 2 GiB of it: `hotload attach` maps such a patch
@@ -30,7 +37,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { HotloadError } from '@hotload/errors';
 import { ElfFile, ElfSymbol, STB, STT, loadPadIndex } from '@hotload/elf';
-import { Build, BuildDiff, diffObjectSets, key, objectFiles, readOnlyDatum, relocTarget } from './diff-builds';
+import { Build, BuildDiff, compareLayouts, diffObjectSets, key, objectFiles, readOnlyDatum, relocTarget } from './diff-builds';
 import { PatchTarget, TARGET_SECTION, readPatch } from './read-patch';
 import { PatchPlan, planPatch } from './check-patch';
 import { FIXUP_SECTION, REBUILD_SECTION, RebuildInfo } from './rebuild-format';
@@ -115,7 +122,7 @@ function targetOwns(targetElf: ElfFile): ((a: Build | undefined) => boolean) | u
 }
 
 /** Build a patch from two builds of a program. */
-export function mkpatchFromBuilds(opts: RebuildOptions): RebuildResult {
+export async function mkpatchFromBuilds(opts: RebuildOptions): Promise<RebuildResult> {
   const targetElf = ElfFile.open(opts.target);
   const buildId = targetElf.buildId();
   if (!buildId) throw new HotloadError('PATCH_BUILD_MISMATCH', `${opts.target} has no GNU build-id, so a patch cannot be tied to it`, { hint: 'Link the target with -Wl,--build-id (the default of Debian gcc).' });
@@ -124,11 +131,29 @@ export function mkpatchFromBuilds(opts: RebuildOptions): RebuildResult {
   // Object files the rebuild left as they were hold no change and are skipped
   // (the quick path of a one-file edit in a large build), except those holding
   // functions earlier patches replaced.
-  const set = diffObjectSets(objectFiles(opts.from), objectFiles(opts.to), { always: new Set(Object.values(opts.also ?? {})), belongs: targetOwns(targetElf) });
+  const set = diffObjectSets(objectFiles(opts.from), objectFiles(opts.to), { always: new Set(Object.values(opts.also ?? {})), belongs: targetOwns(targetElf), layouts: false });
+  // The type layouts are compared once: while the patch links, or before any
+  // refusal or error is thrown, so that a layout change is never left out.
+  let compared = false;
+  const layouts = () => {
+    if (!compared) {
+      compared = true;
+      compareLayouts(set);
+    }
+  };
+  const refuseIfAny = () => {
+    layouts();
+    const refused = set.merged.refused.map((r) => `${r.symbol}: ${r.reason}`);
+    if (refused.length) {
+      throw new HotloadError('UNPATCHABLE', `${refused.length} change${refused.length === 1 ? '' : 's'} cannot be patched into a running process`, {
+        details: refused,
+        hint: 'Restart the program to take these changes (there is no --force: the running state has the old layout or values).',
+      });
+    }
+  };
   const units: Unit[] = set.units.map((u, idx) => ({ idx, rel: u.rel, b: u.b, include: new Set(), replace: [] }));
   const oldBuilds = new Map(set.units.filter((u) => u.a).map((u) => [u.rel, u.a!]));
   const diffs: RebuildResult['diffs'] = set.units.map((u) => ({ file: u.rel, diff: u.diff }));
-  const refused = set.merged.refused.map((r) => `${r.symbol}: ${r.reason}`);
   const replacedIn: Record<string, string> = {};
   const g = new Generator(targetElf, units);
 
@@ -150,12 +175,7 @@ export function mkpatchFromBuilds(opts: RebuildOptions): RebuildResult {
       hint: 'Give --from the object files of the build the process runs (keep a copy of them when you start it).',
     });
   }
-  if (refused.length) {
-    throw new HotloadError('UNPATCHABLE', `${refused.length} change${refused.length === 1 ? '' : 's'} cannot be patched into a running process`, {
-      details: refused,
-      hint: 'Restart the program to take these changes (there is no --force: the running state has the old layout or values).',
-    });
-  }
+  if (set.merged.refused.length) refuseIfAny();
 
   // The functions to replace: changed ones, the users of changed read-only data,
   // and those earlier patches replaced (`also`), each in the program too.
@@ -196,6 +216,7 @@ export function mkpatchFromBuilds(opts: RebuildOptions): RebuildResult {
     }
   }
   if (replaced.length === 0 && g.problems.length === 0) {
+    refuseIfAny(); // a layout edit alone changes no function, and is refused, not "no change"
     const others = set.otherModules.sort();
     if (others.length) {
       // Not silence: the edit is real, but in another module of the tree.
@@ -249,6 +270,7 @@ export function mkpatchFromBuilds(opts: RebuildOptions): RebuildResult {
   // in `.eh_frame.*` lands right after it, for __register_frame.
   if (ehFrame) sectionsAsm.push('\t.section .eh_frame.hotload_end,"a",@progbits\n\t.long 0');
   if (g.problems.length) {
+    refuseIfAny();
     throw new HotloadError('REBUILD_UNSUPPORTED', `${g.problems.length} reference${g.problems.length === 1 ? '' : 's'} of the changed code cannot be patched`, { details: g.problems });
   }
 
@@ -290,7 +312,18 @@ export function mkpatchFromBuilds(opts: RebuildOptions): RebuildResult {
     fs.writeFileSync(src, asm);
     const tmpOut = path.join(work, 'patch.so');
     const cc = opts.cc ?? process.env.CC ?? 'cc';
-    const r = cp.spawnSync(cc, ['-shared', '-nostdlib', '-Wl,--build-id', '-Wl,--eh-frame-hdr', '-Wl,-z,noexecstack', '-Wl,-z,now', src, '-o', tmpOut], { encoding: 'utf8' });
+    const linking = run(cc, ['-shared', '-nostdlib', '-Wl,--build-id', '-Wl,--eh-frame-hdr', '-Wl,-z,noexecstack', '-Wl,-z,now', src, '-o', tmpOut]);
+    // Step 4, beside the link: its refusal (or a build without types) is
+    // thrown once the linker has finished, and the linked file goes with `work`.
+    let layoutError: unknown;
+    try {
+      layouts();
+    } catch (e) {
+      layoutError = e;
+    }
+    const r = await linking;
+    if (layoutError) throw layoutError;
+    refuseIfAny();
     if (r.error || r.status !== 0) {
       if (process.env.HOTLOAD_KEEP_ASM) fs.copyFileSync(src, process.env.HOTLOAD_KEEP_ASM);
       throw new HotloadError('INTERNAL', `linking the patch failed (${cc})`, { details: (r.stderr || String(r.error)).trim().split('\n') });
@@ -304,4 +337,15 @@ export function mkpatchFromBuilds(opts: RebuildOptions): RebuildResult {
   } finally {
     fs.rmSync(work, { recursive: true, force: true });
   }
+}
+
+/** Run a program without waiting for it (the caller works meanwhile); resolves when it has exited. */
+function run(cmd: string, args: string[]): Promise<{ status: number | null; stderr: string; error?: Error }> {
+  return new Promise((resolve) => {
+    const child = cp.spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    child.on('error', (error) => resolve({ status: null, stderr, error }));
+    child.on('close', (status) => resolve({ status, stderr }));
+  });
 }

@@ -30,12 +30,12 @@ export const mkpatchCommand = {
       .example('$0 mkpatch fix.c --target ./server -o fix.so', 'compile a hand-written patch')
       .example('$0 mkpatch --from build.running --to build -o p.so', 'patch the functions that changed between two builds')
       .epilog('Exit status 9: the two builds run the same code (nothing to patch).'),
-  run(argv: Args, out: Out): number {
+  async run(argv: Args, out: Out): Promise<number> {
     if (argv.from !== undefined || argv.to !== undefined) {
       if (!argv.from || !argv.to) throw new HotloadError('USAGE', 'give both --from (the build the process runs) and --to (the new build)');
       if (argv.source?.length) throw new HotloadError('USAGE', 'give either C sources or --from/--to, not both');
       const target = argv.target ?? findProgram(argv.from);
-      const r = mkpatchFromBuilds({ from: argv.from, to: argv.to, target, out: argv.o, cc: argv.cc });
+      const r = await mkpatchFromBuilds({ from: argv.from, to: argv.to, target, out: argv.o, cc: argv.cc });
       const names = demangle([...r.replaced, ...r.added]);
       if (out.json) {
         out.doc({ out: r.out, target: r.target, replaced: r.replaced, added: r.added, notes: r.plan.notes, otherModules: r.otherModules, demangled: Object.fromEntries(names) });
