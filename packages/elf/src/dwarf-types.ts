@@ -73,7 +73,7 @@ export function typeLayouts(elf: ElfFile): BuildTypes {
     if (u.split) out.lacking ??= 'built with -gsplit-dwarf (the types are in .dwo files, which hotload does not read)';
     else if (/(^|\s)-g1(\s|$)|-gmlt|-gline-tables-only/.test(u.producer)) out.lacking ??= `built with ${/-gline-tables-only|-gmlt/.exec(u.producer)?.[0] ?? '-g1'}, which leaves out the types`;
     // clang does not record its options: functions described, no type at all.
-    else if (u.dies.some((d) => d.tag === TAG.subprogram && d.concrete) && !u.dies.some((d) => TYPE_TAGS.has(d.tag))) out.lacking ??= 'built with -g1 or -gline-tables-only (its DWARF describes functions but no type)';
+    else if (u.code && !u.dies.some((d) => TYPE_TAGS.has(d.tag))) out.lacking ??= 'built with -g1 or -gline-tables-only (its DWARF describes functions but no type)';
     out.units.push(unitTypes(u, () => readUnits(elf)[i]));
   }
   return out;

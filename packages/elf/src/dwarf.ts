@@ -88,8 +88,10 @@ export interface Unit {
   split: boolean;
   /** In .debug_info order: ascending offsets. */
   dies: Die[];
-  /** False when read for types only: the parameters and variables of functions are left out. */
+  /** False when read for types only: functions and variables are left out (those declared inside a class aside). */
   bodies: boolean;
+  /** Some function of the unit has code (DW_AT_low_pc or DW_AT_ranges), whether or not its entry was kept. */
+  code: boolean;
 }
 
 /** The entry of `u` at absolute offset `off` (what a reference holds), by binary search. */
@@ -227,6 +229,9 @@ interface Abbrev {
   unread: boolean;
   body: boolean;
   opens: boolean;
+  /** A function or variable (left out when reading for types, unless a class declares it), and one with code. */
+  symbol: boolean;
+  concrete: boolean;
   /** The entry's size when every form has a fixed size: `fixed` bytes plus `addrs` addresses; -1 otherwise. */
   fixed: number;
   addrs: number;
@@ -258,10 +263,13 @@ export function hasDwarf(elf: ElfFile): boolean {
 /**
  * Every unit of the file's .debug_info with its entries. Throws on DWARF it
  * cannot read (64-bit DWARF, an unknown form); an ELF problem (a compressed
- * section this Node cannot inflate) is a HotloadError. With `typesOnly`, the
- * parameters and variables of functions (and what they inline) are stepped
- * over, not kept: a third of an optimised build's entries, which the type
- * comparison does not read (`bodies` is false then).
+ * section this Node cannot inflate) is a HotloadError. With `typesOnly`,
+ * functions and variables (with their parameters, variables and what they
+ * inline) are stepped over, not kept: about half of an optimised build's
+ * entries, which the type comparison does not read (`bodies` is false then).
+ * Kept: every type, wherever it is defined (a type defined inside a function
+ * is kept, under the function's parent), and the functions and data members
+ * a class declares (its virtual functions are part of its layout).
  */
 export function readUnits(elf: ElfFile, typesOnly = false): Unit[] {
   let units = unitsRead.get(elf);
@@ -312,7 +320,7 @@ function parseUnits(elf: ElfFile, typesOnly: boolean): Unit[] {
     }
     let abbrevs = abbrevCache.get(abbrevOff);
     if (!abbrevs) abbrevCache.set(abbrevOff, (abbrevs = readAbbrevs(abbrevData, abbrevOff)));
-    const unit: Unit = { off: unitStart, version, name: '', producer: '', compDir: '', split, dies: [], bodies: !typesOnly };
+    const unit: Unit = { off: unitStart, version, name: '', producer: '', compDir: '', split, dies: [], bodies: !typesOnly, code: false };
     const dies = unit.dies;
     // Per open level (an entry with children): the kept entry that opened it
     // (-1 if it was stepped over), the kept parent of its children, and
@@ -339,7 +347,8 @@ function parseUnits(elf: ElfFile, typesOnly: boolean): Unit[] {
       const parent = depth ? parents[depth - 1] : -1;
       const forms = ab.forms;
       const body = depth > 0 && inBody[depth - 1];
-      if (ab.unread || (typesOnly && body && ab.body)) {
+      if (ab.concrete) unit.code = true;
+      if (ab.unread || (typesOnly && ((body && ab.body) || (ab.symbol && !(parent >= 0 && CLASS.has(dies[parent].tag)))))) {
         // Read past it; its children (if any) belong to its parent.
         if (ab.fixed >= 0) r.p += ab.fixed + ab.addrs * addrSize;
         else for (let i = 0; i < forms.length; i++) skipForm(r, forms[i], addrSize);
@@ -514,6 +523,8 @@ class Entry implements Die {
  */
 const UNREAD = new Set([0x48, 0x49, 0x4109, 0x410a, 0x0a, 0x0b, 0x18]);
 
+/** Entries whose functions and variables are part of a type (methods, static members). */
+const CLASS = new Set<number>([TAG.structure, TAG.class, TAG.union]);
 /** Entries whose children are a function's own (parameters, variables, what it inlined). */
 const FUNCTION = new Set<number>([TAG.subprogram, TAG.inlinedSubroutine, TAG.lexicalBlock]);
 /** What a function's body holds besides types: left out when reading for types only. */
@@ -575,7 +586,7 @@ function readAbbrevs(data: Buffer, off: number): Abbrev[] {
     if (code === 0) return table;
     const tag = r.ulebN();
     const children = r.u8() === 1;
-    const ab: Abbrev = { tag, children, attrs: [], forms: [], read: [], unread: UNREAD.has(tag), body: BODY.has(tag), opens: FUNCTION.has(tag), fixed: 0, addrs: 0 };
+    const ab: Abbrev = { tag, children, attrs: [], forms: [], read: [], unread: UNREAD.has(tag), body: BODY.has(tag), opens: FUNCTION.has(tag), symbol: tag === TAG.subprogram || tag === TAG.variable, concrete: false, fixed: 0, addrs: 0 };
     for (;;) {
       const a = r.ulebN();
       const f = r.ulebN();
@@ -584,6 +595,7 @@ function readAbbrevs(data: Buffer, off: number): Abbrev[] {
       ab.attrs.push(a);
       ab.forms.push(f);
       ab.read.push(READ.has(a));
+      if (tag === TAG.subprogram && (a === AT.lowPc || a === AT.ranges)) ab.concrete = true;
       const size = FIXED_SIZE[f];
       if (f === 0x01) ab.addrs++;
       else if (size === undefined) ab.fixed = -1;

@@ -329,6 +329,25 @@ export function diffObjectSets(
     const fn = type === STT.FUNC;
     const listOf = (x: BuildDiff) => (fn ? x : x.data);
     const itemsB = new Map(units.map((u) => [u, u.b.items(type)]));
+    // Asked per removed function, answered from one pass over the new build:
+    // the names its globals define, and who refers to each relocation target.
+    let globalsB: Set<string> | undefined;
+    let referrers: Map<string, { unit: UnitDiff; key: string }[]> | undefined;
+    const referrersOf = (target: string) => {
+      if (!referrers) {
+        referrers = new Map();
+        for (const v of units) {
+          for (const [fk, f] of itemsB.get(v)!) {
+            for (const t of new Set(f.relocs.map(relocTarget))) {
+              const l = referrers.get(t);
+              if (l) l.push({ unit: v, key: fk });
+              else referrers.set(t, [{ unit: v, key: fk }]);
+            }
+          }
+        }
+      }
+      return referrers.get(target) ?? [];
+    };
     for (const u of [...units, ...gone]) {
       const itemsA = u.a ? u.a.items(type) : new Map<string, Item>();
       const unit = 'diff' in u ? u : undefined;
@@ -352,25 +371,18 @@ export function diffObjectSets(
         if (!unit) (fn ? goneRemoved.fns : goneRemoved.data).push(k);
         if (!fn) continue;
         // A function removed while the new build still refers to it, with no other of that name to bind to.
-        if (units.some((v) => [...itemsB.get(v)!.values()].some((f) => f.name === was.name && !f.local))) continue;
-        const users: string[] = [];
-        for (const v of units) {
-          for (const [fk, f] of itemsB.get(v)!) {
-            const refers = f.relocs.some((x) => {
-              const t = relocTarget(x);
-              return t === k || (t === was.name && (!was.local || v.rel === u.rel));
-            });
-            if (refers) users.push(fk);
-          }
-        }
+        globalsB ??= new Set(units.flatMap((v) => [...itemsB.get(v)!.values()].filter((f) => !f.local).map((f) => f.name)));
+        if (globalsB.has(was.name)) continue;
+        const users = new Set(referrersOf(k).map((x) => x.key));
+        for (const x of referrersOf(was.name)) if (!was.local || x.unit.rel === u.rel) users.add(x.key);
         if (!was.local) {
           // In object files the rebuild left as they were, a reference is an undefined symbol.
           for (const [rel, file] of newObjs) {
             if (units.some((v) => v.rel === rel)) continue;
-            if (ElfFile.open(file).symbols('.symtab').some((s) => s.shndx === 0 && s.name === was.name)) users.push(rel);
+            if (ElfFile.open(file).symbols('.symtab').some((s) => s.shndx === 0 && s.name === was.name)) users.add(rel);
           }
         }
-        if (users.length) refused.push({ symbol: k, reason: `removed, but ${users.sort().join(', ')} still ${users.length > 1 ? 'refer' : 'refers'} to it` });
+        if (users.size) refused.push({ symbol: k, reason: `removed, but ${[...users].sort().join(', ')} still ${users.size > 1 ? 'refer' : 'refers'} to it` });
       }
     }
   }
