@@ -78,3 +78,12 @@ test('enumerator values beyond 53 bits are exact, negative ones too', () => {
   expect(values.get('BIG')).toBe(0xffffffffffffffffn);
   expect(values.get('HUGE_NEG')).toBe(0x8000000000000000n);
 });
+
+test('names that are not ASCII (C allows UTF-8 identifiers) are read as UTF-8; the ASCII ones beside them too', () => {
+  const src = path.join(dir, 'u.c');
+  const o = path.join(dir, 'u.o');
+  fs.writeFileSync(src, 'struct café { int ü; long plain; } g2;\n');
+  execFileSync('gcc', ['-g', '-c', '-o', o, src], { stdio: 'pipe' });
+  const u = typeLayouts(new ElfFile(o, fs.readFileSync(o))).units[0];
+  expect(u.layouts.get('struct café')?.members.map((m) => `${m.name}@${m.offset}`)).toEqual(['ü@0', 'plain@8']);
+});

@@ -223,7 +223,7 @@ interface Abbrev {
   forms: number[];
   /** DW_FORM_implicit_const values, by attribute index (only abbreviations that have one). */
   implicit?: bigint[];
-  /** Per attribute: is it one decode() keeps? */
+  /** Per attribute: is it one the reading loop keeps (READ)? */
   read: boolean[];
   /** An entry no user reads (UNREAD), one of a function's body (BODY), one that opens a function's body (FUNCTION). */
   unread: boolean;
@@ -363,15 +363,47 @@ function parseUnits(elf: ElfFile, typesOnly: boolean): Unit[] {
       const attrs = ab.attrs;
       const read = ab.read;
       for (let i = 0; i < forms.length; i++) {
-        const attr = attrs[i];
         if (!read[i]) {
           skipForm(r, forms[i], addrSize);
           continue;
         }
-        const v = readForm(r, forms[i], addrSize, unitStart, ab.implicit?.[i] ?? 0n, attr === AT.dataMemberLocation || attr === AT.vtableElemLocation);
-        if (v instanceof StrIndex) pending.push([die, attr, v.index]);
-        else if (attr === AT.strOffsetsBase && typeof v === 'number') strBase = v;
-        else decode(die, attr, v);
+        let form = forms[i];
+        if (form === 0x16) form = r.ulebN(); // indirect: the form comes first
+        const attr = attrs[i];
+        switch (attr) {
+          case AT.name: case AT.linkageName: case AT.mipsLinkageName: case AT.producer: case AT.compDir: {
+            const v = readStr(r, form, addrSize);
+            if (typeof v === 'string') setString(die, attr, v);
+            else if (v >= 0) pending.push([die, attr, v]);
+            break;
+          }
+          case AT.type: die.type = readRef(r, form, unitStart); break;
+          case AT.abstractOrigin: case AT.specification: die.origin = readRef(r, form, unitStart); break;
+          case AT.containingType: die.containingType = readRef(r, form, unitStart); break;
+          case AT.byteSize: die.byteSize = readNum(r, form, ab, i); break;
+          case AT.bitSize: die.bitSize = readNum(r, form, ab, i); break;
+          case AT.dataBitOffset: die.dataBitOffset = readNum(r, form, ab, i); break;
+          case AT.bitOffset: die.bitOffset = readNum(r, form, ab, i); break;
+          case AT.upperBound: die.upperBound = readNum(r, form, ab, i); break;
+          case AT.count: die.count = readNum(r, form, ab, i); break;
+          case AT.virtuality: die.virtuality = readNum(r, form, ab, i); break;
+          case AT.declLine: die.declLine = readNum(r, form, ab, i); break;
+          case AT.dataMemberLocation: die.memberOffset = isBlock(form) ? offsetExpr(r, form, true) : readNum(r, form, ab, i); break;
+          // DW_OP_constu N (gcc, clang); a constant in older producers.
+          case AT.vtableElemLocation: die.vtableElem = (isBlock(form) ? offsetExpr(r, form, false) : readNum(r, form, ab, i)) ?? 0; break;
+          case AT.constValue: die.constValue = readConst(r, form, ab, i); break;
+          case AT.external: die.external = readFlag(r, form, addrSize); break;
+          case AT.declaration: die.declaration = readFlag(r, form, addrSize); break;
+          case AT.artificial: die.artificial = readFlag(r, form, addrSize); break;
+          case AT.lowPc: case AT.ranges: skipForm(r, form, addrSize); die.concrete = true; break;
+          case AT.dwoName: case AT.gnuDwoName: skipForm(r, form, addrSize); die.dwo = true; break;
+          case AT.strOffsetsBase: {
+            const v = readNum(r, form, ab, i);
+            if (v !== undefined) strBase = v;
+            break;
+          }
+          default: skipForm(r, form, addrSize);
+        }
       }
       dies.push(die);
       if (ab.children) {
@@ -382,7 +414,8 @@ function parseUnits(elf: ElfFile, typesOnly: boolean): Unit[] {
     }
     for (const [die, attr, index] of pending) {
       const at = strBase + index * 4;
-      if (strOffsets && at + 4 <= strOffsets.length) decode(die, attr, strs(strOffsets.readUInt32LE(at)));
+      const v = strOffsets && at + 4 <= strOffsets.length ? strs(strOffsets.readUInt32LE(at)) : undefined;
+      if (v !== undefined) setString(die, attr, v);
     }
     const root = unit.dies[0];
     if (root) {
@@ -396,54 +429,18 @@ function parseUnits(elf: ElfFile, typesOnly: boolean): Unit[] {
   }
   return units;
 
-  /** One attribute's value; a block (an expression) only with `block`, else it is skipped. */
-  function readForm(r: Reader, form: number, addrSize: number, unitStart: number, implicit: bigint, block: boolean): string | number | bigint | boolean | Buffer | StrIndex | undefined {
-    const blockOf = (n: number) => {
-      const b = block ? r.b.subarray(r.p, r.p + n) : undefined;
-      r.skip(n);
-      return b;
-    };
+  /** A string attribute's value; for a string given by index (DWARF 5's strx forms), the index, resolved at the unit's end; -1 for a form that is no string. */
+  function readStr(r: Reader, form: number, addrSize: number): string | number {
     switch (form) {
-      case 0x01: r.p += addrSize; return true; // addr
-      case 0x03: return blockOf(r.u16()); // block2
-      case 0x04: return blockOf(r.u32()); // block4
-      case 0x05: return r.u16(); // data2
-      case 0x06: return r.u32(); // data4
-      case 0x07: return r.u64(); // data8
+      case 0x0e: return strs(r.u32()) ?? -1; // strp
       case 0x08: return r.cstr(); // string
-      case 0x09: case 0x18: return blockOf(r.ulebN()); // block, exprloc
-      case 0x0a: return blockOf(r.u8()); // block1
-      case 0x0b: return r.u8(); // data1
-      case 0x0c: return r.u8() !== 0; // flag
-      case 0x0d: return r.slebSmall(); // sdata
-      case 0x0e: return strs(r.u32()); // strp
-      case 0x0f: return r.ulebSmall(); // udata
-      case 0x1a: return new StrIndex(r.ulebN()); // strx
-      case 0x1b: case 0x22: case 0x23: r.ulebN(); return undefined; // addrx, loclistx, rnglistx
-      case 0x10: return r.u32(); // ref_addr: already absolute
-      case 0x11: return unitStart + r.u8(); // ref1
-      case 0x12: return unitStart + r.u16(); // ref2
-      case 0x13: return unitStart + r.u32(); // ref4
-      case 0x14: return unitStart + Number(r.u64()); // ref8
-      case 0x15: return unitStart + r.ulebN(); // ref_udata
-      case 0x16: return readForm(r, r.ulebN(), addrSize, unitStart, implicit, block); // indirect
-      case 0x17: return r.u32(); // sec_offset
-      case 0x1c: case 0x1d: r.p += 4; return true; // ref_sup4, strp_sup
-      case 0x19: return true; // flag_present
-      case 0x21: return implicit; // implicit_const
-      case 0x1e: r.p += 16; return undefined; // data16
-      case 0x1f: return lineStrs(r.u32()); // line_strp
-      case 0x20: case 0x24: r.p += 8; return undefined; // ref_sig8, ref_sup8
-      case 0x25: return new StrIndex(r.u8()); // strx1
-      case 0x26: return new StrIndex(r.u16()); // strx2
-      case 0x27: { const v = r.b.readUIntLE(r.p, 3); r.p += 3; return new StrIndex(v); } // strx3
-      case 0x28: return new StrIndex(r.u32()); // strx4
-      case 0x29: r.p += 1; return true; // addrx1
-      case 0x2a: r.p += 2; return true;
-      case 0x2b: r.p += 3; return true;
-      case 0x2c: r.p += 4; return true;
-      default:
-        throw new Error(`DWARF form 0x${form.toString(16)}`);
+      case 0x1f: return lineStrs(r.u32()) ?? -1; // line_strp
+      case 0x1a: return r.ulebN(); // strx
+      case 0x25: return r.u8(); // strx1
+      case 0x26: return r.u16(); // strx2
+      case 0x27: { const v = r.b.readUIntLE(r.p, 3); r.p += 3; return v; } // strx3
+      case 0x28: return r.u32(); // strx4
+      default: skipForm(r, form, addrSize); return -1;
     }
   }
 }
@@ -473,11 +470,24 @@ function skipForm(r: Reader, form: number, addrSize: number): void {
   }
 }
 
-/** Strings of a string section by offset, each decoded once (a name is referenced from many entries). */
+/**
+ * Strings of a string section by offset. A section of ASCII only (nearly
+ * always: C identifiers and paths) is decoded once, each string then a slice
+ * of it; otherwise each string is decoded as UTF-8 once per offset.
+ */
 function strings(buf: Buffer | undefined): (off: number) => string | undefined {
+  if (!buf) return () => undefined;
+  const text = buf.toString('latin1');
+  if (!/[^\x00-\x7f]/.test(text)) {
+    return (off) => {
+      if (off >= text.length) return undefined;
+      const end = text.indexOf('\0', off);
+      return text.substring(off, end < 0 ? text.length : end);
+    };
+  }
   const seen = new Map<number, string>();
   return (off) => {
-    if (!buf || off >= buf.length) return undefined;
+    if (off >= buf.length) return undefined;
     let s = seen.get(off);
     if (s === undefined) {
       const end = buf.indexOf(0, off);
@@ -530,51 +540,79 @@ const FUNCTION = new Set<number>([TAG.subprogram, TAG.inlinedSubroutine, TAG.lex
 /** What a function's body holds besides types: left out when reading for types only. */
 const BODY = new Set<number>([TAG.formalParameter, TAG.variable, TAG.inlinedSubroutine, 0x0a /* label */, 0x18 /* unspecified parameters */]);
 
-/** The attributes decode() keeps (and the unit's string-offsets base); every other one is stepped over. */
+/** The attributes the reading loop keeps (and the unit's string-offsets base); every other one is stepped over. */
 const READ = new Set<number>([...Object.values(AT)]);
 
-/** A string given by its index in .debug_str_offsets. */
-class StrIndex {
-  constructor(readonly index: number) {}
+function setString(d: Die, attr: number, v: string): void {
+  if (attr === AT.name) d.name = v;
+  else if (attr === AT.linkageName || attr === AT.mipsLinkageName) d.linkage = v;
+  else if (attr === AT.producer) d.producer = v;
+  else if (attr === AT.compDir) d.compDir = v;
 }
 
-const num = (v: unknown): number | undefined => (typeof v === 'number' ? v : typeof v === 'bigint' ? Number(v) : undefined);
-const ref = (v: unknown): number | undefined => (typeof v === 'number' ? v : undefined);
-
-function decode(d: Die, attr: number, v: string | number | bigint | boolean | Buffer | undefined): void {
-  switch (attr) {
-    case AT.name: if (typeof v === 'string') d.name = v; break;
-    case AT.linkageName: case AT.mipsLinkageName: if (typeof v === 'string') d.linkage = v; break;
-    case AT.type: d.type = ref(v); break;
-    case AT.abstractOrigin: case AT.specification: d.origin = ref(v); break;
-    case AT.byteSize: d.byteSize = num(v); break;
-    case AT.bitSize: d.bitSize = num(v); break;
-    case AT.dataBitOffset: d.dataBitOffset = num(v); break;
-    case AT.bitOffset: d.bitOffset = num(v); break;
-    case AT.dataMemberLocation:
-      if (Buffer.isBuffer(v)) {
-        // An expression: gcc and clang write DW_OP_plus_uconst N (or DW_OP_constu N) for a fixed offset.
-        if (v.length > 1 && (v[0] === DW_OP_plus_uconst || v[0] === DW_OP_constu)) d.memberOffset = new Reader(v, 1).ulebN();
-      } else d.memberOffset = num(v);
-      break;
-    case AT.constValue:
-      if (typeof v === 'bigint') d.constValue = v;
-      else if (typeof v === 'number') d.constValue = BigInt(v);
-      break;
-    case AT.upperBound: d.upperBound = num(v); break;
-    case AT.count: d.count = num(v); break;
-    case AT.external: d.external = v === true || v === 1; break;
-    case AT.declaration: d.declaration = v === true || v === 1; break;
-    case AT.artificial: d.artificial = v === true || v === 1; break;
-    case AT.lowPc: case AT.ranges: d.concrete = true; break;
-    case AT.virtuality: d.virtuality = num(v); break;
-    case AT.vtableElemLocation: d.vtableElem = Buffer.isBuffer(v) && v.length > 1 && v[0] === DW_OP_constu ? new Reader(v, 1).ulebN() : num(v) ?? 0; break;
-    case AT.containingType: d.containingType = ref(v); break;
-    case AT.declLine: d.declLine = num(v); break;
-    case AT.producer: if (typeof v === 'string') d.producer = v; break;
-    case AT.compDir: if (typeof v === 'string') d.compDir = v; break;
-    case AT.dwoName: case AT.gnuDwoName: d.dwo = true; break;
+/** A reference as an absolute offset in .debug_info; undefined for any other form (a type signature). */
+function readRef(r: Reader, form: number, unitStart: number): number | undefined {
+  switch (form) {
+    case 0x13: return unitStart + r.u32(); // ref4
+    case 0x11: return unitStart + r.u8(); // ref1
+    case 0x12: return unitStart + r.u16(); // ref2
+    case 0x14: return unitStart + Number(r.u64()); // ref8
+    case 0x15: return unitStart + r.ulebN(); // ref_udata
+    case 0x10: return r.u32(); // ref_addr: already absolute
+    default: skipForm(r, form, 8); return undefined;
   }
+}
+
+/** A constant as a number (data forms unsigned, sdata signed); undefined for a form that is no constant (an expression, a reference). */
+function readNum(r: Reader, form: number, ab: Abbrev, i: number): number | undefined {
+  switch (form) {
+    case 0x0b: return r.u8(); // data1
+    case 0x05: return r.u16(); // data2
+    case 0x06: return r.u32(); // data4
+    case 0x07: return Number(r.u64()); // data8
+    case 0x0f: return Number(r.ulebSmall()); // udata
+    case 0x0d: return Number(r.slebSmall()); // sdata
+    case 0x21: return Number(ab.implicit![i]); // implicit_const
+    case 0x17: return r.u32(); // sec_offset (DW_AT_str_offsets_base)
+    default: skipForm(r, form, 8); return undefined;
+  }
+}
+
+/** DW_AT_const_value exactly (enumerators may need all 64 bits); undefined for a block or a string. */
+function readConst(r: Reader, form: number, ab: Abbrev, i: number): bigint | undefined {
+  switch (form) {
+    case 0x0b: return BigInt(r.u8());
+    case 0x05: return BigInt(r.u16());
+    case 0x06: return BigInt(r.u32());
+    case 0x07: return r.u64();
+    case 0x0f: return BigInt(r.ulebSmall());
+    case 0x0d: return BigInt(r.slebSmall());
+    case 0x21: return ab.implicit![i];
+    default: skipForm(r, form, 8); return undefined;
+  }
+}
+
+function readFlag(r: Reader, form: number, addrSize: number): boolean {
+  if (form === 0x19) return true; // flag_present
+  if (form === 0x0c || form === 0x0b) return r.u8() !== 0; // flag (data1 from old producers)
+  skipForm(r, form, addrSize);
+  return false;
+}
+
+const isBlock = (form: number) => form === 0x18 || form === 0x09 || form === 0x0a || form === 0x03 || form === 0x04;
+
+/**
+ * A member's or virtual function's place given as an expression: gcc and
+ * clang write DW_OP_plus_uconst N (member offsets) or DW_OP_constu N (both).
+ * Undefined for any other expression.
+ */
+function offsetExpr(r: Reader, form: number, plus: boolean): number | undefined {
+  const n = form === 0x0a ? r.u8() : form === 0x03 ? r.u16() : form === 0x04 ? r.u32() : r.ulebN();
+  const start = r.p;
+  r.p += n;
+  const op = r.b[start];
+  if (n > 1 && (op === DW_OP_constu || (plus && op === DW_OP_plus_uconst))) return new Reader(r.b, start + 1).ulebN();
+  return undefined;
 }
 
 /** An abbreviation table, by code (gcc and clang number them 1, 2, ...), each with what the reading loop asks of it worked out once. */
