@@ -24,7 +24,7 @@ export const TAG = {
 /** DW_AT_* this code decodes. */
 const AT = {
   name: 0x03, byteSize: 0x0b, bitOffset: 0x0c, bitSize: 0x0d, lowPc: 0x11, producer: 0x25, constValue: 0x1c,
-  containingType: 0x1d, declLine: 0x3b, upperBound: 0x2f, abstractOrigin: 0x31, artificial: 0x34, count: 0x37,
+  containingType: 0x1d, declLine: 0x3b, upperBound: 0x2f, abstractOrigin: 0x31, count: 0x37,
   dataMemberLocation: 0x38, declaration: 0x3c, external: 0x3f, specification: 0x47, type: 0x49, virtuality: 0x4c,
   vtableElemLocation: 0x4d, ranges: 0x55, dataBitOffset: 0x6b, linkageName: 0x6e, dwoName: 0x76,
   strOffsetsBase: 0x72, mipsLinkageName: 0x2007, gnuDwoName: 0x2130, compDir: 0x1b,
@@ -59,20 +59,13 @@ export interface Die {
   count?: number;
   external?: boolean;
   declaration?: boolean;
-  artificial?: boolean;
   /** It has code (DW_AT_low_pc or DW_AT_ranges). */
   concrete?: boolean;
   virtuality?: number;
   vtableElem?: number;
   containingType?: number;
-  /** DW_AT_decl_line: the source line it is declared on. */
+  /** DW_AT_decl_line of a function: the source line it is declared on. */
   declLine?: number;
-  /** Of a unit's root: DW_AT_producer (the compiler and, with -grecord-gcc-switches, its options). */
-  producer?: string;
-  /** Of a unit's root: it names a .dwo file (-gsplit-dwarf). */
-  dwo?: boolean;
-  /** Of a unit's root: DW_AT_comp_dir, the directory it was compiled in. */
-  compDir?: string;
 }
 
 export interface Unit {
@@ -247,10 +240,14 @@ function relocated(elf: ElfFile, name: string): Buffer | undefined {
   const data = Buffer.from(contents);
   const syms = elf.symbols('.symtab');
   elf.forEachRela(`.rela${name}`, (offset, type, sym, addend) => {
-    // Symbols here are sections of the same object (values 0) plus small addends: Number is exact.
-    const v = (syms[sym]?.value ?? 0) + addend;
     // 64-bit ones are addresses (DW_AT_low_pc, DW_OP_addr), which no user reads: left as they are.
-    if (type === R_X86_64._32 || type === R_X86_64._32S) data.writeUInt32LE(v >>> 0, offset);
+    if (type !== R_X86_64._32 && type !== R_X86_64._32S) return;
+    // Symbols here are sections of the same object (values 0) plus small addends.
+    const v = ((syms[sym]?.value ?? 0) + addend) >>> 0;
+    data[offset] = v;
+    data[offset + 1] = v >>> 8;
+    data[offset + 2] = v >>> 16;
+    data[offset + 3] = v >>> 24;
   });
   return data;
 }
@@ -373,7 +370,7 @@ function parseUnits(elf: ElfFile, typesOnly: boolean): Unit[] {
         switch (attr) {
           case AT.name: case AT.linkageName: case AT.mipsLinkageName: case AT.producer: case AT.compDir: {
             const v = readStr(r, form, addrSize);
-            if (typeof v === 'string') setString(die, attr, v);
+            if (typeof v === 'string') setString(unit, die, attr, v);
             else if (v >= 0) pending.push([die, attr, v]);
             break;
           }
@@ -394,9 +391,8 @@ function parseUnits(elf: ElfFile, typesOnly: boolean): Unit[] {
           case AT.constValue: die.constValue = readConst(r, form, ab, i); break;
           case AT.external: die.external = readFlag(r, form, addrSize); break;
           case AT.declaration: die.declaration = readFlag(r, form, addrSize); break;
-          case AT.artificial: die.artificial = readFlag(r, form, addrSize); break;
           case AT.lowPc: case AT.ranges: skipForm(r, form, addrSize); die.concrete = true; break;
-          case AT.dwoName: case AT.gnuDwoName: skipForm(r, form, addrSize); die.dwo = true; break;
+          case AT.dwoName: case AT.gnuDwoName: skipForm(r, form, addrSize); unit.split = true; break;
           case AT.strOffsetsBase: {
             const v = readNum(r, form, ab, i);
             if (v !== undefined) strBase = v;
@@ -415,15 +411,9 @@ function parseUnits(elf: ElfFile, typesOnly: boolean): Unit[] {
     for (const [die, attr, index] of pending) {
       const at = strBase + index * 4;
       const v = strOffsets && at + 4 <= strOffsets.length ? strs(strOffsets.readUInt32LE(at)) : undefined;
-      if (v !== undefined) setString(die, attr, v);
+      if (v !== undefined) setString(unit, die, attr, v);
     }
-    const root = unit.dies[0];
-    if (root) {
-      unit.name = root.name ?? '';
-      unit.producer = root.producer ?? '';
-      unit.compDir = root.compDir ?? '';
-      if (root.dwo) unit.split = true;
-    }
+    unit.name = unit.dies[0]?.name ?? '';
     units.push(unit);
     r.p = end;
   }
@@ -513,15 +503,11 @@ class Entry implements Die {
   count?: number = undefined;
   external?: boolean = undefined;
   declaration?: boolean = undefined;
-  artificial?: boolean = undefined;
   concrete?: boolean = undefined;
   virtuality?: number = undefined;
   vtableElem?: number = undefined;
   containingType?: number = undefined;
   declLine?: number = undefined;
-  producer?: string = undefined;
-  dwo?: boolean = undefined;
-  compDir?: string = undefined;
   constructor(readonly off: number, readonly tag: number, readonly parent: number, public end: number) {}
 }
 
@@ -543,11 +529,12 @@ const BODY = new Set<number>([TAG.formalParameter, TAG.variable, TAG.inlinedSubr
 /** The attributes the reading loop keeps (and the unit's string-offsets base); every other one is stepped over. */
 const READ = new Set<number>([...Object.values(AT)]);
 
-function setString(d: Die, attr: number, v: string): void {
+/** A string attribute: of the entry, or (the compiler, the directory) of its unit. */
+function setString(u: Unit, d: Die, attr: number, v: string): void {
   if (attr === AT.name) d.name = v;
   else if (attr === AT.linkageName || attr === AT.mipsLinkageName) d.linkage = v;
-  else if (attr === AT.producer) d.producer = v;
-  else if (attr === AT.compDir) d.compDir = v;
+  else if (attr === AT.producer) u.producer = v;
+  else if (attr === AT.compDir) u.compDir = v;
 }
 
 /** A reference as an absolute offset in .debug_info; undefined for any other form (a type signature). */
@@ -632,7 +619,7 @@ function readAbbrevs(data: Buffer, off: number): Abbrev[] {
       if (f === 0x21) (ab.implicit ??= [])[ab.attrs.length] = r.sleb();
       ab.attrs.push(a);
       ab.forms.push(f);
-      ab.read.push(READ.has(a));
+      ab.read.push(READ.has(a) && (a !== AT.declLine || tag === TAG.subprogram)); // a line is read of functions only
       if (tag === TAG.subprogram && (a === AT.lowPc || a === AT.ranges)) ab.concrete = true;
       const size = FIXED_SIZE[f];
       if (f === 0x01) ab.addrs++;
