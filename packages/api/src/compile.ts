@@ -25,6 +25,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { ElfFile, readUnits } from '@hotload/elf';
 import { objectFiles } from '@hotload/patch';
+import { Runner, runHere } from './spawner';
 
 export interface CompileStep {
   /** The object file (absolute). */
@@ -99,6 +100,8 @@ export class DirectCompiler {
     private readonly cwd: string,
     private readonly objectsDir: string,
     build: string,
+    /** Starts make's dry runs (watch's helper process: spawner.ts). */
+    private readonly run: Runner = runHere,
   ) {
     this.isMake = /^\s*(g|gnu)?make(\s|$)/.test(build);
   }
@@ -160,7 +163,7 @@ export class DirectCompiler {
   private makeRun(object: string, source: string) {
     // Not a sub-make of whatever runs hotload: an inherited MAKEFLAGS/MAKELEVEL adds directory lines and job-server options.
     const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !['MAKEFLAGS', 'MFLAGS', 'MAKELEVEL', 'MAKEOVERRIDES'].includes(k)));
-    return { args: ['--no-print-directory', '-n', '-W', path.relative(this.cwd, source), path.relative(this.cwd, object)], opts: { cwd: this.cwd, env, encoding: 'utf8' as const, timeout: 10000 } };
+    return { args: ['--no-print-directory', '-n', '-W', path.relative(this.cwd, source), path.relative(this.cwd, object)], cwd: this.cwd, env, timeoutMs: 10000 };
   }
 
   /** make's own command for an object, or undefined: asked while the save settled (prefetch), else now. */
@@ -168,8 +171,8 @@ export class DirectCompiler {
     if (!this.isMake) return undefined;
     const key = `${object}\0${source}`;
     if (this.answers.has(key)) return this.answers.get(key);
-    const { args, opts } = this.makeRun(object, source);
-    const r = cp.spawnSync('make', args, opts);
+    const { args, cwd, env, timeoutMs } = this.makeRun(object, source);
+    const r = cp.spawnSync('make', args, { cwd, env, timeout: timeoutMs, encoding: 'utf8' });
     return r.status === 0 ? onlyCompile(r.stdout) : undefined;
   }
 
@@ -190,13 +193,10 @@ export class DirectCompiler {
     const objects = [...objectFiles(this.objectsDir).values()].map(real);
     for (const f of changed.map(real)) {
       for (const object of objects.filter((o) => this.sourceOf(o).includes(f))) {
-        const { args, opts } = this.makeRun(object, f);
+        const { args, ...opts } = this.makeRun(object, f);
         this.asked.push(
-          new Promise((resolve) => {
-            cp.execFile('make', args, opts, (err, stdout) => {
-              this.answers.set(`${object}\0${f}`, err ? undefined : onlyCompile(stdout));
-              resolve();
-            });
+          this.run('make', args, opts).then((r) => {
+            this.answers.set(`${object}\0${f}`, r.status === 0 ? onlyCompile(r.stdout) : undefined);
           }),
         );
       }
@@ -257,7 +257,7 @@ export class DirectCompiler {
 }
 
 /** Run the steps, as many at a time as there are CPUs; the first failure's status and everyone's output. */
-export async function runSteps(steps: CompileStep[], signal?: AbortSignal): Promise<{ status: number | null; output: string }> {
+export async function runSteps(steps: CompileStep[], signal?: AbortSignal, run: Runner = runHere): Promise<{ status: number | null; output: string }> {
   const width = Math.max(1, os.cpus().length);
   let next = 0;
   let status: number | null = 0;
@@ -265,7 +265,7 @@ export async function runSteps(steps: CompileStep[], signal?: AbortSignal): Prom
   const lane = async () => {
     while (next < steps.length) {
       const i = next++;
-      const r = await runShell(steps[i].command, steps[i].cwd, signal);
+      const r = await runShell(steps[i].command, steps[i].cwd, signal, run);
       outputs[i] = r.output;
       if (r.status !== 0 && status === 0) status = r.status;
     }
@@ -275,18 +275,7 @@ export async function runSteps(steps: CompileStep[], signal?: AbortSignal): Prom
 }
 
 /** A shell command in `cwd`: its exit status (null: it could not start) and its output, stdout and stderr as they came. */
-export function runShell(cmd: string, cwd: string, signal?: AbortSignal): Promise<{ status: number | null; output: string }> {
-  return new Promise((resolve) => {
-    const child = cp.spawn('sh', ['-c', cmd], { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
-    let output = '';
-    child.stdout.on('data', (d) => (output += d));
-    child.stderr.on('data', (d) => (output += d));
-    const abort = () => child.kill('SIGTERM');
-    signal?.addEventListener('abort', abort);
-    child.on('close', (status) => {
-      signal?.removeEventListener('abort', abort);
-      resolve({ status, output });
-    });
-    child.on('error', (e) => resolve({ status: null, output: String(e) }));
-  });
+export async function runShell(cmd: string, cwd: string, signal?: AbortSignal, run: Runner = runHere): Promise<{ status: number | null; output: string }> {
+  const r = await run('sh', ['-c', cmd], { cwd, signal });
+  return { status: r.status, output: r.error && !r.output ? r.error : r.output };
 }

@@ -22,6 +22,7 @@ import { ElfFile, STT, demangle } from '@hotload/elf';
 import { Build, changesNothing, diffObjectSets, functionOfPart, mkpatchFromBuilds, objectFiles } from '@hotload/patch';
 import { sleep } from './sleep';
 import { CompileStep, DirectCompiler, runShell, runSteps } from './compile';
+import { Runner, Spawner } from './spawner';
 
 export interface WatchOptions {
   /** The processes to keep patched: all must run the same build (those that do not are left out, with a warning). */
@@ -157,14 +158,14 @@ function syncObjects(from: string, to: string, seen: Map<string, string>): numbe
  * effort: a failure here is not reported (the first save meets any real
  * problem and reports it), and nothing of it stays.
  */
-async function rehearse(pid: number, orig: string, program: string, snap: string): Promise<void> {
+async function rehearse(pid: number, orig: string, program: string, snap: string, run: Runner): Promise<void> {
   const out = path.join(snap, 'rehearsal.so');
   try {
     const inProgram = new Set(ElfFile.open(program).symbols('.symtab').filter((s) => s.type === STT.FUNC && s.shndx !== 0).map((s) => s.name));
     for (const [rel, file] of objectFiles(orig)) {
       const fn = [...Build.of(file).items(STT.FUNC)].find(([, f]) => !f.local && f.size > 0 && inProgram.has(f.name));
       if (!fn) continue;
-      await mkpatchFromBuilds({ from: orig, to: orig, target: program, out, also: { [fn[0]]: rel } });
+      await mkpatchFromBuilds({ from: orig, to: orig, target: program, out, also: { [fn[0]]: rel }, run });
       checkAttach(pid, out);
       return;
     }
@@ -218,7 +219,10 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
   const lastStamps = new Map<string, string>(); // object file -> its stamp when copied to `last`
   let startStamps = new Map<string, string>(); // the sources when the build was taken (begin)
   const exePath = exeOf(pid);
-  const begin = (procs: number[]) => {
+  // Starts the compiler, make's dry runs, the patch's link and the relink for
+  // less than this process would (spawner.ts); closed when watch ends.
+  const spawner = new Spawner();
+  const begin = async (procs: number[]) => {
     const first = procs[0];
     snap = fs.mkdtempSync(path.join(os.tmpdir(), `hotload-watch-${first}-`));
     orig = path.join(snap, 'running');
@@ -254,7 +258,7 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
     // the moment someone reads it is a change, not the starting point (taken
     // after, such a save was lost under load).
     startStamps = stamps(paths);
-    rehearse(first, orig, targetCopy, snap);
+    await rehearse(first, orig, targetCopy, snap, spawner.run);
     emit({ event: 'ready', pids, target: targetCopy, objects: nObjects, watching: paths, snapshot: snap, warnings });
   };
   /** The copies of the build go; the patches stay while a process runs them (it loaded its own copies). */
@@ -286,14 +290,18 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
   }
 
   // The objects' source names read before `ready`: else the first save pays for them.
-  const compiler = opts.compile === false ? undefined : new DirectCompiler(cwd, objectsDir, build);
+  const compiler = opts.compile === false ? undefined : new DirectCompiler(cwd, objectsDir, build, spawner.run);
   compiler?.warm();
-  begin(opts.pids);
   let gone = false;
   try {
-    return await loop();
+    await begin(opts.pids);
+    try {
+      return await loop();
+    } finally {
+      end(gone);
+    }
   } finally {
-    end(gone);
+    spawner.close();
   }
 
   async function loop(): Promise<WatchSummary> {
@@ -336,7 +344,7 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
     const startRelink = () => {
       relinkWanted = false;
       const t = process.hrtime.bigint();
-      relink = runShell(build, cwd, opts.signal).then((r) => {
+      relink = runShell(build, cwd, opts.signal, spawner.run).then((r) => {
         if (r.status !== 0 && !opts.signal?.aborted) emit({ event: 'relink-failed', status: r.status, output: r.output.trim(), buildMs: msSince(t) });
       });
     };
@@ -382,7 +390,7 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
             return summary('aborted');
           }
           await sleep(100, opts.signal); // let it finish exec and its loader's work before its program file is read
-          begin(next);
+          await begin(next);
           seen = startStamps;
           continue;
         }
@@ -416,7 +424,7 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
         const steps = compiler?.plan([...dirty]);
         const compiled = Array.isArray(steps) && steps.length ? steps.map((x) => path.relative(objectsDir, x.object)).sort() : undefined;
         const via = compiled ? { compiled } : {};
-        const b = compiled ? await runSteps(steps as CompileStep[], opts.signal) : await runShell(build, cwd, opts.signal);
+        const b = compiled ? await runSteps(steps as CompileStep[], opts.signal, spawner.run) : await runShell(build, cwd, opts.signal, spawner.run);
         if (b.status === 0) dirty.clear();
         // Compiled directly, the program on disk is not relinked yet: the build
         // command does that once this save is handled, off the critical path
@@ -461,7 +469,7 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
         let out = path.join(snap, `patch-${patches.length + 1}.so`);
         let made: Awaited<ReturnType<typeof mkpatchFromBuilds>>;
         try {
-          made = await mkpatchFromBuilds({ from: orig, to: objectsDir, target: targetCopy, out, also: Object.fromEntries(replaced) });
+          made = await mkpatchFromBuilds({ from: orig, to: objectsDir, target: targetCopy, out, also: Object.fromEntries(replaced), run: spawner.run });
           // Every object changed since the last patch belongs to another module
           // of the tree: this target has nothing new (the patch would only
           // repeat the last one). Said, not passed over.

@@ -84,6 +84,12 @@ export interface RebuildOptions {
    */
   also?: Record<string, string>;
   cc?: string;
+  /**
+   * Starts the linker and resolves when it has exited (default: from this
+   * process). watch passes its helper process's, which starts programs for
+   * less (see packages/api/src/spawner.ts).
+   */
+  run?: (file: string, args: string[], opts: { cwd: string }) => Promise<{ status: number | null; output: string; error?: string }>;
 }
 
 export interface RebuildResult {
@@ -312,7 +318,7 @@ export async function mkpatchFromBuilds(opts: RebuildOptions): Promise<RebuildRe
     fs.writeFileSync(src, asm);
     const tmpOut = path.join(work, 'patch.so');
     const cc = opts.cc ?? process.env.CC ?? 'cc';
-    const linking = run(cc, ['-shared', '-nostdlib', '-Wl,--build-id', '-Wl,--eh-frame-hdr', '-Wl,-z,noexecstack', '-Wl,-z,now', src, '-o', tmpOut]);
+    const linking = (opts.run ?? run)(cc, ['-shared', '-nostdlib', '-Wl,--build-id', '-Wl,--eh-frame-hdr', '-Wl,-z,noexecstack', '-Wl,-z,now', src, '-o', tmpOut], { cwd: work });
     // Step 4, beside the link: its refusal (or a build without types) is
     // thrown once the linker has finished, and the linked file goes with `work`.
     let layoutError: unknown;
@@ -326,7 +332,7 @@ export async function mkpatchFromBuilds(opts: RebuildOptions): Promise<RebuildRe
     refuseIfAny();
     if (r.error || r.status !== 0) {
       if (process.env.HOTLOAD_KEEP_ASM) fs.copyFileSync(src, process.env.HOTLOAD_KEEP_ASM);
-      throw new HotloadError('INTERNAL', `linking the patch failed (${cc})`, { details: (r.stderr || String(r.error)).trim().split('\n') });
+      throw new HotloadError('INTERNAL', `linking the patch failed (${cc})`, { details: (r.output || String(r.error)).trim().split('\n') });
     }
     if (process.env.HOTLOAD_KEEP_ASM) fs.copyFileSync(src, process.env.HOTLOAD_KEEP_ASM);
     const patchElf = ElfFile.open(tmpOut);
@@ -340,12 +346,18 @@ export async function mkpatchFromBuilds(opts: RebuildOptions): Promise<RebuildRe
 }
 
 /** Run a program without waiting for it (the caller works meanwhile); resolves when it has exited. */
-function run(cmd: string, args: string[]): Promise<{ status: number | null; stderr: string; error?: Error }> {
+function run(cmd: string, args: string[], opts: { cwd: string }): Promise<{ status: number | null; output: string; error?: string }> {
   return new Promise((resolve) => {
-    const child = cp.spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
-    let stderr = '';
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    child.on('error', (error) => resolve({ status: null, stderr, error }));
-    child.on('close', (status) => resolve({ status, stderr }));
+    const child = cp.spawn(cmd, args, { cwd: opts.cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+    let output = '';
+    let done = false;
+    const finish = (r: { status: number | null; output: string; error?: string }) => {
+      if (!done) resolve(r);
+      done = true;
+    };
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (output += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (output += d));
+    child.on('error', (e) => finish({ status: null, output, error: String(e) }));
+    child.on('close', (status) => finish({ status, output }));
   });
 }

@@ -1,0 +1,63 @@
+// The helper process that starts watch's programs (spawner.ts): programs run
+// from it, not from this process; their status and output come back; a
+// program that cannot start, an abort, a helper that dies mid-run and a
+// closed helper each still give one answer.
+import * as fs from 'fs';
+import { Spawner } from './spawner';
+
+let s: Spawner;
+beforeEach(() => {
+  s = new Spawner();
+});
+afterEach(() => s.close());
+
+test('a program runs from the helper, with its status, its output (both streams) and its directory', async () => {
+  expect(s.pid).toBeGreaterThan(0);
+  const r = await s.run('sh', ['-c', 'echo out; echo err >&2; echo "$PPID"; pwd; exit 3'], { cwd: '/tmp' });
+  expect(r.status).toBe(3);
+  const [out, ppid, cwd] = r.stdout.trim().split('\n');
+  expect([out, cwd]).toEqual(['out', fs.realpathSync('/tmp')]);
+  expect(Number(ppid)).toBe(s.pid); // started by the helper, not by this process
+  expect(r.output.split('\n').sort()).toEqual([...r.stdout.split('\n'), 'err'].sort()); // the two streams (their order between them is the pipes')
+});
+
+test('several at once, each with its own answer; an environment given is the one the program sees', async () => {
+  const runs = [1, 2, 3, 4].map((i) => s.run('sh', ['-c', `sleep 0.0${i}; echo $N; exit ${i}`], { cwd: '/', env: { ...process.env, N: `n${i}` } }));
+  expect((await Promise.all(runs)).map((r) => `${r.status}:${r.stdout.trim()}`)).toEqual(['1:n1', '2:n2', '3:n3', '4:n4']);
+});
+
+test('a program that does not exist: status null and why', async () => {
+  const r = await s.run('/nonexistent/program', [], { cwd: '/' });
+  expect(r.status).toBeNull();
+  expect(r.error).toMatch(/ENOENT/);
+});
+
+test('an abort stops the program', async () => {
+  const ac = new AbortController();
+  const t = Date.now();
+  const run = s.run('sleep', ['30'], { cwd: '/', signal: ac.signal });
+  setTimeout(() => ac.abort(), 100);
+  expect((await run).status).toBeNull(); // killed by SIGTERM
+  expect(Date.now() - t).toBeLessThan(10000);
+});
+
+test('the helper killed while a program runs: the run is made again in this process, and later runs too', async () => {
+  const helper = s.pid!;
+  const run = s.run('sh', ['-c', 'sleep 0.3; echo done "$PPID"'], { cwd: '/' });
+  await new Promise((r) => setTimeout(r, 50));
+  process.kill(helper, 'SIGKILL');
+  const r = await run;
+  expect(r.status).toBe(0);
+  expect(r.stdout).toBe(`done ${process.pid}\n`);
+  expect(s.pid).toBeUndefined();
+  expect((await s.run('true', [], { cwd: '/' })).status).toBe(0);
+});
+
+test('closed, the helper exits and runs go on in this process', async () => {
+  const helper = s.pid!;
+  s.close();
+  const r = await s.run('sh', ['-c', 'echo "$PPID"'], { cwd: '/' });
+  expect(Number(r.stdout)).toBe(process.pid);
+  for (let i = 0; i < 50 && fs.existsSync(`/proc/${helper}`) && !/State:\s+Z/.test(fs.readFileSync(`/proc/${helper}/status`, 'utf8')); i++) await new Promise((res) => setTimeout(res, 20));
+  expect(fs.existsSync(`/proc/${helper}`) && !/State:\s+Z/.test(fs.readFileSync(`/proc/${helper}/status`, 'utf8'))).toBe(false);
+});
