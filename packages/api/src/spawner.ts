@@ -84,7 +84,8 @@ export class Spawner {
       // Compiled beside this file; run from the sources (ts-jest), the compiled one in dist.
       const script = [path.join(__dirname, 'spawner-child.js'), path.join(__dirname, '..', 'dist', 'spawner-child.js')].find((f) => fs.existsSync(f));
       if (!script) return;
-      const child = cp.fork(script, [], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'], serialization: 'json' });
+      // execArgv: [] — not this process's --inspect or --cpu-prof.
+      const child = cp.fork(script, [], { execArgv: [], stdio: ['ignore', 'ignore', 'inherit', 'ipc'], serialization: 'json' });
       child.on('message', (m: Ran & { id: number }) => this.answered(m));
       child.on('exit', () => this.lost());
       child.on('error', () => this.lost());
