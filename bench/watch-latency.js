@@ -35,6 +35,18 @@ const run = (cmd, args, cwd) =>
 // The baselines' outputs, outside the watched trees (an object there would be one more object of the build).
 const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'hotload-bench-baseline-'));
 
+// Stopped by a signal (Ctrl-C, a timeout), the programs it started go too: the
+// `finally` blocks below do not run then.
+const started = [];
+const track = (child) => (started.push(child), child);
+for (const sig of ['SIGINT', 'SIGTERM']) {
+  process.on(sig, () => {
+    for (const c of started) c.kill('SIGKILL');
+    fs.rmSync(scratch, { recursive: true, force: true });
+    process.exit(130);
+  });
+}
+
 /**
  * Save ROUNDS edits of `file` in `dir` (watched for `pid` with `build`) and
  * time each until `seen(i)` resolves; `compile()` is the baseline, run once
@@ -51,7 +63,7 @@ async function measure({ name, dir, pid, build, file, edit, seen, compile }) {
     cc.push(ms(t));
   };
   await compileOnce();
-  const watch = spawn(process.execPath, [BIN, 'watch', '--json', '--pid', String(pid), '--build', build, file], { cwd: dir, stdio: ['ignore', 'pipe', 'inherit'] });
+  const watch = track(spawn(process.execPath, [BIN, 'watch', '--json', '--pid', String(pid), '--build', build, file], { cwd: dir, stdio: ['ignore', 'pipe', 'inherit'] }));
   const events = [];
   let buf = '';
   watch.stdout.on('data', (d) => {
@@ -112,7 +124,7 @@ async function lua() {
   const script = path.join(dir, 'abs.lua');
   fs.writeFileSync(script, 'while true do\n  print(math.abs(-5))\n  io.stdout:flush()\n  local t = os.clock()\n  while os.clock() - t < 0.002 do end\nend\n');
   const cflags = /^CFLAGS = (.*)$/m.exec(fs.readFileSync(path.join(dir, 'GNUmakefile'), 'utf8'))[1].split(/\s+/);
-  const target = spawn(bin, [script], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const target = track(spawn(bin, [script], { stdio: ['ignore', 'pipe', 'inherit'] }));
   // Woken by the interpreter's output, not by polling: a polling loop here
   // would take CPU from the compile it measures (two cores, one running Lua).
   let last = '';
@@ -159,7 +171,7 @@ async function memcached() {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hotload-bench-watch-mc-'));
   execFileSync('cp', ['-a', `${o2}/.`, dir]); // an editable copy, stamps kept
   const sock = path.join(dir, 'mc.sock');
-  const server = spawn(path.join(dir, 'memcached'), ['-s', sock, '-t', '4', ...(process.getuid() === 0 ? ['-u', 'root'] : [])], { stdio: 'ignore' });
+  const server = track(spawn(path.join(dir, 'memcached'), ['-s', sock, '-t', '4', ...(process.getuid() === 0 ? ['-u', 'root'] : [])], { stdio: 'ignore' }));
   for (let i = 0; i < 250 && !fs.existsSync(sock); i++) await sleep(20);
   // The compiler's own command for the object (automake's line, from make), to another output.
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !['MAKEFLAGS', 'MFLAGS', 'MAKELEVEL'].includes(k)));

@@ -7,7 +7,7 @@
 import { execFileSync, spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
-import { BIN, FIX, ROOT, Target, computePatch, hotload, mkpatch, sleep, tmpdir } from './helpers';
+import { BIN, FIX, ROOT, Target, computePatch, hotload, mkpatch, removeAtEnd, sleep, tmpdir } from './helpers';
 
 const TARGET = path.join(FIX, 'target');
 
@@ -132,6 +132,7 @@ describe.each(cases)('watch on a process in %s', (_what, startIt) => {
     try {
       await t.waitFor(/^constant=11 /);
       await until(/"event":"ready"/);
+      removeAtEnd(JSON.parse(out.split('\n').find((l) => l.includes('"event":"ready"'))!).snapshot);
       fs.writeFileSync(path.join(dir, 'diff.c'), fs.readFileSync(path.join(dir, 'diff.c'), 'utf8').replace('return x + K;', 'return x + K + 100;'));
       await until(/"event":"patched"/);
       await t.next(/^constant=111 /);

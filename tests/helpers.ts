@@ -44,7 +44,11 @@ export function hotload(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Ru
 
 /** A new directory under the system's temporary one, removed when the whole test run ends (tests/global-teardown.js). */
 export function tmpdir(prefix = 'hotload-test-'): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  return removeAtEnd(fs.mkdtempSync(path.join(os.tmpdir(), prefix)));
+}
+
+/** A directory under the system's temporary one that a test's program made (watch's snapshot), removed when the whole test run ends. */
+export function removeAtEnd(dir: string): string {
   if (process.env.HOTLOAD_TEST_DIRS) fs.appendFileSync(process.env.HOTLOAD_TEST_DIRS, `${dir}\n`);
   return dir;
 }

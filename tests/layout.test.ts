@@ -3,10 +3,11 @@
 // rebuild is refused (diff, mkpatch --from, watch), naming the type and the
 // change, and the process runs on untouched. fixtures/src/layout.c and
 // layout.cpp, one -D variant per change; then the real programs.
-import { execFileSync, spawn } from 'child_process';
+import { execFileSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
-import { BIN, ROOT, Target, hotload, sleep, tmpdir } from './helpers';
+import { ROOT, Target, hotload, tmpdir } from './helpers';
+import { Watch } from './watch-client';
 import { memcachedBuilds } from './memcached-client';
 
 const FLAGS = ['-O2', '-g', '-fpatchable-function-entry=16,14', '-ffunction-sections', '-fdata-sections'];
@@ -143,39 +144,23 @@ test('watch: a struct edit is refused naming the type; the process runs on, and 
   fs.writeFileSync(path.join(dir, 'Makefile'), `CFLAGS = ${FLAGS.join(' ')}\nlayout: layout.o\n\t$(CC) layout.o -o layout\n`);
   execFileSync('make', ['-s'], { cwd: dir });
   const t = await start(dir);
-  const w = spawn(process.execPath, [BIN, 'watch', '--json', '--pid', String(t.pid), 'layout.c'], { cwd: dir, stdio: ['ignore', 'pipe', 'inherit'] });
-  const events: { event: string; error?: { details: string[]; code: string } }[] = [];
-  let buf = '';
-  w.stdout!.on('data', (d: Buffer) => {
-    buf += d;
-    const lines = buf.split('\n');
-    buf = lines.pop()!;
-    for (const l of lines) events.push(JSON.parse(l));
-  });
-  const next = async (kind: string, from: number) => {
-    for (let i = 0; i < 3000; i++) {
-      const e = events.slice(from).find((x) => x.event === kind);
-      if (e) return e;
-      await sleep(20);
-    }
-    throw new Error(`no ${kind}: ${JSON.stringify(events)}`);
-  };
+  const w = new Watch(dir, ['--pid', String(t.pid), 'layout.c']);
   try {
-    await next('ready', 0);
+    await w.event('ready', 0);
     const src = path.join(dir, 'layout.c');
-    let n = events.length;
+    let n = w.events.length;
     fs.writeFileSync(src, fs.readFileSync(src, 'utf8').replace('struct session {\n#ifdef REORDER', 'struct session {\n  int retries;\n#ifdef REORDER'));
-    const r = await next('refused', n);
-    expect(r.error!.code).toBe('UNPATCHABLE');
-    expect(r.error!.details.join('\n')).toMatch(/^struct session: size 24 -> 32; field retries inserted at offset 0;/m);
+    const r = await w.event('refused', n);
+    expect(r.error.code).toBe('UNPATCHABLE');
+    expect(r.error.details.join('\n')).toMatch(/^struct session: size 24 -> 32; field retries inserted at offset 0;/m);
     expect((await hotload(['status', String(t.pid)])).stdout).toMatch(/no patch applied/);
-    n = events.length;
+    n = w.events.length;
     fs.writeFileSync(src, fs.readFileSync(src, 'utf8').replace('  int retries;\n', '').replace('(int)s->flags;\n#endif', '(int)s->flags + 100;\n#endif'));
-    await next('patched', n);
+    await w.event('patched', n);
     await t.next(/^sum=\d+ /);
     t.expectHealthy();
   } finally {
-    w.kill('SIGINT');
+    await w.stop();
   }
 });
 

@@ -2,7 +2,7 @@
 // wait for them.
 import { ChildProcess, spawn } from 'child_process';
 import * as fs from 'fs';
-import { BIN, sleep } from './helpers';
+import { BIN, removeAtEnd, sleep } from './helpers';
 
 const OUTCOMES = ['refused', 'build-failed', 'patched', 'no-change'];
 
@@ -16,7 +16,12 @@ export class Watch {
       this.buf += d.toString();
       const lines = this.buf.split('\n');
       this.buf = lines.pop()!;
-      for (const l of lines) this.events.push(JSON.parse(l));
+      for (const l of lines) {
+        const e = JSON.parse(l);
+        // The copies of the build and the patches stay after a watch whose process was killed while patched: the test run removes them.
+        if (e.event === 'ready' && typeof e.snapshot === 'string') removeAtEnd(e.snapshot);
+        this.events.push(e);
+      }
     });
   }
 
@@ -34,11 +39,32 @@ export class Watch {
     }
   }
 
-  /** Until the watch runs nothing (the relink it starts after a save has ended). */
+  /**
+   * Until the watch runs nothing (the relink it starts after a save has
+   * ended): no process under it but its helper, which starts its programs
+   * (packages/api/src/spawner.ts). Throws if it stays busy.
+   */
   async idle(): Promise<void> {
-    const pid = this.child.pid!;
-    const children = () => fs.readdirSync(`/proc/${pid}/task`).flatMap((t) => fs.readFileSync(`/proc/${pid}/task/${t}/children`, 'utf8').trim().split(/\s+/).filter(Boolean));
-    for (let i = 0; i < 1500 && children().length; i++) await sleep(20);
+    const childrenOf = (pid: string): string[] => {
+      try {
+        return fs.readdirSync(`/proc/${pid}/task`).flatMap((t) => fs.readFileSync(`/proc/${pid}/task/${t}/children`, 'utf8').trim().split(/\s+/).filter(Boolean));
+      } catch {
+        return []; // gone meanwhile
+      }
+    };
+    const isHelper = (pid: string) => {
+      try {
+        return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('spawner-child.js');
+      } catch {
+        return false;
+      }
+    };
+    const busy = () => childrenOf(String(this.child.pid)).flatMap((c) => (isHelper(c) ? childrenOf(c) : [c]));
+    for (let i = 0; i < 1500; i++) {
+      if (busy().length === 0) return;
+      await sleep(20);
+    }
+    throw new Error(`watch still runs ${busy().join(', ')} after 30 s`);
   }
 
   async stop(): Promise<number> {

@@ -6,7 +6,7 @@ import { execFileSync, spawn } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { BIN, ROOT, Target, edit, hotload, sleep, tmpdir, writeModuleTree } from './helpers';
+import { BIN, ROOT, Target, edit, hotload, removeAtEnd, sleep, tmpdir, writeModuleTree } from './helpers';
 import { Client, memcachedBuilds, startMemcached } from './memcached-client';
 import { Watch } from './watch-client';
 
@@ -135,6 +135,7 @@ describe('on the fixture', () => {
     await until(/patched constant in [\d.]+ m?s \(compile diff\.o [\d.]+ m?s, patch/); // the saved file compiled on its own, no make
     again.kill('SIGINT');
     const code = await new Promise((r) => again.once('exit', r));
+    for (const f of fs.readdirSync(os.tmpdir()).filter((x) => x.startsWith(`hotload-watch-${t.pid}-`))) removeAtEnd(path.join(os.tmpdir(), f)); // its snapshot (the human output does not name it)
     expect(code).toBe(0);
     expect(out).toMatch(new RegExp(`process ${t.pid} keeps 1 patch \\(constant\\); undo with: hotload revert ${t.pid} --all`));
     expect((await values()).constant).toBe(19);
