@@ -81,7 +81,19 @@ export interface Fixup {
 }
 
 /** Read a rebuilt patch's fixups and refs (undefined for a hand-written patch). */
-export function readRebuild(elf: ElfFile): { info: RebuildInfo; fixups: Fixup[]; debug: DebugFixup[] } | undefined {
+export function readRebuild(elf: ElfFile): Rebuild | undefined {
+  if (rebuildRead.has(elf)) return rebuildRead.get(elf);
+  const r = parseRebuild(elf);
+  rebuildRead.set(elf, r);
+  return r;
+}
+
+type Rebuild = { readonly info: RebuildInfo; readonly fixups: readonly Fixup[]; readonly debug: readonly DebugFixup[] };
+
+/** Read once per file: attach reads every patch the process has loaded, on each save watch makes. */
+const rebuildRead = new WeakMap<ElfFile, Rebuild | undefined>();
+
+function parseRebuild(elf: ElfFile): Rebuild | undefined {
   const j = elf.section(REBUILD_SECTION);
   const f = elf.section(FIXUP_SECTION);
   if (!j) return undefined; // .hotload.fixups is left out when there are none
