@@ -225,6 +225,8 @@ interface Abbrev {
   /** A function or variable (left out when reading for types, unless a class declares it), and one with code. */
   symbol: boolean;
   concrete: boolean;
+  /** It keeps an attribute only a FullEntry has a field for. */
+  full: boolean;
   /** The entry's size when every form has a fixed size: `fixed` bytes plus `addrs` addresses; -1 otherwise. */
   fixed: number;
   addrs: number;
@@ -356,7 +358,7 @@ function parseUnits(elf: ElfFile, typesOnly: boolean): Unit[] {
         }
         continue;
       }
-      const die = new Entry(at, ab.tag, parent, dies.length + 1);
+      const die: Die = ab.full ? new FullEntry(at, ab.tag, parent, dies.length + 1) : new Entry(at, ab.tag, parent, dies.length + 1);
       const attrs = ab.attrs;
       const read = ab.read;
       for (let i = 0; i < forms.length; i++) {
@@ -487,29 +489,45 @@ function strings(buf: Buffer | undefined): (off: number) => string | undefined {
   };
 }
 
-/** An entry with every field present from the start: one object shape for all of them (fast to build and to read). */
+/**
+ * An entry with the attributes most entries have (a type, a member, a
+ * typedef), every field present from the start: one object shape for all of
+ * them, fast to build and to read.
+ */
 class Entry implements Die {
   name?: string = undefined;
-  linkage?: string = undefined;
   type?: number = undefined;
-  origin?: number = undefined;
   byteSize?: number = undefined;
+  memberOffset?: number = undefined;
+  declaration?: boolean = undefined;
+  constructor(readonly off: number, readonly tag: number, readonly parent: number, public end: number) {}
+}
+
+/**
+ * An entry whose abbreviation has one of the rarer attributes (functions,
+ * variables, bit-fields, enumerators, array bounds, virtual functions): a
+ * second shape. Kept apart, the common entries are half the size, which is
+ * most of what the reading leaves to the garbage collector.
+ */
+class FullEntry extends Entry {
+  linkage?: string = undefined;
+  origin?: number = undefined;
   bitSize?: number = undefined;
   dataBitOffset?: number = undefined;
   bitOffset?: number = undefined;
-  memberOffset?: number = undefined;
   constValue?: bigint = undefined;
   upperBound?: number = undefined;
   count?: number = undefined;
   external?: boolean = undefined;
-  declaration?: boolean = undefined;
   concrete?: boolean = undefined;
   virtuality?: number = undefined;
   vtableElem?: number = undefined;
   containingType?: number = undefined;
   declLine?: number = undefined;
-  constructor(readonly off: number, readonly tag: number, readonly parent: number, public end: number) {}
 }
+
+/** The attributes an Entry has a field for; an abbreviation with any other one it keeps makes FullEntry objects. */
+const COMMON = new Set<number>([AT.name, AT.type, AT.byteSize, AT.dataMemberLocation, AT.declaration, AT.strOffsetsBase, AT.producer, AT.compDir, AT.dwoName, AT.gnuDwoName]);
 
 /**
  * Entries no user reads, left out of `dies` (a third of an optimised build's
@@ -611,7 +629,7 @@ function readAbbrevs(data: Buffer, off: number): Abbrev[] {
     if (code === 0) return table;
     const tag = r.ulebN();
     const children = r.u8() === 1;
-    const ab: Abbrev = { tag, children, attrs: [], forms: [], read: [], unread: UNREAD.has(tag), body: BODY.has(tag), opens: FUNCTION.has(tag), symbol: tag === TAG.subprogram || tag === TAG.variable, concrete: false, fixed: 0, addrs: 0 };
+    const ab: Abbrev = { tag, children, attrs: [], forms: [], read: [], unread: UNREAD.has(tag), body: BODY.has(tag), opens: FUNCTION.has(tag), symbol: tag === TAG.subprogram || tag === TAG.variable, concrete: false, full: false, fixed: 0, addrs: 0 };
     for (;;) {
       const a = r.ulebN();
       const f = r.ulebN();
@@ -621,6 +639,7 @@ function readAbbrevs(data: Buffer, off: number): Abbrev[] {
       ab.forms.push(f);
       ab.read.push(READ.has(a) && (a !== AT.declLine || tag === TAG.subprogram)); // a line is read of functions only
       if (tag === TAG.subprogram && (a === AT.lowPc || a === AT.ranges)) ab.concrete = true;
+      if (ab.read[ab.read.length - 1] && !COMMON.has(a)) ab.full = true;
       const size = FIXED_SIZE[f];
       if (f === 0x01) ab.addrs++;
       else if (size === undefined) ab.fixed = -1;
