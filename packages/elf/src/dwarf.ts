@@ -10,7 +10,7 @@
 // so a section's RELA entries are applied to a copy first; compressed
 // sections (-gz) are inflated (ElfFile.sectionContents).
 
-import { ElfFile, R_X86_64 } from './read-elf';
+import { ElfFile, R_X86_64, SHT } from './read-elf';
 
 /** DW_TAG_* this code reads. */
 export const TAG = {
@@ -240,17 +240,31 @@ function relocated(elf: ElfFile, name: string): Buffer | undefined {
   // Linked files are already resolved; the copy is only for relocations to apply (read-only otherwise).
   if (elf.header.type !== 1 || !elf.section(`.rela${name}`)) return contents;
   const data = Buffer.from(contents);
-  const syms = elf.symbols('.symtab');
-  elf.forEachRela(`.rela${name}`, (offset, type, sym, addend) => {
+  const rela = elf.section(`.rela${name}`)!;
+  const symtab = elf.sections[rela.link];
+  if (rela.entsize !== 24 || symtab?.type !== SHT.SYMTAB || symtab.entsize !== 24) {
+    elf.forEachRela(`.rela${name}`, () => undefined); // says what is malformed
+    return data;
+  }
+  // Read straight from the tables (tens of thousands of entries per object):
+  // only the low 32 bits of each field matter for a 32-bit result.
+  const r = elf.sectionData(rela);
+  const st = elf.sectionData(symtab);
+  const u32 = (b: Buffer, o: number) => (b[o] | (b[o + 1] << 8) | (b[o + 2] << 16) | (b[o + 3] << 24)) >>> 0;
+  for (let o = 0; o + 24 <= r.length; o += 24) {
     // 64-bit ones are addresses (DW_AT_low_pc, DW_OP_addr), which no user reads: left as they are.
-    if (type !== R_X86_64._32 && type !== R_X86_64._32S) return;
+    const type = u32(r, o + 8);
+    if (type !== R_X86_64._32 && type !== R_X86_64._32S) continue;
+    const at = u32(r, o);
+    const sym = u32(r, o + 12);
+    if (u32(r, o + 4) !== 0 || at + 4 > data.length || sym * 24 + 24 > st.length) continue; // outside the section
     // Symbols here are sections of the same object (values 0) plus small addends.
-    const v = ((syms[sym]?.value ?? 0) + addend) >>> 0;
-    data[offset] = v;
-    data[offset + 1] = v >>> 8;
-    data[offset + 2] = v >>> 16;
-    data[offset + 3] = v >>> 24;
-  });
+    const v = (u32(st, sym * 24 + 8) + u32(r, o + 16)) >>> 0;
+    data[at] = v;
+    data[at + 1] = v >>> 8;
+    data[at + 2] = v >>> 16;
+    data[at + 3] = v >>> 24;
+  }
   return data;
 }
 
