@@ -140,15 +140,9 @@ export function findRuntime(pid: number, mods: Module[]): Omit<TargetRuntime, 's
       if (m === loader) lockRanges.push([map.start, map.end]);
     }
   }
-  const waitRanges: [bigint, bigint][] = [];
-  const locking = new Set(LOCKING_FUNCTIONS);
-  const waiting = new Set(WAITING_FUNCTIONS);
-  for (const sym of libcElf.symbols('.dynsym')) {
-    if (sym.shndx === 0 || sym.size === 0) continue;
-    const range: [bigint, bigint] = [libc.bias + BigInt(sym.value), libc.bias + BigInt(sym.value + sym.size)];
-    if (locking.has(sym.name)) lockRanges.push(range);
-    if (waiting.has(sym.name)) waitRanges.push(range);
-  }
+  const fns = libcFunctions(libcElf);
+  for (const [lo, hi] of fns.locking) lockRanges.push([libc.bias + lo, libc.bias + hi]);
+  const waitRanges = fns.waiting.map(([lo, hi]): [bigint, bigint] => [libc.bias + lo, libc.bias + hi]);
   const restoreRt = findRestoreRt(libcElf, libc.bias);
   const stubCandidates: bigint[] = [];
   for (const m of [mods[0], libc, loader]) {
@@ -167,10 +161,38 @@ export function findRuntime(pid: number, mods: Module[]): Omit<TargetRuntime, 's
   return { restoreRt, libc: libcCalls, dlopen: libc.bias + BigInt(dlopen.value), dlopenMode: mode, dlerror: libc.bias + BigInt(dlerror.value), dlclose: libc.bias + BigInt(dlclose.value), unsafeRanges, lockRanges, waitRanges, stubCandidates, unwind: unwindModules(pid, mods) };
 }
 
+/** The link-time ranges of the C library's locking and waiting functions (LOCKING_FUNCTIONS, WAITING_FUNCTIONS), once per file. */
+function libcFunctions(elf: ElfFile): { locking: [bigint, bigint][]; waiting: [bigint, bigint][] } {
+  let f = libcFunctionsOf.get(elf);
+  if (!f) {
+    f = { locking: [], waiting: [] };
+    const locking = new Set(LOCKING_FUNCTIONS);
+    const waiting = new Set(WAITING_FUNCTIONS);
+    for (const sym of elf.symbols('.dynsym')) {
+      if (sym.shndx === 0 || sym.size === 0) continue;
+      const range: [bigint, bigint] = [BigInt(sym.value), BigInt(sym.value + sym.size)];
+      if (locking.has(sym.name)) f.locking.push(range);
+      if (waiting.has(sym.name)) f.waiting.push(range);
+    }
+    libcFunctionsOf.set(elf, f);
+  }
+  return f;
+}
+const libcFunctionsOf = new WeakMap<ElfFile, { locking: [bigint, bigint][]; waiting: [bigint, bigint][] }>();
+
 /** `mov $15, %rax; syscall`: rt_sigreturn, the whole of glibc's __restore_rt (a local symbol, so found by its bytes). */
 const RESTORE_RT = Buffer.from('48c7c00f0000000f05', 'hex');
 
 function findRestoreRt(elf: ElfFile, bias: bigint): bigint | undefined {
+  if (!restoreRtAt.has(elf)) restoreRtAt.set(elf, scanRestoreRt(elf));
+  const at = restoreRtAt.get(elf);
+  return at === undefined ? undefined : bias + at;
+}
+
+/** Its link-time address, once per C library file (a scan of its code: about 1 ms, on every attach). */
+const restoreRtAt = new WeakMap<ElfFile, bigint | undefined>();
+
+function scanRestoreRt(elf: ElfFile): bigint | undefined {
   let found: bigint | undefined;
   for (const p of elf.programs) {
     if (p.type !== PT.LOAD || !(p.flags & PF.X)) continue;
@@ -178,7 +200,7 @@ function findRestoreRt(elf: ElfFile, bias: bigint): bigint | undefined {
     const at = text.indexOf(RESTORE_RT);
     if (at < 0) continue;
     if (found !== undefined || text.indexOf(RESTORE_RT, at + 1) >= 0) return undefined; // not unique: do not guess
-    found = bias + BigInt(p.vaddr + at);
+    found = BigInt(p.vaddr + at);
   }
   return found;
 }

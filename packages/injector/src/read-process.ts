@@ -190,13 +190,30 @@ export function findLoader(mods: Module[]): Module | undefined {
 
 /** Address of an exported function of a module, preferring its default version. */
 export function dynamicSymbol(elf: ElfFile, name: string, preferVersion?: RegExp): ElfSymbol | undefined {
-  const c = elf.symbols('.dynsym').filter((s) => s.name === name && s.shndx !== 0 && (s.type === STT.FUNC || s.type === STT.GNU_IFUNC || s.type === STT.OBJECT));
+  const c = exportsOf(elf).get(name) ?? [];
   if (preferVersion) {
     const v = c.find((s) => s.version && preferVersion.test(s.version));
     if (v) return v;
   }
   return c[0];
 }
+
+/** A module's defined functions and data in .dynsym by name, in table order: built once per file (attach looks up dozens per patch, libc has 3,000). */
+function exportsOf(elf: ElfFile): Map<string, ElfSymbol[]> {
+  let m = exportIndex.get(elf);
+  if (!m) {
+    m = new Map();
+    for (const s of elf.symbols('.dynsym')) {
+      if (s.shndx === 0 || (s.type !== STT.FUNC && s.type !== STT.GNU_IFUNC && s.type !== STT.OBJECT)) continue;
+      const l = m.get(s.name);
+      if (l) l.push(s);
+      else m.set(s.name, [s]);
+    }
+    exportIndex.set(elf, m);
+  }
+  return m;
+}
+const exportIndex = new WeakMap<ElfFile, Map<string, ElfSymbol[]>>();
 
 /**
  * Dead bytes in executable memory where hotload can leave its call stub: the
