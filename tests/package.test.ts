@@ -5,6 +5,7 @@
 // builds with the system compiler where that one does not load).
 import { execFileSync, spawnSync } from 'child_process';
 import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
 import { FIX, ROOT, Target, symbolAddress, tmpdir } from './helpers';
 
@@ -87,6 +88,18 @@ test('a patch from a rebuild, made and applied from the installed package, is re
   } finally {
     await t.stop();
   }
+});
+
+test('watch\'s helper process (it starts the compiler and the link) runs from the installed package', () => {
+  // A helper that cannot start leaves watch working, only slower: asked here, from outside the checkout.
+  const script = `const { Spawner } = require(${JSON.stringify(path.join(installed, 'packages/api/dist/spawner.js'))});
+const s = new Spawner();
+s.run('sh', ['-c', 'echo $PPID'], { cwd: '/' }).then((r) => { console.log(JSON.stringify({ helper: s.pid, ppid: Number(r.stdout) })); s.close(); });`;
+  const r = spawnSync(process.execPath, ['-e', script], { cwd: os.tmpdir(), encoding: 'utf8' });
+  expect(r.stderr).toBe('');
+  const { helper, ppid } = JSON.parse(r.stdout);
+  expect(helper).toBeGreaterThan(0);
+  expect(ppid).toBe(helper);
 });
 
 test('run by another user (nobody) on root\'s process: PTRACE_DENIED says whose it is and what to do; nothing is changed', async () => {

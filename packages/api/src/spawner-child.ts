@@ -12,7 +12,7 @@
 // ignores SIGINT: a Ctrl-C reaches the whole process group, and the watch
 // process still has a relink to run through it as it ends.
 
-import * as cp from 'child_process';
+import { runProgram } from '@hotload/patch';
 
 interface Start {
   id: number;
@@ -23,45 +23,24 @@ interface Start {
   timeoutMs?: number;
 }
 
-const running = new Map<number, cp.ChildProcess>();
+/** The runs going on, by id: each one's abort. */
+const running = new Map<number, AbortController>();
 
 process.on('SIGINT', () => {});
 process.on('disconnect', () => {
-  for (const c of running.values()) c.kill('SIGTERM');
-  process.exit(0);
+  for (const a of running.values()) a.abort();
+  // Once the programs have had their SIGTERM.
+  setImmediate(() => process.exit(0));
 });
 process.on('message', (m: Start | { kill: number }) => {
   if ('kill' in m) {
-    running.get(m.kill)?.kill('SIGTERM');
+    running.get(m.kill)?.abort();
     return;
   }
-  let child: cp.ChildProcess;
-  try {
-    child = cp.spawn(m.file, m.args, { cwd: m.cwd, env: m.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'], timeout: m.timeoutMs });
-  } catch (e) {
-    process.send!({ id: m.id, status: null, stdout: '', output: '', error: String(e) });
-    return;
-  }
-  running.set(m.id, child);
-  let stdout = '';
-  let output = '';
-  let error: string | undefined;
-  child.stdout!.setEncoding('utf8').on('data', (d: string) => {
-    stdout += d;
-    output += d;
-  });
-  child.stderr!.setEncoding('utf8').on('data', (d: string) => (output += d));
-  let answered = false;
-  const answer = (status: number | null) => {
-    if (answered) return;
-    answered = true;
+  const abort = new AbortController();
+  running.set(m.id, abort);
+  runProgram(m.file, m.args, { cwd: m.cwd, env: m.env, timeoutMs: m.timeoutMs, signal: abort.signal }).then((r) => {
     running.delete(m.id);
-    process.send!({ id: m.id, status: error ? null : status, stdout, output, ...(error ? { error } : {}) });
-  };
-  // A program that cannot start gives 'error' (and maybe no 'close').
-  child.on('error', (e) => {
-    error = String(e);
-    if (child.pid === undefined) answer(null);
+    if (process.connected) process.send!({ id: m.id, ...r });
   });
-  child.on('close', answer);
 });

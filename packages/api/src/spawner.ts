@@ -15,55 +15,11 @@
 import * as cp from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
+import { Ran, RunOptions, Runner, runProgram } from '@hotload/patch';
 
-export interface Ran {
-  status: number | null;
-  /** Standard output alone. */
-  stdout: string;
-  /** Standard output and error, as they came. */
-  output: string;
-  /** Why it could not start, if so. */
-  error?: string;
-}
-
-export interface RunOptions {
-  cwd: string;
-  env?: NodeJS.ProcessEnv;
-  signal?: AbortSignal;
-  timeoutMs?: number;
-}
-
-/** Starts programs for the caller: `run` resolves when one has exited. */
-export type Runner = (file: string, args: string[], opts: RunOptions) => Promise<Ran>;
-
+export type { Ran, RunOptions, Runner } from '@hotload/patch';
 /** Run a program from this process. */
-export const runHere: Runner = (file, args, opts) =>
-  new Promise((resolve) => {
-    const child = cp.spawn(file, args, { cwd: opts.cwd, env: opts.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'], timeout: opts.timeoutMs });
-    let stdout = '';
-    let output = '';
-    let error: string | undefined;
-    let done = false;
-    child.stdout.setEncoding('utf8').on('data', (d: string) => {
-      stdout += d;
-      output += d;
-    });
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (output += d));
-    const abort = () => child.kill('SIGTERM');
-    opts.signal?.addEventListener('abort', abort);
-    if (opts.signal?.aborted) abort();
-    const finish = (status: number | null) => {
-      if (done) return;
-      done = true;
-      opts.signal?.removeEventListener('abort', abort);
-      resolve({ status: error ? null : status, stdout, output, ...(error ? { error } : {}) });
-    };
-    child.on('error', (e) => {
-      error = String(e);
-      if (child.pid === undefined) finish(null);
-    });
-    child.on('close', finish);
-  });
+export const runHere: Runner = runProgram;
 
 interface Pending {
   file: string;

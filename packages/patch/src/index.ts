@@ -6,3 +6,4 @@ export * from './diff-builds';
 export * from './rebuild-format';
 export * from './rebuild-asm';
 export * from './rebuild-patch';
+export * from './run-program';

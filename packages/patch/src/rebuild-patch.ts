@@ -31,7 +31,6 @@
 // itself, next to the program, and fills in the fixups (load-near.ts), instead
 // of calling dlopen, which would put it anywhere.
 
-import * as cp from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -43,6 +42,7 @@ import { PatchPlan, planPatch } from './check-patch';
 import { FIXUP_SECTION, REBUILD_SECTION, RebuildInfo } from './rebuild-format';
 import { FRAGMENT, Generator, Unit, asmName, emitBytes, emitSection, functionOfPart, unwindRecords } from './rebuild-asm';
 import { debugAsm } from './rebuild-debug';
+import { Runner, runProgram } from './run-program';
 
 /** The one program (executable or shared library with a build-id) in a build directory. */
 export function findProgram(build: string): string {
@@ -89,7 +89,7 @@ export interface RebuildOptions {
    * process). watch passes its helper process's, which starts programs for
    * less (see packages/api/src/spawner.ts).
    */
-  run?: (file: string, args: string[], opts: { cwd: string }) => Promise<{ status: number | null; output: string; error?: string }>;
+  run?: Runner;
 }
 
 export interface RebuildResult {
@@ -318,7 +318,7 @@ export async function mkpatchFromBuilds(opts: RebuildOptions): Promise<RebuildRe
     fs.writeFileSync(src, asm);
     const tmpOut = path.join(work, 'patch.so');
     const cc = opts.cc ?? process.env.CC ?? 'cc';
-    const linking = (opts.run ?? run)(cc, ['-shared', '-nostdlib', '-Wl,--build-id', '-Wl,--eh-frame-hdr', '-Wl,-z,noexecstack', '-Wl,-z,now', src, '-o', tmpOut], { cwd: work });
+    const linking = (opts.run ?? runProgram)(cc, ['-shared', '-nostdlib', '-Wl,--build-id', '-Wl,--eh-frame-hdr', '-Wl,-z,noexecstack', '-Wl,-z,now', src, '-o', tmpOut], { cwd: work });
     // Step 4, beside the link: its refusal (or a build without types) is
     // thrown once the linker has finished, and the linked file goes with `work`.
     let layoutError: unknown;
@@ -345,19 +345,3 @@ export async function mkpatchFromBuilds(opts: RebuildOptions): Promise<RebuildRe
   }
 }
 
-/** Run a program without waiting for it (the caller works meanwhile); resolves when it has exited. */
-function run(cmd: string, args: string[], opts: { cwd: string }): Promise<{ status: number | null; output: string; error?: string }> {
-  return new Promise((resolve) => {
-    const child = cp.spawn(cmd, args, { cwd: opts.cwd, stdio: ['ignore', 'pipe', 'pipe'] });
-    let output = '';
-    let done = false;
-    const finish = (r: { status: number | null; output: string; error?: string }) => {
-      if (!done) resolve(r);
-      done = true;
-    };
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (output += d));
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (output += d));
-    child.on('error', (e) => finish({ status: null, output, error: String(e) }));
-    child.on('close', (status) => finish({ status, output }));
-  });
-}

@@ -1,0 +1,56 @@
+// Running a program without waiting for it: the caller goes on working (mkpatch
+// compares type layouts while the linker runs) and the answer comes when the
+// program has exited. watch passes its own Runner (packages/api/src/spawner.ts),
+// which has a small helper process start programs for less.
+
+import * as cp from 'child_process';
+
+export interface Ran {
+  status: number | null;
+  /** Standard output alone. */
+  stdout: string;
+  /** Standard output and error, as they came. */
+  output: string;
+  /** Why it could not start, if so. */
+  error?: string;
+}
+
+export interface RunOptions {
+  cwd: string;
+  env?: NodeJS.ProcessEnv;
+  signal?: AbortSignal;
+  timeoutMs?: number;
+}
+
+/** Starts a program; resolves, once, when it has exited (status null: it could not start or was killed). */
+export type Runner = (file: string, args: string[], opts: RunOptions) => Promise<Ran>;
+
+/** Run a program from this process. */
+export const runProgram: Runner = (file, args, opts) =>
+  new Promise((resolve) => {
+    const child = cp.spawn(file, args, { cwd: opts.cwd, env: opts.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'], timeout: opts.timeoutMs });
+    let stdout = '';
+    let output = '';
+    let error: string | undefined;
+    let done = false;
+    child.stdout.setEncoding('utf8').on('data', (d: string) => {
+      stdout += d;
+      output += d;
+    });
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (output += d));
+    const abort = () => child.kill('SIGTERM');
+    opts.signal?.addEventListener('abort', abort);
+    if (opts.signal?.aborted) abort();
+    const finish = (status: number | null) => {
+      if (done) return;
+      done = true;
+      opts.signal?.removeEventListener('abort', abort);
+      resolve({ status: error ? null : status, stdout, output, ...(error ? { error } : {}) });
+    };
+    // A program that cannot start gives 'error' (and maybe no 'close').
+    child.on('error', (e) => {
+      error = String(e);
+      if (child.pid === undefined) finish(null);
+    });
+    child.on('close', finish);
+  });
