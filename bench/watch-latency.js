@@ -35,14 +35,26 @@ const run = (cmd, args, cwd) =>
 // The baselines' outputs, outside the watched trees (an object there would be one more object of the build).
 const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'hotload-bench-baseline-'));
 
-// Stopped by a signal (Ctrl-C, a timeout), the programs it started go too: the
-// `finally` blocks below do not run then.
+// The programs it started and the directories it made (with watch's copies of
+// a build, kept while a process runs its patches) go when it ends, and when a
+// signal (Ctrl-C, a timeout) stops it: the `finally` blocks below do not run then.
 const started = [];
 const track = (child) => (started.push(child), child);
+const dirs = [scratch];
+const tmpdir = (prefix) => {
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  dirs.push(d);
+  return d;
+};
+const cleanUp = () => {
+  for (const c of started) c.kill('SIGKILL');
+  const pids = new Set(started.map((c) => `hotload-watch-${c.pid}-`));
+  for (const f of fs.readdirSync(os.tmpdir())) if ([...pids].some((p) => f.startsWith(p))) dirs.push(path.join(os.tmpdir(), f));
+  for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
+};
 for (const sig of ['SIGINT', 'SIGTERM']) {
   process.on(sig, () => {
-    for (const c of started) c.kill('SIGKILL');
-    fs.rmSync(scratch, { recursive: true, force: true });
+    cleanUp();
     process.exit(130);
   });
 }
@@ -119,7 +131,7 @@ async function measure({ name, dir, pid, build, file, edit, seen, compile }) {
 }
 
 async function lua() {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hotload-bench-watch-'));
+  const dir = tmpdir('hotload-bench-watch-');
   const bin = execFileSync(path.join(root, 'scripts/lua-workdir.sh'), [dir], { encoding: 'utf8' }).trim().split('\n').pop();
   const script = path.join(dir, 'abs.lua');
   fs.writeFileSync(script, 'while true do\n  print(math.abs(-5))\n  io.stdout:flush()\n  local t = os.clock()\n  while os.clock() - t < 0.002 do end\nend\n');
@@ -168,7 +180,7 @@ async function lua() {
 
 async function memcached() {
   const o2 = execFileSync(path.join(root, 'scripts/build-memcached.sh'), { encoding: 'utf8' }).trim().split('\n').slice(-2)[0];
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hotload-bench-watch-mc-'));
+  const dir = tmpdir('hotload-bench-watch-mc-');
   execFileSync('cp', ['-a', `${o2}/.`, dir]); // an editable copy, stamps kept
   const sock = path.join(dir, 'mc.sock');
   const server = track(spawn(path.join(dir, 'memcached'), ['-s', sock, '-t', '4', ...(process.getuid() === 0 ? ['-u', 'root'] : [])], { stdio: 'ignore' }));
@@ -221,4 +233,4 @@ lua()
     console.error(e);
     process.exitCode = 1;
   })
-  .finally(() => fs.rmSync(scratch, { recursive: true, force: true }));
+  .finally(cleanUp);

@@ -86,6 +86,8 @@ async function editSaveLive() {
     watch.kill('SIGKILL');
     child.kill('SIGTERM');
     fs.rmSync(work, { recursive: true, force: true });
+    // watch keeps its copies while the process runs its patches; the process is gone now.
+    for (const f of fs.readdirSync(os.tmpdir()).filter((x) => x.startsWith(`hotload-watch-${child.pid}-`))) fs.rmSync(path.join(os.tmpdir(), f), { recursive: true, force: true });
   }
 }
 
