@@ -291,9 +291,9 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
 
   // The objects' source names read before `ready`: else the first save pays for them.
   const compiler = opts.compile === false ? undefined : new DirectCompiler(cwd, objectsDir, build, spawner.run);
-  compiler?.warm();
   let gone = false;
   try {
+    compiler?.warm();
     await begin(opts.pids);
     try {
       return await loop();
