@@ -569,6 +569,9 @@ function setString(u: Unit, d: Die, attr: number, v: string): void {
   else if (attr === AT.compDir) u.compDir = v;
 }
 
+// readRef, readNum and readConst step over a form they do not take with an
+// address size of 8: x86-64's, and none of these attributes has an address form.
+
 /** A reference as an absolute offset in .debug_info; undefined for any other form (a type signature). */
 function readRef(r: Reader, form: number, unitStart: number): number | undefined {
   switch (form) {
