@@ -53,6 +53,14 @@ test('the helper killed while a program runs: the run is made again in this proc
   expect((await s.run('true', [], { cwd: '/' })).status).toBe(0);
 });
 
+test('a run asked for once the signal is aborted runs to its end (watch relinks the program after Ctrl-C), through the helper and here', async () => {
+  const ac = new AbortController();
+  ac.abort();
+  expect((await s.run('sh', ['-c', 'sleep 0.1; echo ran'], { cwd: '/', signal: ac.signal })).stdout).toBe('ran\n');
+  s.close();
+  expect((await s.run('sh', ['-c', 'sleep 0.1; echo ran'], { cwd: '/', signal: ac.signal })).stdout).toBe('ran\n');
+});
+
 test('closed, the helper exits and runs go on in this process', async () => {
   const helper = s.pid!;
   s.close();
@@ -60,4 +68,11 @@ test('closed, the helper exits and runs go on in this process', async () => {
   expect(Number(r.stdout)).toBe(process.pid);
   for (let i = 0; i < 50 && fs.existsSync(`/proc/${helper}`) && !/State:\s+Z/.test(fs.readFileSync(`/proc/${helper}/status`, 'utf8')); i++) await new Promise((res) => setTimeout(res, 20));
   expect(fs.existsSync(`/proc/${helper}`) && !/State:\s+Z/.test(fs.readFileSync(`/proc/${helper}/status`, 'utf8'))).toBe(false);
+});
+
+test('a program past its time limit is stopped', async () => {
+  const t = Date.now();
+  const r = await s.run('sleep', ['5'], { cwd: '/', timeoutMs: 100 });
+  expect(r.status).toBeNull();
+  expect(Date.now() - t).toBeLessThan(3000);
 });

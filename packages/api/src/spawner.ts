@@ -60,7 +60,7 @@ export class Spawner {
       const id = this.next++;
       const p: Pending = { file, args, opts, resolve };
       if (opts.signal) {
-        if (opts.signal.aborted) return resolve({ status: null, stdout: '', output: '' });
+        // As runProgram: an abort stops a run going on then; one asked for after it runs (watch's last relink).
         p.abort = () => child.connected && child.send({ kill: id });
         opts.signal.addEventListener('abort', p.abort);
       }

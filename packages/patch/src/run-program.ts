@@ -18,6 +18,11 @@ export interface Ran {
 export interface RunOptions {
   cwd: string;
   env?: NodeJS.ProcessEnv;
+  /**
+   * Its abort stops the program if it is running then (SIGTERM). A run asked
+   * for with a signal already aborted runs to its end: watch's last relink,
+   * after Ctrl-C, is one.
+   */
   signal?: AbortSignal;
   timeoutMs?: number;
 }
@@ -40,7 +45,6 @@ export const runProgram: Runner = (file, args, opts) =>
     child.stderr.setEncoding('utf8').on('data', (d: string) => (output += d));
     const abort = () => child.kill('SIGTERM');
     opts.signal?.addEventListener('abort', abort);
-    if (opts.signal?.aborted) abort();
     const finish = (status: number | null) => {
       if (done) return;
       done = true;
