@@ -7,7 +7,8 @@
 // Protocol (Node's IPC channel, JSON), one message per line of work:
 //   in:  { id, file, args, cwd, env?, timeoutMs? }  start a program
 //        { kill: id }                               SIGTERM to that program
-//   out: { id, status, stdout, output, error? }     it has exited (output: stdout and stderr as they came)
+//   out: { started: id, pid }                        it runs, as process `pid`
+//        { id, status, stdout, output, error? }     it has exited (output: stdout and stderr as they came)
 // It ends when the channel closes (its parent exited or closed it), and
 // ignores SIGINT: a Ctrl-C reaches the whole process group, and the watch
 // process still has a relink to run through it as it ends.
@@ -39,7 +40,9 @@ process.on('message', (m: Start | { kill: number }) => {
   }
   const abort = new AbortController();
   running.set(m.id, abort);
-  runProgram(m.file, m.args, { cwd: m.cwd, env: m.env, timeoutMs: m.timeoutMs, signal: abort.signal }).then((r) => {
+  // The parent is told each program's pid: if this helper dies, it waits for them to end before it runs them again itself.
+  const onStart = (pid: number) => process.connected && process.send!({ started: m.id, pid });
+  runProgram(m.file, m.args, { cwd: m.cwd, env: m.env, timeoutMs: m.timeoutMs, signal: abort.signal, onStart }).then((r) => {
     running.delete(m.id);
     if (process.connected) process.send!({ id: m.id, ...r });
   });

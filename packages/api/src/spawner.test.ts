@@ -3,6 +3,8 @@
 // program that cannot start, an abort, a helper that dies mid-run and a
 // closed helper each still give one answer.
 import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
 import { Spawner } from './spawner';
 
 let s: Spawner;
@@ -41,14 +43,22 @@ test('an abort stops the program', async () => {
   expect(Date.now() - t).toBeLessThan(10000);
 });
 
-test('the helper killed while a program runs: the run is made again in this process, and later runs too', async () => {
+test('the helper killed while a program runs: once that program has ended (it goes on alone), the run is made again in this process; later runs too', async () => {
   const helper = s.pid!;
-  const run = s.run('sh', ['-c', 'sleep 0.3; echo done "$PPID"'], { cwd: '/' });
-  await new Promise((r) => setTimeout(r, 50));
-  process.kill(helper, 'SIGKILL');
-  const r = await run;
-  expect(r.status).toBe(0);
-  expect(r.stdout).toBe(`done ${process.pid}\n`);
+  const marks = path.join(os.tmpdir(), `hotload-spawner-${process.pid}.txt`);
+  fs.rmSync(marks, { force: true });
+  try {
+    const run = s.run('sh', ['-c', `echo start >> ${marks}; sleep 0.3; echo end >> ${marks}; echo done "$PPID"`], { cwd: '/' });
+    for (let i = 0; i < 500 && !fs.existsSync(marks); i++) await new Promise((r) => setTimeout(r, 10));
+    await new Promise((r) => setTimeout(r, 50)); // the helper's word that it started it (sent before it ran) is read meanwhile
+    process.kill(helper, 'SIGKILL');
+    const r = await run;
+    expect(r.status).toBe(0);
+    expect(r.stdout).toBe(`done ${process.pid}\n`);
+    expect(fs.readFileSync(marks, 'utf8')).toBe('start\nend\nstart\nend\n'); // one after the other, never both at once
+  } finally {
+    fs.rmSync(marks, { force: true });
+  }
   expect(s.pid).toBeUndefined();
   expect((await s.run('true', [], { cwd: '/' })).status).toBe(0);
 });

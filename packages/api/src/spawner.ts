@@ -8,9 +8,10 @@
 //
 // Invariants: every run resolves, once, with the program's exit status (null
 // when it could not start or was killed) and its output; when the helper
-// cannot start or dies, runs go on in this process (a run the helper was
-// doing when it died is started again here: compiles, dry runs and links can
-// be repeated).
+// cannot start or dies, runs go on in this process. A run the helper was
+// doing when it died is started again here once the program it started has
+// ended (it goes on without the helper; two compilers writing one object at
+// once could leave it mixed): compiles, dry runs and links can be repeated.
 
 import * as cp from 'child_process';
 import * as fs from 'fs';
@@ -27,6 +28,8 @@ interface Pending {
   opts: RunOptions;
   resolve: (r: Ran) => void;
   abort?: () => void;
+  /** The program's pid, once the helper has started it. */
+  pid?: number;
 }
 
 /** A helper process that starts programs; `run` is a Runner. Close it when done. */
@@ -42,7 +45,12 @@ export class Spawner {
       if (!script) return;
       // execArgv: [] — not this process's --inspect or --cpu-prof.
       const child = cp.fork(script, [], { execArgv: [], stdio: ['ignore', 'ignore', 'inherit', 'ipc'], serialization: 'json' });
-      child.on('message', (m: Ran & { id: number }) => this.answered(m));
+      child.on('message', (m: (Ran & { id: number }) | { started: number; pid: number }) => {
+        if ('started' in m) {
+          const p = this.pending.get(m.started);
+          if (p) p.pid = m.pid;
+        } else this.answered(m);
+      });
       child.on('exit', () => this.lost());
       child.on('error', () => this.lost());
       child.unref();
@@ -99,7 +107,7 @@ export class Spawner {
     this.pending.clear();
     for (const p of left) {
       if (p.abort) p.opts.signal?.removeEventListener('abort', p.abort);
-      runHere(p.file, p.args, p.opts).then(p.resolve);
+      ended(p.pid).then(() => runHere(p.file, p.args, p.opts).then(p.resolve));
     }
   }
 
@@ -110,4 +118,24 @@ export class Spawner {
   private idle(): void {
     (this.child?.channel as { unref?: () => void } | undefined)?.unref?.();
   }
+}
+
+/** Resolves once process `pid` (not a child of this one: the dead helper's) has ended; at once without a pid. */
+async function ended(pid: number | undefined): Promise<void> {
+  const alive = () => {
+    if (pid === undefined) return false;
+    try {
+      process.kill(pid, 0);
+    } catch (e) {
+      return (e as NodeJS.ErrnoException).code === 'EPERM'; // ESRCH: gone
+    }
+    try {
+      // A zombie is ended too (where nothing reaps orphans, it would stay one).
+      const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+      return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+    } catch {
+      return false;
+    }
+  };
+  while (alive()) await new Promise((r) => setTimeout(r, 10));
 }

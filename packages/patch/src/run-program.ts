@@ -25,6 +25,8 @@ export interface RunOptions {
    */
   signal?: AbortSignal;
   timeoutMs?: number;
+  /** Told the program's pid once it has started. */
+  onStart?: (pid: number) => void;
 }
 
 /** Starts a program; resolves, once, when it has exited (status null: it could not start or was killed). */
@@ -38,6 +40,7 @@ export const runProgram: Runner = (file, args, opts) =>
     let output = '';
     let error: string | undefined;
     let done = false;
+    if (child.pid !== undefined) opts.onStart?.(child.pid);
     child.stdout.setEncoding('utf8').on('data', (d: string) => {
       stdout += d;
       output += d;
