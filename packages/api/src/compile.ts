@@ -24,8 +24,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { ElfFile, readUnits } from '@hotload/elf';
-import { objectFiles } from '@hotload/patch';
-import { Runner, runHere } from './spawner';
+import { Runner, objectFiles, runProgram } from '@hotload/patch';
 
 export interface CompileStep {
   /** The object file (absolute). */
@@ -101,7 +100,7 @@ export class DirectCompiler {
     private readonly objectsDir: string,
     build: string,
     /** Starts make's dry runs (watch's helper process: spawner.ts). */
-    private readonly run: Runner = runHere,
+    private readonly run: Runner = runProgram,
   ) {
     this.isMake = /^\s*(g|gnu)?make(\s|$)/.test(build);
   }
@@ -257,7 +256,7 @@ export class DirectCompiler {
 }
 
 /** Run the steps, as many at a time as there are CPUs; the first failure's status and everyone's output. */
-export async function runSteps(steps: CompileStep[], signal?: AbortSignal, run: Runner = runHere): Promise<{ status: number | null; output: string }> {
+export async function runSteps(steps: CompileStep[], signal?: AbortSignal, run: Runner = runProgram): Promise<{ status: number | null; output: string }> {
   const width = Math.max(1, os.cpus().length);
   let next = 0;
   let status: number | null = 0;
@@ -275,7 +274,7 @@ export async function runSteps(steps: CompileStep[], signal?: AbortSignal, run: 
 }
 
 /** A shell command in `cwd`: its exit status (null: it could not start) and its output, stdout and stderr as they came. */
-export async function runShell(cmd: string, cwd: string, signal?: AbortSignal, run: Runner = runHere): Promise<{ status: number | null; output: string }> {
+export async function runShell(cmd: string, cwd: string, signal?: AbortSignal, run: Runner = runProgram): Promise<{ status: number | null; output: string }> {
   const r = await run('sh', ['-c', cmd], { cwd, signal });
   return { status: r.status, output: r.error && !r.output ? r.error : r.output };
 }

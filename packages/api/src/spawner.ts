@@ -16,11 +16,10 @@
 import * as cp from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
+import { processExists } from '@hotload/injector';
 import { Ran, RunOptions, Runner, runProgram } from '@hotload/patch';
 
 export type { Ran, RunOptions, Runner } from '@hotload/patch';
-/** Run a program from this process. */
-export const runHere: Runner = runProgram;
 
 interface Pending {
   file: string;
@@ -63,7 +62,7 @@ export class Spawner {
 
   readonly run: Runner = (file, args, opts) => {
     const child = this.child;
-    if (!child?.connected) return runHere(file, args, opts);
+    if (!child?.connected) return runProgram(file, args, opts);
     return new Promise((resolve) => {
       const id = this.next++;
       const p: Pending = { file, args, opts, resolve };
@@ -107,7 +106,7 @@ export class Spawner {
     this.pending.clear();
     for (const p of left) {
       if (p.abort) p.opts.signal?.removeEventListener('abort', p.abort);
-      ended(p.pid).then(() => runHere(p.file, p.args, p.opts).then(p.resolve));
+      ended(p.pid).then(() => runProgram(p.file, p.args, p.opts).then(p.resolve));
     }
   }
 
@@ -120,22 +119,7 @@ export class Spawner {
   }
 }
 
-/** Resolves once process `pid` (not a child of this one: the dead helper's) has ended; at once without a pid. */
+/** Resolves once process `pid` (not a child of this one: the dead helper's) has ended, a zombie included; at once without a pid. */
 async function ended(pid: number | undefined): Promise<void> {
-  const alive = () => {
-    if (pid === undefined) return false;
-    try {
-      process.kill(pid, 0);
-    } catch (e) {
-      return (e as NodeJS.ErrnoException).code === 'EPERM'; // ESRCH: gone
-    }
-    try {
-      // A zombie is ended too (where nothing reaps orphans, it would stay one).
-      const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-      return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-    } catch {
-      return false;
-    }
-  };
-  while (alive()) await new Promise((r) => setTimeout(r, 10));
+  while (pid !== undefined && processExists(pid)) await new Promise((r) => setTimeout(r, 10));
 }

@@ -237,10 +237,10 @@ function relocated(elf: ElfFile, name: string): Buffer | undefined {
   const sec = elf.section(name);
   if (!sec) return undefined;
   const contents = elf.sectionContents(sec);
+  const rela = elf.header.type === 1 ? elf.section(`.rela${name}`) : undefined;
   // Linked files are already resolved; the copy is only for relocations to apply (read-only otherwise).
-  if (elf.header.type !== 1 || !elf.section(`.rela${name}`)) return contents;
+  if (!rela) return contents;
   const data = Buffer.from(contents);
-  const rela = elf.section(`.rela${name}`)!;
   const symtab = elf.sections[rela.link];
   if (rela.entsize !== 24 || symtab?.type !== SHT.SYMTAB || symtab.entsize !== 24) {
     elf.forEachRela(`.rela${name}`, () => undefined); // says what is malformed
