@@ -13,7 +13,7 @@
 // pointers, arrays, members, typedefs, base classes) is recorded too, for the
 // refusal to name them.
 
-import { Die, TAG, Unit, childrenOf, dieAt, hasDwarf, readUnits } from './dwarf';
+import { Die, TAG, Unit, childrenOf, dieAt, hasDwarf, readUnits, sameEntries } from './dwarf';
 import { ElfFile } from './read-elf';
 
 export interface Member {
@@ -40,7 +40,10 @@ export interface TypeLayout {
 export interface UnitTypes {
   /** The compile unit's name (its main source file). */
   unit: string;
-  layouts: Map<string, TypeLayout>;
+  /** The unit's entries, as read for types. */
+  entries: Unit;
+  /** Computed when first asked: a unit whose entries are those of the unit it is compared with needs none. */
+  readonly layouts: Map<string, TypeLayout>;
   /** Type key -> the functions and data of this unit that use it (computed when first asked: only a refusal needs it). */
   users(): Map<string, string[]>;
   /** Datum name -> the type keys its type reaches (for initial values that hold addresses). */
@@ -178,19 +181,25 @@ function unitTypes(u: Unit, whole?: () => Unit): UnitTypes {
     return l;
   };
 
-  // Every defined (not merely declared) named type, and anonymous ones a typedef names.
-  const layouts = new Map<string, TypeLayout>();
+  // Every defined (not merely declared) named type, and anonymous ones a
+  // typedef names, with its key; worked out when first asked.
+  let layouts: Map<string, TypeLayout> | undefined;
   const keyOf = new Map<number, string>();
-  for (const d of u.dies) {
-    const kind = AGGREGATE.get(d.tag);
-    if (kind && d.name && !d.declaration) keyOf.set(d.off, `${kind} ${qualified(d)}`);
-  }
-  for (const d of u.dies) {
-    if (d.tag !== TAG.typedef || !d.name) continue;
-    const t = die(d.type);
-    if (t && AGGREGATE.has(t.tag) && !t.name && !t.declaration && !keyOf.has(t.off)) keyOf.set(t.off, `${qualified(d)} (${AGGREGATE.get(t.tag)})`);
-  }
-  for (const [off, key] of keyOf) if (!layouts.has(key)) layouts.set(key, layoutOf(die(off)!, key));
+  const keyed = (): Map<string, TypeLayout> => {
+    if (layouts) return layouts;
+    for (const d of u.dies) {
+      const kind = AGGREGATE.get(d.tag);
+      if (kind && d.name && !d.declaration) keyOf.set(d.off, `${kind} ${qualified(d)}`);
+    }
+    for (const d of u.dies) {
+      if (d.tag !== TAG.typedef || !d.name) continue;
+      const t = die(d.type);
+      if (t && AGGREGATE.has(t.tag) && !t.name && !t.declaration && !keyOf.has(t.off)) keyOf.set(t.off, `${qualified(d)} (${AGGREGATE.get(t.tag)})`);
+    }
+    layouts = new Map();
+    for (const [off, key] of keyOf) if (!layouts.has(key)) layouts.set(key, layoutOf(die(off)!, key));
+    return layouts;
+  };
 
   // Which type keys a type reaches (through pointers, arrays, members, typedefs, bases).
   const reach = new Map<number, Set<string>>();
@@ -218,9 +227,18 @@ function unitTypes(u: Unit, whole?: () => Unit): UnitTypes {
     const w = unitTypes(whole());
     return (usersOf = { users: w.users(), dataTypes: w.dataTypes() });
   };
-  return { unit: u.name, layouts, users: () => findUsers().users, dataTypes: () => findUsers().dataTypes };
+  return {
+    unit: u.name,
+    entries: u,
+    get layouts() {
+      return keyed();
+    },
+    users: () => findUsers().users,
+    dataTypes: () => findUsers().dataTypes,
+  };
 
   function usersIn() {
+  keyed();
   const users = new Map<string, string[]>();
   const dataTypes = new Map<string, Set<string>>();
   const chainName = (d: Die): string | undefined => {
@@ -277,7 +295,7 @@ function signature(l: TypeLayout, depth: number): string {
 export function* changedLayouts(old: BuildTypes, now: BuildTypes): Generator<{ unit: UnitTypes; key: string; changes: string[] }> {
   for (const ub of now.units) {
     const ua = old.units.find((x) => x.unit === ub.unit) ?? (old.units.length === 1 && now.units.length === 1 ? old.units[0] : undefined);
-    if (!ua) continue;
+    if (!ua || sameEntries(ua.entries, ub.entries)) continue;
     for (const [key, lb] of ub.layouts) {
       const la = ua.layouts.get(key);
       const changes = la ? layoutChanges(la, lb) : [];

@@ -2,13 +2,14 @@
 // (dwarf-types.ts), on an object file gcc compiles here: reading for types
 // only leaves out the functions' parameters and variables but keeps a type
 // defined inside a function; the users of a type still come from the whole
-// reading; constants that need more than 53 bits keep their exact value.
+// reading; constants that need more than 53 bits keep their exact value;
+// the entries of two builds compare equal when only functions moved.
 import { execFileSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { ElfFile } from './read-elf';
-import { TAG, childrenOf, readUnits } from './dwarf';
+import { TAG, childrenOf, readUnits, sameEntries } from './dwarf';
 import { typeLayouts } from './dwarf-types';
 
 const SRC = `
@@ -86,4 +87,65 @@ test('names that are not ASCII (C allows UTF-8 identifiers) are read as UTF-8; t
   execFileSync('gcc', ['-g', '-c', '-o', o, src], { stdio: 'pipe' });
   const u = typeLayouts(new ElfFile(o, fs.readFileSync(o))).units[0];
   expect(u.layouts.get('struct café')?.members.map((m) => `${m.name}@${m.offset}`)).toEqual(['ü@0', 'plain@8']);
+});
+
+// A local type in a function inlined everywhere, in one inlined and also kept
+// out of line (gcc describes its types once, in the abstract instance, and
+// the reading for types steps over the concrete ones whole), and in a plain one.
+const INLINED = (extra: string) => `
+static inline __attribute__((always_inline)) int inl(int n) { struct inl_local { int a; long b; } x = { n, n * 2 }; return x.a + (int)x.b; }
+static __attribute__((noinline)) int ool(int n) { struct ool_local { char c; double d; } y = { (char)n, n }; return y.c + (int)y.d + inl(n); }
+static int both(int n) { struct both_local { short s; int t[3]; } z = { (short)n, { n, n, n } }; return z.s + z.t[n % 3]; }
+${extra}
+int f(int n) { return inl(n) + ool(n) + both(n) + both(n + 1); }
+int g(int n) { return both(n * 3); }
+`;
+
+/** One source file (its name is part of the entries), compiled to an object named by `tag`. */
+function compile(tag: string, src: string, opt: string): ElfFile {
+  const c = path.join(dir, 'inl.c');
+  const o = path.join(dir, `${tag}${opt}.o`);
+  fs.writeFileSync(c, src);
+  execFileSync('gcc', ['-g', opt, '-c', '-o', o, c], { stdio: 'pipe' });
+  return new ElfFile(o, fs.readFileSync(o));
+}
+
+test('types defined in inlined functions and in their out-of-line copies are kept', () => {
+  for (const opt of ['-O1', '-O2', '-O3']) {
+    const elf = compile('inl', INLINED(''), opt);
+    const whole = readUnits(elf)[0];
+    expect(whole.dies.some((d) => d.tag === TAG.inlinedSubroutine)).toBe(true);
+    const keys = [...typeLayouts(elf).units[0].layouts.keys()].sort();
+    expect(keys).toEqual(['struct both_local', 'struct inl_local', 'struct ool_local']);
+  }
+});
+
+test('two builds\' entries compare the same when only functions differ, not when a type does', () => {
+  const types = (e: ElfFile) => readUnits(e, true)[0];
+  const base = types(compile('same', INLINED(''), '-O2'));
+  // Other code and optimisation: every offset after the first function moves.
+  expect(sameEntries(base, types(compile('same-o1', INLINED('int h(int n) { return n * 7 + ool(n); }'), '-O1')))).toBe(true);
+  expect(sameEntries(base, types(compile('field', INLINED('').replace('short s;', 'short s; char added;'), '-O2')))).toBe(false);
+  expect(sameEntries(base, types(compile('width', INLINED('').replace('long b;', 'int b;'), '-O2')))).toBe(false);
+  // The whole reading is compared as a whole reading, never against one for types.
+  const e = compile('same', INLINED(''), '-O2');
+  expect(sameEntries(base, readUnits(e)[0])).toBe(false);
+});
+
+test('every field of an entry is compared (a field added to Die and left out of sameEntries fails here)', () => {
+  const u = readUnits(compile('fields', INLINED(''), '-O2'), true)[0];
+  const copy = () => ({ ...u, dies: u.dies.map((d) => Object.assign(Object.create(Object.getPrototypeOf(d)), d)) });
+  expect(sameEntries(u, copy())).toBe(true);
+  // An array bound's entry has every field (the rarer ones too).
+  const i = u.dies.findIndex((d) => d.tag === TAG.subrange);
+  expect(i).toBeGreaterThan(0);
+  const fields = Object.keys(u.dies[i]).filter((k) => k !== 'off');
+  expect(fields.length).toBeGreaterThan(15);
+  for (const k of fields) {
+    const c = copy();
+    const d = c.dies[i] as unknown as Record<string, unknown>;
+    const v = d[k];
+    d[k] = typeof v === 'bigint' ? v + 1n : typeof v === 'boolean' ? !v : typeof v === 'string' ? `${v}x` : k === 'type' || k === 'origin' || k === 'containingType' ? u.dies[1].off : typeof v === 'number' ? v + 1 : 1;
+    expect([k, sameEntries(u, c)]).toEqual([k, false]);
+  }
 });

@@ -23,7 +23,7 @@ export const TAG = {
 
 /** DW_AT_* this code decodes. */
 const AT = {
-  name: 0x03, byteSize: 0x0b, bitOffset: 0x0c, bitSize: 0x0d, lowPc: 0x11, producer: 0x25, constValue: 0x1c,
+  sibling: 0x01, name: 0x03, byteSize: 0x0b, bitOffset: 0x0c, bitSize: 0x0d, lowPc: 0x11, producer: 0x25, constValue: 0x1c,
   containingType: 0x1d, declLine: 0x3b, upperBound: 0x2f, abstractOrigin: 0x31, count: 0x37,
   dataMemberLocation: 0x38, declaration: 0x3c, external: 0x3f, specification: 0x47, type: 0x49, virtuality: 0x4c,
   vtableElemLocation: 0x4d, ranges: 0x55, dataBitOffset: 0x6b, linkageName: 0x6e, dwoName: 0x76,
@@ -104,6 +104,27 @@ export function childrenOf(u: Unit, d: Die): Die[] {
   const out: Die[] = [];
   for (let i = indexOf(u, d) + 1; i < d.end; i = u.dies[i].end) out.push(u.dies[i]);
   return out;
+}
+
+/**
+ * Do two units hold the same entries, field by field, each reference to the
+ * same position in its unit? Then whatever is computed from the entries alone
+ * (type layouts) is the same for both, and need not be computed twice. Offsets
+ * themselves are not compared: they move when an entry before them (a
+ * function's, in a unit read for types only) changes size.
+ */
+export function sameEntries(a: Unit, b: Unit): boolean {
+  if (a.dies.length !== b.dies.length || a.bodies !== b.bodies) return false;
+  const at = (u: Unit, off: number | undefined) => (off === undefined ? -2 : search(u, off));
+  for (let i = 0; i < a.dies.length; i++) {
+    const x = a.dies[i];
+    const y = b.dies[i];
+    if (x.tag !== y.tag || x.parent !== y.parent || x.end !== y.end || x.name !== y.name || x.byteSize !== y.byteSize || x.memberOffset !== y.memberOffset || x.declaration !== y.declaration) return false;
+    if (x.linkage !== y.linkage || x.bitSize !== y.bitSize || x.dataBitOffset !== y.dataBitOffset || x.bitOffset !== y.bitOffset || x.constValue !== y.constValue || x.upperBound !== y.upperBound || x.count !== y.count) return false;
+    if (x.external !== y.external || x.concrete !== y.concrete || x.virtuality !== y.virtuality || x.vtableElem !== y.vtableElem || x.declLine !== y.declLine) return false;
+    if (at(a, x.type) !== at(b, y.type) || at(a, x.origin) !== at(b, y.origin) || at(a, x.containingType) !== at(b, y.containingType)) return false;
+  }
+  return true;
 }
 
 function search(u: Unit, off: number): number {
@@ -230,6 +251,15 @@ interface Abbrev {
   /** The entry's size when every form has a fixed size: `fixed` bytes plus `addrs` addresses; -1 otherwise. */
   fixed: number;
   addrs: number;
+  /** Index of its DW_AT_sibling (an entry with children), or -1. */
+  sibling: number;
+  /**
+   * Whether its children can be stepped over whole: 1, no entry below it is
+   * ever read (a call site's parameters); 2, none is a type (a concrete
+   * instance of a function, inlined or not, whose types are those of its
+   * abstract instance), so a reading for types steps over it; 0 otherwise.
+   */
+  prune: 0 | 1 | 2;
 }
 
 /** The contents of a debug section with its relocations applied (object files). */
@@ -362,9 +392,21 @@ function parseUnits(elf: ElfFile, typesOnly: boolean): Unit[] {
       const body = depth > 0 && inBody[depth - 1];
       if (ab.concrete) unit.code = true;
       if (ab.unread || (typesOnly && ((body && ab.body) || (ab.symbol && !(parent >= 0 && CLASS.has(dies[parent].tag)))))) {
-        // Read past it; its children (if any) belong to its parent.
-        if (ab.fixed >= 0) r.p += ab.fixed + ab.addrs * addrSize;
+        // Read past it; its children (if any) belong to its parent, unless
+        // none of them is read: then they are stepped over at once, to its
+        // next sibling (DW_AT_sibling, which gcc gives most such entries).
+        let next = -1;
+        if (ab.sibling >= 0 && (ab.prune === 1 || (typesOnly && ab.prune === 2))) {
+          for (let i = 0; i < forms.length; i++) {
+            if (i === ab.sibling) next = readRef(r, forms[i], unitStart) ?? -1;
+            else skipForm(r, forms[i], addrSize);
+          }
+        } else if (ab.fixed >= 0) r.p += ab.fixed + ab.addrs * addrSize;
         else for (let i = 0; i < forms.length; i++) skipForm(r, forms[i], addrSize);
+        if (next > r.p && next <= end) {
+          r.p = next;
+          continue;
+        }
         if (ab.children) {
           openers.push(-1);
           parents.push(parent);
@@ -550,6 +592,8 @@ const COMMON = new Set<number>([AT.name, AT.type, AT.byteSize, AT.dataMemberLoca
  * parent), and unspecified parameters.
  */
 const UNREAD = new Set([0x48, 0x49, 0x4109, 0x410a, 0x0a, 0x0b, 0x18]);
+/** Call sites (DWARF 5's and GNU's): their children are their parameters, which nothing reads. */
+const CALL_SITE = new Set([0x48, 0x4109]);
 
 /** Entries whose functions and variables are part of a type (methods, static members). */
 const CLASS = new Set<number>([TAG.structure, TAG.class, TAG.union]);
@@ -558,8 +602,8 @@ const FUNCTION = new Set<number>([TAG.subprogram, TAG.inlinedSubroutine, TAG.lex
 /** What a function's body holds besides types: left out when reading for types only. */
 const BODY = new Set<number>([TAG.formalParameter, TAG.variable, TAG.inlinedSubroutine, 0x0a /* label */, 0x18 /* unspecified parameters */]);
 
-/** The attributes the reading loop keeps (and the unit's string-offsets base); every other one is stepped over. */
-const READ = new Set<number>([...Object.values(AT)]);
+/** The attributes the reading loop keeps (and the unit's string-offsets base); every other one is stepped over (DW_AT_sibling is read only to step over what an entry holds). */
+const READ = new Set<number>(Object.values(AT).filter((a) => a !== AT.sibling));
 
 /** A string attribute: of the entry, or (the compiler, the directory) of its unit. */
 function setString(u: Unit, d: Die, attr: number, v: string): void {
@@ -646,12 +690,14 @@ function readAbbrevs(data: Buffer, off: number): Abbrev[] {
     if (code === 0) return table;
     const tag = r.ulebN();
     const children = r.u8() === 1;
-    const ab: Abbrev = { tag, children, attrs: [], forms: [], read: [], unread: UNREAD.has(tag), body: BODY.has(tag), opens: FUNCTION.has(tag), symbol: tag === TAG.subprogram || tag === TAG.variable, concrete: false, full: false, fixed: 0, addrs: 0 };
+    const ab: Abbrev = { tag, children, attrs: [], forms: [], read: [], unread: UNREAD.has(tag), body: BODY.has(tag), opens: FUNCTION.has(tag), symbol: tag === TAG.subprogram || tag === TAG.variable, concrete: false, full: false, fixed: 0, addrs: 0, sibling: -1, prune: CALL_SITE.has(tag) ? 1 : tag === TAG.inlinedSubroutine ? 2 : 0 };
     for (;;) {
       const a = r.ulebN();
       const f = r.ulebN();
       if (a === 0 && f === 0) break;
       if (f === 0x21) (ab.implicit ??= [])[ab.attrs.length] = r.sleb();
+      if (a === AT.sibling && children) ab.sibling = ab.attrs.length;
+      if (tag === TAG.subprogram && a === AT.abstractOrigin) ab.prune = 2;
       ab.attrs.push(a);
       ab.forms.push(f);
       ab.read.push(READ.has(a) && (a !== AT.declLine || tag === TAG.subprogram)); // a line is read of functions only
