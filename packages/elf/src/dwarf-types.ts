@@ -76,10 +76,16 @@ export function typeLayouts(elf: ElfFile): BuildTypes {
     if (u.split) out.lacking ??= 'built with -gsplit-dwarf (the types are in .dwo files, which hotload does not read)';
     else if (/(^|\s)-g1(\s|$)|-gmlt|-gline-tables-only/.test(u.producer)) out.lacking ??= `built with ${/-gline-tables-only|-gmlt/.exec(u.producer)?.[0] ?? '-g1'}, which leaves out the types`;
     // clang does not record its options: functions described, no type at all.
-    else if (u.code && !u.dies.some((d) => TYPE_TAGS.has(d.tag))) out.lacking ??= 'built with -g1 or -gline-tables-only (its DWARF describes functions but no type)';
+    else if (u.code && !hasType(u)) out.lacking ??= 'built with -g1 or -gline-tables-only (its DWARF describes functions but no type)';
     out.units.push(unitTypes(u, () => readUnits(elf)[i]));
   }
   return out;
+}
+
+/** Has the unit any type entry? (From its table: the entries are not made into objects for this.) */
+function hasType(u: Unit): boolean {
+  for (let i = 0; i < u.table.n; i++) if (TYPE_TAGS.has(u.table.tag(i))) return true;
+  return false;
 }
 
 /**

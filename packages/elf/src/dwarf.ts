@@ -79,8 +79,10 @@ export interface Unit {
   compDir: string;
   /** A -gsplit-dwarf skeleton: the real entries are in a .dwo file. */
   split: boolean;
-  /** In .debug_info order: ascending offsets. */
-  dies: Die[];
+  /** In .debug_info order: ascending offsets. Made from `table` when first asked (a unit compared whole, by sameEntries, never needs them). */
+  readonly dies: Die[];
+  /** The same entries as numbers, one fixed-size record each. */
+  table: EntryTable;
   /** False when read for types only: functions and variables are left out (those declared inside a class aside). */
   bodies: boolean;
   /** Some function of the unit has code (DW_AT_low_pc or DW_AT_ranges), whether or not its entry was kept. */
@@ -114,30 +116,20 @@ export function childrenOf(u: Unit, d: Die): Die[] {
  * function's, in a unit read for types only) changes size.
  */
 export function sameEntries(a: Unit, b: Unit): boolean {
-  if (a.dies.length !== b.dies.length || a.bodies !== b.bodies) return false;
-  const at = (u: Unit, off: number | undefined) => (off === undefined ? -2 : search(u, off));
-  for (let i = 0; i < a.dies.length; i++) {
-    const x = a.dies[i];
-    const y = b.dies[i];
-    if (x.tag !== y.tag || x.parent !== y.parent || x.end !== y.end || x.name !== y.name || x.byteSize !== y.byteSize || x.memberOffset !== y.memberOffset || x.declaration !== y.declaration) return false;
-    if (x.linkage !== y.linkage || x.bitSize !== y.bitSize || x.dataBitOffset !== y.dataBitOffset || x.bitOffset !== y.bitOffset || x.constValue !== y.constValue || x.upperBound !== y.upperBound || x.count !== y.count) return false;
-    if (x.external !== y.external || x.concrete !== y.concrete || x.virtuality !== y.virtuality || x.vtableElem !== y.vtableElem || x.declLine !== y.declLine) return false;
-    if (at(a, x.type) !== at(b, y.type) || at(a, x.origin) !== at(b, y.origin) || at(a, x.containingType) !== at(b, y.containingType)) return false;
+  const ta = a.table;
+  const tb = b.table;
+  if (ta.n !== tb.n || a.bodies !== b.bodies) return false;
+  const bytes = (x: Float64Array | Int32Array, n: number) => Buffer.from(x.buffer, x.byteOffset, n * x.BYTES_PER_ELEMENT);
+  if (!bytes(ta.rec, ta.n * VALUES).equals(bytes(tb.rec, tb.n * VALUES))) return false; // absent fields are NaN, one bit pattern
+  if (!bytes(ta.refIndexes(), ta.n * 3).equals(bytes(tb.refIndexes(), tb.n * 3))) return false;
+  for (let i = 0; i < ta.n; i++) {
+    if (ta.names[i] !== tb.names[i] || ta.linkages[i] !== tb.linkages[i] || ta.consts[i] !== tb.consts[i]) return false;
   }
   return true;
 }
 
 function search(u: Unit, off: number): number {
-  let lo = 0;
-  let hi = u.dies.length - 1;
-  while (lo <= hi) {
-    const mid = (lo + hi) >> 1;
-    const o = u.dies[mid].off;
-    if (o === off) return mid;
-    if (o < off) lo = mid + 1;
-    else hi = mid - 1;
-  }
-  return -1;
+  return u.table.indexAt(off);
 }
 
 export class Reader {
@@ -276,13 +268,18 @@ function relocated(elf: ElfFile, name: string): Buffer | undefined {
     elf.forEachRela(`.rela${name}`, () => undefined); // says what is malformed
     return data;
   }
-  // Read straight from the tables (tens of thousands of entries per object):
-  // only the low 32 bits of each field matter for a 32-bit result.
-  const r = elf.sectionData(rela);
-  const st = elf.sectionData(symtab);
-  const u32 = (b: Buffer, o: number) => (b[o] | (b[o + 1] << 8) | (b[o + 2] << 16) | (b[o + 3] << 24)) >>> 0;
+  applyRela32(data, elf.sectionData(rela), elf.sectionData(symtab));
+  return data;
+}
+
+/**
+ * The 32-bit relocations of a RELA table applied to `data`, read straight
+ * from the tables (tens of thousands of entries per object): only the low 32
+ * bits of each field matter for a 32-bit result. 64-bit ones are addresses
+ * (DW_AT_low_pc, DW_OP_addr), which no user reads: left as they are.
+ */
+function applyRela32(data: Buffer, r: Buffer, st: Buffer): void {
   for (let o = 0; o + 24 <= r.length; o += 24) {
-    // 64-bit ones are addresses (DW_AT_low_pc, DW_OP_addr), which no user reads: left as they are.
     const type = u32(r, o + 8);
     if (type !== R_X86_64._32 && type !== R_X86_64._32S) continue;
     const at = u32(r, o);
@@ -295,8 +292,9 @@ function relocated(elf: ElfFile, name: string): Buffer | undefined {
     data[at + 2] = v >>> 16;
     data[at + 3] = v >>> 24;
   }
-  return data;
 }
+
+const u32 = (b: Buffer, o: number) => (b[o] | (b[o + 1] << 8) | (b[o + 2] << 16) | (b[o + 3] << 24)) >>> 0;
 
 /** Does the file carry DWARF at all? */
 export function hasDwarf(elf: ElfFile): boolean {
@@ -328,14 +326,30 @@ export function readUnits(elf: ElfFile, typesOnly = false): Unit[] {
 const unitsRead = new WeakMap<ElfFile, Unit[]>();
 const typesRead = new WeakMap<ElfFile, Unit[]>();
 
+/** The sections a unit's entries read from besides .debug_info. */
+interface Sources {
+  strs: (off: number) => string | undefined;
+  lineStrs: (off: number) => string | undefined;
+  /** DWARF 5's DW_FORM_strx* (clang). */
+  strOffsets?: Buffer;
+}
+
+/** A unit being read: where its string indexes start, and the strings given by index, resolved at its end. */
+interface Reading {
+  strBase: number;
+  pending: number[];
+}
+
+// The reading is cut into small functions: the optimising compiler takes
+// each on early, where one large function was compiled (in the background,
+// twice: whole and on-stack) for longer than a whole build takes to read.
+
 function parseUnits(elf: ElfFile, typesOnly: boolean): Unit[] {
   const info = relocated(elf, '.debug_info');
   const abbrevSec = elf.section('.debug_abbrev');
   if (!info || !abbrevSec) return [];
   const abbrevData = elf.sectionContents(abbrevSec);
-  const strs = strings(relocated(elf, '.debug_str'));
-  const lineStrs = strings(relocated(elf, '.debug_line_str'));
-  const strOffsets = relocated(elf, '.debug_str_offsets'); // DWARF 5's DW_FORM_strx* (clang)
+  const src: Sources = { strs: strings(relocated(elf, '.debug_str')), lineStrs: strings(relocated(elf, '.debug_line_str')), strOffsets: relocated(elf, '.debug_str_offsets') };
   const abbrevCache = new Map<number, Abbrev[]>();
   const units: Unit[] = [];
   const r = new Reader(info);
@@ -363,133 +377,166 @@ function parseUnits(elf: ElfFile, typesOnly: boolean): Unit[] {
     }
     let abbrevs = abbrevCache.get(abbrevOff);
     if (!abbrevs) abbrevCache.set(abbrevOff, (abbrevs = readAbbrevs(abbrevData, abbrevOff)));
-    const unit: Unit = { off: unitStart, version, name: '', producer: '', compDir: '', split, dies: [], bodies: !typesOnly, code: false };
-    const dies = unit.dies;
-    // Per open level (an entry with children): the kept entry that opened it
-    // (-1 if it was stepped over), the kept parent of its children, and
-    // whether they are inside a function (its parameters, variables, blocks).
-    const openers: number[] = [];
-    const parents: number[] = [];
-    const inBody: boolean[] = [];
-    // Strings by index (DW_FORM_strx*), resolved once the unit's DW_AT_str_offsets_base is known.
-    const pending: [Die, number, number][] = [];
-    let strBase = 8; // past the .debug_str_offsets header of the only contribution
-    while (r.p < end) {
-      const at = r.p;
-      const code = r.ulebN();
-      if (code === 0) {
-        const opener = openers.pop();
-        parents.pop();
-        inBody.pop();
-        if (opener !== undefined && opener >= 0) dies[opener].end = dies.length;
-        continue;
-      }
-      const ab = abbrevs[code];
-      if (!ab) throw new Error(`DWARF abbreviation ${code} missing`);
-      const depth = parents.length;
-      const parent = depth ? parents[depth - 1] : -1;
-      const forms = ab.forms;
-      const body = depth > 0 && inBody[depth - 1];
-      if (ab.concrete) unit.code = true;
-      if (ab.unread || (typesOnly && ((body && ab.body) || (ab.symbol && !(parent >= 0 && CLASS.has(dies[parent].tag)))))) {
-        // Read past it; its children (if any) belong to its parent, unless
-        // none of them is read: then they are stepped over at once, to its
-        // next sibling (DW_AT_sibling, which gcc gives most such entries).
-        let next = -1;
-        if (ab.sibling >= 0 && (ab.prune === 1 || (typesOnly && ab.prune === 2))) {
-          for (let i = 0; i < forms.length; i++) {
-            if (i === ab.sibling) next = readRef(r, forms[i], unitStart) ?? -1;
-            else skipForm(r, forms[i], addrSize);
-          }
-        } else if (ab.fixed >= 0) r.p += ab.fixed + ab.addrs * addrSize;
-        else for (let i = 0; i < forms.length; i++) skipForm(r, forms[i], addrSize);
-        if (next > r.p && next <= end) {
-          r.p = next;
-          continue;
-        }
-        if (ab.children) {
-          openers.push(-1);
-          parents.push(parent);
-          inBody.push(body || ab.opens);
-        }
-        continue;
-      }
-      const die: Die = ab.full ? new FullEntry(at, ab.tag, parent, dies.length + 1) : new Entry(at, ab.tag, parent, dies.length + 1);
-      const attrs = ab.attrs;
-      const read = ab.read;
-      for (let i = 0; i < forms.length; i++) {
-        if (!read[i]) {
-          skipForm(r, forms[i], addrSize);
-          continue;
-        }
-        let form = forms[i];
-        if (form === 0x16) form = r.ulebN(); // indirect: the form comes first
-        const attr = attrs[i];
-        switch (attr) {
-          case AT.name: case AT.linkageName: case AT.mipsLinkageName: case AT.producer: case AT.compDir: {
-            const v = readStr(r, form, addrSize);
-            if (typeof v === 'string') setString(unit, die, attr, v);
-            else if (v >= 0) pending.push([die, attr, v]);
-            break;
-          }
-          case AT.type: die.type = readRef(r, form, unitStart); break;
-          case AT.abstractOrigin: case AT.specification: die.origin = readRef(r, form, unitStart); break;
-          case AT.containingType: die.containingType = readRef(r, form, unitStart); break;
-          case AT.byteSize: die.byteSize = readNum(r, form, ab, i); break;
-          case AT.bitSize: die.bitSize = readNum(r, form, ab, i); break;
-          case AT.dataBitOffset: die.dataBitOffset = readNum(r, form, ab, i); break;
-          case AT.bitOffset: die.bitOffset = readNum(r, form, ab, i); break;
-          case AT.upperBound: die.upperBound = readNum(r, form, ab, i); break;
-          case AT.count: die.count = readNum(r, form, ab, i); break;
-          case AT.virtuality: die.virtuality = readNum(r, form, ab, i); break;
-          case AT.declLine: die.declLine = readNum(r, form, ab, i); break;
-          case AT.dataMemberLocation: die.memberOffset = isBlock(form) ? offsetExpr(r, form, true) : readNum(r, form, ab, i); break;
-          // DW_OP_constu N (gcc, clang); a constant in older producers.
-          case AT.vtableElemLocation: die.vtableElem = (isBlock(form) ? offsetExpr(r, form, false) : readNum(r, form, ab, i)) ?? 0; break;
-          case AT.constValue: die.constValue = readConst(r, form, ab, i); break;
-          case AT.external: die.external = readFlag(r, form, addrSize); break;
-          case AT.declaration: die.declaration = readFlag(r, form, addrSize); break;
-          case AT.lowPc: case AT.ranges: skipForm(r, form, addrSize); die.concrete = true; break;
-          case AT.dwoName: case AT.gnuDwoName: skipForm(r, form, addrSize); unit.split = true; break;
-          case AT.strOffsetsBase: {
-            const v = readNum(r, form, ab, i);
-            if (v !== undefined) strBase = v;
-            break;
-          }
-          default: skipForm(r, form, addrSize);
-        }
-      }
-      dies.push(die);
-      if (ab.children) {
-        openers.push(dies.length - 1);
-        parents.push(dies.length - 1);
-        inBody.push(ab.opens);
-      }
-    }
-    for (const [die, attr, index] of pending) {
-      const at = strBase + index * 4;
-      const v = strOffsets && at + 4 <= strOffsets.length ? strs(strOffsets.readUInt32LE(at)) : undefined;
-      if (v !== undefined) setString(unit, die, attr, v);
-    }
-    unit.name = unit.dies[0]?.name ?? '';
+    const table = new EntryTable();
+    let made: Die[] | undefined;
+    const unit: Unit = {
+      off: unitStart, version, name: '', producer: '', compDir: '', split, table, bodies: !typesOnly, code: false,
+      get dies() {
+        return (made ??= table.entries());
+      },
+    };
+    readEntries(r, end, unit, abbrevs, addrSize, src, typesOnly);
+    unit.name = table.names[0] ?? '';
     units.push(unit);
     r.p = end;
   }
   return units;
+}
 
-  /** A string attribute's value; for a string given by index (DWARF 5's strx forms), the index, resolved at the unit's end; -1 for a form that is no string. */
-  function readStr(r: Reader, form: number, addrSize: number): string | number {
-    switch (form) {
-      case 0x0e: return strs(r.u32()) ?? -1; // strp
-      case 0x08: return r.cstr(); // string
-      case 0x1f: return lineStrs(r.u32()) ?? -1; // line_strp
-      case 0x1a: return r.ulebN(); // strx
-      case 0x25: return r.u8(); // strx1
-      case 0x26: return r.u16(); // strx2
-      case 0x27: { const v = r.b.readUIntLE(r.p, 3); r.p += 3; return v; } // strx3
-      case 0x28: return r.u32(); // strx4
-      default: skipForm(r, form, addrSize); return -1;
+/** The entries of one unit, from `r.p` up to `end`, into its table. */
+function readEntries(r: Reader, end: number, unit: Unit, abbrevs: Abbrev[], addrSize: number, src: Sources, typesOnly: boolean): void {
+  const table = unit.table;
+  const unitStart = unit.off;
+  // Per open level (an entry with children): the kept entry that opened it
+  // (-1 if it was stepped over), the kept parent of its children, and
+  // whether they are inside a function (its parameters, variables, blocks).
+  const openers: number[] = [];
+  const parents: number[] = [];
+  const inBody: boolean[] = [];
+  const reading: Reading = { strBase: 8, pending: [] }; // 8: past the .debug_str_offsets header of the only contribution
+  while (r.p < end) {
+    const at = r.p;
+    const code = r.ulebN();
+    if (code === 0) {
+      const opener = openers.pop();
+      parents.pop();
+      inBody.pop();
+      if (opener !== undefined && opener >= 0) table.rec[opener * VALUES + S.end] = table.n;
+      continue;
     }
+    const ab = abbrevs[code];
+    if (!ab) throw new Error(`DWARF abbreviation ${code} missing`);
+    const depth = parents.length;
+    const parent = depth ? parents[depth - 1] : -1;
+    const body = depth > 0 && inBody[depth - 1];
+    if (ab.concrete) unit.code = true;
+    if (ab.unread || (typesOnly && ((body && ab.body) || (ab.symbol && !(parent >= 0 && CLASS.has(table.tag(parent))))))) {
+      // Read past it; its children (if any) belong to its parent, unless
+      // none of them is read: then they are stepped over at once, to its
+      // next sibling (DW_AT_sibling, which gcc gives most such entries).
+      const next = stepOver(r, ab, addrSize, unitStart, typesOnly);
+      if (next > r.p && next <= end) {
+        r.p = next;
+        continue;
+      }
+      if (ab.children) {
+        openers.push(-1);
+        parents.push(parent);
+        inBody.push(body || ab.opens);
+      }
+      continue;
+    }
+    const idx = table.add(at, ab.tag, parent, ab.full);
+    readAttributes(r, ab, idx, unit, addrSize, src, reading);
+    if (ab.children) {
+      openers.push(idx);
+      parents.push(idx);
+      inBody.push(ab.opens);
+    }
+  }
+  const { strBase, pending } = reading;
+  for (let k = 0; k < pending.length; k += 3) {
+    const at = strBase + pending[k + 2] * 4;
+    const v = src.strOffsets && at + 4 <= src.strOffsets.length ? src.strs(src.strOffsets.readUInt32LE(at)) : undefined;
+    if (v !== undefined) setString(unit, pending[k], pending[k + 1], v);
+  }
+}
+
+/** Past an entry that is not kept; its DW_AT_sibling when all it holds can be stepped over too (else NaN). */
+function stepOver(r: Reader, ab: Abbrev, addrSize: number, unitStart: number, typesOnly: boolean): number {
+  const forms = ab.forms;
+  let next = NaN;
+  if (ab.sibling >= 0 && (ab.prune === 1 || (typesOnly && ab.prune === 2))) {
+    for (let i = 0; i < forms.length; i++) {
+      if (i === ab.sibling) next = readRef(r, forms[i], unitStart);
+      else skipForm(r, forms[i], addrSize);
+    }
+  } else if (ab.fixed >= 0) r.p += ab.fixed + ab.addrs * addrSize;
+  else for (let i = 0; i < forms.length; i++) skipForm(r, forms[i], addrSize);
+  return next;
+}
+
+/** A kept entry's attributes into its record (entry `idx` of the unit's table). */
+function readAttributes(r: Reader, ab: Abbrev, idx: number, unit: Unit, addrSize: number, src: Sources, reading: Reading): void {
+  const table = unit.table;
+  const unitStart = unit.off;
+  const rec = table.rec;
+  const refs = table.refs;
+  const b = idx * VALUES;
+  const rb = idx * REFS;
+  const forms = ab.forms;
+  const attrs = ab.attrs;
+  const read = ab.read;
+  for (let i = 0; i < forms.length; i++) {
+    if (!read[i]) {
+      skipForm(r, forms[i], addrSize);
+      continue;
+    }
+    let form = forms[i];
+    if (form === 0x16) form = r.ulebN(); // indirect: the form comes first
+    const attr = attrs[i];
+    switch (attr) {
+      case AT.name: case AT.linkageName: case AT.mipsLinkageName: case AT.producer: case AT.compDir: {
+        const v = readStr(r, form, addrSize, src);
+        if (typeof v === 'string') setString(unit, idx, attr, v);
+        else if (v >= 0) reading.pending.push(idx, attr, v);
+        break;
+      }
+      case AT.type: refs[rb + R.type] = readRef(r, form, unitStart); break;
+      case AT.abstractOrigin: case AT.specification: refs[rb + R.origin] = readRef(r, form, unitStart); break;
+      case AT.containingType: refs[rb + R.containingType] = readRef(r, form, unitStart); break;
+      case AT.byteSize: rec[b + S.byteSize] = readNum(r, form, ab, i); break;
+      case AT.bitSize: rec[b + S.bitSize] = readNum(r, form, ab, i); break;
+      case AT.dataBitOffset: rec[b + S.dataBitOffset] = readNum(r, form, ab, i); break;
+      case AT.bitOffset: rec[b + S.bitOffset] = readNum(r, form, ab, i); break;
+      case AT.upperBound: rec[b + S.upperBound] = readNum(r, form, ab, i); break;
+      case AT.count: rec[b + S.count] = readNum(r, form, ab, i); break;
+      case AT.virtuality: rec[b + S.virtuality] = readNum(r, form, ab, i); break;
+      case AT.declLine: rec[b + S.declLine] = readNum(r, form, ab, i); break;
+      case AT.dataMemberLocation: rec[b + S.memberOffset] = isBlock(form) ? offsetExpr(r, form, true) : readNum(r, form, ab, i); break;
+      // DW_OP_constu N (gcc, clang); a constant in older producers.
+      case AT.vtableElemLocation: {
+        const v = isBlock(form) ? offsetExpr(r, form, false) : readNum(r, form, ab, i);
+        rec[b + S.vtableElem] = v !== v ? 0 : v;
+        break;
+      }
+      case AT.constValue: table.consts[idx] = readConst(r, form, ab, i); break;
+      case AT.external: rec[b + S.external] = readFlag(r, form, addrSize); break;
+      case AT.declaration: rec[b + S.declaration] = readFlag(r, form, addrSize); break;
+      case AT.lowPc: case AT.ranges: skipForm(r, form, addrSize); rec[b + S.concrete] = 1; break;
+      case AT.dwoName: case AT.gnuDwoName: skipForm(r, form, addrSize); unit.split = true; break;
+      case AT.strOffsetsBase: {
+        const v = readNum(r, form, ab, i);
+        if (v === v) reading.strBase = v;
+        break;
+      }
+      default: skipForm(r, form, addrSize);
+    }
+  }
+}
+
+/** A string attribute's value; for a string given by index (DWARF 5's strx forms), the index, resolved at the unit's end; -1 for a form that is no string. */
+function readStr(r: Reader, form: number, addrSize: number, src: Sources): string | number {
+  switch (form) {
+    case 0x0e: return src.strs(r.u32()) ?? -1; // strp
+    case 0x08: return r.cstr(); // string
+    case 0x1f: return src.lineStrs(r.u32()) ?? -1; // line_strp
+    case 0x1a: return r.ulebN(); // strx
+    case 0x25: return r.u8(); // strx1
+    case 0x26: return r.u16(); // strx2
+    case 0x27: { const v = r.b.readUIntLE(r.p, 3); r.p += 3; return v; } // strx3
+    case 0x28: return r.u32(); // strx4
+    default: skipForm(r, form, addrSize); return -1;
   }
 }
 
@@ -543,6 +590,139 @@ function strings(buf: Buffer | undefined): (off: number) => string | undefined {
     }
     return s;
   };
+}
+
+/**
+ * Where each field of an entry is in its record (EntryTable.rec): numbers,
+ * NaN for an attribute the entry does not have; flags as 0 or 1. `full`: 1
+ * when the entry's abbreviation has one of the rarer attributes (it is made
+ * a FullEntry). Offsets (the entry's own, its references) are apart, in
+ * EntryTable.refs: two builds' equal entries have equal records.
+ */
+const S = {
+  tag: 0, parent: 1, end: 2, full: 3, byteSize: 4, memberOffset: 5, bitSize: 6, dataBitOffset: 7, bitOffset: 8, upperBound: 9,
+  count: 10, virtuality: 11, vtableElem: 12, declLine: 13, declaration: 14, external: 15, concrete: 16,
+} as const;
+const VALUES = 17;
+/** EntryTable.refs: the entry's offset and its references, as absolute offsets in .debug_info (NaN: none). */
+const R = { off: 0, type: 1, origin: 2, containingType: 3 } as const;
+const REFS = 4;
+
+/**
+ * A unit's entries with no object per entry: a record of numbers each, its
+ * offsets beside it, and its strings and exact constants beside those.
+ * Reading a build's types makes tens of thousands of entries, most of which
+ * are only compared with the other build's (sameEntries), never looked at
+ * one by one; `entries()` makes the objects when they are.
+ */
+export class EntryTable {
+  /** Numbers per entry in `rec` and in `refs`. */
+  static readonly values = VALUES;
+  static readonly refSlots = REFS;
+  n = 0;
+  rec = new Float64Array(0);
+  refs = new Float64Array(0);
+  names: (string | undefined)[] = [];
+  linkages: (string | undefined)[] = [];
+  consts: (bigint | undefined)[] = [];
+  private indexes?: Int32Array;
+
+  /** A new entry (its other fields NaN); returns its index. */
+  add(off: number, tag: number, parent: number, full: boolean): number {
+    const i = this.n++;
+    if ((i + 1) * VALUES > this.rec.length) {
+      const size = Math.max(256, 2 * i);
+      const rec = new Float64Array(size * VALUES).fill(NaN);
+      rec.set(this.rec);
+      this.rec = rec;
+      const refs = new Float64Array(size * REFS).fill(NaN);
+      refs.set(this.refs);
+      this.refs = refs;
+    }
+    const rec = this.rec;
+    const b = i * VALUES;
+    rec[b + S.tag] = tag;
+    rec[b + S.parent] = parent;
+    rec[b + S.end] = i + 1;
+    rec[b + S.full] = full ? 1 : 0;
+    this.refs[i * REFS] = off;
+    return i;
+  }
+
+  /** The index of the entry at absolute offset `off`, by binary search; -1 if none. */
+  indexAt(off: number): number {
+    const refs = this.refs;
+    let lo = 0;
+    let hi = this.n - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      const o = refs[mid * REFS];
+      if (o === off) return mid;
+      if (o < off) lo = mid + 1;
+      else hi = mid - 1;
+    }
+    return -1;
+  }
+
+  tag(i: number): number {
+    return this.rec[i * VALUES + S.tag];
+  }
+
+  /** Each entry's references as indexes of entries (-1: none of this unit's kept ones; -2: no reference). */
+  refIndexes(): Int32Array {
+    if (this.indexes) return this.indexes;
+    const out = new Int32Array(this.n * 3);
+    for (let i = 0; i < this.n; i++) {
+      for (let k = 1; k < REFS; k++) {
+        const v = this.refs[i * REFS + k];
+        out[i * 3 + k - 1] = v !== v ? -2 : this.indexAt(v);
+      }
+    }
+    return (this.indexes = out);
+  }
+
+  /** Every entry as an object. */
+  entries(): Die[] {
+    const out: Die[] = new Array(this.n);
+    const rec = this.rec;
+    const refs = this.refs;
+    const num = (v: number) => (v === v ? v : undefined);
+    const flag = (v: number) => (v === v ? v === 1 : undefined);
+    for (let i = 0; i < this.n; i++) {
+      const b = i * VALUES;
+      const rb = i * REFS;
+      const off = refs[rb];
+      const tag = rec[b + S.tag];
+      const parent = rec[b + S.parent];
+      const end = rec[b + S.end];
+      let d: Entry;
+      if (rec[b + S.full]) {
+        const f = new FullEntry(off, tag, parent, end);
+        f.linkage = this.linkages[i];
+        f.origin = num(refs[rb + R.origin]);
+        f.containingType = num(refs[rb + R.containingType]);
+        f.bitSize = num(rec[b + S.bitSize]);
+        f.dataBitOffset = num(rec[b + S.dataBitOffset]);
+        f.bitOffset = num(rec[b + S.bitOffset]);
+        f.constValue = this.consts[i];
+        f.upperBound = num(rec[b + S.upperBound]);
+        f.count = num(rec[b + S.count]);
+        f.external = flag(rec[b + S.external]);
+        f.concrete = flag(rec[b + S.concrete]);
+        f.virtuality = num(rec[b + S.virtuality]);
+        f.vtableElem = num(rec[b + S.vtableElem]);
+        f.declLine = num(rec[b + S.declLine]);
+        d = f;
+      } else d = new Entry(off, tag, parent, end);
+      d.name = this.names[i];
+      d.type = num(refs[rb + R.type]);
+      d.byteSize = num(rec[b + S.byteSize]);
+      d.memberOffset = num(rec[b + S.memberOffset]);
+      d.declaration = flag(rec[b + S.declaration]);
+      out[i] = d;
+    }
+    return out;
+  }
 }
 
 /**
@@ -606,9 +786,9 @@ const BODY = new Set<number>([TAG.formalParameter, TAG.variable, TAG.inlinedSubr
 const READ = new Set<number>(Object.values(AT).filter((a) => a !== AT.sibling));
 
 /** A string attribute: of the entry, or (the compiler, the directory) of its unit. */
-function setString(u: Unit, d: Die, attr: number, v: string): void {
-  if (attr === AT.name) d.name = v;
-  else if (attr === AT.linkageName || attr === AT.mipsLinkageName) d.linkage = v;
+function setString(u: Unit, i: number, attr: number, v: string): void {
+  if (attr === AT.name) u.table.names[i] = v;
+  else if (attr === AT.linkageName || attr === AT.mipsLinkageName) u.table.linkages[i] = v;
   else if (attr === AT.producer) u.producer = v;
   else if (attr === AT.compDir) u.compDir = v;
 }
@@ -616,8 +796,10 @@ function setString(u: Unit, d: Die, attr: number, v: string): void {
 // readRef, readNum and readConst step over a form they do not take with an
 // address size of 8: x86-64's, and none of these attributes has an address form.
 
-/** A reference as an absolute offset in .debug_info; undefined for any other form (a type signature). */
-function readRef(r: Reader, form: number, unitStart: number): number | undefined {
+// The readers below give NaN for what is not there (an entry's record holds NaN for it).
+
+/** A reference as an absolute offset in .debug_info; NaN for any other form (a type signature). */
+function readRef(r: Reader, form: number, unitStart: number): number {
   switch (form) {
     case 0x13: return unitStart + r.u32(); // ref4
     case 0x11: return unitStart + r.u8(); // ref1
@@ -625,12 +807,12 @@ function readRef(r: Reader, form: number, unitStart: number): number | undefined
     case 0x14: return unitStart + Number(r.u64()); // ref8
     case 0x15: return unitStart + r.ulebN(); // ref_udata
     case 0x10: return r.u32(); // ref_addr: already absolute
-    default: skipForm(r, form, 8); return undefined;
+    default: skipForm(r, form, 8); return NaN;
   }
 }
 
-/** A constant as a number (data forms unsigned, sdata signed); undefined for a form that is no constant (an expression, a reference). */
-function readNum(r: Reader, form: number, ab: Abbrev, i: number): number | undefined {
+/** A constant as a number (data forms unsigned, sdata signed); NaN for a form that is no constant (an expression, a reference). */
+function readNum(r: Reader, form: number, ab: Abbrev, i: number): number {
   switch (form) {
     case 0x0b: return r.u8(); // data1
     case 0x05: return r.u16(); // data2
@@ -640,7 +822,7 @@ function readNum(r: Reader, form: number, ab: Abbrev, i: number): number | undef
     case 0x0d: return Number(r.slebSmall()); // sdata
     case 0x21: return Number(ab.implicit![i]); // implicit_const
     case 0x17: return r.u32(); // sec_offset (DW_AT_str_offsets_base)
-    default: skipForm(r, form, 8); return undefined;
+    default: skipForm(r, form, 8); return NaN;
   }
 }
 
@@ -658,11 +840,12 @@ function readConst(r: Reader, form: number, ab: Abbrev, i: number): bigint | und
   }
 }
 
-function readFlag(r: Reader, form: number, addrSize: number): boolean {
-  if (form === 0x19) return true; // flag_present
-  if (form === 0x0c || form === 0x0b) return r.u8() !== 0; // flag (data1 from old producers)
+/** A flag as 1 or 0. */
+function readFlag(r: Reader, form: number, addrSize: number): number {
+  if (form === 0x19) return 1; // flag_present
+  if (form === 0x0c || form === 0x0b) return r.u8() !== 0 ? 1 : 0; // flag (data1 from old producers)
   skipForm(r, form, addrSize);
-  return false;
+  return 0;
 }
 
 const isBlock = (form: number) => form === 0x18 || form === 0x09 || form === 0x0a || form === 0x03 || form === 0x04;
@@ -670,15 +853,15 @@ const isBlock = (form: number) => form === 0x18 || form === 0x09 || form === 0x0
 /**
  * A member's or virtual function's place given as an expression: gcc and
  * clang write DW_OP_plus_uconst N (member offsets) or DW_OP_constu N (both).
- * Undefined for any other expression.
+ * NaN for any other expression.
  */
-function offsetExpr(r: Reader, form: number, plus: boolean): number | undefined {
+function offsetExpr(r: Reader, form: number, plus: boolean): number {
   const n = form === 0x0a ? r.u8() : form === 0x03 ? r.u16() : form === 0x04 ? r.u32() : r.ulebN();
   const start = r.p;
   r.p += n;
   const op = r.b[start];
   if (n > 1 && (op === DW_OP_constu || (plus && op === DW_OP_plus_uconst))) return new Reader(r.b, start + 1).ulebN();
-  return undefined;
+  return NaN;
 }
 
 /** An abbreviation table, by code (gcc and clang number them 1, 2, ...), each with what the reading loop asks of it worked out once. */
