@@ -229,8 +229,9 @@ interface Abbrev {
   forms: number[];
   /** DW_FORM_implicit_const values, by attribute index (only abbreviations that have one). */
   implicit?: bigint[];
-  /** Per attribute: is it one the reading loop keeps (READ)? */
+  /** Per attribute: is it one the reading loop keeps (READ)? And what it does with it (Act.skip: nothing). */
   read: boolean[];
+  acts: Act[];
   /** An entry no user reads (UNREAD), one of a function's body (BODY), one that opens a function's body (FUNCTION). */
   unread: boolean;
   body: boolean;
@@ -249,7 +250,8 @@ interface Abbrev {
    * Whether its children can be stepped over whole: 1, no entry below it is
    * ever read (a call site's parameters); 2, none is a type (a concrete
    * instance of a function, inlined or not, whose types are those of its
-   * abstract instance), so a reading for types steps over it; 0 otherwise.
+   * abstract instance; a function's declaration), so a reading for types
+   * steps over it; 0 otherwise.
    */
   prune: 0 | 1 | 2;
 }
@@ -476,46 +478,45 @@ function readAttributes(r: Reader, ab: Abbrev, idx: number, unit: Unit, addrSize
   const rb = idx * REFS;
   const forms = ab.forms;
   const attrs = ab.attrs;
-  const read = ab.read;
+  const acts = ab.acts;
   for (let i = 0; i < forms.length; i++) {
-    if (!read[i]) {
+    if (acts[i] === Act.skip) {
       skipForm(r, forms[i], addrSize);
       continue;
     }
     let form = forms[i];
     if (form === 0x16) form = r.ulebN(); // indirect: the form comes first
-    const attr = attrs[i];
-    switch (attr) {
-      case AT.name: case AT.linkageName: case AT.mipsLinkageName: case AT.producer: case AT.compDir: {
+    switch (acts[i]) {
+      case Act.str: {
         const v = readStr(r, form, addrSize, src);
-        if (typeof v === 'string') setString(unit, idx, attr, v);
-        else if (v >= 0) reading.pending.push(idx, attr, v);
+        if (typeof v === 'string') setString(unit, idx, attrs[i], v);
+        else if (v >= 0) reading.pending.push(idx, attrs[i], v);
         break;
       }
-      case AT.type: refs[rb + R.type] = readRef(r, form, unitStart); break;
-      case AT.abstractOrigin: case AT.specification: refs[rb + R.origin] = readRef(r, form, unitStart); break;
-      case AT.containingType: refs[rb + R.containingType] = readRef(r, form, unitStart); break;
-      case AT.byteSize: rec[b + S.byteSize] = readNum(r, form, ab, i); break;
-      case AT.bitSize: rec[b + S.bitSize] = readNum(r, form, ab, i); break;
-      case AT.dataBitOffset: rec[b + S.dataBitOffset] = readNum(r, form, ab, i); break;
-      case AT.bitOffset: rec[b + S.bitOffset] = readNum(r, form, ab, i); break;
-      case AT.upperBound: rec[b + S.upperBound] = readNum(r, form, ab, i); break;
-      case AT.count: rec[b + S.count] = readNum(r, form, ab, i); break;
-      case AT.virtuality: rec[b + S.virtuality] = readNum(r, form, ab, i); break;
-      case AT.declLine: rec[b + S.declLine] = readNum(r, form, ab, i); break;
-      case AT.dataMemberLocation: rec[b + S.memberOffset] = isBlock(form) ? offsetExpr(r, form, true) : readNum(r, form, ab, i); break;
+      case Act.type: refs[rb + R.type] = readRef(r, form, unitStart); break;
+      case Act.origin: refs[rb + R.origin] = readRef(r, form, unitStart); break;
+      case Act.containingType: refs[rb + R.containingType] = readRef(r, form, unitStart); break;
+      case Act.byteSize: rec[b + S.byteSize] = readNum(r, form, ab, i); break;
+      case Act.bitSize: rec[b + S.bitSize] = readNum(r, form, ab, i); break;
+      case Act.dataBitOffset: rec[b + S.dataBitOffset] = readNum(r, form, ab, i); break;
+      case Act.bitOffset: rec[b + S.bitOffset] = readNum(r, form, ab, i); break;
+      case Act.upperBound: rec[b + S.upperBound] = readNum(r, form, ab, i); break;
+      case Act.count: rec[b + S.count] = readNum(r, form, ab, i); break;
+      case Act.virtuality: rec[b + S.virtuality] = readNum(r, form, ab, i); break;
+      case Act.declLine: rec[b + S.declLine] = readNum(r, form, ab, i); break;
+      case Act.memberOffset: rec[b + S.memberOffset] = isBlock(form) ? offsetExpr(r, form, true) : readNum(r, form, ab, i); break;
       // DW_OP_constu N (gcc, clang); a constant in older producers.
-      case AT.vtableElemLocation: {
+      case Act.vtableElem: {
         const v = isBlock(form) ? offsetExpr(r, form, false) : readNum(r, form, ab, i);
         rec[b + S.vtableElem] = v !== v ? 0 : v;
         break;
       }
-      case AT.constValue: table.consts[idx] = readConst(r, form, ab, i); break;
-      case AT.external: rec[b + S.external] = readFlag(r, form, addrSize); break;
-      case AT.declaration: rec[b + S.declaration] = readFlag(r, form, addrSize); break;
-      case AT.lowPc: case AT.ranges: skipForm(r, form, addrSize); rec[b + S.concrete] = 1; break;
-      case AT.dwoName: case AT.gnuDwoName: skipForm(r, form, addrSize); unit.split = true; break;
-      case AT.strOffsetsBase: {
+      case Act.constValue: table.consts[idx] = readConst(r, form, ab, i); break;
+      case Act.external: rec[b + S.external] = readFlag(r, form, addrSize); break;
+      case Act.declaration: rec[b + S.declaration] = readFlag(r, form, addrSize); break;
+      case Act.concrete: skipForm(r, form, addrSize); rec[b + S.concrete] = 1; break;
+      case Act.split: skipForm(r, form, addrSize); unit.split = true; break;
+      case Act.strOffsetsBase: {
         const v = readNum(r, form, ab, i);
         if (v === v) reading.strBase = v;
         break;
@@ -599,14 +600,35 @@ function strings(buf: Buffer | undefined): (off: number) => string | undefined {
  * a FullEntry). Offsets (the entry's own, its references) are apart, in
  * EntryTable.refs: two builds' equal entries have equal records.
  */
-const S = {
-  tag: 0, parent: 1, end: 2, full: 3, byteSize: 4, memberOffset: 5, bitSize: 6, dataBitOffset: 7, bitOffset: 8, upperBound: 9,
-  count: 10, virtuality: 11, vtableElem: 12, declLine: 13, declaration: 14, external: 15, concrete: 16,
-} as const;
+// (const enums: their members are numbers in the compiled code, not property
+// reads, which the reading loops would make tens of thousands of times.)
+const enum S {
+  tag, parent, end, full, byteSize, memberOffset, bitSize, dataBitOffset, bitOffset, upperBound, count, virtuality, vtableElem,
+  declLine, declaration, external, concrete,
+}
 const VALUES = 17;
 /** EntryTable.refs: the entry's offset and its references, as absolute offsets in .debug_info (NaN: none). */
-const R = { off: 0, type: 1, origin: 2, containingType: 3 } as const;
+const enum R { off, type, origin, containingType }
 const REFS = 4;
+
+/**
+ * What the reading loop does with an attribute, worked out per abbreviation
+ * (Abbrev.acts): a switch over these small numbers is a jump, where one over
+ * the DW_AT_* codes is a comparison per case.
+ */
+const enum Act {
+  skip, str, type, origin, containingType, byteSize, bitSize, dataBitOffset, bitOffset, upperBound, count, virtuality, declLine,
+  memberOffset, vtableElem, constValue, external, declaration, concrete, split, strOffsetsBase,
+}
+const ACTS = new Map<number, Act>([
+  [AT.name, Act.str], [AT.linkageName, Act.str], [AT.mipsLinkageName, Act.str], [AT.producer, Act.str], [AT.compDir, Act.str],
+  [AT.type, Act.type], [AT.abstractOrigin, Act.origin], [AT.specification, Act.origin], [AT.containingType, Act.containingType],
+  [AT.byteSize, Act.byteSize], [AT.bitSize, Act.bitSize], [AT.dataBitOffset, Act.dataBitOffset], [AT.bitOffset, Act.bitOffset],
+  [AT.upperBound, Act.upperBound], [AT.count, Act.count], [AT.virtuality, Act.virtuality], [AT.declLine, Act.declLine],
+  [AT.dataMemberLocation, Act.memberOffset], [AT.vtableElemLocation, Act.vtableElem], [AT.constValue, Act.constValue],
+  [AT.external, Act.external], [AT.declaration, Act.declaration], [AT.lowPc, Act.concrete], [AT.ranges, Act.concrete],
+  [AT.dwoName, Act.split], [AT.gnuDwoName, Act.split], [AT.strOffsetsBase, Act.strOffsetsBase],
+]);
 
 /**
  * A unit's entries with no object per entry: a record of numbers each, its
@@ -873,17 +895,19 @@ function readAbbrevs(data: Buffer, off: number): Abbrev[] {
     if (code === 0) return table;
     const tag = r.ulebN();
     const children = r.u8() === 1;
-    const ab: Abbrev = { tag, children, attrs: [], forms: [], read: [], unread: UNREAD.has(tag), body: BODY.has(tag), opens: FUNCTION.has(tag), symbol: tag === TAG.subprogram || tag === TAG.variable, concrete: false, full: false, fixed: 0, addrs: 0, sibling: -1, prune: CALL_SITE.has(tag) ? 1 : tag === TAG.inlinedSubroutine ? 2 : 0 };
+    const ab: Abbrev = { tag, children, attrs: [], forms: [], read: [], acts: [], unread: UNREAD.has(tag), body: BODY.has(tag), opens: FUNCTION.has(tag), symbol: tag === TAG.subprogram || tag === TAG.variable, concrete: false, full: false, fixed: 0, addrs: 0, sibling: -1, prune: CALL_SITE.has(tag) ? 1 : tag === TAG.inlinedSubroutine ? 2 : 0 };
     for (;;) {
       const a = r.ulebN();
       const f = r.ulebN();
       if (a === 0 && f === 0) break;
       if (f === 0x21) (ab.implicit ??= [])[ab.attrs.length] = r.sleb();
       if (a === AT.sibling && children) ab.sibling = ab.attrs.length;
-      if (tag === TAG.subprogram && a === AT.abstractOrigin) ab.prune = 2;
+      // A concrete instance's types are its abstract instance's; a declaration (a prototype) defines none.
+      if (tag === TAG.subprogram && (a === AT.abstractOrigin || (a === AT.declaration && f === 0x19))) ab.prune = 2;
       ab.attrs.push(a);
       ab.forms.push(f);
       ab.read.push(READ.has(a) && (a !== AT.declLine || tag === TAG.subprogram)); // a line is read of functions only
+      ab.acts.push(ab.read[ab.read.length - 1] ? ACTS.get(a) ?? Act.skip : Act.skip);
       if (tag === TAG.subprogram && (a === AT.lowPc || a === AT.ranges)) ab.concrete = true;
       if (ab.read[ab.read.length - 1] && !COMMON.has(a)) ab.full = true;
       const size = FIXED_SIZE[f];
