@@ -229,8 +229,7 @@ interface Abbrev {
   forms: number[];
   /** DW_FORM_implicit_const values, by attribute index (only abbreviations that have one). */
   implicit?: bigint[];
-  /** Per attribute: is it one the reading loop keeps (READ)? And what it does with it (Act.skip: nothing). */
-  read: boolean[];
+  /** Per attribute: what the reading loop does with it (Act.skip: steps over it; only those in READ are taken). */
   acts: Act[];
   /** An entry no user reads (UNREAD), one of a function's body (BODY), one that opens a function's body (FUNCTION). */
   unread: boolean;
@@ -895,7 +894,7 @@ function readAbbrevs(data: Buffer, off: number): Abbrev[] {
     if (code === 0) return table;
     const tag = r.ulebN();
     const children = r.u8() === 1;
-    const ab: Abbrev = { tag, children, attrs: [], forms: [], read: [], acts: [], unread: UNREAD.has(tag), body: BODY.has(tag), opens: FUNCTION.has(tag), symbol: tag === TAG.subprogram || tag === TAG.variable, concrete: false, full: false, fixed: 0, addrs: 0, sibling: -1, prune: CALL_SITE.has(tag) ? 1 : tag === TAG.inlinedSubroutine ? 2 : 0 };
+    const ab: Abbrev = { tag, children, attrs: [], forms: [], acts: [], unread: UNREAD.has(tag), body: BODY.has(tag), opens: FUNCTION.has(tag), symbol: tag === TAG.subprogram || tag === TAG.variable, concrete: false, full: false, fixed: 0, addrs: 0, sibling: -1, prune: CALL_SITE.has(tag) ? 1 : tag === TAG.inlinedSubroutine ? 2 : 0 };
     for (;;) {
       const a = r.ulebN();
       const f = r.ulebN();
@@ -906,10 +905,10 @@ function readAbbrevs(data: Buffer, off: number): Abbrev[] {
       if (tag === TAG.subprogram && (a === AT.abstractOrigin || (a === AT.declaration && f === 0x19))) ab.prune = 2;
       ab.attrs.push(a);
       ab.forms.push(f);
-      ab.read.push(READ.has(a) && (a !== AT.declLine || tag === TAG.subprogram)); // a line is read of functions only
-      ab.acts.push(ab.read[ab.read.length - 1] ? ACTS.get(a) ?? Act.skip : Act.skip);
+      const read = READ.has(a) && (a !== AT.declLine || tag === TAG.subprogram); // a line is read of functions only
+      ab.acts.push(read ? ACTS.get(a) ?? Act.skip : Act.skip);
       if (tag === TAG.subprogram && (a === AT.lowPc || a === AT.ranges)) ab.concrete = true;
-      if (ab.read[ab.read.length - 1] && !COMMON.has(a)) ab.full = true;
+      if (read && !COMMON.has(a)) ab.full = true;
       const size = FIXED_SIZE[f];
       if (f === 0x01) ab.addrs++;
       else if (size === undefined) ab.fixed = -1;
