@@ -17,26 +17,17 @@
 //   0 (1 in .debug_ranges and .debug_loc, where 0 0 ends a list), which
 //   debuggers skip.
 //
-// A section's bytes go in whole, with `.incbin` from a file written beside
-// the assembly (its constant fields, the tombstones and the zeros, written
-// into it first), and each relocated field as a `.reloc` directive: a large
-// unit's DWARF is megabytes with thousands of relocations, and neither this
-// code nor the assembler goes through it byte by byte.
+// The bytes between relocations go in as `.ascii` strings (asciiLines): a
+// large unit's DWARF is megabytes, and the assembler reads strings fastest.
 
-import * as fs from 'fs';
-import * as path from 'path';
 import { RELOC_8_BYTES, R_X86_64, SHF, SHT, STT, Section } from '@hotload/elf';
-import { Generator, Unit, signed } from './rebuild-asm';
+import { Generator, Unit, asciiLines, signed } from './rebuild-asm';
 import { DEBUG_INSIDE, DEBUG_SECTION } from './rebuild-format';
 
 const isDebug = (s: Section) => s.name.startsWith('.debug_') && s.type === SHT.PROGBITS && !(s.flags & SHF.ALLOC);
 
-/**
- * Assembly for the debug sections of the units with code in the patch;
- * `sections` names those the table refers to. Their bytes are written to
- * files in `dir` (where the assembler runs), one per unit.
- */
-export function debugAsm(g: Generator, units: Unit[], dir: string): { asm: string[]; sections: string[] } {
+/** Assembly for the debug sections of the units with code in the patch; `sections` names those the table refers to. */
+export function debugAsm(g: Generator, units: Unit[]): { asm: string[]; sections: string[] } {
   const asm: string[] = [];
   const table: string[] = [];
   const sections: string[] = [];
@@ -51,49 +42,42 @@ export function debugAsm(g: Generator, units: Unit[], dir: string): { asm: strin
     const debugSecs = elf.sections.filter(isDebug);
     const emitted = new Set(debugSecs.map((s) => s.index));
     const label = (sec: number) => `hl.d.${u.idx}.${sec}`;
-    // Every debug section of the unit, one after the other, in one file.
-    const file = `hl.d.${u.idx}.bin`;
-    const contents = debugSecs.map((sec) => elf.sectionContents(sec));
-    const blob = Buffer.concat(contents);
-    let at = 0;
-    for (const [k, sec] of debugSecs.entries()) {
-      const start = at;
-      const size = contents[k].length;
-      at += size;
+    for (const sec of debugSecs) {
+      const data = elf.sectionContents(sec);
       const rela = elf.sections.find((r) => r.type === SHT.RELA && r.info === sec.index);
       const relocs = rela ? [...elf.relocations(rela.name)].sort((a, b) => a.offset - b.offset) : [];
       const tombstone = sec.name === '.debug_ranges' || sec.name === '.debug_loc' ? 1 : 0;
-      const here = label(sec.index);
-      const out = [`\t.section ${sec.name},"",@progbits`, `${here}:`];
-      if (size) out.push(`\t.incbin "${file}",${start},${size}`);
-      /** A field the linker fills: `value` (an expression) at `offset`. */
-      const reloc = (offset: number, width: number, value: string) => out.push(`\t.reloc ${here}+${offset}, ${width === 8 ? 'R_X86_64_64' : 'R_X86_64_32'}, ${value}`);
-      /** A field that holds a constant in the patch. */
-      const constant = (offset: number, width: number, v: number) => (width === 8 ? blob.writeBigUInt64LE(BigInt(v), start + offset) : blob.writeUInt32LE(v, start + offset));
+      const out = [`\t.section ${sec.name},"",@progbits`, `${label(sec.index)}:`];
       let pos = 0;
+      const bytes = (end: number) => {
+        if (end > pos) out.push(...asciiLines(data.subarray(pos, end)));
+        pos = end;
+      };
       for (const r of relocs) {
         const width = RELOC_8_BYTES.has(r.type) ? 8 : 4;
-        if (r.offset < pos || r.offset + width > size) continue; // overlapping or outside: leave the bytes as they are
+        if (r.offset < pos || r.offset + width > data.length) continue; // overlapping or outside: leave the bytes as they are
+        bytes(r.offset);
+        const dir = width === 8 ? '.quad' : '.long';
         const sym = u.b.syms[r.sym];
         const target = sym && sym.shndx > 0 && sym.shndx < 0xff00 ? elf.sections[sym.shndx] : undefined;
         const off = BigInt(sym && sym.type !== STT.SECTION ? sym.value : 0) + r.addend;
         if (target && emitted.has(target.index)) {
-          reloc(r.offset, width, `${label(target.index)}${signed(off)}`);
+          out.push(`\t${dir} ${label(target.index)}${signed(off)}`);
         } else {
           const a = width === 8 && r.type !== R_X86_64.DTPOFF64 /* a thread-local offset, not an address */ ? g.debugAddress(u, r.sym, r.addend) : undefined;
           if (a && 'internal' in a) {
-            reloc(r.offset, 8, `${a.internal}${signed(a.off)}`);
-            table.push(`\t.quad ${here} + ${r.offset}\n\t.quad 0\n\t.long ${sectionIndex(sec.name)}\n\t.long ${DEBUG_INSIDE}`);
+            out.push(`\t.quad ${a.internal}${signed(a.off)}`);
+            table.push(`\t.quad ${label(sec.index)} + ${r.offset}\n\t.quad 0\n\t.long ${sectionIndex(sec.name)}\n\t.long ${DEBUG_INSIDE}`);
           } else if (a) {
-            constant(r.offset, 8, 0);
-            table.push(`\t.quad ${here} + ${r.offset}\n\t.quad ${a.off}\n\t.long ${sectionIndex(sec.name)}\n\t.long ${a.ref}`);
-          } else constant(r.offset, width, tombstone);
+            out.push('\t.quad 0');
+            table.push(`\t.quad ${label(sec.index)} + ${r.offset}\n\t.quad ${a.off}\n\t.long ${sectionIndex(sec.name)}\n\t.long ${a.ref}`);
+          } else out.push(`\t${dir} ${tombstone}`);
         }
         pos = r.offset + width;
       }
+      bytes(data.length);
       asm.push(out.join('\n'));
     }
-    fs.writeFileSync(path.join(dir, file), blob);
   }
   if (table.length) asm.push(`\t.section ${DEBUG_SECTION},"",@progbits\n${table.join('\n')}`);
   return { asm, sections };

@@ -306,7 +306,7 @@ export async function mkpatchFromBuilds(opts: RebuildOptions): Promise<RebuildRe
     meta.push('\t.globl hotload_source_path\n\t.type hotload_source_path, @object\n\t.size hotload_source_path, 512\nhotload_source_path:\n\t.zero 512');
     // The DWARF of the objects the code comes from, for debuggers (after the
     // code: it refers to the code's labels and to the data the code reached).
-    const debug = debugAsm(g, units, work);
+    const debug = debugAsm(g, units);
     const info: RebuildInfo = { version: 1, refs: g.refs, data: g.dataDefs, ehFrame, ...(debug.sections.length ? { debug: { sections: debug.sections } } : {}) };
     meta.push(`\t.section ${REBUILD_SECTION},"",@progbits\n\t.ascii ${JSON.stringify(JSON.stringify(info))}`);
     meta.push(`\t.section ${FIXUP_SECTION},"",@progbits`);
@@ -330,18 +330,11 @@ export async function mkpatchFromBuilds(opts: RebuildOptions): Promise<RebuildRe
     const r = await linking;
     if (layoutError) throw layoutError;
     refuseIfAny();
-    // HOTLOAD_KEEP_ASM=FILE keeps the assembly (and the debug bytes it includes, beside it) for a look by hand.
-    const keepAsm = () => {
-      const keep = process.env.HOTLOAD_KEEP_ASM;
-      if (!keep) return;
-      fs.copyFileSync(src, keep);
-      for (const f of fs.readdirSync(work)) if (f.endsWith('.bin')) fs.copyFileSync(path.join(work, f), path.join(path.dirname(keep), f));
-    };
     if (r.error || r.status !== 0) {
-      keepAsm();
+      if (process.env.HOTLOAD_KEEP_ASM) fs.copyFileSync(src, process.env.HOTLOAD_KEEP_ASM);
       throw new HotloadError('INTERNAL', `linking the patch failed (${cc})`, { details: (r.output || String(r.error)).trim().split('\n') });
     }
-    keepAsm();
+    if (process.env.HOTLOAD_KEEP_ASM) fs.copyFileSync(src, process.env.HOTLOAD_KEEP_ASM);
     const patchElf = ElfFile.open(tmpOut);
     const plan = planPatch(readPatch(patchElf), patchElf, targetElf, loadPadIndex(targetElf));
     fs.copyFileSync(tmpOut, opts.out);
