@@ -280,7 +280,7 @@ export async function mkpatchFromBuilds(opts: RebuildOptions): Promise<RebuildRe
     throw new HotloadError('REBUILD_UNSUPPORTED', `${g.problems.length} reference${g.problems.length === 1 ? '' : 's'} of the changed code cannot be patched`, { details: g.problems });
   }
 
-  // The debug sections go in with .incbin from this directory; the assembly and the link are made there too.
+  // The assembly and the link are made in this directory (removed at the end, and on any error).
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'hotload-rebuild-'));
   try {
     const added: string[] = [];
