@@ -43,6 +43,7 @@ import { FIXUP_SECTION, REBUILD_SECTION, RebuildInfo } from './rebuild-format';
 import { FRAGMENT, Generator, Unit, asmName, emitBytes, emitSection, functionOfPart, unwindRecords } from './rebuild-asm';
 import { debugAsm } from './rebuild-debug';
 import { Runner, runProgram } from './run-program';
+import { linkPatch, linkPlan } from './link-patch';
 
 /** The one program (executable or shared library with a build-id) in a build directory. */
 export function findProgram(build: string): string {
@@ -129,6 +130,8 @@ function targetOwns(targetElf: ElfFile): ((a: Build | undefined) => boolean) | u
 
 /** Build a patch from two builds of a program. */
 export async function mkpatchFromBuilds(opts: RebuildOptions): Promise<RebuildResult> {
+  const cc = opts.cc ?? process.env.CC ?? 'cc';
+  void linkPlan(cc, opts.run ?? runProgram); // asked now, used when the patch links
   const targetElf = ElfFile.open(opts.target);
   const buildId = targetElf.buildId();
   if (!buildId) throw new HotloadError('PATCH_BUILD_MISMATCH', `${opts.target} has no GNU build-id, so a patch cannot be tied to it`, { hint: 'Link the target with -Wl,--build-id (the default of Debian gcc).' });
@@ -317,8 +320,7 @@ export async function mkpatchFromBuilds(opts: RebuildOptions): Promise<RebuildRe
     const src = path.join(work, 'patch.s');
     fs.writeFileSync(src, asm);
     const tmpOut = path.join(work, 'patch.so');
-    const cc = opts.cc ?? process.env.CC ?? 'cc';
-    const linking = (opts.run ?? runProgram)(cc, ['-shared', '-nostdlib', '-Wl,--build-id', '-Wl,--eh-frame-hdr', '-Wl,-z,noexecstack', '-Wl,-z,now', src, '-o', tmpOut], { cwd: work });
+    const linking = linkPatch(cc, src, tmpOut, work, opts.run ?? runProgram);
     // Step 4, beside the link: its refusal (or a build without types) is
     // thrown once the linker has finished, and the linked file goes with `work`.
     let layoutError: unknown;
