@@ -1,11 +1,12 @@
 // asciiLines: raw bytes written as `.ascii` directives come out of the real
 // assembler byte for byte (every byte value, quotes and backslashes, digits
-// right after an escape, lines split at 4 KiB).
+// right after an escape, lines split at 4 KiB); AsciiText: any range of a
+// buffer escaped once is written as asciiLines writes that range.
 import { execFileSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { asciiLines } from './rebuild-asm';
+import { AsciiText, asciiLines } from './rebuild-asm';
 
 function assemble(lines: string[]): Buffer {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hotload-ascii-'));
@@ -34,4 +35,15 @@ test('10,000 bytes: split into lines of 4 KiB, the same bytes', () => {
 
 test('no bytes: no lines', () => {
   expect(asciiLines(Buffer.alloc(0))).toEqual([]);
+});
+
+test('ranges of a buffer escaped once: the lines asciiLines writes for each range, and the bytes back from the assembler', () => {
+  const data = Buffer.alloc(9000);
+  for (let i = 0; i < data.length; i++) data[i] = (i * 31 + (i >> 8)) & 0xff;
+  const text = new AsciiText(data);
+  const cuts = [0, 1, 2, 7, 100, 4095, 4096, 4097, 8191, 8999, 9000];
+  for (let a = 0; a < cuts.length; a++) for (let b = a; b < cuts.length; b++) expect(text.lines(cuts[a], cuts[b])).toEqual(asciiLines(data.subarray(cuts[a], cuts[b])));
+  const pieces = [0, 5, 4200, 9000];
+  const lines = pieces.slice(1).flatMap((end, i) => text.lines(pieces[i], end));
+  expect(assemble(lines)).toEqual(data);
 });

@@ -292,26 +292,44 @@ export interface ByteBlock {
  * (which opens its file once per directive).
  */
 export function asciiLines(data: Buffer): string[] {
-  const out: string[] = [];
-  const head = '\t.ascii "';
-  for (let p = 0; p < data.length; p += 4096) {
-    const stop = Math.min(data.length, p + 4096);
-    const line = Buffer.allocUnsafe(head.length + 4 * (stop - p) + 1);
-    let o = line.write(head, 'latin1');
-    for (let i = p; i < stop; i++) {
+  return new AsciiText(data).lines(0, data.length);
+}
+
+/**
+ * A buffer escaped for `.ascii` once, whole; `lines(from, to)` is any range of
+ * it, as asciiLines would write that range. A section with thousands of
+ * relocations (DWARF) is thousands of short ranges, each then a substring.
+ */
+export class AsciiText {
+  private readonly text: string;
+  /** Where each byte's escape starts in `text` (one more entry: the end). */
+  private readonly at: Int32Array;
+
+  constructor(data: Buffer) {
+    const out = Buffer.allocUnsafe(4 * data.length);
+    const at = new Int32Array(data.length + 1);
+    let o = 0;
+    for (let i = 0; i < data.length; i++) {
+      at[i] = o;
       const c = data[i];
-      if (c >= 0x20 && c <= 0x7e && c !== 0x22 && c !== 0x5c) line[o++] = c;
+      if (c >= 0x20 && c <= 0x7e && c !== 0x22 && c !== 0x5c) out[o++] = c;
       else {
-        line[o++] = 0x5c; // \ooo
-        line[o++] = 0x30 + (c >> 6);
-        line[o++] = 0x30 + ((c >> 3) & 7);
-        line[o++] = 0x30 + (c & 7);
+        out[o++] = 0x5c; // \ooo
+        out[o++] = 0x30 + (c >> 6);
+        out[o++] = 0x30 + ((c >> 3) & 7);
+        out[o++] = 0x30 + (c & 7);
       }
     }
-    line[o++] = 0x22;
-    out.push(line.toString('latin1', 0, o));
+    at[data.length] = o;
+    this.text = out.toString('latin1', 0, o);
+    this.at = at;
   }
-  return out;
+
+  lines(from: number, to: number): string[] {
+    const out: string[] = [];
+    for (let p = from; p < to; p += 4096) out.push(`\t.ascii "${this.text.substring(this.at[p], this.at[Math.min(to, p + 4096)])}"`);
+    return out;
+  }
 }
 
 /** Bytes as assembly, every relocated field an expression or a fixup. */

@@ -17,11 +17,12 @@
 //   0 (1 in .debug_ranges and .debug_loc, where 0 0 ends a list), which
 //   debuggers skip.
 //
-// The bytes between relocations go in as `.ascii` strings (asciiLines): a
-// large unit's DWARF is megabytes, and the assembler reads strings fastest.
+// The bytes between relocations go in as `.ascii` strings (AsciiText: each
+// section escaped once, each run between two relocations a substring of it):
+// a large unit's DWARF is megabytes, and the assembler reads strings fastest.
 
 import { RELOC_8_BYTES, R_X86_64, SHF, SHT, STT, Section } from '@hotload/elf';
-import { Generator, Unit, asciiLines, signed } from './rebuild-asm';
+import { AsciiText, Generator, Unit, signed } from './rebuild-asm';
 import { DEBUG_INSIDE, DEBUG_SECTION } from './rebuild-format';
 
 const isDebug = (s: Section) => s.name.startsWith('.debug_') && s.type === SHT.PROGBITS && !(s.flags & SHF.ALLOC);
@@ -45,12 +46,13 @@ export function debugAsm(g: Generator, units: Unit[]): { asm: string[]; sections
     for (const sec of debugSecs) {
       const data = elf.sectionContents(sec);
       const rela = elf.sections.find((r) => r.type === SHT.RELA && r.info === sec.index);
-      const relocs = rela ? [...elf.relocations(rela.name)].sort((a, b) => a.offset - b.offset) : [];
+      const relocs = rela ? inOrder(elf.relocations(rela.name)) : [];
       const tombstone = sec.name === '.debug_ranges' || sec.name === '.debug_loc' ? 1 : 0;
       const out = [`\t.section ${sec.name},"",@progbits`, `${label(sec.index)}:`];
       let pos = 0;
+      const text = new AsciiText(data);
       const bytes = (end: number) => {
-        if (end > pos) out.push(...asciiLines(data.subarray(pos, end)));
+        if (end > pos) out.push(...text.lines(pos, end));
         pos = end;
       };
       for (const r of relocs) {
@@ -81,4 +83,10 @@ export function debugAsm(g: Generator, units: Unit[]): { asm: string[]; sections
   }
   if (table.length) asm.push(`\t.section ${DEBUG_SECTION},"",@progbits\n${table.join('\n')}`);
   return { asm, sections };
+}
+
+/** Relocations by offset (the assembler writes them so: sorted only when they are not). */
+function inOrder<T extends { offset: number }>(relocs: T[]): T[] {
+  for (let i = 1; i < relocs.length; i++) if (relocs[i].offset < relocs[i - 1].offset) return [...relocs].sort((a, b) => a.offset - b.offset);
+  return relocs;
 }
