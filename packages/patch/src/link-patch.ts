@@ -76,17 +76,25 @@ export function linkPlan(cc: string, run: Runner = runProgram): Promise<Plan | u
   return plan;
 }
 
+/** A word for sh, quoted unless it needs none. */
+const shWord = (a: string) => (/^[A-Za-z0-9_./=:,+@%-]+$/.test(a) ? a : `'${a.replace(/'/g, "'\\''")}'`);
+
 /**
- * Link `src` (in `cwd`) into the shared object `out`, through `run`: the
- * assembler and the linker directly when the driver's plan is known, else the
- * driver. The result is that of the step that failed, or of the last.
+ * Start linking `src` (in `cwd`) into the shared object `out`, through `run`,
+ * at once (before this returns: the caller goes on working while it links).
+ * With a plan, the assembler and then the linker in one `sh -c` (so the link
+ * follows the assembly without waiting for this process's event loop, which
+ * mkpatch keeps busy meanwhile); without, the driver. The result is the
+ * failing step's or the last.
  */
-export async function linkPatch(cc: string, src: string, out: string, cwd: string, run: Runner = runProgram): Promise<Ran> {
-  const plan = await linkPlan(cc, run);
+export function startLink(plan: Plan | undefined, cc: string, src: string, out: string, cwd: string, run: Runner = runProgram): Promise<Ran> {
   if (!plan) return run(cc, [...PATCH_LINK_FLAGS, src, '-o', out], { cwd });
   const obj = path.join(path.dirname(path.resolve(cwd, out)), 'hotload-patch.o');
-  const put = (args: string[]) => args.map((a) => (a === IN ? src : a === OUT ? out : a === '\0obj' ? obj : a));
-  const as = await run(plan.as.file, put(plan.as.args), { cwd });
-  if (as.status !== 0 || as.error) return as;
-  return run(plan.ld.file, put(plan.ld.args), { cwd });
+  const put = (file: string, args: string[]) => [file, ...args.map((a) => (a === IN ? src : a === OUT ? out : a === '\0obj' ? obj : a))].map(shWord).join(' ');
+  return run('sh', ['-c', `${put(plan.as.file, plan.as.args)} && ${put(plan.ld.file, plan.ld.args)}`], { cwd });
+}
+
+/** linkPlan, then startLink: for a caller with nothing to do while the plan is asked. */
+export async function linkPatch(cc: string, src: string, out: string, cwd: string, run: Runner = runProgram): Promise<Ran> {
+  return startLink(await linkPlan(cc, run), cc, src, out, cwd, run);
 }

@@ -43,7 +43,7 @@ import { FIXUP_SECTION, REBUILD_SECTION, RebuildInfo } from './rebuild-format';
 import { FRAGMENT, Generator, Unit, asmName, emitBytes, emitSection, functionOfPart, unwindRecords } from './rebuild-asm';
 import { debugAsm } from './rebuild-debug';
 import { Runner, runProgram } from './run-program';
-import { linkPatch, linkPlan } from './link-patch';
+import { linkPlan, startLink } from './link-patch';
 
 /** The one program (executable or shared library with a build-id) in a build directory. */
 export function findProgram(build: string): string {
@@ -320,7 +320,9 @@ export async function mkpatchFromBuilds(opts: RebuildOptions): Promise<RebuildRe
     const src = path.join(work, 'patch.s');
     fs.writeFileSync(src, asm);
     const tmpOut = path.join(work, 'patch.so');
-    const linking = linkPatch(cc, src, tmpOut, work, opts.run ?? runProgram);
+    // The plan was asked when mkpatch started: awaiting it here only lets the
+    // event loop take the answer in. The link starts before the comparison below.
+    const linking = startLink(await linkPlan(cc, opts.run ?? runProgram), cc, src, tmpOut, work, opts.run ?? runProgram);
     // Step 4, beside the link: its refusal (or a build without types) is
     // thrown once the linker has finished, and the linked file goes with `work`.
     let layoutError: unknown;
