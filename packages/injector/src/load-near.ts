@@ -141,7 +141,7 @@ export function loadNear(
   if (bad.length) throw new HotloadError('PATCH_BAD', `${patchElf.path}: dynamic relocation type ${bad[0].type}; a rebuilt patch has only R_X86_64_RELATIVE`);
 
   // Resolve every reference before touching the process.
-  const labels = new Map(patchElf.symbols('.symtab').filter((x) => x.name.startsWith('hl.')).map((x) => [x.name, BigInt(x.value)]));
+  const labels = labelsOf(patchElf);
   const unresolved: string[] = [];
   const libs = new Map<string, bigint>();
   const resolvers = new Map<string, bigint>();
@@ -292,6 +292,14 @@ function describeRef(info: RebuildInfo, i: number): string {
   return r.how === 'data' ? r.key : r.name;
 }
 
+/** A rebuilt patch's labels (`hl.*`: its sections, its data), by name; once per file (every later patch of a watch looks at the earlier ones). */
+function labelsOf(elf: ElfFile): Map<string, bigint> {
+  let labels = labelsRead.get(elf);
+  if (!labels) labelsRead.set(elf, (labels = new Map(elf.symbols('.symtab').filter((x) => x.name.startsWith('hl.')).map((x) => [x.name, BigInt(x.value)]))));
+  return labels;
+}
+const labelsRead = new WeakMap<ElfFile, Map<string, bigint>>();
+
 /**
  * New data added by rebuilt patches already loaded for the same program, by
  * "key/size": the oldest patch that has it owns it (later ones were pointed
@@ -305,7 +313,7 @@ function dataOwners(pid: number, mod: Module, self: string): Map<string, bigint>
   for (const p of loaded) {
     const rb = readRebuild(ElfFile.open(p.file));
     if (!rb) continue;
-    const labels = new Map(ElfFile.open(p.file).symbols('.symtab').filter((x) => x.name.startsWith('hl.')).map((x) => [x.name, BigInt(x.value)]));
+    const labels = labelsOf(ElfFile.open(p.file));
     for (const d of rb.info.data) {
       const k = `${d.key}/${d.size}`;
       const l = labels.get(d.label);
