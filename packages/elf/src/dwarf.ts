@@ -693,10 +693,17 @@ export class EntryTable {
   refIndexes(): Int32Array {
     if (this.indexes) return this.indexes;
     const out = new Int32Array(this.n * 3);
+    const refs = this.refs;
+    // Entry index + 1 by offset from the first entry's, for the span of the
+    // unit's entries (dropped after: a lookup each instead of a binary search).
+    const first = this.n ? refs[0] : 0;
+    const span = this.n ? refs[(this.n - 1) * REFS] - first + 1 : 0;
+    const at = new Int32Array(span);
+    for (let i = 0; i < this.n; i++) at[refs[i * REFS] - first] = i + 1;
     for (let i = 0; i < this.n; i++) {
       for (let k = 1; k < REFS; k++) {
-        const v = this.refs[i * REFS + k];
-        out[i * 3 + k - 1] = v !== v ? -2 : this.indexAt(v);
+        const v = refs[i * REFS + k] - first;
+        out[i * 3 + k - 1] = v !== v ? -2 : v >= 0 && v < span ? at[v] - 1 : -1;
       }
     }
     return (this.indexes = out);
