@@ -7,7 +7,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { ElfFile } from '@hotload/elf';
-import { PATCH_LINK_FLAGS, driverWords, linkPatch, parseDriverPlan } from './link-patch';
+import { PATCH_LINK_FLAGS, driverWords, linkPatch, linkPlan, parseDriverPlan } from './link-patch';
 import { Ran, Runner, runProgram } from './run-program';
 
 const GCC = [
@@ -83,4 +83,14 @@ describe('a real link', () => {
     expect(ran).toEqual(['mycc', 'mycc', 'mycc']); // asked its plan twice, then linking
     expect(fs.existsSync(path.join(dir, 'wrapped.so'))).toBe(true);
   });
+});
+
+test('a runner that fails while the plan is asked leaves the link to the driver (and nothing unhandled)', async () => {
+  let calls = 0;
+  const failing: Runner = () => {
+    calls++;
+    return Promise.reject(new Error('helper gone'));
+  };
+  await expect(linkPlan('cc-that-fails-to-ask', failing)).resolves.toBeUndefined();
+  expect(calls).toBe(2);
 });

@@ -68,9 +68,10 @@ export function linkPlan(cc: string, run: Runner = runProgram): Promise<Plan | u
   let plan = plans.get(cc);
   if (!plan) {
     const cwd = process.cwd();
-    plan = Promise.all([run(cc, ['-###', ...PATCH_LINK_FLAGS, IN, '-o', OUT], { cwd, timeoutMs: 10000 }), run(cc, ['-print-prog-name=ld'], { cwd, timeoutMs: 10000 })]).then(([shown, ld]) =>
-      shown.status === 0 && ld.status === 0 && ld.stdout.trim() ? parseDriverPlan(shown.output, ld.stdout.trim()) : undefined,
-    );
+    // Never rejected: nobody may be waiting yet, and any failure means "run the driver".
+    plan = Promise.all([run(cc, ['-###', ...PATCH_LINK_FLAGS, IN, '-o', OUT], { cwd, timeoutMs: 10000 }), run(cc, ['-print-prog-name=ld'], { cwd, timeoutMs: 10000 })])
+      .then(([shown, ld]) => (shown.status === 0 && ld.status === 0 && ld.stdout.trim() ? parseDriverPlan(shown.output, ld.stdout.trim()) : undefined))
+      .catch(() => undefined);
     plans.set(cc, plan);
   }
   return plan;
