@@ -22,7 +22,7 @@
 //   them a pad).
 
 import { HotloadError } from '@hotload/errors';
-import { ElfFile, Section } from './read-elf';
+import { ElfFile, Section, perFile } from './read-elf';
 import { PAD_BEFORE, classifyEntryBytes, entryNopOffset, isNopRun, startsWithEndbr } from '@hotload/x86';
 
 export const PAD_SECTION = '__patchable_function_entries';
@@ -293,16 +293,8 @@ export function readRecordedIndex(elf: ElfFile): PadIndex | undefined {
   }
 }
 
-/** The recorded index when `post` left one, else a fresh one. */
-const indexCache = new WeakMap<ElfFile, PadIndex>();
-export function loadPadIndex(elf: ElfFile): PadIndex {
-  let idx = indexCache.get(elf);
-  if (!idx) {
-    idx = readRecordedIndex(elf) ?? indexPads(elf);
-    indexCache.set(elf, idx);
-  }
-  return idx;
-}
+/** The recorded index when `post` left one, else a fresh one (once per file). */
+export const loadPadIndex: (elf: ElfFile) => PadIndex = perFile((elf) => readRecordedIndex(elf) ?? indexPads(elf));
 
 /** Functions that hotload check fails on. */
 export function unpatchable(idx: PadIndex): PadFunction[] {

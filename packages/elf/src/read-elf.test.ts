@@ -5,7 +5,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { HotloadError } from '@hotload/errors';
-import { ElfFile, SHF } from './read-elf';
+import { ElfFile, SHF, perFile } from './read-elf';
 
 const FIX = path.resolve(__dirname, '../../../fixtures/build');
 const readelf = (args: string[], file: string) => spawnSync('readelf', [...args, file], { encoding: 'utf8' }).stdout;
@@ -171,4 +171,26 @@ test('stringAt reads the NUL-terminated string at a virtual address: the program
   const interp = elf.section('.interp')!;
   expect(elf.stringAt(interp.addr)).toBe(/Requesting program interpreter: (\S+)\]/.exec(readelf(['-l'], `${FIX}/pads-O2`))![1]);
   expect(elf.stringAt(0x7fff0000)).toBeUndefined();
+});
+
+test('perFile: one answer per file, kept (undefined too); another file, or the file changed on disk, is asked again', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hotload-perfile-'));
+  try {
+    const a = path.join(dir, 'a');
+    fs.copyFileSync(`${FIX}/libpads.so`, a);
+    const asked: string[] = [];
+    const nothing = perFile((elf) => {
+      asked.push(elf.path);
+      return undefined;
+    });
+    expect(nothing(ElfFile.open(a))).toBeUndefined();
+    expect(nothing(ElfFile.open(a))).toBeUndefined(); // the same ElfFile: not asked again
+    expect(nothing(ElfFile.open(`${FIX}/pads-O2`))).toBeUndefined();
+    expect(asked).toEqual([a, `${FIX}/pads-O2`]);
+    fs.appendFileSync(a, Buffer.alloc(16)); // another size: ElfFile.open reads it anew
+    nothing(ElfFile.open(a));
+    expect(asked).toEqual([a, `${FIX}/pads-O2`, a]);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });

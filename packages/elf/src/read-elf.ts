@@ -129,6 +129,21 @@ const OPEN_CACHE_FILES = 512;
 const OPEN_CACHE_BYTES = 512 << 20;
 let openBytes = 0;
 
+/**
+ * `compute` answered once per ElfFile and kept as long as the file is (an
+ * undefined answer too): what hotload reads from a file (its pad index, its
+ * exports, a patch's metadata) is read again each time a watch or a rollout
+ * opens it, and ElfFile.open gives the same ElfFile for a file not changed.
+ */
+export function perFile<T>(compute: (elf: ElfFile) => T): (elf: ElfFile) => T {
+  const answers = new WeakMap<ElfFile, { value: T }>();
+  return (elf) => {
+    let a = answers.get(elf);
+    if (!a) answers.set(elf, (a = { value: compute(elf) }));
+    return a.value;
+  };
+}
+
 export class ElfFile {
   readonly header: ElfHeader;
   readonly programs: ProgramHeader[];

@@ -22,7 +22,7 @@ import { Session } from './session';
 import type { ThreadRegs } from './native';
 import { Module, dynamicSymbol, findLibc, findLoader, openModule, setBias, stubSite } from './read-process';
 import { SIGFRAME, UnwindModule, unwind, unwindModules, warmUnwind } from './unwind';
-import { ElfFile, PF, PT } from '@hotload/elf';
+import { ElfFile, PF, PT, perFile } from '@hotload/elf';
 
 /** Syscalls a thread waits in with no allocator or loader lock held. */
 const WAITING_SYSCALLS = new Set([
@@ -162,35 +162,29 @@ export function findRuntime(pid: number, mods: Module[]): Omit<TargetRuntime, 's
 }
 
 /** The link-time ranges of the C library's locking and waiting functions (LOCKING_FUNCTIONS, WAITING_FUNCTIONS), once per file. */
-function libcFunctions(elf: ElfFile): { locking: [bigint, bigint][]; waiting: [bigint, bigint][] } {
-  let f = libcFunctionsOf.get(elf);
-  if (!f) {
-    f = { locking: [], waiting: [] };
-    const locking = new Set(LOCKING_FUNCTIONS);
-    const waiting = new Set(WAITING_FUNCTIONS);
-    for (const sym of elf.symbols('.dynsym')) {
-      if (sym.shndx === 0 || sym.size === 0) continue;
-      const range: [bigint, bigint] = [BigInt(sym.value), BigInt(sym.value + sym.size)];
-      if (locking.has(sym.name)) f.locking.push(range);
-      if (waiting.has(sym.name)) f.waiting.push(range);
-    }
-    libcFunctionsOf.set(elf, f);
+const libcFunctions = perFile((elf) => {
+  const f: { locking: [bigint, bigint][]; waiting: [bigint, bigint][] } = { locking: [], waiting: [] };
+  const locking = new Set(LOCKING_FUNCTIONS);
+  const waiting = new Set(WAITING_FUNCTIONS);
+  for (const sym of elf.symbols('.dynsym')) {
+    if (sym.shndx === 0 || sym.size === 0) continue;
+    const range: [bigint, bigint] = [BigInt(sym.value), BigInt(sym.value + sym.size)];
+    if (locking.has(sym.name)) f.locking.push(range);
+    if (waiting.has(sym.name)) f.waiting.push(range);
   }
   return f;
-}
-const libcFunctionsOf = new WeakMap<ElfFile, { locking: [bigint, bigint][]; waiting: [bigint, bigint][] }>();
+});
 
 /** `mov $15, %rax; syscall`: rt_sigreturn, the whole of glibc's __restore_rt (a local symbol, so found by its bytes). */
 const RESTORE_RT = Buffer.from('48c7c00f0000000f05', 'hex');
 
 function findRestoreRt(elf: ElfFile, bias: bigint): bigint | undefined {
-  if (!restoreRtAt.has(elf)) restoreRtAt.set(elf, scanRestoreRt(elf));
-  const at = restoreRtAt.get(elf);
+  const at = restoreRtAt(elf);
   return at === undefined ? undefined : bias + at;
 }
 
 /** Its link-time address, once per C library file (a scan of its code: about 1 ms, on every attach). */
-const restoreRtAt = new WeakMap<ElfFile, bigint | undefined>();
+const restoreRtAt = perFile(scanRestoreRt);
 
 function scanRestoreRt(elf: ElfFile): bigint | undefined {
   let found: bigint | undefined;

@@ -22,7 +22,7 @@
 // constructors or thread-locals.
 
 import { HotloadError } from '@hotload/errors';
-import { DebugField, ElfFile, PF, PT, R_X86_64, STT } from '@hotload/elf';
+import { DebugField, ElfFile, PF, PT, R_X86_64, STT, perFile } from '@hotload/elf';
 import { FIXUP_KIND, RebuildInfo, readRebuild } from '@hotload/patch';
 import { Session } from './session';
 import { anyPart } from './native';
@@ -293,12 +293,7 @@ function describeRef(info: RebuildInfo, i: number): string {
 }
 
 /** A rebuilt patch's labels (`hl.*`: its sections, its data), by name; once per file (every later patch of a watch looks at the earlier ones). */
-function labelsOf(elf: ElfFile): Map<string, bigint> {
-  let labels = labelsRead.get(elf);
-  if (!labels) labelsRead.set(elf, (labels = new Map(elf.symbols('.symtab').filter((x) => x.name.startsWith('hl.')).map((x) => [x.name, BigInt(x.value)]))));
-  return labels;
-}
-const labelsRead = new WeakMap<ElfFile, Map<string, bigint>>();
+const labelsOf = perFile((elf) => new Map(elf.symbols('.symtab').filter((x) => x.name.startsWith('hl.')).map((x) => [x.name, BigInt(x.value)])));
 
 /**
  * New data added by rebuilt patches already loaded for the same program, by

@@ -10,7 +10,7 @@
 import * as fs from 'fs';
 import { HotloadError } from '@hotload/errors';
 import { ptraceDenied } from './session';
-import { ElfFile, ElfSymbol, PF, PT, STT } from '@hotload/elf';
+import { ElfFile, ElfSymbol, PF, PT, STT, perFile } from '@hotload/elf';
 import type { PatchMeta } from '@hotload/patch';
 import * as path from 'path';
 
@@ -199,21 +199,16 @@ export function dynamicSymbol(elf: ElfFile, name: string, preferVersion?: RegExp
 }
 
 /** A module's defined functions and data in .dynsym by name, in table order: built once per file (attach looks up dozens per patch, libc has 3,000). */
-function exportsOf(elf: ElfFile): Map<string, ElfSymbol[]> {
-  let m = exportIndex.get(elf);
-  if (!m) {
-    m = new Map();
-    for (const s of elf.symbols('.dynsym')) {
-      if (s.shndx === 0 || (s.type !== STT.FUNC && s.type !== STT.GNU_IFUNC && s.type !== STT.OBJECT)) continue;
-      const l = m.get(s.name);
-      if (l) l.push(s);
-      else m.set(s.name, [s]);
-    }
-    exportIndex.set(elf, m);
+const exportsOf = perFile((elf) => {
+  const m = new Map<string, ElfSymbol[]>();
+  for (const s of elf.symbols('.dynsym')) {
+    if (s.shndx === 0 || (s.type !== STT.FUNC && s.type !== STT.GNU_IFUNC && s.type !== STT.OBJECT)) continue;
+    const l = m.get(s.name);
+    if (l) l.push(s);
+    else m.set(s.name, [s]);
   }
   return m;
-}
-const exportIndex = new WeakMap<ElfFile, Map<string, ElfSymbol[]>>();
+});
 
 /**
  * Dead bytes in executable memory where hotload can leave its call stub: the

@@ -22,7 +22,7 @@ import { createHash } from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 import { HotloadError } from '@hotload/errors';
-import { BuildTypes, UnitTypes, ElfFile, ElfSymbol, SHF, SHT, STB, STT, Section, functionLines, inlinedFunctions, changedLayouts, typeLayouts, demangled } from '@hotload/elf';
+import { BuildTypes, UnitTypes, ElfFile, ElfSymbol, SHF, SHT, STB, STT, Section, functionLines, inlinedFunctions, changedLayouts, typeLayouts, demangled, perFile } from '@hotload/elf';
 
 export interface BuildDiff {
   changed: string[];
@@ -70,7 +70,7 @@ export function key(s: ElfSymbol): string {
   return s.bind === STB.LOCAL && s.file ? `${s.name}@${s.file}` : s.name;
 }
 
-const builds = new WeakMap<ElfFile, Build>();
+const buildOf = perFile((elf) => new Build(elf.path, elf));
 
 export class Build {
   readonly elf: ElfFile;
@@ -87,10 +87,7 @@ export class Build {
 
   /** The build of `file`, parsed once while the file stays as it is (watch diffs the same objects on every save). */
   static of(file: string): Build {
-    const elf = ElfFile.open(file);
-    let b = builds.get(elf);
-    if (!b) builds.set(elf, (b = new Build(file, elf)));
-    return b;
+    return buildOf(ElfFile.open(file));
   }
 
   constructor(file: string, elf = ElfFile.open(file)) {

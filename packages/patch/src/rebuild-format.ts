@@ -7,7 +7,7 @@
 // debug-register.ts.
 
 import { HotloadError } from '@hotload/errors';
-import { ElfFile } from '@hotload/elf';
+import { ElfFile, perFile } from '@hotload/elf';
 
 export const FIXUP_SECTION = '.hotload.fixups';
 export const REBUILD_SECTION = '.hotload.rebuild';
@@ -80,18 +80,13 @@ export interface Fixup {
   ref: number;
 }
 
-/** Read a rebuilt patch's fixups and refs (undefined for a hand-written patch). */
-export function readRebuild(elf: ElfFile): Rebuild | undefined {
-  if (rebuildRead.has(elf)) return rebuildRead.get(elf);
-  const r = parseRebuild(elf);
-  rebuildRead.set(elf, r);
-  return r;
-}
-
 type Rebuild = { readonly info: RebuildInfo; readonly fixups: readonly Fixup[]; readonly debug: readonly DebugFixup[] };
 
-/** Read once per file: attach reads every patch the process has loaded, on each save watch makes. */
-const rebuildRead = new WeakMap<ElfFile, Rebuild | undefined>();
+/**
+ * Read a rebuilt patch's fixups and refs (undefined for a hand-written patch),
+ * once per file: attach reads every patch the process has loaded, on each save watch makes.
+ */
+export const readRebuild: (elf: ElfFile) => Rebuild | undefined = perFile(parseRebuild);
 
 function parseRebuild(elf: ElfFile): Rebuild | undefined {
   const j = elf.section(REBUILD_SECTION);
