@@ -131,7 +131,8 @@ function targetOwns(targetElf: ElfFile): ((a: Build | undefined) => boolean) | u
 /** Build a patch from two builds of a program. */
 export async function mkpatchFromBuilds(opts: RebuildOptions): Promise<RebuildResult> {
   const cc = opts.cc ?? process.env.CC ?? 'cc';
-  void linkPlan(cc, opts.run ?? runProgram); // asked now, used when the patch links
+  const run = opts.run ?? runProgram;
+  void linkPlan(cc, run); // asked now, used when the patch links
   const targetElf = ElfFile.open(opts.target);
   const buildId = targetElf.buildId();
   if (!buildId) throw new HotloadError('PATCH_BUILD_MISMATCH', `${opts.target} has no GNU build-id, so a patch cannot be tied to it`, { hint: 'Link the target with -Wl,--build-id (the default of Debian gcc).' });
@@ -322,7 +323,7 @@ export async function mkpatchFromBuilds(opts: RebuildOptions): Promise<RebuildRe
     const tmpOut = path.join(work, 'patch.so');
     // The plan was asked when mkpatch started: awaiting it here only lets the
     // event loop take the answer in. The link starts before the comparison below.
-    const linking = startLink(await linkPlan(cc, opts.run ?? runProgram), cc, src, tmpOut, work, opts.run ?? runProgram);
+    const linking = startLink(await linkPlan(cc, run), cc, src, tmpOut, work, run);
     // Step 4, beside the link: its refusal (or a build without types) is
     // thrown once the linker has finished, and the linked file goes with `work`.
     let layoutError: unknown;
@@ -348,4 +349,3 @@ export async function mkpatchFromBuilds(opts: RebuildOptions): Promise<RebuildRe
     fs.rmSync(work, { recursive: true, force: true });
   }
 }
-
