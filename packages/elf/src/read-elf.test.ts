@@ -90,7 +90,11 @@ describe.each(FILES)('%s matches readelf', (file) => {
 });
 
 describe('malformed input gets a clear error naming the file', () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hotload-elf-'));
+  // Made before the tests, not while jest collects them: a run that filters them all out (-t) runs no afterAll to remove it.
+  let dir: string;
+  beforeAll(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hotload-elf-'));
+  });
   afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
   const good = fs.readFileSync(`${FIX}/pads-O2`);
   const write = (name: string, b: Buffer) => {
