@@ -8,11 +8,17 @@ import * as path from 'path';
 import { ElfFile } from './read-elf';
 import { objectForDebugger } from './jit-object';
 
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hotload-jit-'));
-const src = path.join(dir, 'f.c');
-const so = path.join(dir, 'f.so');
-fs.writeFileSync(src, 'int counter;\nint f(int x) { return x + counter; }\n');
-const cc = spawnSync('cc', ['-O2', '-g', '-fPIC', '-shared', '-nostdlib', src, '-o', so], { encoding: 'utf8' });
+// Made before the tests, not while jest collects them: a run that filters them all out (-t) runs no afterAll to remove it.
+let dir: string;
+let so: string;
+let cc: ReturnType<typeof spawnSync>;
+beforeAll(() => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hotload-jit-'));
+  const src = path.join(dir, 'f.c');
+  so = path.join(dir, 'f.so');
+  fs.writeFileSync(src, 'int counter;\nint f(int x) { return x + counter; }\n');
+  cc = spawnSync('cc', ['-O2', '-g', '-fPIC', '-shared', '-nostdlib', src, '-o', so], { encoding: 'utf8' });
+});
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
 const readelf = (file: string, ...args: string[]) => spawnSync('readelf', ['-W', ...args, file], { encoding: 'utf8' }).stdout;
