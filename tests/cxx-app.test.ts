@@ -49,6 +49,9 @@ describe.each([
       let e = await app.event('patched', n);
       expect(e.changed).toEqual([expect.stringMatching(/^_ZN6SquareC[12]Ei$/)]);
       expect(e.compiled).toEqual(['shapes.o']);
+      // The compiler's own time is part of the build step's (which also waits for the last relink and make's answers).
+      expect(e.compilerMs).toBeGreaterThan(0);
+      expect(e.compilerMs).toBeLessThanOrEqual(e.buildMs as number);
       expect(await next()).toEqual({ area: 16, side: 4, twice: 6, bonus: 4, greet: 9, caught: 1 });
 
       // A virtual method, called through the vtable.

@@ -158,6 +158,21 @@ describe('on the fixture', () => {
     expect((await values()).constant).toBe(111);
   });
 
+  test("make's command from the last save is taken while make is asked again; after a Makefile edit, the object is compiled again with make's new command", async () => {
+    let n = w.events.length;
+    edit(path.join(dir, 'diff.c'), 'return x + K;', 'return x + K + 100;');
+    expect((await w.event('patched', n)).compiled).toEqual(['diff.o']);
+    expect((await values()).constant).toBe(111);
+    // New flags, and a dry run slower than the save takes to settle: the
+    // compile starts with the last save's command before make answers.
+    edit(path.join(dir, 'Makefile'), 'CFLAGS = ', 'SLOW := $(shell sleep 0.5)\nCFLAGS = -DK=50 ');
+    n = w.events.length;
+    edit(path.join(dir, 'diff.c'), 'return x + K + 100;', 'return x + K + 200;');
+    const e = await w.event('patched', n);
+    expect(e.compiled).toEqual(['diff.o']);
+    expect((await values()).constant).toBe(251); // 211: compiled with the old flags only
+  });
+
   test('a save made while a build runs is built next, not lost', async () => {
     await w.stop();
     // The build compiles first and then takes a second (a slow link step):

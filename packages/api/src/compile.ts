@@ -165,11 +165,21 @@ export class DirectCompiler {
     return { args: ['--no-print-directory', '-n', '-W', path.relative(this.cwd, source), path.relative(this.cwd, object)], cwd: this.cwd, env, timeoutMs: 10000 };
   }
 
-  /** make's own command for an object, or undefined: asked while the save settled (prefetch), else now. */
+  /**
+   * make's own command for an object, or undefined: asked while the save
+   * settled (prefetch), else now. While that question is still out, the
+   * answer make gave at an earlier save is taken (a guess: confirmed() says
+   * whether make answered the same).
+   */
   private makeCommand(object: string, source: string): string | undefined {
     if (!this.isMake) return undefined;
     const key = `${object}\0${source}`;
     if (this.answers.has(key)) return this.answers.get(key);
+    const earlier = this.known.get(key);
+    if (earlier !== undefined && this.asked.has(key)) {
+      this.guessed.set(key, earlier);
+      return earlier;
+    }
     const { args, cwd, env, timeoutMs } = this.makeRun(object, source);
     const r = cp.spawnSync('make', args, { cwd, env, timeout: timeoutMs, encoding: 'utf8' });
     return r.status === 0 ? onlyCompile(r.stdout) : undefined;
@@ -177,34 +187,56 @@ export class DirectCompiler {
 
   /** Answers of make's dry runs asked by prefetch, for this save only. */
   private answers = new Map<string, string | undefined>();
-  private asked: Promise<void>[] = [];
+  /** The dry runs asked for this save, by object and source. */
+  private asked = new Map<string, Promise<void>>();
+  /** Every command make answered, by object and source, the latest answer kept. */
+  private known = new Map<string, string>();
+  /** The commands plan() took from `known` for this save, before make answered. */
+  private guessed = new Map<string, string>();
 
   /**
    * Ask make for the commands of the objects these saved sources are the main
    * source of, without waiting: the save settles meanwhile, and plan() takes
-   * the answers (once prefetched() has resolved). The answers hold for this
+   * the answers (once ready() has resolved). The answers hold for this
    * save only; anything not asked is asked by plan() itself.
    */
   prefetch(changed: string[]): void {
     this.answers.clear();
-    this.asked = [];
+    this.asked.clear();
+    this.guessed.clear();
     if (!this.isMake || this.database()) return;
     const objects = [...objectFiles(this.objectsDir).values()].map(real);
     for (const f of changed.map(real)) {
       for (const object of objects.filter((o) => this.sourceOf(o).includes(f))) {
+        const key = `${object}\0${f}`;
         const { args, ...opts } = this.makeRun(object, f);
-        this.asked.push(
+        this.asked.set(
+          key,
           this.run('make', args, opts).then((r) => {
-            this.answers.set(`${object}\0${f}`, r.status === 0 ? onlyCompile(r.stdout) : undefined);
+            const command = r.status === 0 ? onlyCompile(r.stdout) : undefined;
+            this.answers.set(key, command);
+            if (command === undefined) this.known.delete(key);
+            else this.known.set(key, command);
           }),
         );
       }
     }
   }
 
-  /** The dry runs prefetch started have answered. */
-  async prefetched(): Promise<void> {
-    await Promise.all(this.asked);
+  /**
+   * plan() can be made: make has answered, or gave a command for the same
+   * object at an earlier save (make's dry run takes about as long as the save
+   * takes to settle on a large automake tree; its command is nearly always
+   * the one it gave last time, and confirmed() says when it is not).
+   */
+  async ready(): Promise<void> {
+    await Promise.all([...this.asked].filter(([key]) => !this.known.has(key)).map(([, p]) => p));
+  }
+
+  /** make answered every command plan() guessed with the same command (false: its makefiles changed; plan again and compile again). */
+  async confirmed(): Promise<boolean> {
+    await Promise.all(this.asked.values());
+    return [...this.guessed].every(([key, command]) => this.answers.get(key) === command);
   }
 
   /**

@@ -79,6 +79,8 @@ export type WatchEvent =
       buildMs: number;
       /** The objects compiled directly (relative to the objects directory); absent: the build command ran. */
       compiled?: string[];
+      /** Of buildMs, the compile commands (or the build command) themselves (buildMs also waits for the last save's relink, and asks make for commands it did not have yet). */
+      compilerMs: number;
       patchMs: number;
       /** Attach, all processes in turn. */
       applyMs: number;
@@ -420,11 +422,21 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
         // else the build command.
         for (const f of changed) dirty.add(f);
         await relinked(); // the last save's relink ends before this save's objects are written
-        await compiler?.prefetched();
-        const steps = compiler?.plan([...dirty]);
-        const compiled = Array.isArray(steps) && steps.length ? steps.map((x) => path.relative(objectsDir, x.object)).sort() : undefined;
+        await compiler?.ready();
+        const tc = process.hrtime.bigint();
+        const compile = async () => {
+          const steps = compiler?.plan([...dirty]);
+          const compiled = Array.isArray(steps) && steps.length ? steps.map((x) => path.relative(objectsDir, x.object)).sort() : undefined;
+          const b = compiled ? await runSteps(steps as CompileStep[], opts.signal, spawner.run) : await runShell(build, cwd, opts.signal, spawner.run);
+          return { compiled, b };
+        };
+        let { compiled, b } = await compile();
+        // A command make gave at an earlier save, taken while it was asked
+        // again, that it now gives otherwise (its makefiles changed): planned
+        // and compiled again with its answer.
+        if (compiled && !(await compiler!.confirmed())) ({ compiled, b } = await compile());
         const via = compiled ? { compiled } : {};
-        const b = compiled ? await runSteps(steps as CompileStep[], opts.signal, spawner.run) : await runShell(build, cwd, opts.signal, spawner.run);
+        const compilerMs = msSince(tc);
         if (b.status === 0) dirty.clear();
         // Compiled directly, the program on disk is not relinked yet: the build
         // command does that once this save is handled, off the critical path
@@ -539,6 +551,7 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
           failed,
           buildMs,
           ...via,
+          compilerMs,
           patchMs,
           applyMs,
           totalMs: msSince(t0),
