@@ -19,7 +19,7 @@ import * as path from 'path';
 import { HotloadError, isHotloadError } from '@hotload/errors';
 import { attach, checkAttach } from '@hotload/injector';
 import { ElfFile, STT, demangle } from '@hotload/elf';
-import { Build, changesNothing, diffObjectSets, functionOfPart, mkpatchFromBuilds, objectFiles } from '@hotload/patch';
+import { Build, changesNothing, diffObjectSets, functionOfPart, mkpatchFromBuilds, objectFiles, sameFile } from '@hotload/patch';
 import { sleep } from './sleep';
 import { CompileStep, DirectCompiler, runShell, runSteps } from './compile';
 import { Runner, Spawner } from './spawner';
@@ -260,6 +260,11 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
     // the moment someone reads it is a change, not the starting point (taken
     // after, such a save was lost under load).
     startStamps = stamps(paths);
+    // Each save compares the build's objects with both copies; an object
+    // no save changed is found the same by its stamps alone once it has
+    // been read and compared, which is done now rather than at the first save.
+    const built = objectFiles(objectsDir);
+    for (const copy of [orig, last]) for (const [rel, file] of objectFiles(copy)) if (built.has(rel)) sameFile(file, built.get(rel)!);
     await rehearse(first, orig, targetCopy, snap, spawner.run);
     emit({ event: 'ready', pids, target: targetCopy, objects: nObjects, watching: paths, snapshot: snap, warnings });
   };
