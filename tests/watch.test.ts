@@ -358,6 +358,28 @@ test('compile_commands.json: a saved source is compiled with its entry\'s comman
   await fresh.waitFor(/^constant=116 /);
 });
 
+test('two sources saved together (an editor\'s "save all", a few ms apart): both are compiled and patched in', async () => {
+  const dir = tmpdir('hotload-watch-saveall-');
+  const flags = '-O2 -g -fpatchable-function-entry=16,14 -ffunction-sections -fdata-sections';
+  const part = (name: string, value: number) => fs.writeFileSync(path.join(dir, `${name}.c`), `__attribute__((noinline)) int ${name}(void) { return ${value}; }\n`);
+  part('a', 1);
+  part('b', 10);
+  fs.writeFileSync(path.join(dir, 'main.c'), '#include <stdio.h>\n#include <unistd.h>\nint a(void);\nint b(void);\nint main(void) {\n  for (;;) {\n    printf("value=%d\\n", a() + b());\n    fflush(stdout);\n    usleep(20000);\n  }\n}\n');
+  const db = ['a', 'b', 'main'].map((n) => ({ directory: dir, file: `${n}.c`, command: `cc ${flags} -c ${n}.c -o ${n}.o` }));
+  fs.writeFileSync(path.join(dir, 'compile_commands.json'), JSON.stringify(db));
+  const link = 'cc a.o b.o main.o -o prog';
+  execFileSync('sh', ['-c', `${db.map((d) => d.command).join(' && ')} && ${link}`], { cwd: dir });
+  const { t, w } = await watchProgram(dir, path.join(dir, 'prog'), [], /^value=11$/, ['--build', link, 'a.c', 'b.c']);
+  const n = w.events.length;
+  part('a', 2);
+  await sleep(5); // the second file is written while the first one's save settles
+  part('b', 20);
+  await t.next(/^value=22$/); // 12: b.c's save was taken for seen and never compiled
+  const compiled = w.events.slice(n).flatMap((e) => (e.event === 'patched' ? (e.compiled as string[]) : []));
+  expect(compiled).toEqual(expect.arrayContaining(['a.o', 'b.o']));
+  t.expectHealthy();
+});
+
 test('--no-compile, and a saved file no object is known to use: the build command runs', async () => {
   const { dir, t, w } = await watchedFixture('hotload-watch-nocompile-', { watchArgs: ['--no-compile'] });
   fs.writeFileSync(path.join(dir, 'notes.h'), '/* not included anywhere */\n'); // not watched (diff.c is) until w2

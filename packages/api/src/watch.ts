@@ -402,7 +402,7 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
           continue;
         }
         let now = stamps(paths);
-        const changed = [...now.keys()].filter((f) => now.get(f) !== seen.get(f));
+        let changed = [...now.keys()].filter((f) => now.get(f) !== seen.get(f));
         if (changed.length === 0) continue;
         for (const f of changed) generated.delete(f); // changed outside a build: an edit
         compiler?.prefetch(changed); // make's commands for their objects, asked while the save settles
@@ -417,6 +417,14 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
           const again = stamps(paths);
           if ([...again].every(([f, s]) => now.get(f) === s) && again.size === now.size) break;
           now = again;
+        }
+        // Files first written while the save settled (an editor's "save all")
+        // are part of this save: taken for seen, they would never be compiled.
+        const late = [...now.keys()].filter((f) => now.get(f) !== seen.get(f) && !changed.includes(f));
+        if (late.length) {
+          for (const f of late) generated.delete(f);
+          changed = [...changed, ...late];
+          compiler?.prefetch(changed);
         }
         seen = now;
         const t0 = process.hrtime.bigint();
