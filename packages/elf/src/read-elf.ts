@@ -586,8 +586,10 @@ export class ElfFile {
       if (s.entsize !== 24) this.malformed(`${s.name} has entry size ${s.entsize}, expected 24`);
       const d = this.sectionData(s);
       for (let o = 0; o + 24 <= d.length; o += 24) {
-        const info = d.readBigUInt64LE(o + 8);
-        out.push({ offset: this.u64(d, o), type: Number(info & 0xffffffffn), sym: Number(info >> 32n), addend: d.readBigInt64LE(o + 16) });
+        // r_info as its two halves; the addend made a BigInt once (from a Number when it fits one, nearly always).
+        const hi = d.readInt32LE(o + 20);
+        const addend = hi === 0 || hi === -1 ? BigInt(hi * 2 ** 32 + d.readUInt32LE(o + 16)) : d.readBigInt64LE(o + 16);
+        out.push({ offset: this.u64(d, o), type: d.readUInt32LE(o + 8), sym: d.readUInt32LE(o + 12), addend });
       }
     }
     return out;

@@ -239,8 +239,8 @@ export class Generator {
   }
 }
 
-export function signed(n: bigint): string {
-  return n === 0n ? '' : n > 0n ? ` + ${n}` : ` - ${-n}`;
+export function signed(n: bigint | number): string {
+  return n == 0 ? '' : n > 0 ? ` + ${n}` : ` - ${-n}`;
 }
 
 export function asmName(name: string): string {
@@ -325,8 +325,7 @@ export class AsciiText {
     this.at = at;
   }
 
-  lines(from: number, to: number): string[] {
-    const out: string[] = [];
+  lines(from: number, to: number, out: string[] = []): string[] {
     for (let p = from; p < to; p += 4096) out.push(`\t.ascii "${this.text.substring(this.at[p], this.at[Math.min(to, p + 4096)])}"`);
     return out;
   }

@@ -25,6 +25,7 @@ import { RELOC_8_BYTES, R_X86_64, SHF, SHT, STT, Section } from '@hotload/elf';
 import { AsciiText, Generator, Unit, signed } from './rebuild-asm';
 import { DEBUG_INSIDE, DEBUG_SECTION } from './rebuild-format';
 
+const MAX_EXACT = BigInt(2 ** 52);
 const isDebug = (s: Section) => s.name.startsWith('.debug_') && s.type === SHT.PROGBITS && !(s.flags & SHF.ALLOC);
 
 /** Assembly for the debug sections of the units with code in the patch; `sections` names those the table refers to. */
@@ -42,7 +43,12 @@ export function debugAsm(g: Generator, units: Unit[]): { asm: string[]; sections
     const elf = u.b.elf;
     const debugSecs = elf.sections.filter(isDebug);
     const emitted = new Set(debugSecs.map((s) => s.index));
-    const label = (sec: number) => `hl.d.${u.idx}.${sec}`;
+    const labels = new Map<number, string>();
+    const label = (sec: number) => {
+      let l = labels.get(sec);
+      if (l === undefined) labels.set(sec, (l = `hl.d.${u.idx}.${sec}`));
+      return l;
+    };
     for (const sec of debugSecs) {
       const data = elf.sectionContents(sec);
       const rela = elf.sections.find((r) => r.type === SHT.RELA && r.info === sec.index);
@@ -52,7 +58,7 @@ export function debugAsm(g: Generator, units: Unit[]): { asm: string[]; sections
       let pos = 0;
       const text = new AsciiText(data);
       const bytes = (end: number) => {
-        if (end > pos) out.push(...text.lines(pos, end));
+        if (end > pos) text.lines(pos, end, out);
         pos = end;
       };
       for (const r of relocs) {
@@ -62,7 +68,10 @@ export function debugAsm(g: Generator, units: Unit[]): { asm: string[]; sections
         const dir = width === 8 ? '.quad' : '.long';
         const sym = u.b.syms[r.sym];
         const target = sym && sym.shndx > 0 && sym.shndx < 0xff00 ? elf.sections[sym.shndx] : undefined;
-        const off = BigInt(sym && sym.type !== STT.SECTION ? sym.value : 0) + r.addend;
+        // A Number when exact (nearly always: an offset into a section), else a BigInt.
+        const base = sym && sym.type !== STT.SECTION ? sym.value : 0;
+        const small = base < 2 ** 52 && r.addend >= -MAX_EXACT && r.addend <= MAX_EXACT;
+        const off = small ? base + Number(r.addend) : BigInt(base) + r.addend;
         if (target && emitted.has(target.index)) {
           out.push(`\t${dir} ${label(target.index)}${signed(off)}`);
         } else {
