@@ -479,8 +479,11 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
         let changedObjects: string[] | undefined;
         try {
           // Types are compared by mkpatch; here only when no code changed (a layout edit alone is still refused).
-          let set = diffObjectSets(objectFiles(last), objectFiles(objectsDir), { layouts: false });
-          if (changesNothing(set.merged)) set = diffObjectSets(objectFiles(last), objectFiles(objectsDir));
+          // Before the first patch that is the running build itself: its copy
+          // `orig`, whose objects mkpatch reads below (each file is parsed once).
+          const base = objectFiles(patches.length ? last : orig);
+          let set = diffObjectSets(base, objectFiles(objectsDir), { layouts: false });
+          if (changesNothing(set.merged)) set = diffObjectSets(base, objectFiles(objectsDir));
           d = set.merged;
           changedObjects = set.units.map((u) => u.rel);
         } catch {
