@@ -10,8 +10,9 @@ export class Watch {
   readonly events: any[] = []; // eslint-disable-line @typescript-eslint/no-explicit-any
   private buf = '';
   readonly child: ChildProcess;
-  constructor(cwd: string, args: string[]) {
-    this.child = spawn(process.execPath, [BIN, 'watch', '--json', ...args], { cwd, stdio: ['ignore', 'pipe', 'inherit'] });
+  /** `group`: watch leads a process group of its own, as a shell's job does (interruptGroup() is the terminal's Ctrl-C). */
+  constructor(cwd: string, args: string[], opts: { group?: boolean } = {}) {
+    this.child = spawn(process.execPath, [BIN, 'watch', '--json', ...args], { cwd, stdio: ['ignore', 'pipe', 'inherit'], detached: !!opts.group });
     this.child.stdout!.on('data', (d: Buffer) => {
       this.buf += d.toString();
       const lines = this.buf.split('\n');
@@ -65,6 +66,14 @@ export class Watch {
       await sleep(20);
     }
     throw new Error(`watch still runs ${busy().join(', ')} after 30 s`);
+  }
+
+  /** Ctrl-C at a terminal: SIGINT to every process of the job (watch's process group); resolves with watch's exit status. */
+  async interruptGroup(): Promise<number> {
+    if (this.child.exitCode !== null) return this.child.exitCode;
+    const exited = new Promise<number>((r) => this.child.once('exit', (code) => r(code ?? -1)));
+    process.kill(-this.child.pid!, 'SIGINT');
+    return exited;
   }
 
   async stop(): Promise<number> {

@@ -358,6 +358,27 @@ test('compile_commands.json: a saved source is compiled with its entry\'s comman
   await fresh.waitFor(/^constant=116 /);
 });
 
+test('Ctrl-C at the terminal while the program is relinked after a save: the relink finishes, and the program on disk has the change', async () => {
+  const dir = fixtureBuild('hotload-watch-ctrlc-');
+  const t = Target.start(path.join(dir, 'diff'), ['loop']);
+  cleanup.push(() => t.stop());
+  await t.waitFor(/^constant=11 /);
+  // A slow link: the build command (make) relinks after each direct compile.
+  edit(path.join(dir, 'Makefile'), '\t$(CC) diff.o -o diff', '\tsleep 0.6\n\t$(CC) diff.o -o diff');
+  const w = new Watch(dir, ['--pid', String(t.pid), 'diff.c'], { group: true });
+  cleanup.push(() => w.stop());
+  await w.event('ready', 0, 10000);
+  const n = w.events.length;
+  edit(path.join(dir, 'diff.c'), 'return x + K;', 'return x + K + 100;');
+  expect((await w.event('patched', n)).compiled).toEqual(['diff.o']);
+  await sleep(150); // the relink has started: its sleep runs
+  expect(await w.interruptGroup()).toBe(0);
+  // The terminal's SIGINT reached the whole job; the relink was not part of it.
+  const fresh = Target.start(path.join(dir, 'diff'), ['loop']);
+  cleanup.push(() => fresh.stop());
+  expect(await fresh.waitFor(/^constant=/)).toMatch(/^constant=111 /); // 11: the relink was killed and the program left as it was
+});
+
 test('two sources saved together (an editor\'s "save all", a few ms apart): both are compiled and patched in', async () => {
   const dir = tmpdir('hotload-watch-saveall-');
   const flags = '-O2 -g -fpatchable-function-entry=16,14 -ffunction-sections -fdata-sections';

@@ -5,13 +5,16 @@
 // program.
 //
 // Protocol (Node's IPC channel, JSON), one message per line of work:
-//   in:  { id, file, args, cwd, env?, timeoutMs? }  start a program
-//        { kill: id }                               SIGTERM to that program
+//   in:  { id, file, args, cwd, env?, timeoutMs?, abortable? }  start a program
+//        { kill: id }                               SIGTERM to that program and what it started
 //   out: { started: id, pid }                        it runs, as process `pid`
 //        { id, status, stdout, output, error? }     it has exited (output: stdout and stderr as they came)
-// It ends when the channel closes (its parent exited or closed it), and
+// It ends when the channel closes (its parent exited or closed it; the
+// abortable programs are stopped then, the others run to their end), and
 // ignores SIGINT: a Ctrl-C reaches the whole process group, and the watch
-// process still has a relink to run through it as it ends.
+// process still has a relink to run through it as it ends. Every program it
+// starts is a process group of its own, out of the terminal's reach: watch
+// stops those it must (a compile), and lets the others (a relink) finish.
 
 import { runProgram } from '@hotload/patch';
 
@@ -22,6 +25,8 @@ interface Start {
   cwd: string;
   env?: NodeJS.ProcessEnv;
   timeoutMs?: number;
+  /** Stopped by a { kill } or when the channel closes (the watch process gave it a signal). */
+  abortable?: boolean;
 }
 
 /** The runs going on, by id: each one's abort. */
@@ -38,11 +43,11 @@ process.on('message', (m: Start | { kill: number }) => {
     running.get(m.kill)?.abort();
     return;
   }
-  const abort = new AbortController();
-  running.set(m.id, abort);
+  const abort = m.abortable ? new AbortController() : undefined;
+  if (abort) running.set(m.id, abort);
   // The parent is told each program's pid: if this helper dies, it waits for them to end before it runs them again itself.
   const onStart = (pid: number) => process.connected && process.send!({ started: m.id, pid });
-  runProgram(m.file, m.args, { cwd: m.cwd, env: m.env, timeoutMs: m.timeoutMs, signal: abort.signal, onStart }).then((r) => {
+  runProgram(m.file, m.args, { cwd: m.cwd, env: m.env, timeoutMs: m.timeoutMs, signal: abort?.signal, ownGroup: true, onStart }).then((r) => {
     running.delete(m.id);
     if (process.connected) process.send!({ id: m.id, ...r });
   });

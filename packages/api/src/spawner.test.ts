@@ -43,6 +43,22 @@ test('an abort stops the program', async () => {
   expect(Date.now() - t).toBeLessThan(10000);
 });
 
+test('an abort stops the program and everything it started: a shell\'s children too (a compiler would go on writing its object)', async () => {
+  const marker = path.join(os.tmpdir(), `hotload-spawner-group-${process.pid}.txt`);
+  fs.rmSync(marker, { force: true });
+  try {
+    const ac = new AbortController();
+    const run = s.run('sh', ['-c', `(sleep 0.5; echo late > ${marker}) & wait`], { cwd: '/', signal: ac.signal });
+    await new Promise((r) => setTimeout(r, 150));
+    ac.abort();
+    expect((await run).status).toBeNull();
+    await new Promise((r) => setTimeout(r, 800));
+    expect(fs.existsSync(marker)).toBe(false); // the shell's child was stopped with it
+  } finally {
+    fs.rmSync(marker, { force: true });
+  }
+});
+
 test('the helper killed while a program runs: once that program has ended (it goes on alone), the run is made again in this process; later runs too', async () => {
   const helper = s.pid!;
   const marks = path.join(os.tmpdir(), `hotload-spawner-${process.pid}.txt`);

@@ -73,7 +73,7 @@ export class Spawner {
       }
       this.pending.set(id, p);
       this.busy();
-      child.send({ id, file, args, cwd: opts.cwd, env: opts.env, timeoutMs: opts.timeoutMs });
+      child.send({ id, file, args, cwd: opts.cwd, env: opts.env, timeoutMs: opts.timeoutMs, abortable: !!opts.signal && !opts.signal.aborted });
     });
   };
 
@@ -82,7 +82,7 @@ export class Spawner {
     return this.child?.connected ? this.child.pid : undefined;
   }
 
-  /** Stop the helper (the programs it runs are sent SIGTERM); later runs go on in this process. */
+  /** Stop the helper (the programs it runs for a caller that gave a signal are stopped, the others run to their end); later runs go on in this process. */
   close(): void {
     const child = this.child;
     this.child = undefined;

@@ -351,7 +351,8 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
     const startRelink = () => {
       relinkWanted = false;
       const t = process.hrtime.bigint();
-      relink = runShell(build, cwd, opts.signal, spawner.run).then((r) => {
+      // Not stopped by an abort: the program on disk would be left half linked (the last save's relink ends before watch does).
+      relink = runShell(build, cwd, undefined, spawner.run).then((r) => {
         if (r.status !== 0 && !opts.signal?.aborted) emit({ event: 'relink-failed', status: r.status, output: r.output.trim(), buildMs: msSince(t) });
       });
     };

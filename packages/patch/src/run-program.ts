@@ -19,12 +19,18 @@ export interface RunOptions {
   cwd: string;
   env?: NodeJS.ProcessEnv;
   /**
-   * Its abort stops the program if it is running then (SIGTERM). A run asked
-   * for with a signal already aborted runs to its end: watch's last relink,
-   * after Ctrl-C, is one.
+   * Its abort stops the program if it is running then, with everything it
+   * started (SIGTERM to its process group). A run asked for with a signal
+   * already aborted runs to its end: watch's last relink, after Ctrl-C, is one.
    */
   signal?: AbortSignal;
   timeoutMs?: number;
+  /**
+   * Start it in a process group of its own even without a signal: a Ctrl-C
+   * at the terminal does not reach it (watch's helper starts every program
+   * so; watch stops what it must itself, and lets a relink finish).
+   */
+  ownGroup?: boolean;
   /** Told the program's pid once it has started. */
   onStart?: (pid: number) => void;
 }
@@ -35,7 +41,12 @@ export type Runner = (file: string, args: string[], opts: RunOptions) => Promise
 /** Run a program from this process. */
 export const runProgram: Runner = (file, args, opts) =>
   new Promise((resolve) => {
-    const child = cp.spawn(file, args, { cwd: opts.cwd, env: opts.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'], timeout: opts.timeoutMs });
+    // Given a signal, the program and what it starts (a shell's compiler, make's
+    // jobs) are a process group of their own, and an abort stops all of them:
+    // a compiler left running after its shell would write its object later
+    // (while the program is relinked). Without one (nor ownGroup), they stay
+    // in this process's group, where a Ctrl-C at the terminal reaches them.
+    const child = cp.spawn(file, args, { cwd: opts.cwd, env: opts.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'], timeout: opts.timeoutMs, detached: !!opts.signal || !!opts.ownGroup });
     let stdout = '';
     let output = '';
     let error: string | undefined;
@@ -46,7 +57,13 @@ export const runProgram: Runner = (file, args, opts) =>
       output += d;
     });
     child.stderr.setEncoding('utf8').on('data', (d: string) => (output += d));
-    const abort = () => child.kill('SIGTERM');
+    const abort = () => {
+      try {
+        process.kill(-child.pid!, 'SIGTERM');
+      } catch {
+        child.kill('SIGTERM'); // not started, or its group already gone
+      }
+    };
     opts.signal?.addEventListener('abort', abort);
     const finish = (status: number | null) => {
       if (done) return;
