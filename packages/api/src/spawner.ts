@@ -62,7 +62,7 @@ export class Spawner {
 
   readonly run: Runner = (file, args, opts) => {
     const child = this.child;
-    if (!child?.connected) return runProgram(file, args, opts);
+    if (!child?.connected) return runProgram(file, args, { ...opts, ownGroup: true }); // as the helper starts them
     return new Promise((resolve) => {
       const id = this.next++;
       const p: Pending = { file, args, opts, resolve };
@@ -106,7 +106,7 @@ export class Spawner {
     this.pending.clear();
     for (const p of left) {
       if (p.abort) p.opts.signal?.removeEventListener('abort', p.abort);
-      ended(p.pid).then(() => runProgram(p.file, p.args, p.opts).then(p.resolve));
+      ended(p.pid).then(() => runProgram(p.file, p.args, { ...p.opts, ownGroup: true }).then(p.resolve));
     }
   }
 
