@@ -17,7 +17,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { HotloadError, isHotloadError } from '@hotload/errors';
-import { attach, checkAttach } from '@hotload/injector';
+import { attach, checkAttach, cleanStaged } from '@hotload/injector';
 import { ElfFile, STT, demangle } from '@hotload/elf';
 import { Build, changesNothing, diffObjectSets, functionOfPart, mkpatchFromBuilds, objectFiles, sameFile } from '@hotload/patch';
 import { sleep } from './sleep';
@@ -169,6 +169,7 @@ async function rehearse(pid: number, orig: string, program: string, snap: string
       if (!fn) continue;
       await mkpatchFromBuilds({ from: orig, to: orig, target: program, out, also: { [fn[0]]: rel }, run });
       checkAttach(pid, out);
+      cleanStaged(); // the staging directory's housekeeping, done once per run: now rather than in the first save's attach
       return;
     }
   } catch {

@@ -1,6 +1,7 @@
 // @hotload/injector: sessions on a live process (the only package that talks to
 // the native shim), and the jobs done on one: attach, revert, status.
 export { attach, checkAttach } from './attach';
+export { cleanStaged } from './stage-patch';
 export type { AttachOptions, AttachResult, PatchedFunction } from './attach';
 export { revert } from './revert';
 export type { RevertResult, RevertOptions } from './revert';
