@@ -706,6 +706,7 @@ export function sameFile(a: string, b: string): boolean {
     const sa = fs.statSync(a, { bigint: true });
     const sb = fs.statSync(b, { bigint: true });
     if (sa.size !== sb.size) return false;
+    if (sa.dev === sb.dev && sa.ino === sb.ino) return true; // one file (a hard link)
     // The same two files, neither changed since they were compared (watch asks on every save).
     const key = [a, b, ...[sa, sb].flatMap((x) => [x.dev, x.ino, x.mtimeNs, x.ctimeNs])].join('\0');
     let same = sameFiles.get(key);
