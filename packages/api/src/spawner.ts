@@ -67,7 +67,7 @@ export class Spawner {
       const id = this.next++;
       const p: Pending = { file, args, opts, resolve };
       if (opts.signal) {
-        // As runProgram: an abort stops a run going on then; one asked for after it runs (watch's last relink).
+        // As runProgram: an abort stops a run going on then; one asked for after it runs to its end.
         p.abort = () => child.connected && child.send({ kill: id });
         opts.signal.addEventListener('abort', p.abort);
       }

@@ -240,7 +240,7 @@ export class Generator {
 }
 
 export function signed(n: bigint | number): string {
-  return n == 0 ? '' : n > 0 ? ` + ${n}` : ` - ${-n}`;
+  return !n ? '' : n > 0 ? ` + ${n}` : ` - ${-n}`;
 }
 
 export function asmName(name: string): string {

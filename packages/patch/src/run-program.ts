@@ -21,7 +21,7 @@ export interface RunOptions {
   /**
    * Its abort stops the program if it is running then, with everything it
    * started (SIGTERM to its process group). A run asked for with a signal
-   * already aborted runs to its end: watch's last relink, after Ctrl-C, is one.
+   * already aborted runs to its end.
    */
   signal?: AbortSignal;
   timeoutMs?: number;
