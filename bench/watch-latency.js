@@ -13,9 +13,10 @@
 // same run, interleaved with the saves: the compiler alone on that file (the
 // same command, to another output, under the same load: for memcached, the
 // client asking every 2 ms), and how watch's compiles compare with it (a
-// watch that took CPU from its compiler would show there). BENCH_ROWS=1 prints each save's figures on stderr
-// (the medians of the parts do not add up to the median of the whole);
-// BENCH_ONLY=lua or =memcached runs one program.
+// watch that took CPU from its compiler would show there). BENCH_ROWS=1
+// prints each save's figures on stderr (the medians of the parts do not add
+// up to the median of the whole); BENCH_ONLY=lua or =memcached runs one
+// program.
 'use strict';
 const { spawn, execFileSync } = require('child_process');
 const fs = require('fs');

@@ -406,7 +406,6 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
         let now = stamps(paths);
         let changed = [...now.keys()].filter((f) => now.get(f) !== seen.get(f));
         if (changed.length === 0) continue;
-        for (const f of changed) generated.delete(f); // changed outside a build: an edit
         compiler?.prefetch(changed); // make's commands for their objects, asked while the save settles
         // Editors save in steps (write, rename), each within a few ms: go on
         // once the changed files have been still for 15 ms, counted from their
@@ -424,10 +423,10 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
         // are part of this save: taken for seen, they would never be compiled.
         const late = [...now.keys()].filter((f) => now.get(f) !== seen.get(f) && !changed.includes(f));
         if (late.length) {
-          for (const f of late) generated.delete(f);
           changed = [...changed, ...late];
           compiler?.prefetch(changed);
         }
+        for (const f of changed) generated.delete(f); // changed outside a build: an edit
         seen = now;
         const t0 = process.hrtime.bigint();
         emit({ event: 'change', files: changed.map((f) => path.relative(cwd, f) || f) });
