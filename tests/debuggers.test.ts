@@ -46,11 +46,15 @@ function gdb(pid: number, cmds: string[]): Promise<string> {
 /** gdb started in the background; `output()` so far, `done` when it exits. */
 function gdbBackground(pid: number, cmds: string[]): { child: ChildProcess; output: () => string; done: Promise<string> } {
   const child = spawn('gdb', ['-nx', '-batch', '-p', String(pid), ...cmds.flatMap((c) => ['-ex', c])], { env: ENV, stdio: ['ignore', 'pipe', 'pipe'] });
+  // The two streams are kept apart and put one after the other, as gdb()
+  // does: taken as they arrive, a message on stderr (a source file gdb cannot
+  // find) could land inside a line of the backtrace on stdout.
   let out = '';
+  let err = '';
   child.stdout!.on('data', (d) => (out += d));
-  child.stderr!.on('data', (d) => (out += d));
-  const done = new Promise<string>((resolve) => child.once('exit', () => resolve(out)));
-  return { child, output: () => out, done };
+  child.stderr!.on('data', (d) => (err += d));
+  const done = new Promise<string>((resolve) => child.once('exit', () => resolve(out + err)));
+  return { child, output: () => out + err, done };
 }
 
 async function until(what: () => boolean, label: string, ms = 60000): Promise<void> {
