@@ -165,3 +165,17 @@ test('every field of an entry is compared: a change in any makes the units diffe
   // `full` mark), the references, and the three kept beside them.
   expect(Object.keys(u.dies[i]).length).toBe(EntryTable.values - 1 + EntryTable.refSlots + 3);
 });
+
+test('a DWARF procedure (gcc\'s value of a pointer it optimised away) is no entry: the unit compares the same as one without', () => {
+  const fn = (body: string) => `extern void sink(int);\nvoid f(int x) { const char *p = "tag"; ${body} }\n`;
+  // p's value is described by DW_OP_implicit_pointer to a DW_TAG_dwarf_procedure holding "tag".
+  const gone = compile('procedure', fn('sink(p[0] + x); sink(p[1]);'), '-O2');
+  expect(execFileSync('readelf', ['--debug-dump=info', gone.path], { encoding: 'utf8' })).toContain('DW_TAG_dwarf_procedure');
+  // The same types, p kept in a register: no procedure.
+  const kept = compile('register', fn('__asm__("" : "+r"(p)); sink(p[0] + x); sink(p[1]);'), '-O2');
+  expect(execFileSync('readelf', ['--debug-dump=info', kept.path], { encoding: 'utf8' })).not.toContain('DW_TAG_dwarf_procedure');
+  // A fresh ElfFile each: readUnits remembers its answer per file.
+  const again = (e: ElfFile) => new ElfFile(e.path, fs.readFileSync(e.path));
+  for (const typesOnly of [false, true]) expect(readUnits(again(gone), typesOnly)[0].dies.filter((d) => d.tag === 0x36)).toEqual([]);
+  expect(sameEntries(readUnits(again(gone), true)[0], readUnits(again(kept), true)[0])).toBe(true);
+});

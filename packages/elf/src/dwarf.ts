@@ -797,9 +797,11 @@ const COMMON = new Set<number>([AT.name, AT.type, AT.byteSize, AT.dataMemberLoca
  * Entries no user reads, left out of `dies` (a third of an optimised build's
  * entries are call sites): DW_TAG_call_site and its parameters, GNU's older
  * forms of them, labels, lexical blocks (their children stay, under the block's
- * parent), and unspecified parameters.
+ * parent), unspecified parameters, and DWARF procedures (location expressions
+ * that DW_OP_call reaches: gcc emits them at some optimisation levels only, so
+ * keeping them would make two builds' units of identical types differ).
  */
-const UNREAD = new Set([0x48, 0x49, 0x4109, 0x410a, 0x0a, 0x0b, 0x18]);
+const UNREAD = new Set([0x48, 0x49, 0x4109, 0x410a, 0x0a, 0x0b, 0x18, 0x36]);
 /** Call sites (DWARF 5's and GNU's): their children are their parameters, which nothing reads. */
 const CALL_SITE = new Set([0x48, 0x4109]);
 
