@@ -3,10 +3,12 @@
 #   make test    install, build and run every test
 #   make bench   print the benchmark figures
 # Each target does its own set-up: npm packages, Debian packages (clang, deb-src
-# for Lua's sources), the native shim, the fixtures and the TypeScript build.
+# for Lua's sources), the native shim, the DWARF reader's WebAssembly, the
+# fixtures and the TypeScript build.
 
 SHIM     := native-shim/build/libhotload-shim.so
 DEBUGLIB := native-shim/build/libhotload-debug.so
+DWARFSCAN := packages/elf/wasm/build/dwarf-scan.wasm
 CC       ?= gcc
 NPM      := npm --loglevel=error --no-fund --no-audit
 STAMP    := node_modules/.hotload-installed
@@ -31,7 +33,13 @@ $(DEBUGLIB): native-shim/debug-descriptor.c
 	mkdir -p $(dir $@)
 	$(CC) -O2 -g -fPIC -shared -nostdlib -Wl,--build-id -Wall -Wextra -Werror -o $@ $<
 
-shim: $(SHIM) $(DEBUGLIB)
+# The DWARF reader's loop (packages/elf/src/dwarf.ts), as WebAssembly: no C
+# library, bounds-checked reads, the stack below the data (an overflow traps).
+$(DWARFSCAN): packages/elf/wasm/dwarf-scan.c
+	mkdir -p $(dir $@)
+	clang --target=wasm32 -O2 -nostdlib -fno-builtin -Wall -Wextra -Werror -Wl,--no-entry -Wl,--stack-first -o $@ $<
+
+shim: $(SHIM) $(DEBUGLIB) $(DWARFSCAN)
 
 ts: $(STAMP)
 	npx tsc -b
@@ -76,7 +84,7 @@ bench: system build lua memcached
 	node bench/type-check.js
 
 clean:
-	rm -rf packages/*/dist packages/*/tsconfig.tsbuildinfo native-shim/build build/npm
+	rm -rf packages/*/dist packages/*/tsconfig.tsbuildinfo native-shim/build packages/elf/wasm/build build/npm
 	$(MAKE) -C fixtures clean
 
 .PHONY: all system shim ts build lua memcached iperf demo pack typecheck test bench clean

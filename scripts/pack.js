@@ -16,6 +16,9 @@
 //     libhotload-debug.so     the GDB JIT descriptor attach loads into a process
 //                             (debug-descriptor.c), so debuggers see patches
 //                             made from a rebuild
+//   packages/elf/wasm/build/
+//     dwarf-scan.wasm         the DWARF reader's loop (dwarf-scan.c), the same
+//                             on every machine
 //   README.md
 // The layout mirrors the checkout, so paths found from __dirname hold in both.
 //
@@ -88,6 +91,11 @@ const debugLib = path.join(root, 'native-shim/build/libhotload-debug.so');
 if (!fs.existsSync(debugLib)) throw new Error('native-shim/build/libhotload-debug.so is missing: run `make build` first');
 fs.copyFileSync(path.join(root, 'native-shim/debug-descriptor.c'), path.join(stage, 'native-shim/debug-descriptor.c'));
 fs.copyFileSync(debugLib, path.join(stage, 'native-shim/build/libhotload-debug.so'));
+// The DWARF reader's WebAssembly (a binary: copied as it is, not as the dist's text).
+const scan = path.join(root, 'packages/elf/wasm/build/dwarf-scan.wasm');
+if (!fs.existsSync(scan)) throw new Error('packages/elf/wasm/build/dwarf-scan.wasm is missing: run `make build` first');
+fs.mkdirSync(path.join(stage, 'packages/elf/wasm/build'), { recursive: true });
+fs.copyFileSync(scan, path.join(stage, 'packages/elf/wasm/build/dwarf-scan.wasm'));
 fs.copyFileSync(path.join(root, 'README.md'), path.join(stage, 'README.md'));
 
 const manifest = {

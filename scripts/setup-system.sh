@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what hotload's tests need from Debian, once: clang (the pad index must
-# handle clang output too), g++ (a C++ fixture), libevent-dev (memcached),
+# handle clang output too; it also compiles the DWARF reader's WebAssembly, which
+# lld's wasm-ld links), g++ (a C++ fixture), libevent-dev (memcached),
 # autoconf and automake (iperf's Debian patches edit configure.ac and
 # Makefile.am, so its build starts with autoreconf as Debian's does) and deb-src
 # entries so `apt-get source` can fetch the real programs the tests build
@@ -26,6 +27,7 @@ fi
 
 missing=()
 command -v clang >/dev/null || missing+=(clang)
+command -v wasm-ld >/dev/null || missing+=(lld) # links the DWARF reader's WebAssembly (packages/elf/wasm)
 command -v g++ >/dev/null || missing+=(g++)
 command -v make >/dev/null || missing+=(make)
 command -v dpkg-source >/dev/null || missing+=(dpkg-dev)

@@ -179,3 +179,42 @@ test('a DWARF procedure (gcc\'s value of a pointer it optimised away) is no entr
   for (const typesOnly of [false, true]) expect(readUnits(again(gone), typesOnly)[0].dies.filter((d) => d.tag === 0x36)).toEqual([]);
   expect(sameEntries(readUnits(again(gone), true)[0], readUnits(again(kept), true)[0])).toBe(true);
 });
+
+test('damaged DWARF is refused with a DWARF error, never read outside its section: every byte of a unit and its abbreviations changed in turn', () => {
+  const bytes = fs.readFileSync(obj);
+  const elf = new ElfFile(obj, bytes);
+  const outcomes = new Map<string, number>();
+  for (const name of ['.debug_info', '.debug_abbrev']) {
+    const sec = elf.section(name)!;
+    // Each byte (capped, for time) replaced by three values, read both ways.
+    for (let at = 0; at < Math.min(sec.size, 600); at++) {
+      for (const v of [0x00, 0x7f, 0xff]) {
+        const b = Buffer.from(bytes);
+        if (b[sec.offset + at] === v) continue;
+        b[sec.offset + at] = v;
+        for (const typesOnly of [false, true]) {
+          let outcome = 'read';
+          try {
+            readUnits(new ElfFile(obj, b), typesOnly);
+          } catch (e) {
+            // A plain Error naming DWARF; a WebAssembly trap (RuntimeError) would mean a read out of bounds.
+            outcome = `${(e as Error).constructor.name}: ${(e as Error).message.replace(/0x[0-9a-f]+|\d+/g, 'N')}`;
+          }
+          outcomes.set(outcome, (outcomes.get(outcome) ?? 0) + 1);
+        }
+      }
+    }
+  }
+  for (const o of outcomes.keys()) expect(o).toMatch(/^(read|Error: (DWARF|64-bit DWARF))/);
+  expect(outcomes.get('read')).toBeGreaterThan(0);
+  expect([...outcomes.keys()].length).toBeGreaterThan(2); // some damage is found, of more than one kind
+});
+
+test('a unit whose length runs past its section is an error, not a read past the end', () => {
+  const b = Buffer.from(fs.readFileSync(obj));
+  const sec = new ElfFile(obj, b).section('.debug_info')!;
+  b.writeUInt32LE(sec.size + 100, sec.offset);
+  expect(() => readUnits(new ElfFile(obj, b))).toThrow(/^DWARF data ends inside an entry/);
+  b.writeUInt32LE(0xffffffff, sec.offset);
+  expect(() => readUnits(new ElfFile(obj, b))).toThrow('64-bit DWARF is not read');
+});
