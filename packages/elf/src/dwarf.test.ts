@@ -136,7 +136,7 @@ test('every field of an entry is compared: a change in any makes the units diffe
   const u = readUnits(compile('fields', INLINED(''), '-O2'), true)[0];
   const copy = (): Unit => {
     const t = Object.assign(new EntryTable(), u.table);
-    Object.assign(t, { rec: u.table.rec.slice(), refs: u.table.refs.slice(), indexes: undefined, names: [...t.names], linkages: [...t.linkages], consts: [...t.consts] });
+    Object.assign(t, { rec: u.table.rec.slice(), refs: u.table.refs.slice(), refIndexes: u.table.refIndexes.slice(), names: [...t.names], linkages: [...t.linkages], consts: [...t.consts] });
     return { ...u, table: t };
   };
   expect(sameEntries(u, copy())).toBe(true);
@@ -150,10 +150,19 @@ test('every field of an entry is compared: a change in any makes the units diffe
     bump(c.table.rec, i * EntryTable.values + k);
     expect(['value', k, sameEntries(u, c)]).toEqual(['value', k, false]);
   }
+  // References are compared by the index of the entry they reach (refIndexes).
   for (let k = 1; k < EntryTable.refSlots; k++) {
     const c = copy();
-    bump(c.table.refs, i * EntryTable.refSlots + k);
+    c.table.refIndexes[i * (EntryTable.refSlots - 1) + k - 1] += 1;
     expect(['reference', k, sameEntries(u, c)]).toEqual(['reference', k, false]);
+  }
+  // Which are those of the offsets the references hold: every reference of every entry.
+  const t = u.table;
+  for (let e = 0; e < t.n; e++) {
+    for (let k = 1; k < EntryTable.refSlots; k++) {
+      const target = t.refs[e * EntryTable.refSlots + k];
+      expect(t.refIndexes[e * (EntryTable.refSlots - 1) + k - 1]).toBe(Number.isNaN(target) ? -2 : t.indexAt(target));
+    }
   }
   // And the fields kept beside the numbers.
   for (const [field, v] of [['names', 'x'], ['linkages', 'x'], ['consts', 5n]] as const) {

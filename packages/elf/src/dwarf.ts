@@ -130,10 +130,10 @@ export function sameEntries(a: Unit, b: Unit): boolean {
   if (ta.n !== tb.n || a.bodies !== b.bodies) return false;
   const bytes = (x: Float64Array | Int32Array, n: number) => Buffer.from(x.buffer, x.byteOffset, n * x.BYTES_PER_ELEMENT);
   if (!bytes(ta.rec, ta.n * VALUES).equals(bytes(tb.rec, tb.n * VALUES))) return false; // absent fields are NaN, one bit pattern
-  if (!bytes(ta.refIndexes(), ta.n * 3).equals(bytes(tb.refIndexes(), tb.n * 3))) return false;
-  for (let i = 0; i < ta.n; i++) {
-    if (ta.names[i] !== tb.names[i] || ta.linkages[i] !== tb.linkages[i] || ta.consts[i] !== tb.consts[i]) return false;
-  }
+  if (!bytes(ta.refIndexes, ta.n * 3).equals(bytes(tb.refIndexes, tb.n * 3))) return false;
+  // Names hold no NUL: one string comparison each for the names and the linkage names.
+  if (ta.names.join('\0') !== tb.names.join('\0') || ta.linkages.join('\0') !== tb.linkages.join('\0')) return false;
+  for (let i = 0; i < ta.n; i++) if (ta.consts[i] !== tb.consts[i]) return false;
   return true;
 }
 
@@ -172,33 +172,6 @@ const unitsRead = new WeakMap<ElfFile, Unit[]>();
 const typesRead = new WeakMap<ElfFile, Unit[]>();
 
 /**
- * Strings of a string section by offset. A section of ASCII only (nearly
- * always: C identifiers and paths) is decoded once, each string then a slice
- * of it; otherwise each string is decoded as UTF-8 once per offset.
- */
-function strings(buf: Buffer | undefined): (off: number) => string | undefined {
-  if (!buf) return () => undefined;
-  const text = buf.toString('latin1');
-  if (!/[^\x00-\x7f]/.test(text)) {
-    return (off) => {
-      if (off >= text.length) return undefined;
-      const end = text.indexOf('\0', off);
-      return text.substring(off, end < 0 ? text.length : end);
-    };
-  }
-  const seen = new Map<number, string>();
-  return (off) => {
-    if (off >= buf.length) return undefined;
-    let s = seen.get(off);
-    if (s === undefined) {
-      const end = buf.indexOf(0, off);
-      seen.set(off, (s = buf.toString('utf8', off, end < 0 ? buf.length : end)));
-    }
-    return s;
-  };
-}
-
-/**
  * Where each field of an entry is in its record (EntryTable.rec): numbers,
  * NaN for an attribute the entry does not have; flags as 0 or 1. `full`: 1
  * when the entry's abbreviation has one of the rarer attributes (it is made
@@ -229,10 +202,12 @@ export class EntryTable {
   n = 0;
   rec = new Float64Array(0);
   refs = new Float64Array(0);
-  names: (string | undefined)[] = [];
-  linkages: (string | undefined)[] = [];
+  /** Each entry's DW_AT_name and linkage name ('' for none: a name is never empty). */
+  names: string[] = [];
+  linkages: string[] = [];
   consts: (bigint | undefined)[] = [];
-  private indexes?: Int32Array;
+  /** Each entry's references (type, origin, containing type) as indexes of entries (-1: none of this unit's kept ones; -2: no reference). */
+  refIndexes = new Int32Array(0);
 
   /** The index of the entry at absolute offset `off`, by binary search; -1 if none. */
   indexAt(off: number): number {
@@ -253,26 +228,6 @@ export class EntryTable {
     return this.rec[i * VALUES + S.tag];
   }
 
-  /** Each entry's references as indexes of entries (-1: none of this unit's kept ones; -2: no reference). */
-  refIndexes(): Int32Array {
-    if (this.indexes) return this.indexes;
-    const out = new Int32Array(this.n * 3);
-    const refs = this.refs;
-    // Entry index + 1 by offset from the first entry's, for the span of the
-    // unit's entries (dropped after: a lookup each instead of a binary search).
-    const first = this.n ? refs[0] : 0;
-    const span = this.n ? refs[(this.n - 1) * REFS] - first + 1 : 0;
-    const at = new Int32Array(span);
-    for (let i = 0; i < this.n; i++) at[refs[i * REFS] - first] = i + 1;
-    for (let i = 0; i < this.n; i++) {
-      for (let k = 1; k < REFS; k++) {
-        const v = refs[i * REFS + k] - first;
-        out[i * 3 + k - 1] = v !== v ? -2 : v >= 0 && v < span ? at[v] - 1 : -1;
-      }
-    }
-    return (this.indexes = out);
-  }
-
   /** Every entry as an object. */
   entries(): Die[] {
     const out: Die[] = new Array(this.n);
@@ -290,7 +245,7 @@ export class EntryTable {
       let d: Entry;
       if (rec[b + S.full]) {
         const f = new FullEntry(off, tag, parent, end);
-        f.linkage = this.linkages[i];
+        f.linkage = this.linkages[i] || undefined;
         f.origin = num(refs[rb + R.origin]);
         f.containingType = num(refs[rb + R.containingType]);
         f.bitSize = num(rec[b + S.bitSize]);
@@ -306,7 +261,7 @@ export class EntryTable {
         f.declLine = num(rec[b + S.declLine]);
         d = f;
       } else d = new Entry(off, tag, parent, end);
-      d.name = this.names[i];
+      d.name = this.names[i] || undefined;
       d.type = num(refs[rb + R.type]);
       d.byteSize = num(rec[b + S.byteSize]);
       d.memberOffset = num(rec[b + S.memberOffset]);
@@ -388,7 +343,7 @@ interface Scanner {
   memory: WebAssembly.Memory;
   alloc(n: number): number;
   reset(): void;
-  scan(info: number, infoLen: number, abbrev: number, abbrevLen: number, strOffsets: number, strOffsetsLen: number, typesOnly: number): number;
+  scan(info: number, infoLen: number, abbrev: number, abbrevLen: number, strOffsets: number, strOffsetsLen: number, str: number, strLen: number, lineStr: number, lineStrLen: number, typesOnly: number): number;
   result(): number;
   relocate(data: number, len: number, rela: number, relaLen: number, symtab: number, symLen: number): void;
 }
@@ -448,8 +403,9 @@ const SCAN_ERRORS: Record<number, (detail: number) => string> = {
   [-4]: (d) => `DWARF form 0x${d.toString(16)}`,
   [-5]: () => 'out of memory reading DWARF',
 };
-/** Fields per unit in the scanner's table of units (dwarf-scan.c's U_*). */
-const UNIT_FIELDS = 10;
+/** dwarf-scan.c's U_*: the fields of a unit in its table of units. */
+const enum U { off, version, split, code, first, count, producerKind, producer, compDirKind, compDir, names, namesLen, linkages, linkagesLen, constFirst, constCount }
+const UNIT_FIELDS = 16;
 
 /** Every unit of the file, scanned (readUnits says what `typesOnly` leaves out); its strings decoded. */
 function scanUnits(elf: ElfFile, typesOnly: boolean): Unit[] {
@@ -458,12 +414,14 @@ function scanUnits(elf: ElfFile, typesOnly: boolean): Unit[] {
   if (!infoSec || !abbrevSec) return [];
   const w = scannerOf();
   w.reset();
-  const infoRaw = elf.sectionContents(infoSec);
   const info = putRelocated(w, elf, '.debug_info');
   const abbrevData = elf.sectionContents(abbrevSec);
   const abbrev = put(w, abbrevData);
   const so = putRelocated(w, elf, '.debug_str_offsets');
-  const n = w.scan(info.at, info.len, abbrev, abbrevData.length, so.at, so.len, typesOnly ? 1 : 0);
+  // String sections hold no references, so no relocations: read as they are.
+  const str = putRelocated(w, elf, '.debug_str');
+  const lineStr = putRelocated(w, elf, '.debug_line_str');
+  const n = w.scan(info.at, info.len, abbrev, abbrevData.length, so.at, so.len, str.at, str.len, lineStr.at, lineStr.len, typesOnly ? 1 : 0);
   const mem = w.memory.buffer;
   const res = new Uint32Array(mem, w.result(), 8);
   if (n < 0) throw new Error((SCAN_ERRORS[n] ?? (() => `DWARF could not be read (${n})`))(res[6]));
@@ -471,46 +429,38 @@ function scanUnits(elf: ElfFile, typesOnly: boolean): Unit[] {
   const unitTable = new Uint32Array(mem, res[0], n * UNIT_FIELDS);
   const recs = new Float64Array(mem, res[1], total * VALUES);
   const refs = new Float64Array(mem, res[2], total * REFS);
-  const places = new Uint32Array(mem, res[3], total * 4);
-  const consts = new Uint32Array(mem, res[4], total * 4);
-  // String sections hold no references, so no relocations: read as they are.
-  const section = (name: string) => {
-    const sec = elf.section(name);
-    return sec && elf.sectionContents(sec);
-  };
-  const strs = strings(section('.debug_str'));
-  const lineStrs = strings(section('.debug_line_str'));
-  const str = (kind: number, off: number): string | undefined => {
-    if (kind === 1) return strs(off);
-    if (kind === 3) return lineStrs(off);
-    if (kind === 2) {
-      const end = infoRaw.indexOf(0, off);
-      return infoRaw.toString('utf8', off, end < 0 ? infoRaw.length : end);
-    }
-    return undefined;
-  };
+  const text = (at: number, len: number) => Buffer.from(mem, res[3] + at, len).toString('utf8');
+  const constList = new Uint32Array(mem, res[4]);
+  const refIndexes = new Int32Array(mem, res[7], total * 3);
   const units: Unit[] = [];
   for (let k = 0; k < n; k++) {
     const u = unitTable.subarray(k * UNIT_FIELDS, (k + 1) * UNIT_FIELDS);
-    const first = u[4];
-    const count = u[5];
+    const first = u[U.first];
+    const count = u[U.count];
     const table = new EntryTable();
     table.n = count;
     table.rec = recs.slice(first * VALUES, (first + count) * VALUES);
     table.refs = refs.slice(first * REFS, (first + count) * REFS);
-    for (let i = 0; i < count; i++) {
-      const p = (first + i) * 4;
-      if (places[p]) table.names[i] = str(places[p], places[p + 1]);
-      if (places[p + 2]) table.linkages[i] = str(places[p + 2], places[p + 3]);
-      if (consts[p]) {
-        const v = (BigInt(consts[p + 2]) << 32n) | BigInt(consts[p + 1]);
-        table.consts[i] = consts[p] === 2 ? BigInt.asIntN(64, v) : v;
-      }
+    table.refIndexes = refIndexes.slice(first * 3, (first + count) * 3);
+    // One text per unit for all its names (an empty one for an entry without), split here.
+    table.names = count ? text(u[U.names], u[U.namesLen]).split('\0') : [];
+    table.linkages = count ? text(u[U.linkages], u[U.linkagesLen]).split('\0') : [];
+    table.consts = new Array(count);
+    for (let c = u[U.constFirst] * 4, end = c + u[U.constCount] * 4; c < end; c += 4) {
+      const v = (BigInt(constList[c + 2]) << 32n) | BigInt(constList[c + 1]);
+      table.consts[constList[c + 3]] = constList[c] === 2 ? BigInt.asIntN(64, v) : v;
     }
+    const place = (kind: number, off: number): string | undefined => {
+      if (!kind) return undefined;
+      const sec = kind === 1 ? '.debug_str' : kind === 3 ? '.debug_line_str' : '.debug_info';
+      const b = elf.sectionContents(elf.section(sec)!);
+      const end = b.indexOf(0, off);
+      return off < b.length ? b.toString('utf8', off, end < 0 ? b.length : end) : undefined;
+    };
     let made: Die[] | undefined;
     units.push({
-      off: u[0], version: u[1], name: table.names[0] ?? '', producer: str(u[6], u[7]) ?? '', compDir: str(u[8], u[9]) ?? '',
-      split: u[2] !== 0, table, bodies: !typesOnly, code: u[3] !== 0,
+      off: u[U.off], version: u[U.version], name: table.names[0] || '', producer: place(u[U.producerKind], u[U.producer]) ?? '',
+      compDir: place(u[U.compDirKind], u[U.compDir]) ?? '', split: u[U.split] !== 0, table, bodies: !typesOnly, code: u[U.code] !== 0,
       get dies() {
         return (made ??= table.entries());
       },

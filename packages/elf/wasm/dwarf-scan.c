@@ -1,7 +1,8 @@
 // The loop of the DWARF reader (dwarf.ts), compiled to WebAssembly: it walks
-// .debug_info entry by entry and fills each unit's table of numbers (the
-// EntryTable's records, references, string places and constants), which
-// dwarf.ts then hands to its users. What it keeps and steps over is described
+// .debug_info entry by entry and fills, per unit, what dwarf.ts makes its
+// EntryTable of: each entry's record of numbers, its references (as offsets
+// and as indexes of the unit's entries), its names (one text per unit), and
+// its exact constants; dwarf.ts then hands the tables to their users. What it keeps and steps over is described
 // in dwarf.ts; this file only does it, without the warm-up a JavaScript loop
 // needs (a one-shot `hotload mkpatch` reads every changed object of two
 // builds once, and V8 would still be compiling its reader when it is done).
@@ -12,7 +13,6 @@
 // scan with an error, never a read outside its section.
 
 typedef unsigned char u8;
-typedef unsigned short u16;
 typedef unsigned int u32;
 typedef unsigned long long u64;
 typedef long long i64;
@@ -52,7 +52,6 @@ void *memset(void *to, int c, usize n) {
   for (usize i = 0; i < n; i++) t[i] = (u8)c;
   return to;
 }
-static void copy(void *to, const void *from, usize n) { memcpy(to, from, n); }
 
 /** Room for `n` bytes of input (JavaScript writes a section there). */
 EXPORT("alloc") void *alloc_export(usize n) { return alloc(n); }
@@ -72,7 +71,7 @@ static int vec_room(Vec *v, u32 more) {
   while (cap < v->n + more) cap *= 2;
   u8 *data = alloc((usize)cap * v->size);
   if (!data) return 0;
-  if (v->n) copy(data, v->data, (usize)v->n * v->size);
+  if (v->n) memcpy(data, v->data, (usize)v->n * v->size);
   v->data = data;
   v->cap = cap;
   return 1;
@@ -311,14 +310,21 @@ static Table *abbrevs(const u8 *data, u32 len, u32 off, int *err) {
 enum { STR_none, STR_str, STR_info, STR_lineStr };
 /** Per entry: its name's place and its linkage name's (kind, offset each). */
 enum { P_nameKind, P_name, P_linkageKind, P_linkage, PLACES };
-/** Per entry: DW_AT_const_value, exactly: 0 none, 1 unsigned, 2 signed; its low and high 32 bits. */
-enum { C_kind, C_lo, C_hi, C_pad, CONSTS };
-/** Per unit (all u32). */
+/** Per entry: DW_AT_const_value, exactly: 0 none, 1 unsigned, 2 signed; its low and high 32 bits; and (in `constList`) the entry's index in its unit. */
+enum { C_kind, C_lo, C_hi, C_index, CONSTS };
+/**
+ * Per unit (all u32): where its entries are in `recs` and `refs`; its
+ * entries' names and linkage names, each a text in `text` (one string per
+ * entry, separated by NULs, empty for none); its constants in `constList`.
+ */
 enum {
-  U_off, U_version, U_split, U_code, U_first, U_count, U_producerKind, U_producer, U_compDirKind, U_compDir, UNIT_FIELDS,
+  U_off, U_version, U_split, U_code, U_first, U_count, U_producerKind, U_producer, U_compDirKind, U_compDir,
+  U_names, U_namesLen, U_linkages, U_linkagesLen, U_constFirst, U_constCount, UNIT_FIELDS,
 };
 
 static Vec recs, refs, places, consts, units; // recs, refs: doubles; the others u32
+static Vec text, constList;                  // u8; u32
+static Vec refIndexes;                       // i32, 3 per entry
 static Vec stack;   // per open level: opener, parent, in a body (i32 each)
 static Vec pending; // strings given by index: entry (or -1: the unit), attribute, index
 
@@ -330,6 +336,9 @@ typedef struct {
   u32 *unit;
   const u8 *strOffsets;
   u32 strOffsetsLen;
+  /** .debug_str and .debug_line_str, for the texts of names. */
+  const u8 *str, *lineStr;
+  u32 strLen, lineStrLen;
   int err;
 } Scan;
 
@@ -631,12 +640,90 @@ static void read_entries(Scan *s, u32 end, const Table *t, int typesOnly) {
   }
 }
 
+/** The string at a place, appended to `text` (nothing for none, or a place outside its section). */
+static int append_string(Scan *s, u32 kind, u32 off) {
+  const u8 *b = kind == STR_str ? s->str : kind == STR_lineStr ? s->lineStr : kind == STR_info ? s->r.b : 0;
+  u32 len = kind == STR_str ? s->strLen : kind == STR_lineStr ? s->lineStrLen : kind == STR_info ? s->r.len : 0;
+  if (!b || off >= len) return 1;
+  u32 end = off;
+  while (end < len && b[end]) end++;
+  if (!vec_room(&text, end - off)) return 0;
+  memcpy(text.data + text.n, b + off, end - off);
+  text.n += end - off;
+  return 1;
+}
+
+/** One text of the unit's names (`which`: P_nameKind or P_linkageKind), its start and length into the unit's fields. */
+static void unit_text(Scan *s, u32 *u, int which, int field) {
+  u32 start = text.n;
+  for (u32 i = 0; i < u[U_count] && !s->err; i++) {
+    const u32 *p = &((u32 *)places.data)[(usize)(u[U_first] + i) * PLACES];
+    if (i && !vec_room(&text, 1)) { fail(s, E_MEMORY, 0); return; }
+    if (i) text.data[text.n++] = 0;
+    if (p[which] && !append_string(s, p[which], p[which + 1])) fail(s, E_MEMORY, 0);
+  }
+  u[field] = start;
+  u[field + 1] = text.n - start;
+}
+
+/**
+ * Each entry's references (type, origin, containing type) as indexes of the
+ * unit's entries: -1 for an entry not kept (or of another unit), -2 for no
+ * reference. Two builds' units compare by these, not by offsets, which move.
+ */
+static void unit_ref_indexes(Scan *s, const u32 *u) {
+  if (!vec_room(&refIndexes, u[U_count] * 3)) { fail(s, E_MEMORY, 0); return; }
+  const double *ref = &((double *)refs.data)[(usize)u[U_first] * REFS];
+  int *out = &((int *)refIndexes.data)[refIndexes.n];
+  for (u32 i = 0; i < u[U_count]; i++) {
+    for (int k = 1; k < REFS; k++) {
+      double target = ref[i * REFS + k];
+      int found = -2;
+      if (target == target) {
+        // The entries' own offsets ascend: a binary search.
+        found = -1;
+        u32 lo = 0, hi = u[U_count];
+        while (lo < hi) {
+          u32 mid = lo + (hi - lo) / 2;
+          double o = ref[mid * REFS + R_off];
+          if (o == target) { found = (int)mid; break; }
+          if (o < target) lo = mid + 1;
+          else hi = mid;
+        }
+      }
+      out[i * 3 + k - 1] = found;
+    }
+  }
+  refIndexes.n += u[U_count] * 3;
+}
+
+/** What JavaScript reads of a unit besides its records: its names as two texts, its constants as a list, its references as indexes. */
+static void finish_unit(Scan *s, u32 *u) {
+  unit_ref_indexes(s, u);
+  unit_text(s, u, P_nameKind, U_names);
+  unit_text(s, u, P_linkageKind, U_linkages);
+  u[U_constFirst] = constList.n / CONSTS;
+  for (u32 i = 0; i < u[U_count] && !s->err; i++) {
+    const u32 *c = &((u32 *)consts.data)[(usize)(u[U_first] + i) * CONSTS];
+    if (!c[C_kind]) continue;
+    if (!vec_room(&constList, CONSTS)) { fail(s, E_MEMORY, 0); return; }
+    u32 *l = &((u32 *)constList.data)[constList.n];
+    l[C_kind] = c[C_kind];
+    l[C_lo] = c[C_lo];
+    l[C_hi] = c[C_hi];
+    l[C_index] = i;
+    constList.n += CONSTS;
+  }
+  u[U_constCount] = constList.n / CONSTS - u[U_constFirst];
+}
+
 /**
  * Every unit of a .debug_info (relocated already), with `typesOnly` as
  * dwarf.ts describes it. Returns the number of units, or a negative error;
  * `result` says where the tables are.
  */
-EXPORT("scan") int scan(const u8 *info, u32 infoLen, const u8 *abbrev, u32 abbrevLen, const u8 *strOffsets, u32 strOffsetsLen, int typesOnly) {
+EXPORT("scan") int scan(const u8 *info, u32 infoLen, const u8 *abbrev, u32 abbrevLen, const u8 *strOffsets, u32 strOffsetsLen,
+                        const u8 *str, u32 strLen, const u8 *lineStr, u32 lineStrLen, int typesOnly) {
   Vec none = {0, 0, 0, 0};
   tables = none;
   recs = (Vec){0, 0, 0, sizeof(double)};
@@ -646,8 +733,11 @@ EXPORT("scan") int scan(const u8 *info, u32 infoLen, const u8 *abbrev, u32 abbre
   units = (Vec){0, 0, 0, sizeof(u32)};
   stack = (Vec){0, 0, 0, sizeof(int)};
   pending = (Vec){0, 0, 0, sizeof(u32)};
+  text = (Vec){0, 0, 0, 1};
+  constList = (Vec){0, 0, 0, sizeof(u32)};
+  refIndexes = (Vec){0, 0, 0, sizeof(int)};
   tables.size = sizeof(Table);
-  Scan s = {{info, 0, infoLen, 0}, 0, 0, 8, 8, 0, strOffsets, strOffsetsLen, 0};
+  Scan s = {{info, 0, infoLen, 0}, 0, 0, 8, 8, 0, strOffsets, strOffsetsLen, str, lineStr, strLen, lineStrLen, 0};
   Reader *r = &s.r;
   while (r->p + 11 < infoLen && !s.err) {
     u32 unitStart = r->p;
@@ -690,6 +780,7 @@ EXPORT("scan") int scan(const u8 *info, u32 infoLen, const u8 *abbrev, u32 abbre
     // `units` may have moved while growing: the unit's fields are found again.
     u = &((u32 *)units.data)[units.n - UNIT_FIELDS];
     u[U_count] = recs.n / VALUES - u[U_first];
+    finish_unit(&s, u);
     r->p = end;
   }
   if (s.err) return s.err;
@@ -698,15 +789,16 @@ EXPORT("scan") int scan(const u8 *info, u32 infoLen, const u8 *abbrev, u32 abbre
 
 static u32 out[8];
 
-/** Where the last scan's tables are: units, recs, refs, places, consts (pointers), then the number of entries. */
+/** Where the last scan's tables are: units, recs, refs, text, constList (pointers); the number of entries; an error's detail; refIndexes. */
 EXPORT("result") u32 *result(void) {
   out[0] = (u32)(usize)units.data;
   out[1] = (u32)(usize)recs.data;
   out[2] = (u32)(usize)refs.data;
-  out[3] = (u32)(usize)places.data;
-  out[4] = (u32)(usize)consts.data;
+  out[3] = (u32)(usize)text.data;
+  out[4] = (u32)(usize)constList.data;
   out[5] = recs.n / VALUES;
   out[6] = error_detail;
+  out[7] = (u32)(usize)refIndexes.data;
   return out;
 }
 
