@@ -418,7 +418,7 @@ function scanUnits(elf: ElfFile, typesOnly: boolean): Unit[] {
   const abbrevData = elf.sectionContents(abbrevSec);
   const abbrev = put(w, abbrevData);
   const so = putRelocated(w, elf, '.debug_str_offsets');
-  // String sections hold no references, so no relocations: read as they are.
+  // The string sections, for the texts of the names (they carry no relocations).
   const str = putRelocated(w, elf, '.debug_str');
   const lineStr = putRelocated(w, elf, '.debug_line_str');
   const n = w.scan(info.at, info.len, abbrev, abbrevData.length, so.at, so.len, str.at, str.len, lineStr.at, lineStr.len, typesOnly ? 1 : 0);
@@ -432,6 +432,13 @@ function scanUnits(elf: ElfFile, typesOnly: boolean): Unit[] {
   const text = (at: number, len: number) => Buffer.from(mem, res[3] + at, len).toString('utf8');
   const constList = new Uint32Array(mem, res[4]);
   const refIndexes = new Int32Array(mem, res[7], total * 3);
+  /** A unit's compiler or directory: a string at a place the scanner gives (dwarf-scan.c's STR_*). */
+  const place = (kind: number, off: number): string | undefined => {
+    if (!kind) return undefined;
+    const b = elf.sectionContents(elf.section(kind === 1 ? '.debug_str' : kind === 3 ? '.debug_line_str' : '.debug_info')!);
+    const end = b.indexOf(0, off);
+    return off < b.length ? b.toString('utf8', off, end < 0 ? b.length : end) : undefined;
+  };
   const units: Unit[] = [];
   for (let k = 0; k < n; k++) {
     const u = unitTable.subarray(k * UNIT_FIELDS, (k + 1) * UNIT_FIELDS);
@@ -450,13 +457,6 @@ function scanUnits(elf: ElfFile, typesOnly: boolean): Unit[] {
       const v = (BigInt(constList[c + 2]) << 32n) | BigInt(constList[c + 1]);
       table.consts[constList[c + 3]] = constList[c] === 2 ? BigInt.asIntN(64, v) : v;
     }
-    const place = (kind: number, off: number): string | undefined => {
-      if (!kind) return undefined;
-      const sec = kind === 1 ? '.debug_str' : kind === 3 ? '.debug_line_str' : '.debug_info';
-      const b = elf.sectionContents(elf.section(sec)!);
-      const end = b.indexOf(0, off);
-      return off < b.length ? b.toString('utf8', off, end < 0 ? b.length : end) : undefined;
-    };
     let made: Die[] | undefined;
     units.push({
       off: u[U.off], version: u[U.version], name: table.names[0] || '', producer: place(u[U.producerKind], u[U.producer]) ?? '',
