@@ -310,7 +310,7 @@ static Table *abbrevs(const u8 *data, u32 len, u32 off, int *err) {
 enum { STR_none, STR_str, STR_info, STR_lineStr };
 /** Per entry: its name's place and its linkage name's (kind, offset each). */
 enum { P_nameKind, P_name, P_linkageKind, P_linkage, PLACES };
-/** Per entry: DW_AT_const_value, exactly: 0 none, 1 unsigned, 2 signed; its low and high 32 bits; and (in `constList`) the entry's index in its unit. */
+/** Per DW_AT_const_value (in `constList`): 1 unsigned or 2 signed, its low and high 32 bits, the entry's index in its unit. */
 enum { C_kind, C_lo, C_hi, C_index, CONSTS };
 /**
  * Per unit (all u32): where its entries are in `recs` and `refs`; its
@@ -322,7 +322,7 @@ enum {
   U_names, U_namesLen, U_linkages, U_linkagesLen, U_constFirst, U_constCount, UNIT_FIELDS,
 };
 
-static Vec recs, refs, places, consts, units; // recs, refs: doubles; the others u32
+static Vec recs, refs, places, units;         // recs, refs: doubles; the others u32
 static Vec text, constList;                  // u8; u32
 static Vec refIndexes;                       // i32, 3 per entry
 static Vec stack;   // per open level: opener, parent, in a body (i32 each)
@@ -400,8 +400,8 @@ static double read_num(Scan *s, u32 form, const Spec *spec) {
   }
 }
 
-/** DW_AT_const_value exactly into `c` (CONSTS u32s); nothing for a block or a string. */
-static void read_const(Scan *s, u32 form, const Spec *spec, u32 *c) {
+/** DW_AT_const_value of entry `idx` exactly, onto `constList`; nothing for a block or a string. */
+static void read_const(Scan *s, u32 form, const Spec *spec, int idx) {
   Reader *r = &s->r;
   u64 v;
   u32 kind = 1;
@@ -415,9 +415,13 @@ static void read_const(Scan *s, u32 form, const Spec *spec, u32 *c) {
     case 0x21: v = (u64)spec->implicit; kind = 2; break;
     default: skip_form(s, form, 8); return;
   }
+  if (!vec_room(&constList, CONSTS)) { fail(s, E_MEMORY, 0); return; }
+  u32 *c = &((u32 *)constList.data)[constList.n];
   c[C_kind] = kind;
   c[C_lo] = (u32)v;
   c[C_hi] = (u32)(v >> 32);
+  c[C_index] = (u32)idx;
+  constList.n += CONSTS;
 }
 
 /** A flag as 1 or 0. */
@@ -490,7 +494,7 @@ static void read_str(Scan *s, u32 idx, u32 attr, u32 form) {
 
 /** A new entry, its other fields NaN (or none); its index in the unit. */
 static int add_entry(Scan *s, u32 off, u32 tag, int parent, int full) {
-  if (!vec_room(&recs, VALUES) || !vec_room(&refs, REFS) || !vec_room(&places, PLACES) || !vec_room(&consts, CONSTS)) {
+  if (!vec_room(&recs, VALUES) || !vec_room(&refs, REFS) || !vec_room(&places, PLACES)) {
     fail(s, E_MEMORY, 0);
     return -1;
   }
@@ -507,12 +511,9 @@ static int add_entry(Scan *s, u32 off, u32 tag, int parent, int full) {
   ref[R_type] = ref[R_origin] = ref[R_containingType] = NaN;
   u32 *p = &((u32 *)places.data)[places.n];
   for (int k = 0; k < PLACES; k++) p[k] = 0;
-  u32 *c = &((u32 *)consts.data)[consts.n];
-  for (int k = 0; k < CONSTS; k++) c[k] = 0;
   recs.n += VALUES;
   refs.n += REFS;
   places.n += PLACES;
-  consts.n += CONSTS;
   return i;
 }
 
@@ -549,7 +550,7 @@ static void read_attributes(Scan *s, const Abbrev *ab, int idx) {
         rec[S_vtableElem] = v != v ? 0 : v;
         break;
       }
-      case A_constValue: read_const(s, form, spec, &((u32 *)consts.data)[g * CONSTS]); break;
+      case A_constValue: read_const(s, form, spec, idx); break;
       case A_external: rec[S_external] = read_flag(s, form); break;
       case A_declaration: rec[S_declaration] = read_flag(s, form); break;
       case A_concrete: skip_form(s, form, s->addrSize); rec[S_concrete] = 1; break;
@@ -697,23 +698,11 @@ static void unit_ref_indexes(Scan *s, const u32 *u) {
   refIndexes.n += u[U_count] * 3;
 }
 
-/** What JavaScript reads of a unit besides its records: its names as two texts, its constants as a list, its references as indexes. */
+/** What JavaScript reads of a unit besides its records and constants: its names as two texts, its references as indexes. */
 static void finish_unit(Scan *s, u32 *u) {
   unit_ref_indexes(s, u);
   unit_text(s, u, P_nameKind, U_names);
   unit_text(s, u, P_linkageKind, U_linkages);
-  u[U_constFirst] = constList.n / CONSTS;
-  for (u32 i = 0; i < u[U_count] && !s->err; i++) {
-    const u32 *c = &((u32 *)consts.data)[(usize)(u[U_first] + i) * CONSTS];
-    if (!c[C_kind]) continue;
-    if (!vec_room(&constList, CONSTS)) { fail(s, E_MEMORY, 0); return; }
-    u32 *l = &((u32 *)constList.data)[constList.n];
-    l[C_kind] = c[C_kind];
-    l[C_lo] = c[C_lo];
-    l[C_hi] = c[C_hi];
-    l[C_index] = i;
-    constList.n += CONSTS;
-  }
   u[U_constCount] = constList.n / CONSTS - u[U_constFirst];
 }
 
@@ -724,19 +713,16 @@ static void finish_unit(Scan *s, u32 *u) {
  */
 EXPORT("scan") int scan(const u8 *info, u32 infoLen, const u8 *abbrev, u32 abbrevLen, const u8 *strOffsets, u32 strOffsetsLen,
                         const u8 *str, u32 strLen, const u8 *lineStr, u32 lineStrLen, int typesOnly) {
-  Vec none = {0, 0, 0, 0};
-  tables = none;
+  tables = (Vec){0, 0, 0, sizeof(Table)};
   recs = (Vec){0, 0, 0, sizeof(double)};
   refs = (Vec){0, 0, 0, sizeof(double)};
   places = (Vec){0, 0, 0, sizeof(u32)};
-  consts = (Vec){0, 0, 0, sizeof(u32)};
   units = (Vec){0, 0, 0, sizeof(u32)};
   stack = (Vec){0, 0, 0, sizeof(int)};
   pending = (Vec){0, 0, 0, sizeof(u32)};
   text = (Vec){0, 0, 0, 1};
   constList = (Vec){0, 0, 0, sizeof(u32)};
   refIndexes = (Vec){0, 0, 0, sizeof(int)};
-  tables.size = sizeof(Table);
   Scan s = {{info, 0, infoLen, 0}, 0, 0, 8, 8, 0, strOffsets, strOffsetsLen, str, lineStr, strLen, lineStrLen, 0};
   Reader *r = &s.r;
   while (r->p + 11 < infoLen && !s.err) {
@@ -772,6 +758,7 @@ EXPORT("scan") int scan(const u8 *info, u32 infoLen, const u8 *abbrev, u32 abbre
     u[U_version] = version;
     u[U_split] = split;
     u[U_first] = recs.n / VALUES;
+    u[U_constFirst] = constList.n / CONSTS;
     s.unit = u;
     s.unitStart = unitStart;
     s.first = u[U_first];
