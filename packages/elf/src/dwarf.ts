@@ -25,8 +25,9 @@
 // `make`): a one-shot `hotload mkpatch --from` reads each changed object of
 // both builds once, and a JavaScript loop spent most of that time being
 // compiled by V8 (in the background, on the core the linker needs) rather
-// than reading. It fills each unit's EntryTable (numbers, string places,
-// exact constants); the strings are decoded here.
+// than reading. It gives each unit's entries as records of numbers, their
+// references also as entry indexes, their names and the unit's strings as
+// texts, and their exact constants; dwarf.ts makes the EntryTables of them.
 
 import * as fs from 'fs';
 import * as path from 'path';
@@ -404,7 +405,7 @@ const SCAN_ERRORS: Record<number, (detail: number) => string> = {
   [-5]: () => 'out of memory reading DWARF',
 };
 /** dwarf-scan.c's U_*: the fields of a unit in its table of units. */
-const enum U { off, version, split, code, first, count, producerKind, producer, compDirKind, compDir, names, namesLen, linkages, linkagesLen, constFirst, constCount }
+const enum U { off, version, split, code, first, count, producer, producerLen, compDir, compDirLen, names, namesLen, linkages, linkagesLen, constFirst, constCount }
 const UNIT_FIELDS = 16;
 
 /** Every unit of the file, scanned (readUnits says what `typesOnly` leaves out); its strings decoded. */
@@ -432,13 +433,6 @@ function scanUnits(elf: ElfFile, typesOnly: boolean): Unit[] {
   const text = (at: number, len: number) => Buffer.from(mem, res[3] + at, len).toString('utf8');
   const constList = new Uint32Array(mem, res[4]);
   const refIndexes = new Int32Array(mem, res[7], total * 3);
-  /** A unit's compiler or directory: a string at a place the scanner gives (dwarf-scan.c's STR_*). */
-  const place = (kind: number, off: number): string | undefined => {
-    if (!kind) return undefined;
-    const b = elf.sectionContents(elf.section(kind === 1 ? '.debug_str' : kind === 3 ? '.debug_line_str' : '.debug_info')!);
-    const end = b.indexOf(0, off);
-    return off < b.length ? b.toString('utf8', off, end < 0 ? b.length : end) : undefined;
-  };
   const units: Unit[] = [];
   for (let k = 0; k < n; k++) {
     const u = unitTable.subarray(k * UNIT_FIELDS, (k + 1) * UNIT_FIELDS);
@@ -459,8 +453,8 @@ function scanUnits(elf: ElfFile, typesOnly: boolean): Unit[] {
     }
     let made: Die[] | undefined;
     units.push({
-      off: u[U.off], version: u[U.version], name: table.names[0] || '', producer: place(u[U.producerKind], u[U.producer]) ?? '',
-      compDir: place(u[U.compDirKind], u[U.compDir]) ?? '', split: u[U.split] !== 0, table, bodies: !typesOnly, code: u[U.code] !== 0,
+      off: u[U.off], version: u[U.version], name: table.names[0] || '', producer: text(u[U.producer], u[U.producerLen]),
+      compDir: text(u[U.compDir], u[U.compDirLen]), split: u[U.split] !== 0, table, bodies: !typesOnly, code: u[U.code] !== 0,
       get dies() {
         return (made ??= table.entries());
       },

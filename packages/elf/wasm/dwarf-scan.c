@@ -314,11 +314,12 @@ enum { P_nameKind, P_name, P_linkageKind, P_linkage, PLACES };
 enum { C_kind, C_lo, C_hi, C_index, CONSTS };
 /**
  * Per unit (all u32): where its entries are in `recs` and `refs`; its
- * entries' names and linkage names, each a text in `text` (one string per
- * entry, separated by NULs, empty for none); its constants in `constList`.
+ * compiler and directory, each a text in `text`; its entries' names and
+ * linkage names, each a text in `text` (one string per entry, separated by
+ * NULs, empty for none); its constants in `constList`.
  */
 enum {
-  U_off, U_version, U_split, U_code, U_first, U_count, U_producerKind, U_producer, U_compDirKind, U_compDir,
+  U_off, U_version, U_split, U_code, U_first, U_count, U_producer, U_producerLen, U_compDir, U_compDirLen,
   U_names, U_namesLen, U_linkages, U_linkagesLen, U_constFirst, U_constCount, UNIT_FIELDS,
 };
 
@@ -340,6 +341,8 @@ typedef struct {
   const u8 *str, *lineStr;
   u32 strLen, lineStrLen;
   int err;
+  /** The unit's compiler and directory: a string's place each (kind, offset). */
+  u32 producer[2], compDir[2];
 } Scan;
 
 static void fail(Scan *s, int code, u32 detail) {
@@ -455,12 +458,10 @@ static void set_string(Scan *s, u32 idx, u32 attr, u32 kind, u32 off) {
     int link = attr != AT_name;
     p[link ? P_linkageKind : P_nameKind] = kind;
     p[link ? P_linkage : P_name] = off;
-  } else if (attr == AT_producer) {
-    s->unit[U_producerKind] = kind;
-    s->unit[U_producer] = off;
-  } else if (attr == AT_compDir) {
-    s->unit[U_compDirKind] = kind;
-    s->unit[U_compDir] = off;
+  } else if (attr == AT_producer || attr == AT_compDir) {
+    u32 *place = attr == AT_producer ? s->producer : s->compDir;
+    place[0] = kind;
+    place[1] = off;
   }
 }
 
@@ -655,7 +656,7 @@ static int append_string(Scan *s, u32 kind, u32 off) {
 }
 
 /** One text of the unit's names (`which`: P_nameKind or P_linkageKind), its start and length into the unit's fields. */
-static void unit_text(Scan *s, u32 *u, int which, int field) {
+static void unit_names(Scan *s, u32 *u, int which, int field) {
   u32 start = text.n;
   for (u32 i = 0; i < u[U_count] && !s->err; i++) {
     const u32 *p = &((u32 *)places.data)[(usize)(u[U_first] + i) * PLACES];
@@ -698,11 +699,20 @@ static void unit_ref_indexes(Scan *s, const u32 *u) {
   refIndexes.n += u[U_count] * 3;
 }
 
-/** What JavaScript reads of a unit besides its records and constants: its names as two texts, its references as indexes. */
+/** A string of the unit (`place`: kind, offset) as a text in `text`: its start and length into the unit's fields. */
+static void unit_string(Scan *s, u32 *u, const u32 *place, int field) {
+  u[field] = text.n;
+  if (place[0] && !append_string(s, place[0], place[1])) fail(s, E_MEMORY, 0);
+  u[field + 1] = text.n - u[field];
+}
+
+/** What JavaScript reads of a unit besides its records and constants: its strings as texts, its references as indexes. */
 static void finish_unit(Scan *s, u32 *u) {
   unit_ref_indexes(s, u);
-  unit_text(s, u, P_nameKind, U_names);
-  unit_text(s, u, P_linkageKind, U_linkages);
+  unit_string(s, u, s->producer, U_producer);
+  unit_string(s, u, s->compDir, U_compDir);
+  unit_names(s, u, P_nameKind, U_names);
+  unit_names(s, u, P_linkageKind, U_linkages);
   u[U_constCount] = constList.n / CONSTS - u[U_constFirst];
 }
 
@@ -723,7 +733,8 @@ EXPORT("scan") int scan(const u8 *info, u32 infoLen, const u8 *abbrev, u32 abbre
   text = (Vec){0, 0, 0, 1};
   constList = (Vec){0, 0, 0, sizeof(u32)};
   refIndexes = (Vec){0, 0, 0, sizeof(int)};
-  Scan s = {{info, 0, infoLen, 0}, 0, 0, 8, 8, 0, strOffsets, strOffsetsLen, str, lineStr, strLen, lineStrLen, 0};
+  Scan s = {.r = {info, 0, infoLen, 0}, .addrSize = 8, .strBase = 8, .strOffsets = strOffsets, .strOffsetsLen = strOffsetsLen,
+            .str = str, .lineStr = lineStr, .strLen = strLen, .lineStrLen = lineStrLen};
   Reader *r = &s.r;
   while (r->p + 11 < infoLen && !s.err) {
     u32 unitStart = r->p;
@@ -763,6 +774,7 @@ EXPORT("scan") int scan(const u8 *info, u32 infoLen, const u8 *abbrev, u32 abbre
     s.unitStart = unitStart;
     s.first = u[U_first];
     s.strBase = 8; // past the .debug_str_offsets header of the only contribution
+    s.producer[0] = s.compDir[0] = 0;
     read_entries(&s, end, t, typesOnly);
     // `units` may have moved while growing: the unit's fields are found again.
     u = &((u32 *)units.data)[units.n - UNIT_FIELDS];
