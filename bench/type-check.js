@@ -23,9 +23,10 @@
 // from the link's start to its end; the code generation before that varies by
 // as much as ±80 ms from one process to the next on this VM, whatever the
 // comparison does. So the figure is also given from that stretch alone (the
-// same pairing): the same quantity, without that noise. Both are printed. (Running it in a worker thread beside the code diff was
-// tried: on two cores it made mkpatch slower, not faster; so does another
-// process beside it.)
+// same pairing): the same quantity, without that noise. Both are printed.
+// (Running it in a worker thread beside the code diff was tried: on two cores
+// it made mkpatch slower, not faster, with the worker at the lowest priority
+// too; so does another process beside it.)
 'use strict';
 const { execFileSync } = require('child_process');
 const fs = require('fs');
