@@ -16,6 +16,8 @@ export interface Command {
   command: string;
   describe: string;
   builder: (y: Argv) => Argv<any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+  /** String options whose value may start with `-`, taken whole (see joinValues). */
+  valueOptions?: string[];
   run(argv: any, out: Out): number | Promise<number>; // eslint-disable-line @typescript-eslint/no-explicit-any
 }
 
@@ -34,15 +36,22 @@ export function reportError(e: unknown, json: boolean): number {
 }
 
 /**
- * Options whose values often start with `-` (compiler flags, shell commands):
- * `--cflags "-I a -DX"` is read as `--cflags="-I a -DX"` (yargs alone takes the
- * value for an option of its own and fails).
+ * Options whose values often start with `-` (compiler flags, shell commands),
+ * named by the command that takes them (`valueOptions`): `mkpatch --cflags
+ * "-I a -DX"` is read as `--cflags="-I a -DX"` (yargs alone takes the value for
+ * an option of its own and fails). Per command, because the same name is a
+ * switch elsewhere: `flags --cflags --diff` is two switches.
  */
-const VALUE_OPTIONS = new Set(['--cflags', '--build', '--cc']);
-function joinValues(args: string[]): string[] {
+export function joinValues(args: string[]): string[] {
+  const cmd = COMMANDS.find((c) => c.command.split(' ')[0] === args[0]);
+  const takesValue = new Set((cmd?.valueOptions ?? []).map((o) => `--${o}`));
   const out: string[] = [];
   for (let i = 0; i < args.length; i++) {
-    if (VALUE_OPTIONS.has(args[i]) && i + 1 < args.length) out.push(`${args[i]}=${args[++i]}`);
+    if (args[i] === '--') {
+      out.push(...args.slice(i));
+      break;
+    }
+    if (takesValue.has(args[i]) && i + 1 < args.length) out.push(`${args[i]}=${args[++i]}`);
     else out.push(args[i]);
   }
   return out;

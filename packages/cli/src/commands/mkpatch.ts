@@ -17,6 +17,7 @@ interface Args {
 
 export const mkpatchCommand = {
   command: 'mkpatch [source..]',
+  valueOptions: ['cflags', 'cc'],
   describe: 'Make a patch: compile hand-written C against the running build, or diff two builds (--from/--to)',
   builder: (y: Argv) =>
     y

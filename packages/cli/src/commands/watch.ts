@@ -21,6 +21,7 @@ const clock = () => new Date().toTimeString().slice(0, 8);
 
 export const watchCommand = {
   command: 'watch [paths..]',
+  valueOptions: ['build'],
   describe: 'Rebuild on every save and patch the running processes with what changed',
   builder: (y: Argv) =>
     y
