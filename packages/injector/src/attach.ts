@@ -9,8 +9,8 @@ import { ElfFile, PadFunction, demangled, loadPadIndex } from '@hotload/elf';
 import { PatchPlan, planPatch, readPatch, readRebuild } from '@hotload/patch';
 import { PAD_BEFORE, entryJump, padJump } from '@hotload/x86';
 import { Session } from './session';
-import { findTargetModule, hex, modules, readMaps, requireRunning } from './read-process';
-import { readSite } from './read-patches';
+import { Module, findTargetModule, hex, modules, readMaps, requireRunning } from './read-process';
+import { functionStack, loadedPatches, readSite } from './read-patches';
 import { callOnHost, findRuntime, placeStub, sleepMs, stopAndChooseHost, TargetRuntime } from './call-in-target';
 import { anyPart, type CodeWrite } from './native';
 import { readPatchFile, stagePatch } from './stage-patch';
@@ -112,6 +112,32 @@ function loadInProcess(s: Session, rt: TargetRuntime, file: string, shownAs: str
   return { hostThread: host.tid, loadMs: res.ns / 1e6, repaired: anyPart(res.repaired), hostStoppedAt, notes: [] as string[] };
 }
 
+/**
+ * A copy of this patch is already loaded: refuse it if any of its functions
+ * has it anywhere in its stack, on top or under later patches. Applying it
+ * again on top would make its own prev slot point into the stack above it, a
+ * loop that no revert order undoes; a reverted copy (in no stack) may go in again.
+ */
+function refuseIfInStack(s: Session, pid: number, patchFile: string, sites: Site[], mod: Module): void {
+  const inStack = sites.filter((x) => x.previous !== undefined);
+  if (inStack.length === 0) return;
+  const patches = loadedPatches(pid);
+  const details: string[] = [];
+  for (const site of inStack) {
+    const stack = functionStack(s, patches, { name: site.name, fn: site.f, module: mod, pad: site.pad, entrySite: site.entrySite, redirected: true, target: site.previous });
+    const at = stack.findIndex((e) => e.address === site.newAddr);
+    if (at < 0) continue;
+    const shown = demangled(site.name);
+    const above = stack.slice(0, at).map((e) => path.basename(e.patch.source ?? e.patch.staged));
+    details.push(at === 0 ? `${shown}: it is the newest patch` : `${shown}: under ${above.join(', ')} (newest first)`);
+  }
+  if (details.length === 0) return;
+  throw new HotloadError('PATCH_ALREADY_APPLIED', `${patchFile} is already applied to process ${pid}`, {
+    details,
+    hint: 'Nothing to do. To put it on top of the patches applied after it, revert it first (`hotload revert <pid> <patch>`), then attach it again; `hotload status <pid>` shows each function\'s stack.',
+  });
+}
+
 /** Apply a patch to a running process (one hotload at a time per process). */
 export function attach(pid: number, patchFile: string, opts: AttachOptions = {}): AttachResult {
   return withProcessLock(pid, () => attachLocked(pid, patchFile, opts));
@@ -203,9 +229,7 @@ function attachLocked(pid: number, patchFile: string, opts: AttachOptions): Atta
     };
     if (patchBias !== undefined) {
       setNewAddrs(patchBias);
-      if (sites.every((x) => x.previous === x.newAddr)) {
-        throw new HotloadError('PATCH_ALREADY_APPLIED', `${patchFile} is already applied to process ${pid}`);
-      }
+      refuseIfInStack(s, pid, patchFile, sites, mod);
     }
 
     // 6. Put the call stub in dead bytes at the end of an executable page. No

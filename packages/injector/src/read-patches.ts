@@ -130,12 +130,19 @@ export interface StackEntry {
   address: bigint;
 }
 
-/** The stack of patches on a function, newest first (empty when it runs its original code). */
+/**
+ * The stack of patches on a function, newest first (empty when it runs its
+ * original code). The walk ends at the original code, at a jump hotload did
+ * not write, or at an address it has already passed: attach refuses a patch
+ * that is already in a stack (PATCH_ALREADY_APPLIED), so a cycle can only be
+ * left by an older hotload, and it is reported once, never followed round.
+ */
 export function functionStack(mem: MemReader, patches: LoadedPatch[], st: FunctionState): StackEntry[] {
   const stack: StackEntry[] = [];
   if (!st.redirected || st.target === undefined) return stack;
-  let addr: bigint = st.target;
-  for (let guard = 0; addr !== 0n && guard < 1000; guard++) {
+  const seen = new Set<bigint>();
+  for (let addr: bigint = st.target; addr !== 0n && !seen.has(addr); ) {
+    seen.add(addr);
     let owner: StackEntry | undefined;
     for (const p of patches) {
       if (p.module.path !== st.module.path) continue;
