@@ -37,6 +37,7 @@ command -v readelf >/dev/null || missing+=(binutils)
 [ -f /usr/include/event2/event.h ] || missing+=(libevent-dev) # memcached, the second real program
 command -v autoreconf >/dev/null || missing+=(autoconf) # iperf, the C++ real program
 command -v automake >/dev/null || missing+=(automake)
+command -v cmake >/dev/null || missing+=(cmake) # tests/readme-build.test.ts: the README's CMake line, built as written
 
 # apt-get source needs a fresh list after deb-src was added; install needs any list.
 if [ "$need_apt_update" = 1 ] || { [ ${#missing[@]} -gt 0 ] && [ -z "$(ls -A /var/lib/apt/lists 2>/dev/null | grep -v lock)" ]; }; then
