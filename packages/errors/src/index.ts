@@ -74,6 +74,13 @@ export const ERRORS = {
 
 export type ErrorCode = keyof typeof ERRORS;
 
+/**
+ * The mark of a HotloadError, under a key every copy of this module shares
+ * (Symbol.for): a script and a tool may each install hotload, and each copy
+ * has its own HotloadError class, which `instanceof` alone tells apart.
+ */
+const BRAND = Symbol.for('hotload.HotloadError');
+
 /** The one error type hotload throws on purpose. */
 export class HotloadError extends Error {
   readonly code: ErrorCode;
@@ -89,6 +96,12 @@ export class HotloadError extends Error {
     this.hint = opts.hint ?? ERRORS[code].hint;
     this.exitCode = ERRORS[code].exit;
     this.details = opts.details ?? [];
+    Object.defineProperty(this, BRAND, { value: true });
+  }
+
+  /** `e instanceof HotloadError` holds for an error of any copy of hotload. */
+  static [Symbol.hasInstance](e: unknown): boolean {
+    return isHotloadError(e);
   }
 
   toJSON(): { code: ErrorCode; message: string; hint: string; details: string[] } {
@@ -96,6 +109,7 @@ export class HotloadError extends Error {
   }
 }
 
+/** A HotloadError of this or any other copy of hotload: checked by its brand, not by its class. */
 export function isHotloadError(e: unknown): e is HotloadError {
-  return e instanceof HotloadError;
+  return typeof e === 'object' && e !== null && (e as { [BRAND]?: unknown })[BRAND] === true && typeof (e as { code?: unknown }).code === 'string';
 }
