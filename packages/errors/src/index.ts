@@ -100,7 +100,7 @@ export class HotloadError extends Error {
   }
 
   /** `e instanceof HotloadError` holds for an error of any copy of hotload. */
-  static [Symbol.hasInstance](e: unknown): boolean {
+  static override [Symbol.hasInstance](e: unknown): boolean {
     return isHotloadError(e);
   }
 
