@@ -8,14 +8,16 @@
 //   const res = await rollout(plan, { baseDir, onEvent: (e) => console.log(e) });
 //   if (res.outcome !== 'success') process.exitCode = 1;
 //
-// Every failure is a HotloadError with a code, a message and a hint.
-export { attach, checkAttach, revert, status, ps, resolveTargets, parsePid, pidsByName, pidsByExe, pidsByBuildId } from '@hotload/injector';
+// Every failure is a HotloadError with a code, a message and a hint; a bad
+// argument (a pid given as text, a misspelt option) is one too (USAGE): each
+// function here checks its arguments first (args.ts).
+export { attach, checkAttach, revert, status, ps, resolveTargets, parsePid, pidsByName, pidsByExe, pidsByBuildId } from './args';
 export type { AttachOptions, AttachResult, PatchedFunction, RevertResult, RevertOptions, StatusResult, PatchableProcess } from '@hotload/injector';
-export { mkpatch, mkpatchFromBuilds, findProgram, diffBuilds } from '@hotload/patch';
+export { mkpatch, mkpatchFromBuilds, findProgram, diffBuilds } from './args';
 export type { MkpatchOptions, MkpatchResult, RebuildOptions, RebuildResult, BuildDiff } from '@hotload/patch';
 export { HotloadError, isHotloadError, ERRORS, EXIT } from '@hotload/errors';
 export type { ErrorCode } from '@hotload/errors';
-export { rollout, loadPlan, validatePlan, planTargets } from './rollout';
-export type { RolloutPlan, RolloutResult, RolloutOptions, RolloutEvent, ProcessResult, ProcessStatus, Step } from './rollout';
-export { watch } from './watch';
+export { rollout, loadPlan, validatePlan, planTargets } from './args';
+export type { RolloutPlan, RolloutResult, RolloutOptions, RolloutEvent, ProcessResult, ProcessStatus, Step, CheckStep, HealthCheck, HealthCheckFunction } from './rollout';
+export { watch } from './args';
 export type { WatchOptions, WatchEvent, WatchSummary } from './watch';

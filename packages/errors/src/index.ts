@@ -58,6 +58,7 @@ export const ERRORS = {
   PLAN_INVALID: { exit: EXIT.usage, title: 'invalid rollout plan', hint: 'Fix the listed fields; `hotload rollout --help` shows the plan format.' },
   ROLLOUT_PARTIAL: { exit: EXIT.partial, title: 'rollout partly failed', hint: 'The failed processes were reverted; the others run the patch. See the results per process.' },
   INTERRUPTED: { exit: EXIT.interrupted, title: 'interrupted', hint: 'What the command had applied was reverted; see the results per process.' },
+  CALLBACK_FAILED: { exit: EXIT.rolloutFailed, title: 'a callback of the script threw', hint: 'The rollout stopped and reverted what it had applied; the message is what the callback threw. Catch errors inside the callback.' },
   ROLLOUT_FAILED: { exit: EXIT.rolloutFailed, title: 'rollout failed', hint: 'Nothing is left applied by this rollout; see the results per process.' },
   NO_SAFE_POINT: { exit: EXIT.timeout, title: 'no safe moment to load the patch', hint: 'Every thread stayed inside the C library or loader past the deadline; retry, or raise --timeout.' },
   FUNCTIONS_ACTIVE: { exit: EXIT.timeout, title: 'replaced functions kept running', hint: 'A function that never returns (a main loop) is never inactive: attach without --wait-inactive (its running call keeps the old code; the next call takes the new), or restart the process. Otherwise retry, or give --wait-inactive more seconds.' },

@@ -54,7 +54,7 @@ export const rolloutCommand = {
     );
     const onEvent = (e: RolloutEvent) => {
       if (e.type === 'step' && 'apply' in e.step && e.ok && e.detail !== 'already applied') applied.set(e.pid, [...(applied.get(e.pid) ?? []), path.resolve(baseDir, e.step.apply)]);
-      if (e.type === 'process-done') applied.set(e.result.pid, e.result.applied);
+      if (e.type === 'process-done' || e.type === 'process-reverted') applied.set(e.result.pid, e.result.applied);
       if (e.type === 'targets') total = e.pids.length;
       if (e.type === 'process-start') out.progress(`[${done}/${total}] process ${e.pid}${e.canary ? ' (canary)' : ''}...`);
       if (e.type === 'process-done') {
@@ -82,6 +82,11 @@ export const rolloutCommand = {
       return stoppedBy === 'SIGTERM' ? 143 : 130;
     }
     if (res.outcome === 'success') return 0;
+    if (res.error) {
+      // The rollout stopped itself (a callback threw, or a bug) and reverted what it applied.
+      if (!out.json) process.stderr.write(`${res.error.code}: ${res.error.message}\nhint: ${res.error.hint}\n`);
+      return new HotloadError(res.error.code, res.error.message).exitCode;
+    }
     const err = new HotloadError(res.outcome === 'partial' ? 'ROLLOUT_PARTIAL' : 'ROLLOUT_FAILED', `rollout ${res.outcome}`);
     if (!out.json) process.stderr.write(`${err.code}: ${err.message}\nhint: ${err.hint}\n`);
     return err.exitCode;
