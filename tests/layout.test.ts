@@ -221,3 +221,58 @@ test('a table of addresses into data whose type changed layout: its new initial 
   expect(details.find((x) => x.startsWith('bs: '))).toBe('bs: its initial value changed because struct slot changed layout (see there): the addresses it holds moved');
   expect(details.find((x) => x.startsWith('struct slot: '))).toMatch(/^struct slot: size 8 -> 12; field inserted inserted at offset 4; b 4 -> 8;/);
 });
+
+describe('the --from build must be the one the process runs', () => {
+  // A runs; B adds a field to the heap-only struct; C is B plus a code edit.
+  // B -> C alone is a clean code edit, but its code reads the sessions with
+  // B's layout while the process holds A's: refused, whichever way it is asked.
+  let dir: string;
+  let a: string;
+  let b: string;
+  let c: string;
+  let t: Target;
+  beforeAll(async () => {
+    dir = tmpdir();
+    a = build(dir, 'gcc', 'layout.c', 'base', true);
+    b = build(dir, 'gcc', 'layout.c', 'INSERT');
+    c = path.join(dir, 'INSERT+CODE_ONLY');
+    fs.mkdirSync(c);
+    execFileSync('gcc', [...FLAGS, '-DINSERT', '-DCODE_ONLY', '-c', path.join(ROOT, 'fixtures/src/layout.c'), '-o', path.join(c, 'layout.o')]);
+    t = await start(a);
+  });
+
+  test('mkpatch --from B --to C --target A is refused (PATCH_BUILD_MISMATCH), naming the object and the first function that differs; nothing written, the process untouched', async () => {
+    const line = await t.next(/^sum=/);
+    const out = path.join(dir, 'bc.so');
+    const m = await hotload(['mkpatch', '--from', b, '--to', c, '--target', path.join(a, 'layout'), '-o', out, '--json']);
+    expect(m.json.error.code).toBe('PATCH_BUILD_MISMATCH');
+    expect(m.code).toBe(6);
+    expect(m.json.error.message).toMatch(/are not the build .*layout was linked from \(the first difference: layout\.o, function or datum (open_session|session_value)\)/);
+    expect(m.json.error.details[0]).toMatch(/^layout\.o: (open_session|session_value): /);
+    expect(m.json.error.hint).toMatch(/--from the object files of the build the process runs/);
+    expect(fs.existsSync(out)).toBe(false);
+    expect((await hotload(['status', String(t.pid)])).stdout).toMatch(/no patch applied/);
+    expect(await t.next(/^sum=/)).toBe(line);
+  });
+
+  test('diff B C --target A says the same; without --target it compares B and C only; A -> C stays refused for its layout', async () => {
+    const d = await hotload(['diff', b, c, '--target', path.join(a, 'layout'), '--json']);
+    expect(d.json.error.code).toBe('PATCH_BUILD_MISMATCH');
+    expect(d.json.error.details[0]).toMatch(/^layout\.o: (open_session|session_value): /);
+    const plain = await hotload(['diff', b, c, '--json']);
+    expect(plain.code).toBe(0);
+    expect(plain.json.changed).toEqual(['session_value']);
+    const ac = await hotload(['mkpatch', '--from', a, '--to', c, '--target', path.join(a, 'layout'), '-o', path.join(dir, 'ac.so'), '--json']);
+    expect(ac.json.error.code).toBe('UNPATCHABLE');
+  });
+
+  test('the right --from is accepted, and diff --target on it is the plain diff', async () => {
+    const v = build(dir, 'gcc', 'layout.c', 'CODE_ONLY');
+    const d = await hotload(['diff', a, v, '--target', path.join(a, 'layout'), '--json']);
+    expect(d.code).toBe(0);
+    expect(d.json.changed).toEqual(['session_value']);
+    const m = await hotload(['mkpatch', '--from', a, '--to', v, '--target', path.join(a, 'layout'), '-o', path.join(dir, 'ok.so')]);
+    expect(m.stderr).toBe('');
+    expect(m.code).toBe(0);
+  });
+});

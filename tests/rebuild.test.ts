@@ -183,7 +183,7 @@ test('--from objects of another build than the program are refused (a datum diff
   const r = await hotload(['mkpatch', '--from', obj('BIGGER'), '--to', obj('COUNT'), '--target', BASE, '-o', path.join(tmpdir(), 'x.so'), '--json']);
   expect(r.code).toBe(6);
   expect(r.json.error.code).toBe('PATCH_BUILD_MISMATCH');
-  expect(r.json.error.details[0]).toMatch(/^conf@diff\.c: 12 bytes in .*, 8 in /);
+  expect(r.json.error.details).toContain('diff.o: conf: 12 bytes of data here, 8 in the target');
 });
 
 test('the real program: every function of a running Lua 5.4 replaced by its -O1 build, and the interpreter gives the same results', async () => {

@@ -6,4 +6,5 @@ export * from './diff-builds';
 export * from './rebuild-format';
 export * from './rebuild-asm';
 export * from './rebuild-patch';
+export { refuseIfNotRunning, differencesFromTarget } from './running-build';
 export * from './run-program';

@@ -7,6 +7,7 @@
 import { ET, ElfFile, ElfSymbol, RELOC_8_BYTES, R_X86_64 as R, SHF, SHT, STB, STT } from '@hotload/elf';
 import { Build, key, readOnlySection } from './diff-builds';
 import { FIXUP_KIND, RebuildInfo, RebuildRef } from './rebuild-format';
+import { TargetSymbols, targetSymbols } from './running-build';
 
 export const FRAGMENT = /\.(cold|part\.\d+)(\.\d+)?$/;
 
@@ -42,23 +43,15 @@ export class Generator {
   private slots = new Map<string, string>();
   readonly extraAsm: string[] = [];
   readonly dataDefs: RebuildInfo['data'] = [];
-  /** Target symbols by key (locals name@file, globals by name without @version). */
-  private targetSyms = new Map<string, ElfSymbol>();
+  /** The target's functions and data, by key. */
+  private targetSyms: TargetSymbols;
   /** Globals defined by the new objects: name -> [unit, symbol]. */
   private globals = new Map<string, [Unit, ElfSymbol]>();
-  /** The program's locals by plain name (null: more than one). */
-  private localByName = new Map<string, ElfSymbol | null>();
   /** A shared library target's GOT entries for data (R_X86_64_GLOB_DAT), by symbol name. */
   private gotOf = new Map<string, number>();
 
   constructor(readonly target: ElfFile, readonly units: Unit[]) {
-    for (const s of target.symbols('.symtab')) {
-      if (s.shndx === 0 || s.shndx >= 0xff00 || !s.name) continue;
-      if (s.type !== STT.FUNC && s.type !== STT.OBJECT && s.type !== STT.GNU_IFUNC) continue;
-      const k = s.bind === STB.LOCAL ? key(s) : s.name.replace(/@.*$/, '');
-      if (!this.targetSyms.has(k)) this.targetSyms.set(k, s);
-      if (s.bind === STB.LOCAL) this.localByName.set(s.name, this.localByName.has(s.name) ? null : s);
-    }
+    this.targetSyms = targetSymbols(target);
     const library = target.header.type === ET.DYN && !target.programs.some((p) => p.type === 3); // no PT_INTERP: not a program
     if (library) {
       const dynsym = target.symbols('.dynsym');
@@ -70,11 +63,7 @@ export class Generator {
   }
 
   inTarget(s: ElfSymbol): ElfSymbol | undefined {
-    const t = this.targetSyms.get(key(s));
-    if (t || s.bind === STB.LOCAL) return t;
-    // A hidden global of the objects is a local of the linked program.
-    const l = this.localByName.get(s.name);
-    return l ?? undefined;
+    return this.targetSyms.of(s);
   }
 
   label(u: Unit, sec: number): string {

@@ -35,8 +35,8 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { HotloadError } from '@hotload/errors';
-import { ElfFile, ElfSymbol, STB, STT, loadPadIndex } from '@hotload/elf';
-import { Build, BuildDiff, compareLayouts, diffObjectSets, key, objectFiles, readOnlyDatum, relocTarget } from './diff-builds';
+import { ElfFile, ElfSymbol, STT, loadPadIndex } from '@hotload/elf';
+import { BuildDiff, compareLayouts, diffObjectSets, key, objectFiles, relocTarget } from './diff-builds';
 import { PatchTarget, TARGET_SECTION, readPatch } from './read-patch';
 import { PatchPlan, planPatch } from './check-patch';
 import { FIXUP_SECTION, REBUILD_SECTION, RebuildInfo } from './rebuild-format';
@@ -44,6 +44,7 @@ import { FRAGMENT, Generator, Unit, asmName, emitBytes, emitSection, functionOfP
 import { debugAsm } from './rebuild-debug';
 import { Runner, runProgram } from './run-program';
 import { linkPlan, startLink } from './link-patch';
+import { refuseIfNotRunning, targetOwns } from './running-build';
 
 /** The one program (executable or shared library with a build-id) in a build directory. */
 export function findProgram(build: string): string {
@@ -108,26 +109,6 @@ export interface RebuildResult {
   otherModules: string[];
 }
 
-/**
- * For a tree holding several modules' objects (a program and the libraries or
- * plug-ins it loads, built side by side): is an object file one of `target`'s?
- * Yes when most of the running build's copy's global functions (its local
- * ones when it has none) are in the target's symbol table. A file new to the
- * build belongs (nothing of it runs anywhere yet). Without a symbol table in
- * the target, every file does.
- */
-function targetOwns(targetElf: ElfFile): ((a: Build | undefined) => boolean) | undefined {
-  const names = new Set(targetElf.symbols('.symtab').filter((s) => s.type === STT.FUNC && s.shndx !== 0).map((s) => s.name));
-  if (names.size === 0) return undefined;
-  return (a) => {
-    if (!a) return true;
-    const fns = a.syms.filter((s) => s.type === STT.FUNC && s.shndx !== 0 && s.size > 0 && !FRAGMENT.test(s.name));
-    const globals = fns.filter((s) => s.bind !== STB.LOCAL);
-    const pool = globals.length ? globals : fns;
-    return pool.length === 0 || pool.filter((s) => names.has(s.name)).length * 2 >= pool.length;
-  };
-}
-
 /** Build a patch from two builds of a program. */
 export async function mkpatchFromBuilds(opts: RebuildOptions): Promise<RebuildResult> {
   const cc = opts.cc ?? process.env.CC ?? 'cc';
@@ -162,29 +143,13 @@ export async function mkpatchFromBuilds(opts: RebuildOptions): Promise<RebuildRe
     }
   };
   const units: Unit[] = set.units.map((u, idx) => ({ idx, rel: u.rel, b: u.b, include: new Set(), replace: [] }));
-  const oldBuilds = new Map(set.units.filter((u) => u.a).map((u) => [u.rel, u.a!]));
   const diffs: RebuildResult['diffs'] = set.units.map((u) => ({ file: u.rel, diff: u.diff }));
   const replacedIn: Record<string, string> = {};
   const g = new Generator(targetElf, units);
 
-  // The --from objects must be the build the process runs. Functions may
-  // differ (patches applied since replace them), but writable data cannot: a
-  // size that differs from the program's means these objects are of another build.
-  const mismatch: string[] = [];
-  for (const u of units) {
-    const ob = oldBuilds.get(u.rel);
-    if (!ob) continue;
-    for (const [k, d] of ob.items(STT.OBJECT)) {
-      const t = g.inTarget(d.sym);
-      if (t && t.size !== d.size && !readOnlyDatum(ob, d.sym)) mismatch.push(`${k}: ${d.size} bytes in ${ob.elf.path}, ${t.size} in ${opts.target}`);
-    }
-  }
-  if (mismatch.length) {
-    throw new HotloadError('PATCH_BUILD_MISMATCH', `the objects in ${opts.from} are not those of ${opts.target}`, {
-      details: mismatch,
-      hint: 'Give --from the object files of the build the process runs (keep a copy of them when you start it).',
-    });
-  }
+  // The --from objects must be the build the process runs: every function and
+  // datum of theirs the target has is the target's (running-build.ts).
+  refuseIfNotRunning(opts.from, opts.target, targetElf);
   if (set.merged.refused.length) refuseIfAny();
 
   // The functions to replace: changed ones, the users of changed read-only data,

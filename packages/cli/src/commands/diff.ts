@@ -1,8 +1,8 @@
 // hotload diff <old> <new>: what differs between two builds, function by function.
 import type { Argv } from 'yargs';
 import { HotloadError } from '@hotload/errors';
-import { diffBuilds } from '@hotload/patch';
-import { demangle } from '@hotload/elf';
+import { diffBuilds, refuseIfNotRunning } from '@hotload/patch';
+import { ElfFile, demangle } from '@hotload/elf';
 import { Out } from '../output';
 
 export const diffCommand = {
@@ -11,8 +11,12 @@ export const diffCommand = {
   builder: (y: Argv) =>
     y
       .positional('old', { type: 'string', demandOption: true, describe: 'the build the process runs (a file or a directory)' })
-      .positional('new', { type: 'string', demandOption: true, describe: 'the rebuilt file, or directory' }),
-  run(argv: { old: string; new: string }, out: Out): number {
+      .positional('new', { type: 'string', demandOption: true, describe: 'the rebuilt file, or directory' })
+      .option('target', { type: 'string', describe: 'the program or library the process runs: first check that <old> is the build it was linked from, as mkpatch --from does' })
+      .example('$0 diff build.running build', 'what a patch of the rebuild would replace')
+      .example('$0 diff build.running build --target build.running/server', 'the same, after checking build.running is what ./server was linked from'),
+  run(argv: { old: string; new: string; target?: string }, out: Out): number {
+    if (argv.target) refuseIfNotRunning(argv.old, argv.target, ElfFile.open(argv.target));
     const d = diffBuilds(argv.old, argv.new);
     const names = demangle([...d.changed, ...d.added, ...d.removed, ...d.data.changed, ...d.data.added, ...d.data.removed]);
     const cxx = (xs: string[]) => xs.map((x) => names.get(x) ?? x);
