@@ -287,6 +287,44 @@ export class DirectCompiler {
   }
 }
 
+/**
+ * Before the build command runs for saved files: every object written at or
+ * after the oldest saved file's modification time is dated to just before
+ * it, so that the build recompiles those of them that depend on a saved file.
+ * make (like ninja) takes an object newer than its sources for current; but
+ * a compile that read a source before a save and wrote its object after it
+ * (a save arriving while the previous save's build or relink compiled that
+ * file) leaves an object of the old text that is newer than the new text, and
+ * the build would keep it. An object the build does not need to remake stays
+ * as it is (only its time moved back, still after its own sources). Returns
+ * the objects dated back (relative to `objectsDir`).
+ */
+export function outdateObjects(objectsDir: string, saved: string[]): string[] {
+  const times = saved.flatMap((f) => {
+    try {
+      return [fs.statSync(f, { bigint: true }).mtimeNs];
+    } catch {
+      return []; // removed: the build says what that means
+    }
+  });
+  if (times.length === 0) return [];
+  const since = times.reduce((a, b) => (a < b ? a : b));
+  // A millisecond before: file times tick coarsely, and make compares them to the nanosecond where it can.
+  const before = Number(since / 1000n - 1000n) / 1e6; // seconds, as utimes takes them
+  const out: string[] = [];
+  for (const [rel, file] of objectFiles(objectsDir)) {
+    try {
+      const st = fs.statSync(file, { bigint: true });
+      if (st.mtimeNs < since) continue;
+      fs.utimesSync(file, Number(st.atimeNs / 1000n) / 1e6, before);
+      out.push(rel);
+    } catch {
+      /* gone meanwhile: the build makes it */
+    }
+  }
+  return out.sort();
+}
+
 /** Run the steps, as many at a time as there are CPUs; the first failure's status and everyone's output. */
 export async function runSteps(steps: CompileStep[], signal?: AbortSignal, run: Runner = runProgram): Promise<{ status: number | null; output: string }> {
   const width = Math.max(1, os.cpus().length);

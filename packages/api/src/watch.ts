@@ -21,7 +21,7 @@ import { attach, checkAttach, cleanStaged } from '@hotload/injector';
 import { ElfFile, STT, demangle } from '@hotload/elf';
 import { Build, changesNothing, diffObjectSets, functionOfPart, mkpatchFromBuilds, objectFiles, sameFile } from '@hotload/patch';
 import { sleep } from './sleep';
-import { CompileStep, DirectCompiler, runShell, runSteps } from './compile';
+import { CompileStep, DirectCompiler, outdateObjects, runShell, runSteps } from './compile';
 import { Runner, Spawner } from './spawner';
 
 export interface WatchOptions {
@@ -129,17 +129,36 @@ function stamps(paths: string[]): Map<string, string> {
   return out;
 }
 
+const stampOf = (st: fs.Stats) => `${st.mtimeMs}:${st.size}:${st.ino}`;
+
+/** The stamp of each object file of `dir`, by relative path. */
+function objectStamps(dir: string): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const [rel, file] of objectFiles(dir)) {
+    try {
+      out.set(rel, stampOf(fs.statSync(file)));
+    } catch {
+      /* gone meanwhile */
+    }
+  }
+  return out;
+}
+
 /**
  * Make `to` hold the object files of `from`, copying only those whose stamp
  * (mtime, size, inode) changed since the last sync with `seen` (all of them
  * with an empty one), and removing those gone. Returns how many there are.
+ * With `read`, the stamps the objects had when the diff that was just acted
+ * on read them: an object written since (a build running meanwhile) is not
+ * what the process runs, and is left out (the copy keeps what it had, so the
+ * next save finds that object changed).
  */
-function syncObjects(from: string, to: string, seen: Map<string, string>): number {
+function syncObjects(from: string, to: string, seen: Map<string, string>, read?: Map<string, string>): number {
   const objs = objectFiles(from);
   for (const [rel, file] of objs) {
-    const st = fs.statSync(file);
-    const stamp = `${st.mtimeMs}:${st.size}:${st.ino}`;
+    const stamp = stampOf(fs.statSync(file));
     if (seen.get(rel) === stamp) continue;
+    if (read && read.get(rel) !== stamp) continue;
     fs.mkdirSync(path.dirname(path.join(to, rel)), { recursive: true });
     fs.copyFileSync(file, path.join(to, rel));
     seen.set(rel, stamp);
@@ -340,9 +359,12 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
     }
     const interval = opts.intervalMs ?? (watchers.length === paths.length ? 1000 : 100);
     // A save made while a build runs is built next: its file's stamp is not
-    // taken for seen. A file that changes during two builds in a row is taken
-    // for the build's own output (a generated source) and no longer triggers
-    // builds, until it changes outside a build (an edit).
+    // taken for seen. A file that changes during a build made for other files
+    // and again during the next one (made for it) is taken for the build's own
+    // output (a generated source) and no longer triggers builds, until it
+    // changes outside a build (an edit). A file saved while a build made for
+    // it runs is an edit, however often: saves that come faster than builds
+    // each get one.
     let changedInLastBuild = new Set<string>();
     const generated = new Set<string>();
     // Saved files not yet compiled into objects (a failed compile keeps them for the next).
@@ -435,12 +457,23 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
         // with a known command (with those a failed compile left behind);
         // else the build command.
         for (const f of changed) dirty.add(f);
+        const builtFor = new Set(dirty);
         await relinked(); // the last save's relink ends before this save's objects are written
         await compiler?.ready();
         const tc = process.hrtime.bigint();
         const compile = async () => {
           const steps = compiler?.plan([...dirty]);
           const compiled = Array.isArray(steps) && steps.length ? steps.map((x) => path.relative(objectsDir, x.object)).sort() : undefined;
+          // The build command remakes what it finds older than its sources:
+          // an object an earlier build wrote after these files were saved,
+          // from their text before, must not pass for current.
+          if (!compiled) {
+            try {
+              outdateObjects(objectsDir, [...dirty]);
+            } catch {
+              /* no objects to date: the build makes them */
+            }
+          }
           const b = compiled ? await runSteps(steps as CompileStep[], opts.signal, spawner.run) : await runShell(build, cwd, opts.signal, spawner.run);
           return { compiled, b };
         };
@@ -466,8 +499,9 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
           generated.add(f);
           seen.set(f, after.get(f)!);
         }
-        changedInLastBuild = new Set(during.filter((f) => !generated.has(f)));
-        if (changedInLastBuild.size) pending = true; // saved while the build ran: build again at once
+        const again = during.filter((f) => !generated.has(f));
+        changedInLastBuild = new Set(again.filter((f) => !builtFor.has(f)));
+        if (again.length) pending = true; // saved while the build ran: build again at once
         if (b.status !== 0) {
           emit({ event: 'build-failed', status: b.status, output: b.output.trim(), buildMs, ...via });
           continue;
@@ -478,6 +512,13 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
         const t1 = process.hrtime.bigint(); // patchMs: what changed since the last patch, and the patch
         let d: ReturnType<typeof diffObjectSets>['merged'] | undefined;
         let changedObjects: string[] | undefined;
+        // The objects as the diff reads them: `last` takes only those (what the process then runs).
+        let read: Map<string, string>;
+        try {
+          read = objectStamps(objectsDir);
+        } catch {
+          read = new Map(); // the diff below says why; nothing is taken
+        }
         try {
           // Types are compared by mkpatch; here only when no code changed (a layout edit alone is still refused).
           // Before the first patch that is the running build itself: its copy
@@ -491,7 +532,7 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
           d = undefined;
         }
         if (d && patches.length > 0 && !d.refused.length && changesNothing(d)) {
-          syncObjects(objectsDir, last, lastStamps);
+          syncObjects(objectsDir, last, lastStamps, read);
           emit({ event: 'no-change', buildMs, ...via });
           continue;
         }
@@ -505,7 +546,7 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
           const mine = changedObjects?.filter((o) => !made.otherModules.includes(o));
           if (patches.length > 0 && changedObjects?.length && mine?.length === 0) {
             fs.rmSync(out, { force: true });
-            syncObjects(objectsDir, last, lastStamps);
+            syncObjects(objectsDir, last, lastStamps, read);
             emit({ event: 'no-change', buildMs, ...via, otherModules: changedObjects });
             continue;
           }
@@ -516,7 +557,7 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
         } catch (e) {
           if (isHotloadError(e) && e.code === 'NO_CHANGE') {
             const others = e.details;
-            if (others.length) syncObjects(objectsDir, last, lastStamps);
+            if (others.length) syncObjects(objectsDir, last, lastStamps, read);
             emit({ event: 'no-change', buildMs, ...via, ...(others.length ? { otherModules: others } : {}) });
           }
           else {
@@ -557,7 +598,7 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
         const applyMs = msSince(t2);
         for (const f of made.replaced) replaced.set(f, made.replacedIn[f]);
         patches.push(out);
-        syncObjects(objectsDir, last, lastStamps);
+        syncObjects(objectsDir, last, lastStamps, read);
         emit({
           event: 'patched',
           changed: [...new Set(since)].filter((f) => made.replaced.includes(f) || made.added.includes(f)).sort(),
