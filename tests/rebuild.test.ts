@@ -364,3 +364,19 @@ int lookup(const char *s) {
   expect(parse((await t.fresh(/^theta=/))[0]).theta).toBe(84);
   t.expectHealthy();
 });
+
+test('--to without an object file --from has (its compile failed) is refused naming the file, not "runs the same code"', async () => {
+  const dir = tmpdir();
+  const decls = 'int user(int);';
+  const line = 'printf("user=%d\\n", user(5))';
+  const files = { 'a.c': 'int user(int x) { return x + 1; }\n', 'b.c': 'int other(void) { return 0; }\n' };
+  const old = smallProgram(dir, 'old', files, decls, line);
+  const edited = smallProgram(dir, 'new', files, decls, line);
+  fs.rmSync(path.join(edited, 'b.o'));
+  const out = path.join(dir, 'p.so');
+  const m = await hotload(['mkpatch', '--from', old, '--to', edited, '--target', path.join(old, 'prog'), '-o', out, '--json']);
+  expect(m.json.error.code).toBe('FILE_NOT_FOUND');
+  expect(m.json.error.message).toMatch(/has no b\.o, which .* has: its compile failed, or it was not built/);
+  expect(m.json.error.details).toEqual([`b.o: in ${old}, not in ${edited}`]);
+  expect(fs.existsSync(out)).toBe(false);
+});

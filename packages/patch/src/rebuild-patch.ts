@@ -109,6 +109,22 @@ export interface RebuildResult {
   otherModules: string[];
 }
 
+/**
+ * Object files of the target's in --from with no counterpart in --to: their
+ * compile failed (or they were never built), so the two builds cannot be
+ * compared as wholes; a patch cannot remove code either. Refused, named.
+ */
+function refuseIfMissing(from: string, to: string, otherModules: string[]): void {
+  if (!fs.statSync(from).isDirectory() || !fs.statSync(to).isDirectory()) return;
+  const toObjs = objectFiles(to);
+  const missing = [...objectFiles(from).keys()].filter((rel) => !toObjs.has(rel) && !otherModules.includes(rel)).sort();
+  if (missing.length === 0) return;
+  throw new HotloadError('FILE_NOT_FOUND', `${to} has no ${missing[0]}${missing.length > 1 ? ` (nor ${missing.length - 1} more object file${missing.length > 2 ? 's' : ''})` : ''}, which ${from} has: its compile failed, or it was not built`, {
+    details: missing.map((rel) => `${rel}: in ${from}, not in ${to}`),
+    hint: 'Build the new tree completely (the compiler errors say why an object is missing). A patch cannot remove code from a running process: a source file deleted from the program needs a restart.',
+  });
+}
+
 /** Build a patch from two builds of a program. */
 export async function mkpatchFromBuilds(opts: RebuildOptions): Promise<RebuildResult> {
   const cc = opts.cc ?? process.env.CC ?? 'cc';
@@ -150,6 +166,7 @@ export async function mkpatchFromBuilds(opts: RebuildOptions): Promise<RebuildRe
   // The --from objects must be the build the process runs: every function and
   // datum of theirs the target has is the target's (running-build.ts).
   refuseIfNotRunning(opts.from, opts.target, targetElf);
+  refuseIfMissing(opts.from, opts.to, set.otherModules);
   if (set.merged.refused.length) refuseIfAny();
 
   // The functions to replace: changed ones, the users of changed read-only data,
