@@ -3,9 +3,11 @@
 // callback that throws, an abort, and arguments of the wrong type. Each result
 // asked for is read back from the processes themselves (status(), and what
 // the target prints), not only from the rollout's report.
+import { execFile } from 'child_process';
+import * as fs from 'fs';
 import * as path from 'path';
 import { HotloadError, ProcessResult, RolloutEvent, RolloutPlan, attach, checkAttach, isHotloadError, revert, rollout, status } from '@hotload/api';
-import { FIX, Target, computePatch, mkpatch } from './helpers';
+import { FIX, ROOT, Target, computePatch, mkpatch, tmpdir } from './helpers';
 
 const TARGET = path.join(FIX, 'target');
 const targets: Target[] = [];
@@ -225,3 +227,75 @@ describe('arguments of the wrong type are a HotloadError (USAGE)', () => {
     await expectOriginal(a);
   });
 });
+
+describe('a script as a user writes it, compiled under strict against the built typings', () => {
+  /** A directory with a tsconfig that maps @hotload/* to the packages' built typings (as the installed package has them). */
+  async function project(files: Record<string, string>): Promise<string> {
+    const dir = tmpdir('hotload-api-script-');
+    const tsconfig = {
+      compilerOptions: {
+        strict: true,
+        target: 'ES2022',
+        module: 'commonjs',
+        moduleResolution: 'node',
+        esModuleInterop: true,
+        outDir: 'out',
+        typeRoots: [path.join(ROOT, 'node_modules/@types')],
+        types: ['node'],
+        baseUrl: '.',
+        paths: { '@hotload/*': [path.join(ROOT, 'packages/*/dist/index.d.ts')] },
+      },
+      files: Object.keys(files),
+    };
+    fs.writeFileSync(path.join(dir, 'tsconfig.json'), JSON.stringify(tsconfig));
+    for (const [f, text] of Object.entries(files)) fs.writeFileSync(path.join(dir, f), text);
+    await node([path.join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', dir]); // fails with the compiler's errors
+    return dir;
+  }
+
+  test('a rollout with a function health check and an event callback compiles and runs; so does the README\'s example', async () => {
+    const [a] = await fleet(1);
+    const script = `import { HealthCheckFunction, RolloutEvent, isHotloadError, rollout, status } from '@hotload/api';
+
+const [pid, patch] = [Number(process.argv[2]), process.argv[3]];
+// Healthy when the patch's function is in force; a throw or false would fail it.
+const inForce: HealthCheckFunction = async (p, step, signal) => !signal.aborted && 'check' in step && status(p).functions.some((f) => f.name === 'compute');
+const seen: string[] = [];
+const onEvent = (e: RolloutEvent): void => {
+  seen.push(e.type === 'step' ? \`step \${Object.keys(e.step)[0]} \${e.ok}\` : e.type);
+};
+
+async function main(): Promise<void> {
+  const res = await rollout({ targets: { pids: [pid] }, steps: [{ apply: patch }, { check: (p: number) => p === pid }], healthCheck: inForce }, { onEvent });
+  const codes = res.processes.map((r) => r.code ?? 'none');
+  process.stdout.write(JSON.stringify({ outcome: res.outcome, seen, codes, error: res.error?.code ?? null }));
+}
+main().catch((e: unknown) => {
+  process.stderr.write(isHotloadError(e) ? \`\${e.code}: \${e.message}\` : String(e));
+  process.exitCode = 1;
+});
+`;
+    const dir = await project({ 'script.ts': script, 'readme.ts': readmeExample() });
+    const out = await node([path.join(dir, 'out/script.js'), String(a.pid), patch], { NODE_PATH: path.join(ROOT, 'node_modules') });
+    expect(JSON.parse(out)).toEqual({ outcome: 'success', seen: ['targets', 'process-start', 'step apply true', 'step check true', 'step check true', 'process-done'], codes: ['none'], error: null });
+    await a.fresh(PATCHED);
+  });
+});
+
+/** Run node (asynchronously: the targets' output keeps flowing); its stdout, or a failure with its output. */
+function node(args: string[], env: NodeJS.ProcessEnv = {}): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile(process.execPath, args, { encoding: 'utf8', env: { ...process.env, ...env } }, (err, stdout, stderr) => (err ? reject(new Error(`node ${args.join(' ')}: ${err.message}\n${stdout}${stderr}`)) : resolve(stdout)));
+  });
+}
+
+/** The README's API example ("Rollouts and scripts"), as a function of the pid it uses, importing the checkout's package. */
+function readmeExample(): string {
+  const readme = fs.readFileSync(path.join(ROOT, 'README.md'), 'utf8');
+  const section = readme.slice(readme.indexOf('## Rollouts and scripts'));
+  const code = /```ts\n([\s\S]*?)```/.exec(section)![1].replace("'@hotload/hotload'", "'@hotload/api'");
+  const lines = code.split('\n');
+  const imports = lines.filter((l) => l.startsWith('import '));
+  const body = lines.filter((l) => !l.startsWith('import '));
+  return `${imports.join('\n')}\nexport async function example(pid: number): Promise<void> {\n${body.join('\n')}\n}\n`;
+}
