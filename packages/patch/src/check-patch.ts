@@ -81,16 +81,24 @@ export function planPatch(meta: PatchMeta, patchElf: ElfFile, target: ElfFile, i
   const refs: PatchPlan['refs'] = [];
   for (const ref of meta.refs) {
     const { sym, problem } = targetSymbol(target, ref.name);
-    if (problem) unresolved.push(`HOTLOAD_STATIC(${ref.name}): ${problem}`);
+    const tls = problem && target.symbols('.symtab').some((s) => s.name === ref.name && s.type === STT.TLS && s.shndx !== 0);
+    if (tls) unresolved.push(`HOTLOAD_STATIC(${ref.name}): a thread-local variable of ${target.path}; hotload cannot reach thread-local variables yet (each thread has its own copy)`);
+    else if (problem) unresolved.push(`HOTLOAD_STATIC(${ref.name}): ${problem}`);
     else refs.push({ name: ref.name, slot: ref.slot, value: sym!.value });
   }
-  // Undefined in the patch, defined in the target but not exported: dlopen cannot bind it.
+  // Undefined in the patch, defined in the target but not exported: dlopen
+  // cannot bind it to the target's. A hand-written patch's plain `extern`
+  // naming a `static` of the target would bind to another module's export of
+  // that name if there is one (a program's own `daylight` became glibc's).
   const exported = new Set(target.symbols('.dynsym').filter((s) => s.shndx !== 0).map((s) => s.name));
   const inTarget = new Map(target.symbols('.symtab').filter((s) => s.shndx !== 0 && s.bind !== STB.LOCAL).map((s) => [s.name, s]));
+  const statics = new Set(handWritten ? target.symbols('.symtab').filter((s) => s.shndx !== 0 && s.bind === STB.LOCAL && (s.type === STT.OBJECT || s.type === STT.FUNC || s.type === STT.TLS)).map((s) => s.name) : []);
   for (const s of patchElf.symbols('.dynsym')) {
-    if (s.shndx !== 0 || !s.name || s.bind === STB.WEAK) continue;
-    if (inTarget.has(s.name) && !exported.has(s.name)) {
+    if (s.shndx !== 0 || !s.name || s.bind === STB.WEAK || exported.has(s.name)) continue;
+    if (inTarget.has(s.name)) {
       unresolved.push(`${s.name}: a global of ${target.path} that it does not export; use HOTLOAD_STATIC(type, ${s.name}) or link the target with -rdynamic`);
+    } else if (statics.has(s.name)) {
+      unresolved.push(`${s.name}: a static of ${target.path}; a plain extern would bind to another module's ${s.name}, if any, not to the target's: use HOTLOAD_STATIC(type, ${s.name}) and HOTLOAD_REF(${s.name})`);
     }
   }
   // A function to replace that is missing or has no usable pad cannot be
