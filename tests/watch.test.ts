@@ -324,6 +324,127 @@ test('the second real program: memcached serving clients; edit the version comma
   t.expectHealthy();
 });
 
+/**
+ * An editable copy of memcached's -O2 build, running and served, whose
+ * compiles and links the test can hold: the Makefile's compiler is a wrapper
+ * that, when the test has left the file `hold` (or `holdlink`), compiles (or
+ * not yet links), leaves `read` (or `linking`), and waits for the test's `go`;
+ * a held compile writes its object's time only then. So a save can land at a
+ * known point of the previous save's build: after the compiler read the
+ * source, before its object is written (as on a slow build, where that
+ * window is seconds long), or while the program is relinked.
+ */
+async function heldMemcached(prefix: string) {
+  const dir = tmpdir(prefix);
+  execFileSync('cp', ['-a', `${memcachedBuilds().o2}/.`, dir]); // stamps kept
+  const at = (f: string) => path.join(dir, f);
+  fs.writeFileSync(
+    at('cc-hold.sh'),
+    [
+      'out=; prev=; compile=',
+      'for a; do [ "$prev" = -o ] && out=$a; [ "$a" = -c ] && compile=1; prev=$a; done',
+      `if [ -z "$compile" ] && [ -e ${at('holdlink')} ]; then rm -f ${at('holdlink')}; : > ${at('linking')}; while [ ! -e ${at('go')} ]; do sleep 0.01; done; rm -f ${at('go')}; fi`,
+      'gcc "$@" || exit',
+      `[ -n "$compile" ] && [ -e ${at('hold')} ] || exit 0`,
+      `rm -f ${at('hold')}; : > ${at('read')}`,
+      `while [ ! -e ${at('go')} ]; do sleep 0.01; done; rm -f ${at('go')}`,
+      'touch "$out"',
+      '',
+    ].join('\n'),
+  );
+  edit(at('Makefile'), /^CC = gcc$/m, `CC = sh ${at('cc-hold.sh')}`);
+  const { t, sock } = await startMemcached(at('memcached'));
+  cleanup.push(() => t.stop());
+  const c = await Client.connect(sock);
+  cleanup.push(async () => c.close());
+  /** The test's side of the wrapper: wait until the held compile (`read`) or link (`linking`) is there. */
+  const reached = async (flag: 'read' | 'linking') => {
+    for (let i = 0; i < 3000 && !fs.existsSync(at(flag)); i++) await sleep(10);
+    if (!fs.existsSync(at(flag))) throw new Error(`the build never reached the held ${flag === 'read' ? 'compile' : 'link'}`);
+    fs.rmSync(at(flag));
+  };
+  const hold = (what: 'hold' | 'holdlink') => fs.writeFileSync(at(what), '');
+  const go = () => fs.writeFileSync(at('go'), '');
+  /** Save the version reply as `tag`: in place, or as editors do (the new text in a temporary file beside it, renamed over it). */
+  let reply = '"VERSION " VERSION';
+  const save = (tag: string, how: 'in place' | 'by rename') => {
+    const text = fs.readFileSync(at('proto_text.c'), 'utf8');
+    const next = text.replace(`out_string(c, ${reply});`, `out_string(c, "VERSION " VERSION "-${tag}");`);
+    if (next === text) throw new Error(`proto_text.c: ${reply} not found`);
+    reply = `"VERSION " VERSION "-${tag}"`;
+    if (how === 'in place') fs.writeFileSync(at('proto_text.c'), next);
+    else {
+      fs.writeFileSync(at('.proto_text.c.new'), next);
+      fs.renameSync(at('.proto_text.c.new'), at('proto_text.c'));
+    }
+  };
+  const version = async () => /^VERSION 1\.6\.\d+(\S*)\r\n$/.exec(await c.cmd('version\r\n'))?.[1];
+  return { dir, t, c, reached, hold, go, save, version };
+}
+
+describe('saves that come while the previous save is still being built, on memcached', () => {
+  test.each(['by rename', 'in place'] as const)(
+    'the build command (--no-compile): a save %s after make compiled the previous save\'s text and before it wrote the object is built and patched, not called no change',
+    async (how) => {
+      const m = await heldMemcached('hotload-watch-held-');
+      expect(await m.c.set('kept', 'from-before')).toBe('STORED\r\n');
+      const w = new Watch(m.dir, ['--pid', String(m.t.pid), '--no-compile', '--build', 'make -s memcached', 'proto_text.c']);
+      cleanup.push(() => w.stop());
+      await w.event('ready', 0, 20000);
+      const n = w.events.length;
+      m.hold('hold');
+      m.save('one', 'in place');
+      await m.reached('read'); // make's compile of proto_text.c has read the text with -one
+      m.save('two', how);
+      m.go(); // its object, of -one, is written after -two was saved
+      const first = await w.event('patched', n);
+      expect(first.compiled).toBeUndefined(); // the build command ran
+      // Before: make took that object for newer than the save and compiled nothing: 'no code changed', and -one stayed.
+      const second = await w.event('patched', w.events.indexOf(first) + 1);
+      expect(second.changed).toEqual(['process_command_ascii']);
+      expect(await m.version()).toBe('-two');
+      expect(await m.c.get('kept')).toBe('from-before');
+      m.t.expectHealthy();
+    },
+  );
+
+  test('compiled directly: three saves in a row, each while the previous one is compiled (by rename, in place), then one while the program is relinked: each is patched in, the last one runs', async () => {
+    const m = await heldMemcached('hotload-watch-held-');
+    const w = new Watch(m.dir, ['--pid', String(m.t.pid), '--build', 'make -s memcached', 'proto_text.c']);
+    cleanup.push(() => w.stop());
+    await w.event('ready', 0, 20000);
+    const patched = async (tag: string) => {
+      const e = await w.event('patched', n);
+      n = w.events.indexOf(e) + 1;
+      expect(e.compiled).toEqual(['memcached-proto_text.o']);
+      expect(await m.version()).toBe(tag);
+    };
+    let n = w.events.length;
+    m.hold('hold');
+    m.save('one', 'in place');
+    await m.reached('read'); // -one's compile has read the source
+    m.hold('hold'); // and the next compile
+    m.save('two', 'by rename');
+    m.go(); // -one's object is written after -two was saved
+    await patched('-one');
+    await m.reached('read'); // -two's compile (after the relink that followed -one)
+    m.hold('hold');
+    m.save('three', 'in place');
+    m.go();
+    await patched('-two');
+    // Before: proto_text.c, changed during two compiles in a row, was taken for a generated file: -three was never compiled (this compile never came).
+    await m.reached('read');
+    m.hold('holdlink'); // the relink that follows -three
+    m.go();
+    await patched('-three');
+    await m.reached('linking');
+    m.save('four', 'by rename');
+    m.go();
+    await patched('-four');
+    m.t.expectHealthy();
+  });
+});
+
 test('compile_commands.json: a saved source is compiled with its entry\'s command (the build command is never run); a saved header, in every object whose dependency file lists it; the program is relinked after', async () => {
   const dir = tmpdir('hotload-watch-ccdb-');
   const flags = '-O2 -g -fpatchable-function-entry=16,14 -ffunction-sections -fdata-sections';
