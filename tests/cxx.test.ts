@@ -175,3 +175,63 @@ test('a hand-written C++ patch may define the member itself, as the program\'s s
     await t.stop();
   }
 });
+
+describe('g++ -O0: this-adjusting thunks, and names with ABI tags', () => {
+  // C overrides B::b; a call through a B* enters a thunk (`sub $16,%rdi; jmp
+  // C::b`) that g++ emits without a pad at -O0. S::name returns std::string,
+  // so its symbol carries the tag [abi:cxx11] that source never writes.
+  const SRC = `#include <cstdio>
+#include <string>
+#include <unistd.h>
+struct A { virtual ~A(); virtual int a(); int x = 1; };
+struct B { virtual ~B(); virtual int b(); int y = 2; };
+struct C : A, B { ~C() override; int b() override; int c = 3; };
+struct S { std::string name(bool x); };
+A::~A() {} int A::a() { return 1; } B::~B() {} int B::b() { return 2; }
+C::~C() {}
+int C::b() { return c; }
+std::string S::name(bool x) { return x ? "old" : "none"; }
+int main() {
+  setvbuf(stdout, nullptr, _IOLBF, 0);
+  C *c = new C; B *p = c; S s;
+  for (;;) { printf("b=%d name=%s\\n", p->b(), s.name(true).c_str()); usleep(20000); }
+}
+`;
+  let dir: string;
+  let prog: string;
+  beforeAll(() => {
+    dir = tmpdir();
+    fs.writeFileSync(path.join(dir, 'u.cc'), SRC);
+    const r = spawnSync('g++', ['-O0', '-g', '-fpatchable-function-entry=16,14', 'u.cc', '-o', 'u'], { cwd: dir, encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(r.stderr);
+    prog = path.join(dir, 'u');
+  });
+
+  test('hotload check passes: a thunk without a pad that jumps to a padded function is covered by it (index: status thunk, "to C::b()")', async () => {
+    const c = await hotload(['check', prog]);
+    expect(c.stderr).toBe('');
+    expect(c.code).toBe(0);
+    expect(c.stdout).toMatch(/\d+ thunk/);
+    const idx = await hotload(['index', prog]);
+    expect(idx.stdout).toMatch(/^non-virtual thunk to C::b\(\)\s+0x[0-9a-f]+\s+\d+\s+thunk\s+to C::b\(\)$/m);
+  });
+
+  test('C::b patched: the call through B* (the thunk) takes it; S::name(bool) found without its [abi:cxx11] tag, by REPLACE_CXX and REDEFINE_CXX', async () => {
+    const t = Target.start(prog);
+    try {
+      await t.waitFor(/^b=3 name=old$/);
+      fs.writeFileSync(path.join(dir, 'b.cc'), '#include <hotload.h>\nstruct A { virtual ~A(); virtual int a(); int x; };\nstruct B { virtual ~B(); virtual int b(); int y; };\nstruct C : A, B { ~C() override; int b() override; int c; };\nint C::b() { return c + 1000; }\nHOTLOAD_REDEFINE_CXX("C::b()");\n');
+      fs.writeFileSync(path.join(dir, 'n.cc'), '#include <hotload.h>\n#include <string>\nstruct S { std::string name(bool x); };\nstd::string S::name(bool x) { return x ? "new" : "none"; }\nHOTLOAD_REDEFINE_CXX("S::name(bool)");\n');
+      fs.writeFileSync(path.join(dir, 'r.cc'), '#include <hotload.h>\n#include <string>\nstruct S;\nstatic std::string name_v3(S *, bool x) { return x ? "v3" : "none"; }\nHOTLOAD_REPLACE_CXX("S::name(bool)", name_v3);\n');
+      for (const p of ['b', 'n', 'r']) {
+        const m = await hotload(['mkpatch', path.join(dir, `${p}.cc`), '--target', prog, '-o', path.join(dir, `${p}.so`), '--cc', 'g++']);
+        expect([p, m.stderr]).toEqual([p, '']);
+        expect((await hotload(['attach', String(t.pid), path.join(dir, `${p}.so`)])).code).toBe(0);
+      }
+      await t.next(/^b=1003 name=v3$/);
+      t.expectHealthy();
+    } finally {
+      await t.stop();
+    }
+  });
+});

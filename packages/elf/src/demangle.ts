@@ -45,21 +45,33 @@ function normalCxx(x: string): string {
   return x.replace(/\s+/g, ' ').replace(/\s*([(),*&:<>])\s*/g, '$1').trim();
 }
 
+/** Without ABI tags: `make_names[abi:cxx11](int)` is `make_names(int)`, as source writes it. */
+function untagged(x: string): string {
+  return x.replace(/\[abi:[^\]]*\]/g, '');
+}
+
 /**
  * The one item whose names (mangled) demangle to `want`, a function named as
  * C++ source names it: `Square::area() const`, or `count_names` when only one
- * function has that name. A problem when several do (overloads: say which).
+ * function has that name. ABI tags (`[abi:cxx11]`, on functions returning
+ * std::string) may be given or left out: source never writes them. A problem
+ * when several match (overloads: say which).
  */
 export function findByCxxName<T>(items: T[], namesOf: (t: T) => string[], want: string): T | { problem: string } | undefined {
   const w = normalCxx(want);
   const names = demangle(items.flatMap(namesOf));
   const spelled = (t: T) => namesOf(t).map((n) => normalCxx(names.get(n) ?? ''));
+  const shown = (t: T) => names.get(namesOf(t)[0]) ?? namesOf(t)[0];
   const exact = items.filter((t) => spelled(t).includes(w));
   if (exact.length === 1) return exact[0];
+  const bare = untagged(w);
+  const loose = exact.length ? exact : items.filter((t) => spelled(t).some((n) => untagged(n) === bare));
+  if (loose.length === 1) return loose[0];
+  if (loose.length > 1) return { problem: `${loose.length} functions match: ${loose.map(shown).join(', ')}; name one as shown` };
   if (w.includes('(')) return undefined;
   // No parameters given: the one function of that name, if there is one.
-  const byName = items.filter((t) => spelled(t).some((n) => n.startsWith(w + '(')));
+  const byName = items.filter((t) => spelled(t).some((n) => untagged(n).startsWith(bare + '(')));
   if (byName.length === 1) return byName[0];
-  if (byName.length > 1) return { problem: `overloaded: ${byName.map((t) => names.get(namesOf(t)[0]) ?? namesOf(t)[0]).join(', ')}; name one with its parameters ("${w}(int)")` };
+  if (byName.length > 1) return { problem: `overloaded: ${byName.map(shown).join(', ')}; name one with its parameters ("${w}(int)")` };
   return undefined;
 }

@@ -23,7 +23,7 @@
 
 import { HotloadError } from '@hotload/errors';
 import { ElfFile, Section, perFile } from './read-elf';
-import { PAD_BEFORE, classifyEntryBytes, entryNopOffset, isNopRun, startsWithEndbr } from '@hotload/x86';
+import { PAD_BEFORE, classifyEntryBytes, entryNopOffset, isNopRun, startsWithEndbr, thunkJumpOffset } from '@hotload/x86';
 
 export const PAD_SECTION = '__patchable_function_entries';
 export const INDEX_SECTION = '.hotload.index';
@@ -35,7 +35,8 @@ export type FunctionStatus =
   | 'no-pad' // built without the flag
   | 'modified' // pad present but its bytes are not NOPs
   | 'part' // a split-off part (f.cold) with no entry of its own
-  | 'startup'; // toolchain code (crt start-up files, compiler helpers), never padded
+  | 'startup' // toolchain code (crt start-up files, compiler helpers), never padded
+  | 'thunk'; // a C++ thunk without a pad that adjusts `this` and jumps to a padded function
 
 /** Statuses that `hotload check` fails on. */
 export const UNPATCHABLE: ReadonlySet<FunctionStatus> = new Set(['no-pad', 'modified']);
@@ -180,6 +181,7 @@ export function indexPads(elf: ElfFile): PadIndex {
   const order = sortedOrder(values);
 
   const functions: PadFunction[] = [];
+  let thunks: [PadFunction, number][] | undefined;
   let pi = 0;
   for (let k = 0; k < order.length; ) {
     const first = order[k];
@@ -240,8 +242,26 @@ export function indexPads(elf: ElfFile): PadIndex {
       f.status = 'no-pad';
       f.reason = 'no patchable entry: built without -fpatchable-function-entry=16,14';
       f.hint = `Rebuild ${f.file ?? 'its object file'} with -fpatchable-function-entry=16,14.`;
+      if (size > 0 && size <= 32) {
+        const off = elf.vaddrToOffset(address);
+        const to = off === undefined ? undefined : thunkJumpOffset(elf.buf.subarray(off, Math.min(elf.buf.length, off + size)));
+        if (to !== undefined) (thunks ??= []).push([f, address + to]);
+      }
     }
     functions.push(f);
+  }
+  // C++ thunks without a pad (g++ -O0) whose jump lands on a padded entry:
+  // covered by patching that function.
+  if (thunks) {
+    const byAddress = new Map(functions.map((x) => [x.address, x]));
+    for (const [f, to] of thunks) {
+      const target = byAddress.get(to);
+      if (!target || (target.status !== 'patchable' && target.status !== 'clone')) continue;
+      f.status = 'thunk';
+      f.origin = target.name;
+      f.reason = `a thunk that adjusts \`this\` and jumps to ${target.name}; patching ${target.name} covers it`;
+      delete f.hint;
+    }
   }
 
   // Pads whose entry has no function symbol (a stripped file): still indexed.
@@ -276,7 +296,7 @@ export function indexPads(elf: ElfFile): PadIndex {
 }
 
 export function summarize(functions: PadFunction[]): Record<FunctionStatus, number> {
-  const s: Record<FunctionStatus, number> = { patchable: 0, clone: 0, 'no-pad': 0, modified: 0, part: 0, startup: 0 };
+  const s: Record<FunctionStatus, number> = { patchable: 0, clone: 0, 'no-pad': 0, modified: 0, part: 0, startup: 0, thunk: 0 };
   for (const f of functions) s[f.status]++;
   return s;
 }

@@ -93,3 +93,4 @@ export const CALL_STUB = Buffer.from([
 ]);
 /** Offset in CALL_STUB just past the `syscall` of rt_sigreturn. */
 export const CALL_STUB_SIGRETURN_END = 19;
+export * from './thunk';
