@@ -74,12 +74,33 @@ export function typeLayouts(elf: ElfFile): BuildTypes {
   const out: BuildTypes = { units: [] };
   for (const [i, u] of units.entries()) {
     if (u.split) out.lacking ??= 'built with -gsplit-dwarf (the types are in .dwo files, which hotload does not read)';
-    else if (/(^|\s)-g1(\s|$)|-gmlt|-gline-tables-only/.test(u.producer)) out.lacking ??= `built with ${/-gline-tables-only|-gmlt/.exec(u.producer)?.[0] ?? '-g1'}, which leaves out the types`;
+    else if (debugLevel(u.producer).level === 1) out.lacking ??= `built with ${debugLevel(u.producer).option}, which leaves out the types`;
     // clang does not record its options: functions described, no type at all.
     else if (u.code && !hasType(u)) out.lacking ??= 'built with -g1 or -gline-tables-only (its DWARF describes functions but no type)';
     out.units.push(unitTypes(u, () => readUnits(elf)[i]));
   }
   return out;
+}
+
+/**
+ * The debug level a compiler's recorded options (DW_AT_producer) leave in
+ * force: the last level option wins, as on the command line (a release
+ * build's `-O2 -g1` followed by the user's `-g` is -g2). `-gdwarf-N` alone
+ * means -g2; `-gmlt` and clang's `-gline-tables-only` are level 1.
+ */
+export function debugLevel(producer: string): { level: number; option: string } {
+  let level = -1;
+  let option = '';
+  for (const tok of producer.split(/\s+/)) {
+    let m: RegExpExecArray | null;
+    if ((m = /^-g(?:gdb)?([0-3])$/.exec(tok))) level = Number(m[1]);
+    else if (tok === '-g' || tok === '-ggdb') level = 2;
+    else if (tok === '-gmlt' || tok === '-gline-tables-only') level = 1;
+    else if (/^-gdwarf(-\d)?$/.test(tok)) level = level > 0 ? level : 2;
+    else continue;
+    option = tok;
+  }
+  return { level, option };
 }
 
 /** Has the unit any type entry? (From its table: the entries are not made into objects for this.) */
