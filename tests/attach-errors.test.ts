@@ -3,7 +3,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { spawn, spawnSync } from 'child_process';
-import { FIX, Target, buildIdOf, computePatch, hotload, mkpatch, rawPatch, sleep, symbolAddress, tmpdir } from './helpers';
+import { FIX, Target, buildIdOf, computePatch, exited, hotload, mkpatch, rawPatch, sleep, symbolAddress, tmpdir } from './helpers';
 
 const TARGET = path.join(FIX, 'target');
 let good: string;
@@ -48,14 +48,16 @@ test('no such pid', async () => {
 
 test('a pid we may not trace (already traced by another process)', async () => {
   const tr = Target.start(TARGET, ['traced']);
+  let child = 0;
   try {
     const line = await tr.waitFor(/^child (\d+)/);
-    const child = Number(/child (\d+)/.exec(line)![1]);
+    child = Number(/child (\d+)/.exec(line)![1]);
+    expect(tr.descendants()).toEqual([child]);
     await expectError(['attach', String(child), good], 'PTRACE_DENIED', 5, /not allowed to trace process \d+: it is already traced by pid \d+/);
   } finally {
-    await tr.stop();
-    spawnSync('pkill', ['-9', '-f', `${TARGET} traced`]);
+    await tr.stop(); // and the child it forked, by its pid
   }
+  expect(exited(child)).toBe(true);
 });
 
 test('a stopped process (Ctrl-Z, SIGSTOP) is refused and stays stopped', async () => {
@@ -183,8 +185,11 @@ test('a thread asleep inside a dl_iterate_phdr callback is no host: its stack, u
 
 test('no safe moment within the deadline: fails cleanly, the process untouched', async () => {
   const u = Target.start(TARGET, ['unsafe']);
+  let holder: number[] = [];
   try {
     await u.waitFor(/^blocking in flock/);
+    holder = u.descendants(); // the child it forked to hold the lock
+    expect(holder).toHaveLength(1);
     const before = u.readMem(symbolAddress(u.pid, TARGET, 'compute') - 14n, 16);
     const r = await hotload(['attach', String(u.pid), good, '--timeout', '300']);
     expect(r.code).toBe(7);
@@ -195,9 +200,9 @@ test('no safe moment within the deadline: fails cleanly, the process untouched',
     expect(u.readMem(symbolAddress(u.pid, TARGET, 'compute') - 14n, 16)).toEqual(before);
     expect(fs.readFileSync(`/proc/${u.pid}/maps`, 'utf8')).not.toMatch(/hotload-\d+\//);
   } finally {
-    await u.stop();
-    spawnSync('pkill', ['-9', '-f', `${TARGET} unsafe`]);
+    await u.stop(); // and its forked lock holder, by its pid
   }
+  expect(holder.filter((p) => !exited(p))).toEqual([]);
 });
 
 describe('bad values on the command line: a usage error naming the value, nothing done', () => {

@@ -171,17 +171,119 @@ export class Target {
     }
   }
 
+  /** The pids of the processes this target forked (and theirs), living now. */
+  descendants(): number[] {
+    return this.alive() ? descendants(this.pid) : [];
+  }
+
+  /**
+   * Kill the target and every process it forked (a lock holder, a traced
+   * child), found from /proc before the kill: only what this test started.
+   */
   async stop(): Promise<void> {
-    if (!this.alive()) return;
-    this.child.kill('SIGKILL');
-    await new Promise((r) => this.child.once('exit', r));
+    if (!this.alive()) {
+      running.delete(this.child);
+      return;
+    }
+    await killTree(this.pid, () => this.child.kill('SIGKILL'), new Promise((r) => this.child.once('exit', r)));
     running.delete(this.child);
+  }
+}
+
+/**
+ * The living descendants of `pid` (its children, theirs, ...), read from
+ * /proc/PID/task/TID/children: the processes it forked, and nothing else on
+ * the machine.
+ */
+export function descendants(pid: number): number[] {
+  const out: number[] = [];
+  const todo = [pid];
+  while (todo.length) {
+    const p = todo.pop()!;
+    let tasks: string[];
+    try {
+      tasks = fs.readdirSync(`/proc/${p}/task`);
+    } catch {
+      continue; // gone
+    }
+    for (const t of tasks) {
+      let kids = '';
+      try {
+        kids = fs.readFileSync(`/proc/${p}/task/${t}/children`, 'utf8');
+      } catch {
+        continue;
+      }
+      for (const k of kids.split(' ').filter(Boolean).map(Number)) {
+        if (!out.includes(k)) {
+          out.push(k);
+          todo.push(k);
+        }
+      }
+    }
+  }
+  return out;
+}
+
+/** Gone, or a zombie waiting for its parent (a zombie keeps its pid: it is still ours to wait for). */
+export function exited(pid: number): boolean {
+  try {
+    const st = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return /^[ZX]$/.test(st.slice(st.lastIndexOf(')') + 2, st.lastIndexOf(')') + 3));
+  } catch {
+    return true;
+  }
+}
+
+/**
+ * SIGKILL the descendants of `pid` (read while it still lives, so each is
+ * still its child or grandchild: its pid cannot have been reused), then `pid`
+ * itself with `kill` (a ChildProcess's own kill, so a pid of ours is never
+ * reused under us), and wait until all of them have exited.
+ */
+async function killTree(pid: number, kill: () => void, exit: Promise<unknown>): Promise<void> {
+  const kids = descendants(pid);
+  for (const k of kids) {
+    try {
+      process.kill(k, 'SIGKILL');
+    } catch {
+      /* already gone */
+    }
+  }
+  kill();
+  await exit;
+  for (let i = 0; i < 500 && kids.some((k) => !exited(k)); i++) await sleep(10);
+  const left = kids.filter((k) => !exited(k));
+  if (left.length) throw new Error(`processes forked by ${pid} still alive after SIGKILL: ${left.join(' ')}`);
+}
+
+/**
+ * Wait until `probe` returns something other than undefined, checking every
+ * `everyMs` (a timer: the CPU stays free for the processes under test).
+ */
+export async function until<T>(probe: () => T | undefined, what: string, timeoutMs = 10000, everyMs = 2): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const v = probe();
+    if (v !== undefined) return v;
+    if (Date.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(everyMs);
   }
 }
 
 const running = new Set<ChildProcess>();
 process.on('exit', () => {
-  for (const c of running) c.kill('SIGKILL');
+  for (const c of running) {
+    if (c.pid !== undefined && c.exitCode === null && c.signalCode === null) {
+      for (const k of descendants(c.pid)) {
+        try {
+          process.kill(k, 'SIGKILL');
+        } catch {
+          /* gone */
+        }
+      }
+    }
+    c.kill('SIGKILL');
+  }
 });
 
 export function sleep(ms: number): Promise<void> {

@@ -16,6 +16,11 @@ afterEach(async () => {
   for (const t of targets.splice(0)) await t.stop();
 });
 
+/** A process name no other run can have: at most 15 characters, the length of a command name (comm). */
+function uniqueName(): string {
+  return `hlt${process.pid.toString(36)}${Math.random().toString(36).slice(2)}`.slice(0, 15);
+}
+
 describe('hooks', () => {
   test('an on-apply hook runs in the process before the patch goes live (state migration)', async () => {
     const p = await mkpatch(
@@ -90,7 +95,14 @@ HOTLOAD_REPLACE(compute, compute_v2);
 
 test('attach and revert take several pids, or a process name; ps lists patchable processes', async () => {
   const p = await mkpatch(computePatch(9), TARGET, 'multi');
-  const [a, b] = [start(), start()];
+  // The program under a name of this test's own (the same build), so the name
+  // reaches only the processes started here, not another run's `target`s.
+  const name = uniqueName();
+  const prog = path.join(tmpdir(), name);
+  fs.copyFileSync(TARGET, prog);
+  fs.chmodSync(prog, 0o755);
+  const [a, b] = [Target.start(prog, ['loop']), Target.start(prog, ['loop'])];
+  targets.push(a, b);
   await a.waitFor(/^compute 6/);
   await b.waitFor(/^compute 6/);
   const r = await hotload(['attach', `${a.pid},${b.pid}`, p, '--json']);
@@ -101,10 +113,11 @@ test('attach and revert take several pids, or a process name; ps lists patchable
   const list = await hotload(['ps', '--json']);
   const mine = list.json.filter((x: { pid: number }) => x.pid === a.pid || x.pid === b.pid);
   expect(mine).toHaveLength(2);
-  expect(mine.every((x: { patches: number; modules: string[] }) => x.patches === 1 && x.modules[0].endsWith('/target'))).toBe(true);
-  expect((await hotload(['ps'])).stdout).toMatch(new RegExp(`^${a.pid}\\s+1\\s+target`, 'm'));
-  const byName = await hotload(['revert', 'target', '--all', '--json']);
+  expect(mine.every((x: { patches: number; modules: string[] }) => x.patches === 1 && x.modules[0] === prog)).toBe(true);
+  expect((await hotload(['ps'])).stdout).toMatch(new RegExp(`^${a.pid}\\s+1\\s+${name}`, 'm'));
+  const byName = await hotload(['revert', name, '--all', '--json']);
   expect(byName.code).toBe(0);
+  expect(byName.json.map((x: { pid: number; ok: boolean }) => [x.pid, x.ok]).sort()).toEqual([[a.pid, true], [b.pid, true]].sort()); // these two, and only these
   await a.next(/^compute 6 /);
   await b.next(/^compute 6 /);
 });

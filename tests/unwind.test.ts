@@ -1,13 +1,12 @@
 // Unwinding the stacks of real, stopped threads with their modules' .eh_frame
 // (packages/injector/src/unwind.ts): down to the outermost frame, through the
 // functions the thread is really inside, and through signal frames.
-import { spawnSync } from 'child_process';
 import * as path from 'path';
 import { ElfFile } from '@hotload/elf';
 import { Session, modules } from '@hotload/injector';
 import { findRuntime } from '../packages/injector/src/call-in-target';
 import { unwind } from '../packages/injector/src/unwind';
-import { FIX, Target } from './helpers';
+import { FIX, Target, exited } from './helpers';
 
 const TARGET = path.join(FIX, 'target');
 
@@ -50,14 +49,23 @@ test('a main thread asleep in nanosleep and a second thread: every stack unwinds
   try {
     await t.waitFor(/^blocking/);
     const all = stacks(t.pid);
-    expect(all.length).toBeGreaterThanOrEqual(1);
+    expect(all).toHaveLength(2); // both threads: main, and the waker it started
     for (const st of all) {
       expect(st).toBeDefined();
       expect(st![st!.length - 1]).toMatch(/^(_start|clone3?|\?libc\.so\.6)$/); // the outermost frame
     }
-    const sleeper = all.find((st) => st!.some((f) => /nanosleep/.test(f)))!;
-    expect(sleeper).toBeDefined();
-    expect(sleeper.slice(sleeper.findIndex((f) => /nanosleep/.test(f)))).toContain('main'); // the program's code, below libc's
+    // The main thread, asleep in nanosleep, down through main to _start.
+    const sleeper = all.filter((st) => st!.includes('main'));
+    expect(sleeper).toHaveLength(1);
+    expect(sleeper[0]![0]).toMatch(/nanosleep/);
+    expect(sleeper[0]!.slice(sleeper[0]!.findIndex((f) => /nanosleep/.test(f)))).toContain('main'); // the program's code, below libc's
+    expect(sleeper[0]![sleeper[0]!.length - 1]).toBe('_start');
+    // The waker, asleep in usleep, down through its start routine into libc's thread start.
+    const waker = all.filter((st) => st!.includes('waker'));
+    expect(waker).toHaveLength(1);
+    expect(waker[0]!.indexOf('waker')).toBeGreaterThan(waker[0]!.indexOf('usleep'));
+    expect(waker[0]!.indexOf('usleep')).toBeGreaterThan(0);
+    expect(waker[0]![waker[0]!.length - 1]).toMatch(/^(clone3?|\?libc\.so\.6)$/);
     t.expectHealthy();
   } finally {
     await t.stop();
@@ -82,8 +90,11 @@ test('a thread asleep inside a dl_iterate_phdr callback: the callback and dl_ite
 
 test('a thread inside a signal handler: the unwinding goes through the signal frame into the code it interrupted', async () => {
   const t = Target.start(TARGET, ['sigmalloc']);
+  let holder: number[] = [];
   try {
     await t.waitFor(/^sigmalloc handlers [1-9]/);
+    holder = t.descendants(); // the child it forked to hold the lock
+    expect(holder).toHaveLength(1);
     // The SIGALRM handler spins 80 ms of every 100: most looks find the main thread in it.
     let seen: string[] | undefined;
     for (let i = 0; i < 20 && !seen; i++) {
@@ -96,7 +107,7 @@ test('a thread inside a signal handler: the unwinding goes through the signal fr
     expect(seen!.slice(h + 2)).toContain('main'); // and below the signal frame, the interrupted main loop
     expect(seen![seen!.length - 1]).toBe('_start');
   } finally {
-    await t.stop();
-    spawnSync('pkill', ['-9', '-f', `${TARGET} sigmalloc`]); // its forked lock holder
+    await t.stop(); // and its forked lock holder, by its pid
   }
+  expect(holder.filter((p) => !exited(p))).toEqual([]);
 });
