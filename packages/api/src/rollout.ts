@@ -150,7 +150,10 @@ export function validatePlan(raw: unknown, name = 'plan'): RolloutPlan {
   const t = raw.targets;
   if (!isObj(t)) problems.push('"targets" must be an object with one of "pids", "name", "exe", "buildId"');
   else {
-    const keys = Object.keys(t).filter((k) => ['pids', 'name', 'exe', 'buildId'].includes(k));
+    const kinds = ['pids', 'name', 'exe', 'buildId'];
+    // A misspelt key ("pid", "names") would otherwise be dropped without a word.
+    for (const k of Object.keys(t)) if (!kinds.includes(k)) problems.push(`unknown field "targets.${k}" (known in "targets": ${kinds.join(', ')})`);
+    const keys = Object.keys(t).filter((k) => kinds.includes(k));
     if (keys.length !== 1) problems.push(`"targets" must have exactly one of "pids", "name", "exe", "buildId" (has ${keys.length ? keys.join(', ') : 'none'})`);
     if ('pids' in t && (!Array.isArray(t.pids) || t.pids.length === 0 || !t.pids.every((p) => Number.isInteger(p) && (p as number) > 0))) problems.push('"targets.pids" must be a non-empty array of process ids');
     for (const k of ['name', 'exe', 'buildId']) if (k in t && (typeof t[k] !== 'string' || !(t[k] as string).length)) problems.push(`"targets.${k}" must be a non-empty string`);
@@ -413,7 +416,7 @@ class RolloutRun {
         const c = await runCheck(step.check, step, pid, this.plan.checkTimeoutMs ?? 10000, this.baseDir, signal);
         this.throwIfStopped();
         this.emit({ type: 'step', pid, step, ok: c.ok, detail: c.detail });
-        if (!c.ok) throw new HotloadError('HOOK_FAILED', `health check failed: ${c.detail}`);
+        if (!c.ok) throw new HotloadError('HEALTH_CHECK_FAILED', `health check failed: ${c.detail}`);
       }
       if (!processExists(pid)) throw new HotloadError('PID_NOT_FOUND', `process ${pid} exited`);
     }

@@ -101,7 +101,7 @@ export async function main(args: string[]): Promise<void> {
     .demandCommand(1, 'Name a command; `hotload --help` lists them.')
     .strict()
     .recommendCommands()
-    .epilog('Exit codes: 0 ok, 1 internal error, 2 usage, 3 bad ELF file, 4 unpatchable, 5 process/ptrace, 6 patch, 7 timeout, 8 build, 9 nothing to patch, 10 already applied, 11 rollout partial, 12 rollout failed.')
+    .epilog('Exit codes: 0 ok, 1 internal error, 2 usage or invalid rollout plan, 3 bad ELF file, 4 unpatchable, 5 process/ptrace, 6 patch (or its hook), 7 timeout, 8 build, 9 nothing to patch, 10 already applied, 11 rollout partial, 12 rollout failed (a process whose health check failed: HEALTH_CHECK_FAILED), 130/143 interrupted (SIGINT/SIGTERM).')
     .help()
     .alias('h', 'help')
     .version('version', 'print hotload\'s version', version())

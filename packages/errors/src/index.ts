@@ -54,6 +54,7 @@ export const ERRORS = {
   PATCH_ALREADY_APPLIED: { exit: EXIT.alreadyApplied, title: 'patch already applied', hint: 'Nothing to do; `hotload status <pid>` shows what is applied.' },
   PATCH_NOT_APPLIED: { exit: EXIT.patch, title: 'patch not applied', hint: '`hotload status <pid>` lists the patches in force.' },
   HOOK_FAILED: { exit: EXIT.patch, title: 'a hook of the patch failed', hint: 'The patch was not applied (or not reverted); the hook says why. Fix the state it checks, or the hook, and retry.' },
+  HEALTH_CHECK_FAILED: { exit: EXIT.rolloutFailed, title: 'a health check of the rollout failed', hint: 'What the rollout applied to that process was reverted. Look at what the check printed; fix the patch (or the check) and roll out again.' },
   PROCESS_BUSY: { exit: EXIT.process, title: 'another hotload is working on the process', hint: 'Wait for it to finish and retry.' },
   PLAN_INVALID: { exit: EXIT.usage, title: 'invalid rollout plan', hint: 'Fix the listed fields; `hotload rollout --help` shows the plan format.' },
   ROLLOUT_PARTIAL: { exit: EXIT.partial, title: 'rollout partly failed', hint: 'The failed processes were reverted; the others run the patch. See the results per process.' },

@@ -20,6 +20,7 @@ and no health check, and says so.
 Ctrl-C or SIGTERM: no other process is started, the step in progress stops, everything the rollout
 applied is reverted (newest first) and the summary printed; exit 130 (SIGINT) or 143 (SIGTERM).
 A second Ctrl-C exits at once, naming what is left applied.
+A process whose check failed has the code HEALTH_CHECK_FAILED in its result (--json).
 Exit: 0 every process ok, 11 partial (some failed and were reverted), 12 failure (none applied).`;
 
 export const rolloutCommand = {

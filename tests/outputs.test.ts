@@ -1,0 +1,65 @@
+// What the commands say, and in what shape: a rollout plan's targets checked
+// like the rest of the plan and a failed health check under its own code; ps
+// counting the patches in force; the stop figures, each said by one
+// definition; every process's error whole (details, hint) when a command
+// works on several; and diff --json keeping its document on a refusal.
+// Every process is started here and named by pid (or by a program name only
+// these tests use).
+import * as fs from 'fs';
+import * as path from 'path';
+import { FIX, ROOT, Target, computePatch, hotload, mkpatch, tmpdir } from './helpers';
+
+const TARGET = path.join(FIX, 'target');
+const targets: Target[] = [];
+function start(bin = TARGET, args: string[] = ['loop']): Target {
+  const t = Target.start(bin, args);
+  targets.push(t);
+  return t;
+}
+afterEach(async () => {
+  for (const t of targets.splice(0)) await t.stop();
+});
+
+function writePlan(plan: object): string {
+  const f = path.join(tmpdir(), 'plan.json');
+  fs.writeFileSync(f, JSON.stringify(plan));
+  return f;
+}
+
+describe('rollout', () => {
+  test('an unknown key inside "targets" is refused like an unknown field of the plan, naming it; nothing is touched', async () => {
+    const t = start();
+    await t.waitFor(/^compute 6 /);
+    const p = await mkpatch(computePatch(31), TARGET, 'plan-keys');
+    const plan = writePlan({ targets: { pids: [t.pid], nmae: 'server' }, steps: [{ apply: p }] });
+    const r = await hotload(['rollout', plan, '--json']);
+    expect(r.code).toBe(2);
+    expect(r.json.error.code).toBe('PLAN_INVALID');
+    expect(r.json.error.details).toEqual(['unknown field "targets.nmae" (known in "targets": pids, name, exe, buildId)']);
+    const text = await hotload(['rollout', plan]);
+    expect(text.stderr).toMatch(/^ {2}- unknown field "targets\.nmae"/m);
+    await t.next(/^compute 6 /); // still the original code
+    expect((await hotload(['status', String(t.pid)])).stdout).toMatch(/no patch applied/);
+  });
+
+  test('a failed health check is HEALTH_CHECK_FAILED (not a hook\'s HOOK_FAILED), in the one error table with its exit status, documented', async () => {
+    const t = start();
+    await t.waitFor(/^compute 6 /);
+    const p = await mkpatch(computePatch(32), TARGET, 'plan-check');
+    const plan = writePlan({ targets: { pids: [t.pid] }, steps: [{ apply: p }], healthCheck: 'echo sick; exit 4' });
+    const r = await hotload(['rollout', plan, '--json']);
+    expect(r.json.processes).toEqual([expect.objectContaining({ pid: t.pid, status: 'failed', code: 'HEALTH_CHECK_FAILED', reverted: [p] })]);
+    expect(r.json.processes[0].reason).toMatch(/^health check failed: `echo sick; exit 4` exited 4: sick/);
+    // The rollout as a whole failed: its exit status is the code's.
+    const { ERRORS } = await import('@hotload/errors');
+    expect(ERRORS.HEALTH_CHECK_FAILED.exit).toBe(12);
+    expect(r.code).toBe(ERRORS.HEALTH_CHECK_FAILED.exit);
+    await t.next(/^compute 6 /);
+    // The exit statuses as the README's table and `hotload --help` say them.
+    const readme = fs.readFileSync(path.join(ROOT, 'README.md'), 'utf8');
+    expect(readme).toMatch(/^\| 12 \| rollout failed .*`HEALTH_CHECK_FAILED`/m);
+    expect(readme).not.toMatch(/^\| 6 \|.*health check/m);
+    const help = (await hotload(['--help'])).stdout.replace(/\s+/g, ' ');
+    expect(help).toMatch(/12 rollout failed \(a process whose health check failed: HEALTH_CHECK_FAILED\)/);
+  });
+});
