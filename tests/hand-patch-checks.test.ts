@@ -44,3 +44,10 @@ test('HOTLOAD_STATIC of a thread-local variable says thread-locals are not suppo
   expect(r.json.error.details[0]).toMatch(/^HOTLOAD_STATIC\(tcount\): a thread-local variable of .*prog; hotload cannot reach thread-local variables yet/);
   expect(r.written).toBe(false);
 });
+
+test('a patch replacing one function twice with different code is refused (one jump per entry)', async () => {
+  const r = await mk('twice', '#include <hotload.h>\nint value_a(void) { return 1; }\nint value_b(void) { return 2; }\nHOTLOAD_REPLACE(value, value_a);\nHOTLOAD_REPLACE(value, value_b);\n');
+  expect(r.json.error.code).toBe('UNPATCHABLE');
+  expect(r.json.error.details).toEqual([expect.stringMatching(/^value: replaced twice by this patch \(by value_[ab] and value_[ab]\); replace it once$/)]);
+  expect(r.written).toBe(false);
+});

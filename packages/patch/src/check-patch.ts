@@ -74,6 +74,14 @@ export function planPatch(meta: PatchMeta, patchElf: ElfFile, target: ElfFile, i
       problems.push(`${r.old}: ${fn.status}: ${fn.reason ?? 'cannot be patched'}`);
       continue;
     }
+    // One jump per entry: a second replacement of the same function (an alias,
+    // or a copy from another object) is dropped when it is the same code, and
+    // refused when it is not (which one would run?).
+    const twice = functions.find((x) => x.fn.address === fn.address);
+    if (twice) {
+      if (twice.newValue !== r.newValue) problems.push(`${r.old}: replaced twice by this patch (by ${twice.new} and ${r.new}); replace it once`);
+      continue;
+    }
     if (fn.status === 'clone' && handWritten) notes.push(`${r.old}: ${fn.reason}`);
     if (fn.clones?.length && handWritten) notes.push(`${r.old}: callers that call ${fn.clones.join(', ')} keep the old code; replace those too`);
     functions.push({ old: fn.name === r.old || fn.aliases.includes(r.old) ? r.old : fn.name, new: r.new, fn, newValue: r.newValue, prevSlot: r.prevSlot });

@@ -173,6 +173,7 @@ export async function mkpatchFromBuilds(opts: RebuildOptions): Promise<RebuildRe
   // and those earlier patches replaced (`also`), each in the program too.
   const queue: [Unit, number][] = [];
   const replaced: string[] = [];
+  const replacedAt = new Set<number>();
   for (const u of units) {
     const d = diffs[u.idx].diff;
     const changedRo = new Set(d.data.changed);
@@ -186,7 +187,11 @@ export async function mkpatchFromBuilds(opts: RebuildOptions): Promise<RebuildRe
       });
       if (!changed.has(k) && !also.has(k) && !usesChangedRo) continue;
       if (FRAGMENT.test(f.name)) continue; // a .cold part comes with its function
-      if (!g.inTarget(f.sym)) continue; // new: included if referenced
+      const inTarget = g.inTarget(f.sym);
+      if (!inTarget) continue; // new: included if referenced
+      // An inline function or template instance each object keeps a copy of
+      // (weak, one in the program): replaced once, from the first object.
+      if (replacedAt.has(inTarget.value)) continue;
       // Aliases (one address, several names: clang's complete- and
       // base-object constructors C1/C2) are one function: replaced once, and
       // attach redirects every name of it (one pad).
@@ -199,6 +204,7 @@ export async function mkpatchFromBuilds(opts: RebuildOptions): Promise<RebuildRe
         continue;
       }
       u.replace.push(f.sym);
+      replacedAt.add(inTarget.value);
       replaced.push(k);
       replacedIn[k] = u.rel;
       if (!u.include.has(f.sym.shndx)) {

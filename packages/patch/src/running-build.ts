@@ -76,10 +76,10 @@ export function refuseIfNotRunning(from: string, targetPath: string, targetElf: 
 /**
  * For a tree holding several modules' objects (a program and the libraries or
  * plug-ins it loads, built side by side): is an object file one of `target`'s?
- * Yes when most of the running build's copy's global functions (its local
- * ones when it has none) are in the target's symbol table. A file new to the
- * build belongs (nothing of it runs anywhere yet). Without a symbol table in
- * the target, every file does.
+ * Yes when most of the running build's copy's strong global functions (its
+ * local ones when it has none; weak ones only when it has nothing else) are
+ * in the target's symbol table. A file new to the build belongs (nothing of
+ * it runs anywhere yet). Without a symbol table in the target, every file does.
  */
 export function targetOwns(targetElf: ElfFile): ((a: Build | undefined) => boolean) | undefined {
   const names = new Set(targetElf.symbols('.symtab').filter((s) => s.type === STT.FUNC && s.shndx !== 0).map((s) => s.name));
@@ -87,8 +87,12 @@ export function targetOwns(targetElf: ElfFile): ((a: Build | undefined) => boole
   return (a) => {
     if (!a) return true;
     const fns = a.syms.filter((s) => s.type === STT.FUNC && s.shndx !== 0 && s.size > 0 && !FRAGMENT.test(s.name));
-    const globals = fns.filter((s) => s.bind !== STB.LOCAL);
-    const pool = globals.length ? globals : fns;
+    // Weak functions (inline functions and template instances of shared
+    // headers) are in every module that uses them: they say nothing of whose
+    // object this is, unless it has nothing else.
+    const strong = fns.filter((s) => s.bind === STB.GLOBAL);
+    const own = fns.filter((s) => s.bind !== STB.WEAK);
+    const pool = strong.length ? strong : own.length ? own : fns;
     return pool.length === 0 || pool.filter((s) => names.has(s.name)).length * 2 >= pool.length;
   };
 }
