@@ -63,3 +63,22 @@ describe('rollout', () => {
     expect(help).toMatch(/12 rollout failed \(a process whose health check failed: HEALTH_CHECK_FAILED\)/);
   });
 });
+
+test('ps counts the patches in force, as status reads them, and the reverted copies still mapped apart', async () => {
+  const t = start();
+  await t.waitFor(/^compute 6 /);
+  const [p1, p2] = [await mkpatch(computePatch(41), TARGET, 'ps-one'), await mkpatch(computePatch(42), TARGET, 'ps-two')];
+  // The whole output is what a failure shows.
+  const mine = async (counts: object) => expect((await hotload(['ps', '--json'])).json).toEqual(expect.arrayContaining([expect.objectContaining({ pid: t.pid, ...counts })]));
+  const row = async (cell: string) => expect((await hotload(['ps'])).stdout).toMatch(new RegExp(`^${t.pid}\\s+${cell}\\s+target\\s`, 'm'));
+  expect((await hotload(['attach', String(t.pid), p1])).code).toBe(0);
+  expect((await hotload(['revert', String(t.pid), p1])).code).toBe(0);
+  await t.next(/^compute 6 /);
+  expect((await hotload(['status', String(t.pid)])).stdout).toMatch(/no patch applied \(1 reverted patch still mapped\)/);
+  await mine({ patches: 0, reverted: 1 });
+  await row('0 \\(\\+1 reverted, mapped\\)');
+  expect((await hotload(['attach', String(t.pid), p2])).code).toBe(0);
+  await t.next(/^compute 1047 /);
+  await mine({ patches: 1, reverted: 1 });
+  await row('1 \\(\\+1 reverted, mapped\\)');
+});

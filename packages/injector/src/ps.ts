@@ -1,11 +1,13 @@
 // `hotload ps`: the processes of this user that can be patched (an executable
-// or library of theirs carries pads), with how many patches each has in force.
+// or library of theirs carries pads), with how many patches each has in force
+// (and how many reverted ones it still maps).
 // And turning what a user typed (pids, "101,102", a process name) into pids.
 
 import * as fs from 'fs';
 import { HotloadError } from '@hotload/errors';
 import { modules, openModule } from './read-process';
 import { isStaged } from './stage-patch';
+import { countPatches } from './status';
 
 export interface PatchableProcess {
   pid: number;
@@ -13,8 +15,10 @@ export interface PatchableProcess {
   exe: string;
   /** Modules with pads. */
   modules: string[];
-  /** Hotload patches mapped in it. */
+  /** Hotload patches in force in it (a function of theirs runs, or lies under a newer patch), read as `status` reads them. */
   patches: number;
+  /** Patches it still maps that were reverted (a reverted patch stays mapped: its code may be on a stack). */
+  reverted: number;
 }
 
 function uidOf(pid: number): number {
@@ -79,7 +83,15 @@ export function ps(): PatchableProcess[] {
       if (has) withPads.push(m.path);
     }
     if (withPads.length === 0) continue;
-    out.push({ pid, command: comm(pid), exe: exeOf(pid), modules: withPads, patches: mods.filter((m) => isStaged(m.path)).length });
+    let counts = { inForce: 0, reverted: 0 };
+    if (mods.some((m) => isStaged(m.path))) {
+      try {
+        counts = countPatches(pid);
+      } catch {
+        continue; // gone meanwhile, or its memory not readable
+      }
+    }
+    out.push({ pid, command: comm(pid), exe: exeOf(pid), modules: withPads, patches: counts.inForce, reverted: counts.reverted });
   }
   return out;
 }

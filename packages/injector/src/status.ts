@@ -1,7 +1,7 @@
 // `hotload status <pid>`: what a process runs, read from the process.
 import { ElfFile, demangled } from '@hotload/elf';
 import { requireAlive } from './read-process';
-import { LoadedPatch, functionStack, functionState, loadedPatches, procMemReader } from './read-patches';
+import { LoadedPatch, MemReader, functionStack, functionState, loadedPatches, procMemReader } from './read-patches';
 import { debuggerCopies, seenByDebuggers } from './debug-register';
 
 export interface StatusFunction {
@@ -41,29 +41,16 @@ export function status(pid: number): StatusResult {
   requireAlive(pid);
   const patches: LoadedPatch[] = loadedPatches(pid);
   const mem = procMemReader(pid);
-  const functions: StatusFunction[] = [];
-  const inForce = new Map<LoadedPatch, string[]>(patches.map((p) => [p, []]));
+  let stacks: ReturnType<typeof readStacks>;
   const debuggers = new Map<LoadedPatch, boolean>();
   try {
     const copies = patches.some((p) => p.mappedByHotload) ? debuggerCopies(pid, mem) : [];
     for (const p of patches) debuggers.set(p, !p.mappedByHotload || seenByDebuggers(mem, copies, ElfFile.open(p.file)));
-    const seen = new Set<string>();
-    for (const p of patches) {
-      for (const r of p.meta.replacements) {
-        const key = `${p.module.path}:${r.old}`;
-        if (seen.has(key)) continue;
-        seen.add(key);
-        const st = functionState(mem, p, r.old);
-        if (!st) continue;
-        const stack = functionStack(mem, patches, st);
-        if (stack.length === 0) continue;
-        for (const e of stack) inForce.get(e.patch)!.push(r.old);
-        functions.push({ name: r.old, ...(demangled(r.old) !== r.old ? { demangled: demangled(r.old) } : {}), module: p.module.path, stack: stack.map((e) => ({ patch: e.patch.staged, source: e.patch.source, function: e.newName, address: '0x' + e.address.toString(16) })) });
-      }
-    }
+    stacks = readStacks(mem, patches);
   } finally {
     mem.close();
   }
+  const { functions, inForce } = stacks;
   return {
     pid,
     functions,
@@ -80,4 +67,43 @@ export function status(pid: number): StatusResult {
       debuggers: debuggers.get(p)!,
     })),
   };
+}
+
+/**
+ * How many of the patches a process has mapped are in force (a function of
+ * theirs anywhere in a function's stack), and how many are reverted copies
+ * that stay mapped: what `hotload ps` counts, by the same reading as status.
+ */
+export function countPatches(pid: number): { inForce: number; reverted: number } {
+  const patches = loadedPatches(pid);
+  if (patches.length === 0) return { inForce: 0, reverted: 0 };
+  const mem = procMemReader(pid);
+  try {
+    const { inForce } = readStacks(mem, patches);
+    const n = patches.filter((p) => inForce.get(p)!.length > 0).length;
+    return { inForce: n, reverted: patches.length - n };
+  } finally {
+    mem.close();
+  }
+}
+
+/** Each patched function's stack, newest first, and the functions each patch has in force. */
+function readStacks(mem: MemReader, patches: LoadedPatch[]): { functions: StatusFunction[]; inForce: Map<LoadedPatch, string[]> } {
+  const functions: StatusFunction[] = [];
+  const inForce = new Map<LoadedPatch, string[]>(patches.map((p) => [p, []]));
+  const seen = new Set<string>();
+  for (const p of patches) {
+    for (const r of p.meta.replacements) {
+      const key = `${p.module.path}:${r.old}`;
+      if (seen.has(key)) continue;
+      seen.add(key);
+      const st = functionState(mem, p, r.old);
+      if (!st) continue;
+      const stack = functionStack(mem, patches, st);
+      if (stack.length === 0) continue;
+      for (const e of stack) inForce.get(e.patch)!.push(r.old);
+      functions.push({ name: r.old, ...(demangled(r.old) !== r.old ? { demangled: demangled(r.old) } : {}), module: p.module.path, stack: stack.map((e) => ({ patch: e.patch.staged, source: e.patch.source, function: e.newName, address: '0x' + e.address.toString(16) })) });
+    }
+  }
+  return { functions, inForce };
 }
