@@ -82,3 +82,32 @@ test('ps counts the patches in force, as status reads them, and the reverted cop
   await mine({ patches: 1, reverted: 1 });
   await row('1 \\(\\+1 reverted, mapped\\)');
 });
+
+describe('stop figures', () => {
+  const num = '(\\d+\\.\\d{3})';
+  // One definition per figure (README, "Stop figures"), each named by it.
+  const ATTACH = new RegExp(`^ {2}stops: longest of one thread ${num} ms, ${num} ms added over every stop of (\\d+) threads?; all-threads stop ${num} ms from first interrupt to last resume; loaded in \\d+\\.\\d{2} ms on thread \\d+ \\(away from its own code \\d+\\.\\d{2} ms\\); total \\d+\\.\\d ms$`, 'm');
+  const REVERT = new RegExp(`^ {2}stops: longest of one thread ${num} ms, ${num} ms added over every stop of every thread; all-threads stop ${num} ms from first interrupt to last resume; total \\d+\\.\\d ms$`, 'm');
+
+  test('attach and revert say each figure by its definition, never "each thread at most" beside a larger sum over one thread', async () => {
+    const t = start(TARGET, ['threads', '4']);
+    await t.waitFor(/^compute 6 /);
+    const p = await mkpatch(computePatch(51), TARGET, 'stops');
+    const a = await hotload(['attach', String(t.pid), p]);
+    expect(a.code).toBe(0);
+    const m = ATTACH.exec(a.stdout);
+    expect(m).not.toBeNull();
+    const [longest, added, threads] = [Number(m![1]), Number(m![2]), Number(m![3])];
+    expect(threads).toBe(5);
+    expect(longest).toBeLessThanOrEqual(added);
+    expect(a.stdout).not.toMatch(/at most|added over \d+ threads?;/);
+    const r = await hotload(['revert', String(t.pid), p]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(REVERT);
+    // The README shows the same line and defines every figure --json gives.
+    const readme = fs.readFileSync(path.join(ROOT, 'README.md'), 'utf8');
+    expect(readme).toMatch(ATTACH);
+    const j = await hotload(['attach', String(t.pid), p, '--json']);
+    for (const k of Object.keys(j.one.timings)) expect(readme).toMatch(new RegExp(`\`${k}\`[^\\n]*:`));
+  });
+});

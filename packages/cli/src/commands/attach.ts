@@ -10,7 +10,20 @@ export function printAttach(out: Out, r: AttachResult): void {
   for (const f of r.functions) out.line(`  ${f.demangled ?? f.name} ${out.dim(f.old)} -> ${f.new}${f.previous !== 'original' ? out.dim(` (stacked on ${f.previous})`) : ''}`);
   for (const n of r.notes) out.line(`  ${out.yellow('note')}: ${n}`);
   const t = r.timings;
-  out.line(out.dim(`  each thread stopped at most ${t.threadStopMaxMs.toFixed(3)} ms (${t.threadStopSumMs.toFixed(3)} ms added over ${r.threads} thread${r.threads === 1 ? '' : 's'}; ${t.stoppedMs.toFixed(3)} ms from first interrupt to last resume)${r.hostThread ? `, loaded in ${t.loadMs.toFixed(2)} ms on thread ${r.hostThread} (paused ${t.hostPausedMs.toFixed(2)} ms)` : ''}, total ${t.totalMs.toFixed(1)} ms`));
+  const loaded = r.hostThread ? `; loaded in ${t.loadMs.toFixed(2)} ms on thread ${r.hostThread} (away from its own code ${t.hostPausedMs.toFixed(2)} ms)` : '';
+  out.line(out.dim(`  ${stopFigures(t, `${r.threads} thread${r.threads === 1 ? '' : 's'}`)}${loaded}; total ${t.totalMs.toFixed(1)} ms`));
+}
+
+/**
+ * The stop figures, each by its one definition (AttachResult.timings; README,
+ * "Stop figures"): the longest single stop of one thread, every stop of every
+ * thread added, and the all-threads stop from its first interrupt to its last
+ * resume. Worded so none reads as another: the all-threads stop counts time
+ * threads still ran before taking the interrupt, and a thread's longest stop
+ * may be one of its own (while the borrowed thread is chosen or the stacks looked at).
+ */
+export function stopFigures(t: { threadStopMaxMs: number; threadStopSumMs: number; stoppedMs: number }, threads: string): string {
+  return `stops: longest of one thread ${t.threadStopMaxMs.toFixed(3)} ms, ${t.threadStopSumMs.toFixed(3)} ms added over every stop of ${threads}; all-threads stop ${t.stoppedMs.toFixed(3)} ms from first interrupt to last resume`;
 }
 
 /** --wait-inactive[=SECONDS] in ms: 10 s without a value. */

@@ -2,12 +2,12 @@
 import type { Argv } from 'yargs';
 import { HotloadError, RevertResult, revert } from '@hotload/api';
 import { Out } from '../output';
-import { JSON_SHAPE, forEachPid } from './attach';
+import { JSON_SHAPE, forEachPid, stopFigures } from './attach';
 
 function printRevert(out: Out, r: RevertResult): void {
   if (r.reverted.length === 0) out.line(`process ${r.pid}: nothing was patched`);
   for (const f of r.reverted) out.line(`${out.green('reverted')} ${f.name} in process ${r.pid}: now runs ${f.now === 'original' ? 'its original code' : f.now}`);
-  out.line(out.dim(`  each thread stopped at most ${r.timings.threadStopMaxMs.toFixed(3)} ms (${r.timings.stoppedMs.toFixed(3)} ms from first interrupt to last resume), total ${r.timings.totalMs.toFixed(1)} ms`));
+  out.line(out.dim(`  ${stopFigures(r.timings, 'every thread')}; total ${r.timings.totalMs.toFixed(1)} ms`));
 }
 
 export const revertCommand = {
