@@ -17,7 +17,7 @@
 
 import * as fs from 'fs';
 import { HotloadError } from '@hotload/errors';
-import { CALL_STUB, CALL_STUB_SIGRETURN_END } from '@hotload/x86';
+import { CALL_STUB, CALL_STUB_SIGPROCMASK_END, CALL_STUB_SIGRETURN_END } from '@hotload/x86';
 import { Session } from './session';
 import type { ThreadRegs } from './native';
 import { Module, dynamicSymbol, findLibc, findLoader, openModule, setBias, stubSite } from './read-process';
@@ -419,5 +419,5 @@ export function stopAndChooseHost(s: Session, rt: TargetRuntime, deadlineMs: num
  */
 export function callOnHost(s: Session, rt: TargetRuntime, host: number, fn: bigint, data: Buffer, args: bigint[], timeoutMs: number) {
   s.resumeAllExcept(host);
-  return s.call(host, rt.stub, rt.stub + BigInt(CALL_STUB_SIGRETURN_END), fn, data, args, timeoutMs);
+  return s.call(host, rt.stub, { sigreturn: rt.stub + BigInt(CALL_STUB_SIGRETURN_END), sigprocmask: rt.stub + BigInt(CALL_STUB_SIGPROCMASK_END) }, fn, data, args, timeoutMs);
 }

@@ -98,7 +98,7 @@ function load() {
     hl_detach: { library: LIB, retType: I32, paramsType: [] },
     hl_read: { library: LIB, retType: I32, paramsType: [U64, I32] },
     hl_write: { library: LIB, retType: I32, paramsType: [U64, DataType.U8Array, I32] },
-    hl_call: { library: LIB, retType: I32, paramsType: [I32, U64, U64, U64, DataType.U8Array, I32, U64, U64, U64, U64, U64, U64, I32] },
+    hl_call: { library: LIB, retType: I32, paramsType: [I32, U64, U64, U64, U64, DataType.U8Array, I32, U64, U64, U64, U64, U64, U64, I32] },
     hl_out_get: { library: LIB, retType: U64, paramsType: [I32] },
     hl_data: { library: LIB, retType: DataType.External, paramsType: [] },
     hl_open_mem: { library: LIB, retType: I32, paramsType: [I32] },
@@ -203,10 +203,10 @@ export function write(addr: bigint, bytes: Buffer): void {
  * fn(args...) on thread `tid` (up to six integer arguments). A non-empty `data`
  * is copied onto the thread's stack and its address replaces the first argument.
  */
-export function call(tid: number, stub: bigint, stubSigreturnEnd: bigint, fn: bigint, data: Buffer, args: bigint[], timeoutMs: number): CallResult {
+export function call(tid: number, stub: bigint, stubSigreturnEnd: bigint, stubSigprocmaskEnd: bigint, fn: bigint, data: Buffer, args: bigint[], timeoutMs: number): CallResult {
   if (args.length > 6) throw new Error('at most six arguments');
   const a = [...args, 0n, 0n, 0n, 0n, 0n, 0n].slice(0, 6);
-  const r = shim().hl_call([tid, stub, stubSigreturnEnd, fn, data.length ? data : Buffer.alloc(1), data.length, ...a, timeoutMs]);
+  const r = shim().hl_call([tid, stub, stubSigreturnEnd, stubSigprocmaskEnd, fn, data.length ? data : Buffer.alloc(1), data.length, ...a, timeoutMs]);
   if (r === -EIO) throw new StateError(stateParts(out(4)), out(6) ? Number(out(6)) - 1 : -1);
   if (r === -ENOSPC) throw new StackError(Number(out(4)), Number(out(5)));
   check('call', r);

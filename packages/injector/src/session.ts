@@ -144,9 +144,10 @@ export class Session {
     this.wrap('resume threads', () => native.resumeAllExcept(tid));
   }
 
-  call(tid: number, stub: bigint, stubEnd: bigint, fn: bigint, data: Buffer, args: bigint[], timeoutMs: number): native.CallResult {
+  /** fn(args...) on stopped thread `tid` through the call stub at `stub`; `ends` are the addresses just past the stub's two ways home's first syscall. */
+  call(tid: number, stub: bigint, ends: { sigreturn: bigint; sigprocmask: bigint }, fn: bigint, data: Buffer, args: bigint[], timeoutMs: number): native.CallResult {
     try {
-      return native.call(tid, stub, stubEnd, fn, data, args, timeoutMs);
+      return native.call(tid, stub, ends.sigreturn, ends.sigprocmask, fn, data, args, timeoutMs);
     } catch (e) {
       if (e instanceof native.Errno && e.errno === native.ETIMEDOUT) {
         throw new HotloadError('CALL_TIMEOUT', `the call in process ${this.pid} did not return within ${timeoutMs} ms`);

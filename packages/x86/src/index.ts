@@ -73,24 +73,87 @@ export function decodePadJump(b: Buffer): bigint | undefined {
 
 // The code hotload leaves in the target to run a call on a borrowed thread
 // (see native-shim/shim.c, hl_call). Registers on entry: r11 = function,
-// rdi/rsi/rdx = arguments, rsp = 16-aligned, with the result slot at 0(%rsp)
-// and an rt_sigframe (minus its return-address word) at 16(%rsp).
+// rdi/rsi/rdx = arguments, rsp = 16-aligned, with the result slot at 0(%rsp),
+// the way home (a byte, below) at 8(%rsp) and an rt_sigframe (minus its
+// return-address word) at 16(%rsp): its ucontext, whose sigcontext (at +40)
+// holds the thread's registers (r8 r9 r10 r11 r12 r13 r14 r15 rdi rsi rbp rbx
+// rdx rax rcx rsp rip eflags, 8 bytes each, from +40), its fpstate pointer
+// (+224) and its signal mask (+296), as the kernel lays them out.
 //
-// After the call it stores the result and performs rt_sigreturn on the frame,
-// which restores every register (general, FP/SSE/AVX), the signal mask and rip
-// of the interrupted code. So the borrowed thread goes home by itself even if
-// hotload dies while the call runs. A thread whose restart block must survive
-// has this rt_sigreturn skipped by hotload (orig_rax set to -1 at its entry),
-// and is then put back by ptrace; if hotload dies right after the skip, the
-// jump back makes the thread perform the rt_sigreturn after all.
+// After the call it stores the result and the thread goes home by itself,
+// with no help from hotload (which may have died meanwhile), one of two ways:
+//
+// - way 0, rt_sigreturn on the frame: the kernel restores every register
+//   (general, FP/SSE/AVX...), the signal mask and rip of the interrupted code.
+//   rt_sigreturn also resets the thread's restart block, so it is not used
+//   for a thread whose next instruction is a `syscall` (it may be
+//   `restart_syscall`, which needs that block; the kernel would fail it with
+//   EINTR).
+// - way 1 (XSAVE) or 2 (FXSAVE only), for a thread that resumes on a `syscall`
+//   instruction (a wait to be issued again, or resumed by restart_syscall):
+//   the thread's own code puts everything back, with no rt_sigreturn, so the
+//   restart block stays as the kernel left it. rt_sigprocmask puts the mask
+//   back; xrstor64 the extended state (the components named in the frame's
+//   _fpx_sw_bytes.xfeatures, fpstate+472: those the kernel would restore; the
+//   XSAVE header's XSTATE_BV initialises the rest of them) or fxrstor64 the
+//   FXSAVE area; popfq the flags; then each general register, rsp last, and a
+//   jump through rcx to the `syscall`: that instruction overwrites rcx and r11
+//   anyway (with the return address and the flags), exactly as the kernel's
+//   own restart does.
+//
+// hotload, while alive, stops the thread at the first system call of its way
+// home (rt_sigreturn or rt_sigprocmask) and puts it back by ptrace instead
+// (see hl_call), so what runs by itself is what would run if hotload died.
 export const CALL_STUB = Buffer.from([
   0x41, 0xff, 0xd3, //                          call *%r11
-  0x48, 0x89, 0x04, 0x24, //                    mov %rax,(%rsp)
-  0x48, 0x8d, 0x64, 0x24, 0x10, //              lea 0x10(%rsp),%rsp
-  0xb8, 0x0f, 0x00, 0x00, 0x00, //              mov $15,%eax   (rt_sigreturn)
+  0x48, 0x89, 0x04, 0x24, //                    mov %rax,(%rsp)            result
+  0x0f, 0xb6, 0x5c, 0x24, 0x08, //              movzbl 0x8(%rsp),%ebx      the way home
+  0x48, 0x8d, 0x64, 0x24, 0x10, //              lea 0x10(%rsp),%rsp        rsp = the ucontext
+  0x85, 0xdb, //                                test %ebx,%ebx
+  0x75, 0x09, //                                jne user (+9)
+  // way 0:
+  0xb8, 0x0f, 0x00, 0x00, 0x00, //              mov $15,%eax               rt_sigreturn
   0x0f, 0x05, //                                syscall
   0xeb, 0xf7, //                                jmp .-9 (back to the mov: rt_sigreturn again)
+  // user: ways 1 and 2
+  0xb8, 0x0e, 0x00, 0x00, 0x00, //              mov $14,%eax               rt_sigprocmask
+  0xbf, 0x02, 0x00, 0x00, 0x00, //              mov $2,%edi                SIG_SETMASK
+  0x48, 0x8d, 0xb4, 0x24, 0x28, 0x01, 0x00, 0x00, // lea 0x128(%rsp),%rsi    &uc_sigmask
+  0x31, 0xd2, //                                xor %edx,%edx              no old mask
+  0x41, 0xba, 0x08, 0x00, 0x00, 0x00, //        mov $8,%r10d               sigsetsize
+  0x0f, 0x05, //                                syscall
+  0x48, 0x8b, 0xac, 0x24, 0xe0, 0x00, 0x00, 0x00, // mov 0xe0(%rsp),%rbp     fpstate
+  0x83, 0xfb, 0x02, //                          cmp $2,%ebx
+  0x74, 0x13, //                                je fx (+19)
+  0x8b, 0x85, 0xd8, 0x01, 0x00, 0x00, //        mov 0x1d8(%rbp),%eax       xfeatures, low
+  0x8b, 0x95, 0xdc, 0x01, 0x00, 0x00, //        mov 0x1dc(%rbp),%edx       xfeatures, high
+  0x48, 0x0f, 0xae, 0x6d, 0x00, //              xrstor64 0x0(%rbp)
+  0xeb, 0x05, //                                jmp gprs (+5)
+  // fx:
+  0x48, 0x0f, 0xae, 0x4d, 0x00, //              fxrstor64 0x0(%rbp)
+  // gprs:
+  0xff, 0xb4, 0x24, 0xb0, 0x00, 0x00, 0x00, //  push 0xb0(%rsp)            eflags
+  0x9d, //                                      popfq
+  0x4c, 0x8b, 0x44, 0x24, 0x28, //              mov 0x28(%rsp),%r8
+  0x4c, 0x8b, 0x4c, 0x24, 0x30, //              mov 0x30(%rsp),%r9
+  0x4c, 0x8b, 0x54, 0x24, 0x38, //              mov 0x38(%rsp),%r10
+  0x4c, 0x8b, 0x5c, 0x24, 0x40, //              mov 0x40(%rsp),%r11
+  0x4c, 0x8b, 0x64, 0x24, 0x48, //              mov 0x48(%rsp),%r12
+  0x4c, 0x8b, 0x6c, 0x24, 0x50, //              mov 0x50(%rsp),%r13
+  0x4c, 0x8b, 0x74, 0x24, 0x58, //              mov 0x58(%rsp),%r14
+  0x4c, 0x8b, 0x7c, 0x24, 0x60, //              mov 0x60(%rsp),%r15
+  0x48, 0x8b, 0x7c, 0x24, 0x68, //              mov 0x68(%rsp),%rdi
+  0x48, 0x8b, 0x74, 0x24, 0x70, //              mov 0x70(%rsp),%rsi
+  0x48, 0x8b, 0x6c, 0x24, 0x78, //              mov 0x78(%rsp),%rbp
+  0x48, 0x8b, 0x9c, 0x24, 0x80, 0x00, 0x00, 0x00, // mov 0x80(%rsp),%rbx
+  0x48, 0x8b, 0x94, 0x24, 0x88, 0x00, 0x00, 0x00, // mov 0x88(%rsp),%rdx
+  0x48, 0x8b, 0x84, 0x24, 0x90, 0x00, 0x00, 0x00, // mov 0x90(%rsp),%rax
+  0x48, 0x8b, 0x8c, 0x24, 0xa8, 0x00, 0x00, 0x00, // mov 0xa8(%rsp),%rcx     rip
+  0x48, 0x8b, 0xa4, 0x24, 0xa0, 0x00, 0x00, 0x00, // mov 0xa0(%rsp),%rsp
+  0xff, 0xe1, //                                jmp *%rcx                  onto the `syscall`
 ]);
-/** Offset in CALL_STUB just past the `syscall` of rt_sigreturn. */
-export const CALL_STUB_SIGRETURN_END = 19;
+/** Offset in CALL_STUB just past the `syscall` of rt_sigreturn (way 0). */
+export const CALL_STUB_SIGRETURN_END = 0x1c;
+/** Offset in CALL_STUB just past the `syscall` of rt_sigprocmask (ways 1 and 2). */
+export const CALL_STUB_SIGPROCMASK_END = 0x3a;
 export * from './thunk';
