@@ -23,6 +23,8 @@
 
 import { HotloadError } from '@hotload/errors';
 import { ElfFile, Section, perFile } from './read-elf';
+import { R_X86_64 } from './relocations';
+import { gccSuffix } from './gcc-names';
 import { PAD_BEFORE, classifyEntryBytes, entryNopOffset, isNopRun, startsWithEndbr, thunkJumpOffset } from '@hotload/x86';
 
 export const PAD_SECTION = '__patchable_function_entries';
@@ -87,8 +89,6 @@ const STARTUP = new Set([
 /** Shared by every function without aliases (never mutated). */
 const NO_ALIASES: string[] = Object.freeze([]) as unknown as string[];
 
-const CLONE_RE = /^(.+?)\.(isra|constprop|part|lto_priv|localalias|specialized)\.\d+/;
-const COLD_RE = /^(.+?)\.cold(\.\d+)?$/;
 
 /** Link-time addresses of every pad, in section order. */
 export function readPadAddresses(elf: ElfFile): number[] {
@@ -112,7 +112,7 @@ export function readPadAddresses(elf: ElfFile): number[] {
 
 function relativeAddends(elf: ElfFile): Map<number, bigint> {
   const m = new Map<number, bigint>();
-  for (const r of elf.relocations()) if (r.type === 8 /* R_X86_64_RELATIVE */) m.set(r.offset, r.addend);
+  for (const r of elf.relocations()) if (r.type === R_X86_64.RELATIVE) m.set(r.offset, r.addend);
   return m;
 }
 
@@ -212,9 +212,9 @@ export function indexPads(elf: ElfFile): PadIndex {
 
     while (pi < pads.length && pads[pi] + PAD_BEFORE < address) pi++;
     const pad = pi < pads.length && pads[pi] + PAD_BEFORE === address ? pads[pi] : undefined;
-    const dotted = main.name.includes('.');
-    const cold = dotted ? COLD_RE.exec(main.name) : null;
-    const clone = dotted ? CLONE_RE.exec(main.name) : null;
+    const suffix = gccSuffix(main.name);
+    const cold = suffix?.kind === 'cold' ? suffix.base : undefined;
+    const clone = suffix?.kind === 'clone' ? suffix.base : undefined;
     if (pad !== undefined) {
       usedPad[pi] = 1;
       const pb = inspectPad(elf, pad);
@@ -227,14 +227,14 @@ export function indexPads(elf: ElfFile): PadIndex {
         f.hint = 'The file was edited after linking; relink it from its objects.';
       } else if (clone) {
         f.status = 'clone';
-        f.origin = clone[1];
-        f.reason = `gcc clone of ${clone[1]}: patching it changes only the callers that call the clone, and patching ${clone[1]} does not change them`;
-        f.hint = `Patch both ${clone[1]} and ${main.name}, or build with -fno-ipa-cp -fno-ipa-sra -fno-partial-inlining.`;
+        f.origin = clone;
+        f.reason = `gcc clone of ${clone}: patching it changes only the callers that call the clone, and patching ${clone} does not change them`;
+        f.hint = `Patch both ${clone} and ${main.name}, or build with -fno-ipa-cp -fno-ipa-sra -fno-partial-inlining.`;
       }
     } else if (cold) {
       f.status = 'part';
-      f.origin = cold[1];
-      f.reason = `cold part of ${cold[1]}, entered only from inside it; patching ${cold[1]} replaces it too`;
+      f.origin = cold;
+      f.reason = `cold part of ${cold}, entered only from inside it; patching ${cold} replaces it too`;
     } else if (STARTUP.has(main.name)) {
       f.status = 'startup';
       f.reason = 'toolchain start-up code (crt files), not built with the flag';

@@ -1,6 +1,8 @@
 // @hotload/elf: read ELF files, index their patchable pads, post them.
 export * from './read-elf';
+export * from './relocations';
 export * from './index-pads';
+export * from './gcc-names';
 export * from './post-elf';
 export * from './dwarf';
 export * from './dwarf-inlines';

@@ -48,26 +48,6 @@ export const STT = { NOTYPE: 0, OBJECT: 1, FUNC: 2, SECTION: 3, FILE: 4, TLS: 6,
 export const STB = { LOCAL: 0, GLOBAL: 1, WEAK: 2 } as const;
 export const ET = { EXEC: 2, DYN: 3 } as const;
 export const DT = { NULL: 0, NEEDED: 1, STRTAB: 5, SYMTAB: 6, SONAME: 14, FLAGS_1: 0x6ffffffb } as const;
-export const R_X86_64 = { NONE: 0, _64: 1, PC32: 2, PLT32: 4, GLOB_DAT: 6, JUMP_SLOT: 7, RELATIVE: 8, GOTPCREL: 9, _32: 10, _32S: 11, DTPOFF64: 17, TLSGD: 19, TLSLD: 20, DTPOFF32: 21, GOTTPOFF: 22, TPOFF32: 23, PC64: 24, GOTOFF64: 25, GOTPC32_TLSDESC: 34, TLSDESC_CALL: 35, GOTPCRELX: 41, REX_GOTPCRELX: 42 } as const;
-/** Relocation types that write 8 bytes (the others of R_X86_64 write 4). */
-export const RELOC_8_BYTES: ReadonlySet<number> = new Set([R_X86_64._64, R_X86_64.DTPOFF64, R_X86_64.PC64, R_X86_64.GOTOFF64]);
-/**
- * Bytes around a relocated field that the linker may rewrite when it relaxes
- * the access (x86-64 psABI): [bytes before the field, bytes from its start].
- * A GOT load becomes a lea or an immediate (opcode, ModRM and REX before the
- * field), an indirect call through the GOT a direct one, a thread-local
- * access in a program its local-exec form (the whole sequence: TLSGD's
- * `lea; call __tls_get_addr` is 16 bytes, TLSLD's 12).
- */
-export const RELAXED_BYTES: ReadonlyMap<number, readonly [number, number]> = new Map([
-  [R_X86_64.GOTPCRELX, [2, 4]],
-  [R_X86_64.REX_GOTPCRELX, [3, 4]],
-  [R_X86_64.GOTTPOFF, [3, 4]],
-  [R_X86_64.GOTPC32_TLSDESC, [3, 4]],
-  [R_X86_64.TLSDESC_CALL, [0, 2]],
-  [R_X86_64.TLSGD, [4, 12]],
-  [R_X86_64.TLSLD, [3, 9]],
-]);
 const EM_X86_64 = 62;
 
 export interface ElfHeader {

@@ -20,6 +20,10 @@ typedef unsigned long usize;
 
 #define EXPORT(name) __attribute__((export_name(name)))
 
+/* Relocation types applied to debug sections (checked against packages/elf/src/relocations.ts by its test). */
+#define R_X86_64_32 10
+#define R_X86_64_32S 11
+
 // ---- memory ---------------------------------------------------------------
 
 extern u8 __heap_base;
@@ -817,7 +821,7 @@ EXPORT("relocate") void relocate(u8 *data, u32 len, const u8 *rela, u32 relaLen,
     u32 type = uN(&r, 4);
     u32 sym = uN(&r, 4);
     u32 addend = uN(&r, 4);
-    if (type != 10 && type != 11) continue; // R_X86_64_32, R_X86_64_32S
+    if (type != R_X86_64_32 && type != R_X86_64_32S) continue;
     if (atHigh != 0 || at > len || len - at < 4 || sym > symLen / 24 - 1 || symLen < 24) continue; // outside the section
     st.p = sym * 24 + 8;
     u32 v = uN(&st, 4) + addend;

@@ -7,7 +7,7 @@ import * as path from 'path';
 import { HotloadError } from '@hotload/errors';
 import { ElfFile, PadFunction, demangled, loadPadIndex } from '@hotload/elf';
 import { PatchPlan, planPatch, readPatch, readRebuild } from '@hotload/patch';
-import { PAD_BEFORE, entryJump, padJump } from '@hotload/x86';
+import { PAD_BEFORE, PAD_JUMP_ADDRESS, entryJump, padJump } from '@hotload/x86';
 import { Session } from './session';
 import { Module, findTargetModule, hex, modules, readMaps, requireRunning } from './read-process';
 import { functionStack, loadedPatches, readSite } from './read-patches';
@@ -290,7 +290,7 @@ function attachLocked(pid: number, patchFile: string, opts: AttachOptions): Atta
     const names: string[] = [];
     for (const site of sites) {
       const pj = padJump(site.newAddr);
-      if (site.previous !== undefined) writes.push({ addr: site.pad + 6n, expect: site.origPad.subarray(6), bytes: pj.subarray(6) });
+      if (site.previous !== undefined) writes.push({ addr: site.pad + BigInt(PAD_JUMP_ADDRESS), expect: site.origPad.subarray(PAD_JUMP_ADDRESS), bytes: pj.subarray(PAD_JUMP_ADDRESS) });
       else writes.push({ addr: site.pad, expect: site.origPad, bytes: pj });
       names.push(site.name);
     }

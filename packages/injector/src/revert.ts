@@ -10,7 +10,7 @@
 import * as crypto from 'crypto';
 import * as path from 'path';
 import { HotloadError } from '@hotload/errors';
-import { NOP2 } from '@hotload/x86';
+import { NOP2, PAD_JUMP_ADDRESS } from '@hotload/x86';
 import { Session } from './session';
 import type { CodeWrite } from './native';
 import { hex, modules, requireRunning } from './read-process';
@@ -95,7 +95,7 @@ function revertLocked(pid: number, patchFile: string | undefined, opts: RevertOp
         const prev = slot !== undefined ? s.readU64(slot) : 0n;
         if (at === 0) {
           if (prev === 0n) put(st.entrySite, NOP2, r.old, true);
-          else put(st.pad + 6n, u64(prev), r.old); // the jump's 8-byte address
+          else put(st.pad + BigInt(PAD_JUMP_ADDRESS), u64(prev), r.old); // the jump's 8-byte address
         } else {
           const above = stack[at - 1];
           const aboveSlot = prevSlotAddress(above.patch, above.newName);

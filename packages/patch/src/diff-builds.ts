@@ -22,7 +22,7 @@ import { createHash } from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 import { HotloadError } from '@hotload/errors';
-import { BuildTypes, UnitTypes, ElfFile, ElfSymbol, SHF, SHT, STB, STT, Section, functionLines, inlinedFunctions, changedLayouts, typeLayouts, demangled, perFile } from '@hotload/elf';
+import { BuildTypes, UnitTypes, ElfFile, ElfSymbol, SHF, SHT, STB, STT, Section, functionLines, inlinedFunctions, changedLayouts, typeLayouts, demangled, perFile, relocationType } from '@hotload/elf';
 
 export interface BuildDiff {
   changed: string[];
@@ -59,9 +59,6 @@ interface Item {
   local: boolean;
 }
 
-const FIELD: Record<number, number> = { 1: 8, 2: 4, 4: 4, 9: 4, 10: 4, 11: 4, 24: 8, 41: 4, 42: 4, 26: 4 };
-/** Relocation types whose field is rip-relative (its addend includes -4). */
-const PCREL = new Set([2, 4, 9, 24, 26, 41, 42]);
 const SHF_MERGE = 0x10;
 const SHF_STRINGS = 0x20;
 
@@ -168,8 +165,9 @@ export class Build {
     const relocs: string[] = [];
     for (const r of this.relocsBySection.get(secIdx) ?? []) {
       if (r.offset < at || r.offset >= end) continue;
-      bytes.fill(0, r.offset - at, Math.min(bytes.length, r.offset - at + (FIELD[r.type] ?? 4)));
-      relocs.push(`${r.offset - at}/${r.type}/${this.target(r.sym, r.addend, PCREL.has(r.type), true)}`);
+      const rt = relocationType(r.type, `${this.elf.path}: ${sec.name}`);
+      bytes.fill(0, r.offset - at, Math.min(bytes.length, r.offset - at + rt.width));
+      relocs.push(`${r.offset - at}/${r.type}/${this.target(r.sym, r.addend, rt.pcrel, true)}`);
     }
     // Trailing zeros are alignment padding as often as data (a string, then the
     // padding before the next piece): keep one.
@@ -188,7 +186,7 @@ export class Build {
         for (const r of list) {
           const t = this.syms[r.sym];
           if (!t || t.shndx !== secIdx) continue;
-          set.add((t.type === STT.SECTION ? base : t.value) + Number(r.addend) + (PCREL.has(r.type) ? 4 : 0));
+          set.add((t.type === STT.SECTION ? base : t.value) + Number(r.addend) + (relocationType(r.type, this.elf.path).pcrel ? 4 : 0));
         }
       }
       l = [...set].sort((a, b) => a - b);
@@ -234,10 +232,10 @@ export class Build {
       for (const r of this.relocsBySection.get(s.shndx) ?? []) {
         const pos = r.offset - s.value; // section-relative in objects, vaddr in linked files: same difference
         if (pos < 0 || pos >= s.size) continue;
-        const width = FIELD[r.type] ?? 4;
+        const rt = relocationType(r.type, `${this.elf.path}: ${s.name}`);
         // The field zeroed byte by byte: Buffer#fill checks its arguments first, which costs more than the 4 or 8 stores.
-        for (let k = pos, end = Math.min(bytes.length, pos + width); k < end; k++) bytes[k] = 0;
-        relocs.push(`${pos}:${r.type}:${this.target(r.sym, r.addend, PCREL.has(r.type))}`);
+        for (let k = pos, end = Math.min(bytes.length, pos + rt.width); k < end; k++) bytes[k] = 0;
+        relocs.push(`${pos}:${r.type}:${this.target(r.sym, r.addend, rt.pcrel)}`);
       }
       relocs.sort();
       out.set(key(s), { name: s.name, sym: s, bytes, relocs, size: s.size, local: s.bind === STB.LOCAL });

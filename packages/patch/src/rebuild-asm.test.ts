@@ -6,7 +6,7 @@ import { execFileSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { AsciiText, asciiLines } from './rebuild-asm';
+import { AsciiText, asciiLines, functionOfPart, isColdPart } from './rebuild-asm';
 
 function assemble(lines: string[]): Buffer {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hotload-ascii-'));
@@ -46,4 +46,14 @@ test('ranges of a buffer escaped once: the lines asciiLines writes for each rang
   const pieces = [0, 5, 4200, 9000];
   const lines = pieces.slice(1).flatMap((end, i) => text.lines(pieces[i], end));
   expect(assemble(lines)).toEqual(data);
+});
+
+test('functionOfPart: a cold part or a partial-inlining part belongs to its function; clones and plain names to themselves', () => {
+  expect(functionOfPart('f.cold@x.c')).toEqual(['f@x.c', 'f']);
+  expect(functionOfPart('f.cold')).toEqual(['f', 'f']);
+  expect(functionOfPart('f.part.0@x.c')).toEqual(['f@x.c', 'f']);
+  expect(functionOfPart('f.isra.0@x.c')).toEqual(['f.isra.0@x.c']);
+  expect(functionOfPart('main')).toEqual(['main']);
+  expect(isColdPart('f.cold.1')).toBe(true);
+  expect(isColdPart('f.part.0')).toBe(false);
 });

@@ -4,20 +4,26 @@
 // program, a library, or data an earlier patch may own). See rebuild-patch.ts
 // for what gets included and why.
 
-import { ET, ElfFile, ElfSymbol, RELOC_8_BYTES, R_X86_64 as R, SHF, SHT, STB, STT } from '@hotload/elf';
+import { ET, ElfFile, ElfSymbol, RELOC_8_BYTES, R_X86_64 as R, SHF, SHT, STB, STT, gccSuffix } from '@hotload/elf';
 import { Build, key, readOnlySection } from './diff-builds';
 import { FIXUP_KIND, RebuildInfo, RebuildRef } from './rebuild-format';
 import { TargetSymbols, targetSymbols } from './running-build';
 
-export const FRAGMENT = /\.(cold|part\.\d+)(\.\d+)?$/;
+/** A cold part (`f.cold`): no entry of its own, it comes with its function. */
+export function isColdPart(name: string): boolean {
+  return gccSuffix(name)?.kind === 'cold';
+}
 
 /**
- * The function a part belongs to, by diff key: `f.cold@x.c` -> [`f@x.c`, `f`]
- * (a part is local even when its function is global); [key] for a function.
+ * The function a part belongs to, by diff key: `f.cold@x.c` or `f.part.0@x.c`
+ * -> [`f@x.c`, `f`] (a part is local even when its function is global);
+ * [key] for a function. A changed part changes its function.
  */
 export function functionOfPart(key: string): string[] {
-  const parent = key.replace(/\.(cold|part\.\d+)(\.\d+)?(?=@|$)/, '');
-  return parent === key ? [key] : [parent, parent.split('@')[0]];
+  const suffix = /^(.+?)\.(cold|part\.\d+)(\.\d+)?(@.*)?$/.exec(key);
+  if (!suffix || gccSuffix(key)?.base !== suffix[1]) return [key];
+  const parent = suffix[1] + (suffix[4] ?? '');
+  return [parent, suffix[1]];
 }
 
 /** Where a relocated field points: a label of the patch, or a fixup reference; plus an offset. */
@@ -55,7 +61,7 @@ export class Generator {
     const library = target.header.type === ET.DYN && !target.programs.some((p) => p.type === 3); // no PT_INTERP: not a program
     if (library) {
       const dynsym = target.symbols('.dynsym');
-      for (const r of target.relocations('.rela.dyn')) if (r.type === 6 && dynsym[r.sym]?.type === STT.OBJECT) this.gotOf.set(dynsym[r.sym].name, r.offset);
+      for (const r of target.relocations('.rela.dyn')) if (r.type === R.GLOB_DAT && dynsym[r.sym]?.type === STT.OBJECT) this.gotOf.set(dynsym[r.sym].name, r.offset);
     }
     for (const u of units) {
       for (const s of u.b.syms) if (s.bind !== STB.LOCAL && s.shndx !== 0 && s.shndx < 0xff00 && s.name) this.globals.set(s.name, [u, s]);
@@ -118,7 +124,7 @@ export class Generator {
     const tOff = BigInt(sym.type === STT.SECTION ? 0 : sym.value) + off; // offset within the section
     if (sec.flags & SHF.EXECINSTR) {
       const fn = sym.type === STT.FUNC ? sym : this.entity(u, secIdx, STT.FUNC);
-      const t = fn && !FRAGMENT.test(fn.name) ? this.inTarget(fn) : undefined;
+      const t = fn && !isColdPart(fn.name) ? this.inTarget(fn) : undefined;
       const entry = fn ? BigInt(fn.value) : -1n;
       // A call or address of a function the program has: its entry in the program.
       if (t && fn && tOff + (pcrel ? 4n : 0n) === entry) {

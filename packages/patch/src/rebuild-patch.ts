@@ -40,7 +40,7 @@ import { BuildDiff, compareLayouts, diffObjectSets, key, objectFiles, relocTarge
 import { PatchTarget, TARGET_SECTION, readPatch } from './read-patch';
 import { PatchPlan, planPatch } from './check-patch';
 import { FIXUP_SECTION, REBUILD_SECTION, RebuildInfo } from './rebuild-format';
-import { FRAGMENT, Generator, Unit, asmName, emitBytes, emitSection, functionOfPart, unwindRecords } from './rebuild-asm';
+import { isColdPart, Generator, Unit, asmName, emitBytes, emitSection, functionOfPart, unwindRecords } from './rebuild-asm';
 import { debugAsm } from './rebuild-debug';
 import { Runner, runProgram } from './run-program';
 import { linkPlan, startLink } from './link-patch';
@@ -186,7 +186,7 @@ export async function mkpatchFromBuilds(opts: RebuildOptions): Promise<RebuildRe
         return changedRo.has(base) || [...changedRo].some((c) => c.split('@')[0] === base);
       });
       if (!changed.has(k) && !also.has(k) && !usesChangedRo) continue;
-      if (FRAGMENT.test(f.name)) continue; // a .cold part comes with its function
+      if (isColdPart(f.name)) continue; // a .cold part comes with its function (f.part.N has an entry of its own: replaced itself)
       const inTarget = g.inTarget(f.sym);
       if (!inTarget) continue; // new: included if referenced
       // An inline function or template instance each object keeps a copy of
@@ -197,7 +197,7 @@ export async function mkpatchFromBuilds(opts: RebuildOptions): Promise<RebuildRe
       // attach redirects every name of it (one pad).
       if (u.replace.some((s) => s.shndx === f.sym.shndx && s.value === f.sym.value)) continue;
       const sec = u.b.elf.sections[f.sym.shndx];
-      const others = (u.b.symsBySection.get(f.sym.shndx) ?? []).filter((s) => s.type === STT.FUNC && s !== f.sym && s.value !== f.sym.value && !FRAGMENT.test(s.name));
+      const others = (u.b.symsBySection.get(f.sym.shndx) ?? []).filter((s) => s.type === STT.FUNC && s !== f.sym && s.value !== f.sym.value && !isColdPart(s.name));
       if (others.length) {
         const why = sec.name.startsWith('.text.') ? 'the compiler put them in one section even with -ffunction-sections; hotload replaces sections whole' : 'build with -ffunction-sections (see `hotload flags --diff`)';
         g.problems.push(`${k}: shares section ${sec.name} with ${others.map((s) => s.name).join(', ')}; ${why}`);
@@ -278,7 +278,7 @@ export async function mkpatchFromBuilds(opts: RebuildOptions): Promise<RebuildRe
     const added: string[] = [];
     for (const u of units) {
       for (const sec of u.include) {
-        for (const s of u.b.symsBySection.get(sec) ?? []) if (s.type === STT.FUNC && !g.inTarget(s) && !FRAGMENT.test(s.name)) added.push(key(s));
+        for (const s of u.b.symsBySection.get(sec) ?? []) if (s.type === STT.FUNC && !g.inTarget(s) && !isColdPart(s.name)) added.push(key(s));
       }
     }
 

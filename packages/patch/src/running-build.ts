@@ -12,10 +12,10 @@
 // rewrites). Writable data must have the target's size. Objects of another
 // module of the tree (most of their functions not in the target) are skipped.
 
-import { ElfFile, ElfSymbol, RELAXED_BYTES, RELOC_8_BYTES, STB, STT, perFile } from '@hotload/elf';
+import { ElfFile, ElfSymbol, STB, STT, perFile, relocationType } from '@hotload/elf';
 import { classifyEntryBytes, entryNopOffset, startsWithEndbr } from '@hotload/x86';
 import { HotloadError } from '@hotload/errors';
-import { FRAGMENT } from './rebuild-asm';
+import { isColdPart } from './rebuild-asm';
 import { Build, key, objectFiles, readOnlyDatum } from './diff-builds';
 
 /** The functions and data of a linked target, found by an object's symbols. */
@@ -86,7 +86,7 @@ export function targetOwns(targetElf: ElfFile): ((a: Build | undefined) => boole
   if (names.size === 0) return undefined;
   return (a) => {
     if (!a) return true;
-    const fns = a.syms.filter((s) => s.type === STT.FUNC && s.shndx !== 0 && s.size > 0 && !FRAGMENT.test(s.name));
+    const fns = a.syms.filter((s) => s.type === STT.FUNC && s.shndx !== 0 && s.size > 0 && !isColdPart(s.name));
     // Weak functions (inline functions and template instances of shared
     // headers) are in every module that uses them: they say nothing of whose
     // object this is, unless it has nothing else.
@@ -162,7 +162,8 @@ function functionDiffers(build: Build, s: ElfSymbol, targetElf: ElfFile, t: ElfS
   for (const r of build.relocsBySection.get(s.shndx) ?? []) {
     const pos = r.offset - s.value;
     if (pos < -16 || pos >= s.size) continue;
-    const [before, after] = RELAXED_BYTES.get(r.type) ?? [0, RELOC_8_BYTES.has(r.type) ? 8 : 4];
+    const rt = relocationType(r.type, `${build.elf.path}: ${s.name}`);
+    const [before, after] = rt.relaxed ?? [0, rt.width];
     blank(pos - before, pos + after);
   }
   // The entry's two NOPs: `90 90` from the compiler, `66 90` once posted.

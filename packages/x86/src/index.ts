@@ -157,3 +157,5 @@ export const CALL_STUB_SIGRETURN_END = 0x1c;
 /** Offset in CALL_STUB just past the `syscall` of rt_sigprocmask (ways 1 and 2). */
 export const CALL_STUB_SIGPROCMASK_END = 0x3a;
 export * from './thunk';
+/** Offset in the pad of the pad jump's 8-byte address (after `jmp *0(%rip)`): restacking or reverting rewrites only it. */
+export const PAD_JUMP_ADDRESS = JMP_RIP_INDIRECT.length;
