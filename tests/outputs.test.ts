@@ -7,7 +7,7 @@
 // these tests use).
 import * as fs from 'fs';
 import * as path from 'path';
-import { FIX, ROOT, Target, computePatch, hotload, mkpatch, tmpdir } from './helpers';
+import { FIX, ROOT, Target, buildIdOf, computePatch, hotload, mkpatch, rawPatch, tmpdir } from './helpers';
 
 const TARGET = path.join(FIX, 'target');
 const targets: Target[] = [];
@@ -109,5 +109,58 @@ describe('stop figures', () => {
     expect(readme).toMatch(ATTACH);
     const j = await hotload(['attach', String(t.pid), p, '--json']);
     for (const k of Object.keys(j.one.timings)) expect(readme).toMatch(new RegExp(`\`${k}\`[^\\n]*:`));
+  });
+});
+
+describe('errors in text', () => {
+  /** A patch of functions the target does not have (mkpatch would refuse it; attach refuses it too). */
+  const missing = (...names: string[]) =>
+    rawPatch(`#include <hotload.h>\n${names.map((n) => `int ${n}_v2(int x) { return x; }\nHOTLOAD_REPLACE(${n}, ${n}_v2);`).join('\n')}\n`, TARGET, buildIdOf(TARGET), names.join('-'));
+  const HINT = /hint: Name a function the target has/;
+
+  test('attach on several processes says each one\'s error whole: details and hint', async () => {
+    const [a, b] = [start(), start()];
+    await a.waitFor(/^compute 6 /);
+    await b.waitFor(/^compute 6 /);
+    const r = await hotload(['attach', `${a.pid},${b.pid}`, missing('no_such_a', 'no_such_b')]);
+    expect(r.code).toBe(4);
+    for (const t of [a, b]) {
+      const block = r.stdout.slice(r.stdout.indexOf(`failed process ${t.pid}: `)).split('\n').slice(0, 4);
+      expect(block[0]).toMatch(new RegExp(`^failed process ${t.pid}: UNPATCHABLE: no_such_[ab], no_such_[ab]: 2 problems against `));
+      expect(block.slice(1, 3).sort()).toEqual([expect.stringMatching(/^ {4}- no_such_a: no such function in /), expect.stringMatching(/^ {4}- no_such_b: no such function in /)]);
+      expect(block[3]).toMatch(/^ {2}hint: Name a function the target has/);
+    }
+    await a.next(/^compute 6 /);
+  });
+
+  test('an error whose one detail is its message says it once, for one process or several', async () => {
+    const t = start();
+    await t.waitFor(/^compute 6 /);
+    const p = missing('no_such_c');
+    const one = await hotload(['attach', String(t.pid), p]);
+    expect(one.code).toBe(4);
+    expect(one.stderr.match(/no_such_c: no such function/g)).toHaveLength(1);
+    expect(one.stderr).toMatch(/^error UNPATCHABLE: no_such_c: no such function in /m);
+    expect(one.stderr).toMatch(HINT);
+    const both = await hotload(['attach', `${t.pid},${t.pid}`, p]);
+    expect(both.stdout.match(/no_such_c: no such function/g)).toHaveLength(2); // once per process
+    expect(both.stdout.match(/hint: Name a function/g)).toHaveLength(2);
+    // --json keeps every detail.
+    const j = await hotload(['attach', String(t.pid), p, '--json']);
+    expect(j.one.error.details).toEqual([j.one.error.message]);
+  });
+
+  test('mkpatch of a source that replaces nothing, or compiles to nothing, names the source, not a deleted temporary file', async () => {
+    const dir = tmpdir();
+    for (const [name, text] of [['replaces-nothing.c', 'int unused_helper(int x) { return x + 1; }\n'], ['empty.c', '']]) {
+      const src = path.join(dir, name);
+      fs.writeFileSync(src, text);
+      const r = await hotload(['mkpatch', src, '--target', TARGET, '-o', path.join(dir, 'out.so')]);
+      expect(r.code).toBe(6);
+      expect(r.stderr).toContain(`error PATCH_BAD: ${src}: `);
+      expect(r.stderr).not.toMatch(/hotload-mkpatch-/);
+      expect(r.stderr).toMatch(/^ {2}- declares no replacement \(HOTLOAD_REPLACE\)$/m);
+      expect(r.stderr).toMatch(/^hint: .*HOTLOAD_REPLACE\(old, new\)/m);
+    }
   });
 });

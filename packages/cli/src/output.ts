@@ -2,6 +2,8 @@
 // with NO_COLOR; --json prints one JSON document on stdout and nothing else there;
 // progress goes to stderr and only on a terminal.
 
+import type { HotloadError } from '@hotload/errors';
+
 export interface Out {
   json: boolean;
   color: boolean;
@@ -90,4 +92,14 @@ export function takeInterrupt(sig: NodeJS.Signals): boolean {
   interruptHandler = undefined; // a second Ctrl-C exits at once
   fn(sig);
   return true;
+}
+
+/**
+ * An error in words: its code and message, each detail, its hint. A detail
+ * that only repeats the message (a check with one problem makes the problem
+ * its message too) is left out; --json keeps every detail.
+ */
+export function errorLines(err: Pick<HotloadError, 'code' | 'message' | 'details' | 'hint'>, indent = ''): { head: string; rest: string[] } {
+  const details = err.details.filter((d) => d !== err.message);
+  return { head: `${err.code}: ${err.message}`, rest: [...details.map((d) => `${indent}  - ${d}`), `${indent}hint: ${err.hint}`] };
 }

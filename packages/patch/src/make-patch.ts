@@ -62,11 +62,29 @@ export function mkpatch(opts: MkpatchOptions): MkpatchResult {
       });
     }
     const patchElf = ElfFile.open(tmpOut);
-    const plan = planPatch(readPatch(patchElf), patchElf, targetElf, loadPadIndex(targetElf));
+    const plan = planPatch(readPatchOf(patchElf, opts.sources), patchElf, targetElf, loadPadIndex(targetElf));
     fs.copyFileSync(tmpOut, opts.out);
     fs.chmodSync(opts.out, 0o644);
     return { out: opts.out, target, plan };
   } finally {
     fs.rmSync(work, { recursive: true, force: true });
+  }
+}
+
+/**
+ * The compiled patch's metadata; a refusal names the sources, not the
+ * temporary file compiled from them (removed by the time anyone reads the
+ * message). A source that replaces nothing, or compiles to nothing, lands here.
+ */
+function readPatchOf(patchElf: ElfFile, sources: string[]) {
+  try {
+    return readPatch(patchElf);
+  } catch (e) {
+    if (!(e instanceof HotloadError) || e.code !== 'PATCH_BAD') throw e;
+    const named = (t: string) => t.split(patchElf.path).join(sources.join(' '));
+    throw new HotloadError('PATCH_BAD', named(e.message).replace(/: not a usable patch$/, ': does not make a usable patch'), {
+      details: e.details.map(named),
+      hint: 'A patch declares each function it replaces, with HOTLOAD_REPLACE(old, new) from <hotload.h> (C++: HOTLOAD_REPLACE_CXX or HOTLOAD_REDEFINE_CXX), and defines the new one; fix the listed problems in the source.',
+    });
   }
 }

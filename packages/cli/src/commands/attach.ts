@@ -2,7 +2,7 @@
 // and redirect its functions.
 import type { Argv } from 'yargs';
 import { AttachResult, HotloadError, attach, isHotloadError, resolveTargets } from '@hotload/api';
-import { Out } from '../output';
+import { Out, errorLines } from '../output';
 import { wholeNumber } from '../args';
 
 export function printAttach(out: Out, r: AttachResult): void {
@@ -40,13 +40,24 @@ export const JSON_SHAPE = 'With --json: always an array with one {pid, ok, resul
 /**
  * Run `op` on each process the target names. Every process is tried; the
  * first error's code ends the command. Without --json, a single pid's error
- * is thrown as is (printed with its hint); with --json, the document is
- * always the array of per-process results.
+ * goes to stderr as any command's does, and each failed process of several
+ * is said among the results, with its details and hint; with --json, the
+ * document is always the array of per-process results.
  */
 export function forEachPid<T>(spec: string, out: Out, op: (pid: number) => T, print: (r: T) => void): number {
   const pids = resolveTargets(spec);
   if (/^\d+$/.test(spec) && !out.json) {
-    print(op(pids[0]));
+    let r: T;
+    try {
+      r = op(pids[0]);
+    } catch (e) {
+      if (!isHotloadError(e)) throw e; // a bug: the entry point prints its stack
+      const { head, rest } = errorLines(e);
+      const color = !!process.stderr.isTTY && !('NO_COLOR' in process.env) && process.env.TERM !== 'dumb';
+      process.stderr.write(`${color ? `\x1b[31merror ${e.code}\x1b[0m` : `error ${e.code}`}${head.slice(e.code.length)}\n${rest.map((l) => `${l}\n`).join('')}`);
+      return e.exitCode;
+    }
+    print(r);
     return 0;
   }
   const results: { pid: number; ok: boolean; result?: T; error?: unknown }[] = [];
@@ -61,7 +72,11 @@ export function forEachPid<T>(spec: string, out: Out, op: (pid: number) => T, pr
       const err = isHotloadError(e) ? e : new HotloadError('INTERNAL', String(e));
       firstError ??= err;
       results.push({ pid, ok: false, error: err.toJSON() });
-      if (!out.json) out.line(`${out.red('failed')} process ${pid}: ${err.code}: ${err.message}`);
+      if (!out.json) {
+        const { head, rest } = errorLines(err, '  ');
+        out.line(`${out.red('failed')} process ${pid}: ${head}`);
+        for (const l of rest) out.line(l);
+      }
     }
   }
   out.progress('');
