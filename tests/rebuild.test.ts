@@ -380,3 +380,41 @@ test('--to without an object file --from has (its compile failed) is refused nam
   expect(m.json.error.details).toEqual([`b.o: in ${old}, not in ${edited}`]);
   expect(fs.existsSync(out)).toBe(false);
 });
+
+test('a partial-inlining part (f.part.0, called directly by callers that inlined f\'s head) is replaced itself: those callers take the edit', async () => {
+  const dir = tmpdir();
+  const src = (v: number) => `#include <stdio.h>
+#include <unistd.h>
+int table[64];
+int f(int x) {
+  if (__builtin_expect(x == 0, 1)) return 1;
+  int s = 0;
+  for (int i = 0; i < 64; i++) { s += table[i] * x + i * ${v}; if (s > 1000000) printf("big %d\\n", s); }
+  for (int i = 0; i < 64; i++) { if (table[i] > 99) printf("t %d\\n", table[i]); }
+  return s;
+}
+int g(int x) { return f(x) + 1; }
+int main(void) { setvbuf(stdout, 0, _IOLBF, 0); for (int i = 0;; i++) { printf("g=%d\\n", g(1) + (i & 0)); usleep(20000); } }
+`;
+  for (const v of [1, 2]) {
+    fs.mkdirSync(path.join(dir, `v${v}`));
+    fs.writeFileSync(path.join(dir, `v${v}/p.c`), src(v));
+    execFileSync('gcc', ['-O2', '-g', '-fpatchable-function-entry=16,14', '-ffunction-sections', '-fdata-sections', '-c', 'p.c', '-o', 'p.o'], { cwd: path.join(dir, `v${v}`) });
+  }
+  execFileSync('gcc', ['p.o', '-o', 'p'], { cwd: path.join(dir, 'v1') });
+  const idx = await hotload(['index', path.join(dir, 'v1/p'), '--json']);
+  const part = idx.json.functions.find((f: { name: string }) => f.name === 'f.part.0');
+  expect(part).toMatchObject({ status: 'clone', origin: 'f' }); // gcc split f: the premise of this test
+  const out = path.join(dir, 'p.so');
+  const m = await hotload(['mkpatch', '--from', path.join(dir, 'v1'), '--to', path.join(dir, 'v2'), '--target', path.join(dir, 'v1/p'), '-o', out, '--json']);
+  expect(m.json.replaced).toEqual(['f', 'f.part.0@p.c']);
+  const t = Target.start(path.join(dir, 'v1/p'), []);
+  targets.push(t);
+  await t.waitFor(/^g=\d+$/);
+  const before = Number(/g=(\d+)/.exec(await t.next(/^g=/))![1]);
+  expect((await hotload(['attach', String(t.pid), out])).code).toBe(0);
+  await t.next(/^g=/);
+  const after = Number(/g=(\d+)/.exec(await t.next(/^g=/))![1]);
+  expect(after - before).toBe(2016); // sum of i for i < 64: g(1) now adds 2 * i, not i
+  t.expectHealthy();
+});
