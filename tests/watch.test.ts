@@ -522,6 +522,24 @@ test('two sources saved together (an editor\'s "save all", a few ms apart): both
   t.expectHealthy();
 });
 
+test('a source file the build makes and removes again (a compiler probe in the Makefile, as redis has) is no save: the build command does not run for it', async () => {
+  const dir = fixtureBuild('hotload-watch-probe-');
+  // On every make run but make's dry runs (which name an object), probe.c lives for half a second beside the sources.
+  edit(path.join(dir, 'Makefile'), /^/, "PROBE := $(if $(MAKECMDGOALS),,$(shell echo 'int probe;' > probe.c; sleep 0.5; rm -f probe.c))\n");
+  const { t, w } = await watchProgram(dir, path.join(dir, 'diff'), ['loop'], /^constant=/, ['--build', 'make -s && echo ran >> builds.log', '.']);
+  const n = w.events.length;
+  edit(path.join(dir, 'diff.c'), 'return x + K;', 'return x + K + 100;');
+  const e = await w.event('patched', n);
+  expect(e.compiled).toEqual(['diff.o']);
+  await t.next(/^constant=111 /);
+  // The relink after it makes probe.c: seen, and gone by the time it would be built.
+  const probe = await w.event('change', w.events.indexOf(e) + 1);
+  expect(probe.files).toEqual(['probe.c']);
+  expect((await w.event('no-change', w.events.indexOf(probe) + 1)).compiled).toBeUndefined();
+  expect(fs.readFileSync(path.join(dir, 'builds.log'), 'utf8')).toBe('ran\n'); // the relink only; before, the build command ran for probe.c too ('probe.c was removed')
+  t.expectHealthy();
+});
+
 test('--no-compile, and a saved file no object is known to use: the build command runs', async () => {
   const { dir, t, w } = await watchedFixture('hotload-watch-nocompile-', { watchArgs: ['--no-compile'] });
   fs.writeFileSync(path.join(dir, 'notes.h'), '/* not included anywhere */\n'); // not watched (diff.c is) until w2

@@ -448,8 +448,15 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
           changed = [...changed, ...late];
           compiler?.prefetch(changed);
         }
-        for (const f of changed) generated.delete(f); // changed outside a build: an edit
+        // A file made and removed again by a program (redis's Makefile writes
+        // foo.c beside the sources for a compiler probe and removes it, on
+        // every make run, dry runs too) is no save: one gone by now, or by
+        // the time the save is compiled, is left out (a removal is not a save
+        // either way; the build command would run for nothing, seconds long).
+        changed = changed.filter((f) => now.has(f));
         seen = now;
+        if (changed.length === 0) continue;
+        for (const f of changed) generated.delete(f); // changed outside a build: an edit
         const t0 = process.hrtime.bigint();
         emit({ event: 'change', files: changed.map((f) => path.relative(cwd, f) || f) });
 
@@ -457,9 +464,14 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
         // with a known command (with those a failed compile left behind);
         // else the build command.
         for (const f of changed) dirty.add(f);
-        const builtFor = new Set(dirty);
         await relinked(); // the last save's relink ends before this save's objects are written
         await compiler?.ready();
+        for (const f of [...dirty]) if (!fs.existsSync(f)) dirty.delete(f);
+        if (dirty.size === 0) {
+          emit({ event: 'no-change', buildMs: msSince(t0) });
+          continue;
+        }
+        const builtFor = new Set(dirty);
         const tc = process.hrtime.bigint();
         const compile = async () => {
           const steps = compiler?.plan([...dirty]);
