@@ -164,3 +164,23 @@ describe('errors in text', () => {
     }
   });
 });
+
+test('diff --json on a refusal keeps its document (the lists of changes) and adds the error; exit status 4 as before; --help and the README say so', async () => {
+  const D = path.join(FIX, 'diff');
+  const [ok, refused] = await Promise.all(['NEWSTATIC', 'BIGGER'].map((v) => hotload(['diff', path.join(D, 'base', 'diff.o'), path.join(D, v, 'diff.o'), '--json'])));
+  expect(ok.code).toBe(0);
+  expect(ok.json.error).toBeUndefined();
+  expect(refused.code).toBe(4);
+  // The same members as a diff that passes, plus error.
+  expect(Object.keys(refused.json).sort()).toEqual([...Object.keys(ok.json), 'error'].sort());
+  expect(refused.json.data.changed).toEqual(['conf@diff.c']);
+  expect(refused.json.refused.map((r: { symbol: string }) => r.symbol)).toEqual(['conf@diff.c', 'struct cfg']);
+  expect(refused.json.error).toMatchObject({ code: 'UNPATCHABLE', details: refused.json.refused.map((r: { symbol: string; reason: string }) => `${r.symbol}: ${r.reason}`) });
+  // Text: the lists on stdout, the error on stderr, as before.
+  const text = await hotload(['diff', path.join(D, 'base', 'diff.o'), path.join(D, 'BIGGER', 'diff.o')]);
+  expect(text.code).toBe(4);
+  expect(text.stdout).toMatch(/^changed data: conf@diff\.c$/m);
+  expect(text.stderr).toMatch(/^error UNPATCHABLE: 2 changes cannot be patched/m);
+  expect((await hotload(['diff', '--help'])).stdout.replace(/\s+/g, ' ')).toMatch(/the same document with an `error` member/);
+  expect(fs.readFileSync(path.join(ROOT, 'README.md'), 'utf8').replace(/\s+/g, ' ')).toMatch(/the same document with an `error` member/);
+});

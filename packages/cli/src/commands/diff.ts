@@ -5,6 +5,9 @@ import { diffBuilds, refuseIfNotRunning } from '@hotload/patch';
 import { ElfFile, demangle } from '@hotload/elf';
 import { Out } from '../output';
 
+/** What `--json` prints. */
+const JSON_SHAPE = 'With --json: one document, {changed, added, removed, unchanged, data, refused, inlined, lineOnly, objects, demangled}; when a change cannot be patched, the same document with an `error` member {code: "UNPATCHABLE", message, hint, details} (exit status 4). An error before there is a diff (a missing file, --target not built from <old>) is {"error": ...} alone, as for every command.';
+
 export const diffCommand = {
   command: 'diff <old> <new>',
   describe: 'Compare two builds function by function, relocations taken into account (object files, directories of them paired by path, or programs linked with -Wl,--emit-relocs)',
@@ -14,7 +17,8 @@ export const diffCommand = {
       .positional('new', { type: 'string', demandOption: true, describe: 'the rebuilt file, or directory' })
       .option('target', { type: 'string', describe: 'the program or library the process runs: first check that <old> is the build it was linked from, as mkpatch --from does' })
       .example('$0 diff build.running build', 'what a patch of the rebuild would replace')
-      .example('$0 diff build.running build --target build.running/server', 'the same, after checking build.running is what ./server was linked from'),
+      .example('$0 diff build.running build --target build.running/server', 'the same, after checking build.running is what ./server was linked from')
+      .epilog(JSON_SHAPE),
   run(argv: { old: string; new: string; target?: string }, out: Out): number {
     if (argv.target) refuseIfNotRunning(argv.old, argv.target, ElfFile.open(argv.target));
     const d = diffBuilds(argv.old, argv.new);
@@ -34,14 +38,18 @@ export const diffCommand = {
       out.line(`${d.changed.length} changed, ${d.added.length} added, ${d.removed.length} removed, ${d.unchanged} unchanged functions${objects}`);
       if (d.lineOnly.length) out.line(`${out.dim('note')}: ${d.lineOnly.length} function${d.lineOnly.length === 1 ? '' : 's'} changed only by line numbers (lines were added or removed above ${d.lineOnly.length === 1 ? 'it' : 'them'}; __LINE__, as assert() uses it): ${cxx(d.lineOnly).join(', ')}`);
     }
-    if (d.refused.length) {
-      // With --json the error document carries the refusals; the lists come in details too.
-      throw new HotloadError('UNPATCHABLE', `${d.refused.length} change${d.refused.length === 1 ? '' : 's'} cannot be patched into a running process`, {
-        details: [...d.refused.map((r) => `${r.symbol}: ${r.reason}`), ...(out.json ? [`changed functions: ${d.changed.join(', ') || '-'}`] : [])],
-        hint: 'Restart the process with the new build for these changes; there is no --force.',
-      });
+    const refusal = d.refused.length
+      ? new HotloadError('UNPATCHABLE', `${d.refused.length} change${d.refused.length === 1 ? '' : 's'} cannot be patched into a running process`, {
+          details: d.refused.map((r) => `${r.symbol}: ${r.reason}`),
+          hint: 'Restart the process with the new build for these changes; there is no --force.',
+        })
+      : undefined;
+    // One shape with --json: the diff, and with a refusal the same diff plus `error` (exit status 4).
+    if (out.json) {
+      out.doc({ ...d, demangled: Object.fromEntries(names), ...(refusal ? { error: refusal.toJSON() } : {}) });
+      return refusal ? refusal.exitCode : 0;
     }
-    if (out.json) out.doc({ ...d, demangled: Object.fromEntries(names) });
+    if (refusal) throw refusal;
     return 0;
   },
 };
