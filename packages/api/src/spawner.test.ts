@@ -7,6 +7,38 @@ import * as os from 'os';
 import * as path from 'path';
 import { Spawner } from './spawner';
 
+/** The living descendants of `pid`, from /proc/PID/task/TID/children. */
+function descendants(pid: number): number[] {
+  const out: number[] = [];
+  for (const todo = [pid]; todo.length; ) {
+    const p = todo.pop()!;
+    let tasks: string[] = [];
+    try {
+      tasks = fs.readdirSync(`/proc/${p}/task`);
+    } catch {
+      /* gone */
+    }
+    for (const t of tasks) {
+      let kids = '';
+      try {
+        kids = fs.readFileSync(`/proc/${p}/task/${t}/children`, 'utf8');
+      } catch {
+        /* gone */
+      }
+      for (const k of kids.split(' ').filter(Boolean).map(Number)) out.push(k), todo.push(k);
+    }
+  }
+  return out;
+}
+
+function comm(pid: number): string {
+  try {
+    return fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+  } catch {
+    return '';
+  }
+}
+
 let s: Spawner;
 beforeEach(() => {
   s = new Spawner();
@@ -49,7 +81,9 @@ test('an abort stops the program and everything it started: a shell\'s children 
   try {
     const ac = new AbortController();
     const run = s.run('sh', ['-c', `(sleep 0.5; echo late > ${marker}) & wait`], { cwd: '/', signal: ac.signal });
-    await new Promise((r) => setTimeout(r, 150));
+    // Abort once the shell's child has started its `sleep` (the helper's grandchild's child), not after a guess.
+    for (let i = 0; i < 1000 && !descendants(s.pid!).some((p) => comm(p) === 'sleep'); i++) await new Promise((r) => setTimeout(r, 5));
+    expect(descendants(s.pid!).filter((p) => comm(p) === 'sleep')).toHaveLength(1);
     ac.abort();
     expect((await run).status).toBeNull();
     await new Promise((r) => setTimeout(r, 800));
