@@ -5,7 +5,7 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { objectFiles } from './diff-builds';
+import { objectFiles } from './object-files';
 
 let dir: string;
 beforeEach(() => {

@@ -5,7 +5,7 @@
 // for what gets included and why.
 
 import { ET, ElfFile, ElfSymbol, RELOC_8_BYTES, R_X86_64 as R, SHF, SHT, STB, STT, gccSuffix } from '@hotload/elf';
-import { Build, key, readOnlySection } from './diff-builds';
+import { Build, key, readOnlySection } from './build';
 import { FIXUP_KIND, RebuildInfo, RebuildRef } from './rebuild-format';
 import { TargetSymbols, targetSymbols } from './running-build';
 

@@ -16,7 +16,8 @@ import { ElfFile, ElfSymbol, STB, STT, perFile, relocationType } from '@hotload/
 import { classifyEntryBytes, entryNopOffset, startsWithEndbr } from '@hotload/x86';
 import { HotloadError } from '@hotload/errors';
 import { isColdPart } from './rebuild-asm';
-import { Build, key, objectFiles, readOnlyDatum } from './diff-builds';
+import { Build, key, readOnlyDatum } from './build';
+import { objectFiles } from './object-files';
 
 /** The functions and data of a linked target, found by an object's symbols. */
 export class TargetSymbols {
