@@ -45,7 +45,7 @@ describe('a health check given as a function', () => {
     const res = await rollout({ targets: { pids: [a.pid, b.pid] }, steps: [{ apply: patch }], healthCheck: async () => false });
     expect(res.outcome).toBe('failure');
     const r = byPid(res.processes);
-    expect(r.get(a.pid)).toMatchObject({ status: 'failed', code: 'HOOK_FAILED', reverted: [patch], applied: [] });
+    expect(r.get(a.pid)).toMatchObject({ status: 'failed', code: 'HEALTH_CHECK_FAILED', reverted: [patch], applied: [] });
     expect(r.get(a.pid)!.reason).toMatch(/health check failed: the health check function returned false/);
     expect(r.get(b.pid)).toMatchObject({ status: 'skipped', reason: 'the canary failed; nothing else was touched' });
     await expectOriginal(a);

@@ -184,3 +184,12 @@ test('diff --json on a refusal keeps its document (the lists of changes) and add
   expect((await hotload(['diff', '--help'])).stdout.replace(/\s+/g, ' ')).toMatch(/the same document with an `error` member/);
   expect(fs.readFileSync(path.join(ROOT, 'README.md'), 'utf8').replace(/\s+/g, ' ')).toMatch(/the same document with an `error` member/);
 });
+
+test('a one-process error whose only detail repeats its message prints it once (mkpatch of a function the target lacks)', async () => {
+  const dir = tmpdir();
+  fs.writeFileSync(path.join(dir, 'nf.c'), '#include <hotload.h>\nint f2(int x) { return x; }\nHOTLOAD_REPLACE(no_such_fn, f2);\n');
+  const r = await hotload(['mkpatch', path.join(dir, 'nf.c'), '--target', TARGET, '-o', path.join(dir, 'x.so')]);
+  expect(r.code).toBe(4);
+  expect(r.stderr.split('\n').filter((l) => l.includes('no_such_fn: no such function'))).toHaveLength(1);
+  expect(r.stderr).toMatch(/^hint: Name a function the target has/m);
+});

@@ -8,7 +8,7 @@ import * as path from 'path';
 import yargs from 'yargs';
 import type { Argv } from 'yargs';
 import { EXIT, HotloadError, isHotloadError } from '@hotload/errors';
-import { makeOut, Out, takeInterrupt } from './output';
+import { errorLines, makeOut, Out, takeInterrupt } from './output';
 import { COMMANDS } from './commands';
 import { runCompiler } from './commands/cc';
 
@@ -28,9 +28,8 @@ export function reportError(e: unknown, json: boolean): number {
   } else {
     const color = !!process.stderr.isTTY && !('NO_COLOR' in process.env) && process.env.TERM !== 'dumb';
     const red = (s: string) => (color ? `\x1b[31m${s}\x1b[0m` : s);
-    process.stderr.write(`${red(`error ${err.code}`)}: ${err.message}\n`);
-    for (const d of err.details) process.stderr.write(`  - ${d}\n`);
-    process.stderr.write(`hint: ${err.hint}\n`);
+    const { rest } = errorLines(err);
+    process.stderr.write(`${red(`error ${err.code}`)}: ${err.message}\n${rest.map((l) => `${l}\n`).join('')}`);
   }
   return err.exitCode;
 }
