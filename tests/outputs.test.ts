@@ -141,6 +141,7 @@ describe('errors in text', () => {
     expect(one.code).toBe(4);
     expect(one.stderr.match(/no_such_c: no such function/g)).toHaveLength(1);
     expect(one.stderr).toMatch(/^error UNPATCHABLE: no_such_c: no such function in /m);
+    expect(one.stderr).toContain(`no such function in ${TARGET} `); // the path as the process names it, not /proc/PID/root/...
     expect(one.stderr).toMatch(HINT);
     const both = await hotload(['attach', `${t.pid},${t.pid}`, p]);
     expect(both.stdout.match(/no_such_c: no such function/g)).toHaveLength(2); // once per process

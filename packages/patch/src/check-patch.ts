@@ -27,6 +27,11 @@ export interface PatchPlan {
   notes: string[];
 }
 
+/** A file as the process names it: attach opens the target through /proc/PID/root (the process's own view). */
+function shownPath(elf: ElfFile): string {
+  return elf.path.replace(/^\/proc\/\d+\/root(?=\/)/, '');
+}
+
 /** A defined symbol of the target named `name` (locals included); throws on ambiguity. */
 export function targetSymbol(elf: ElfFile, name: string): { sym?: ElfSymbol; problem?: string } {
   const all = [...elf.symbols('.symtab'), ...elf.symbols('.dynsym')].filter(
@@ -35,11 +40,11 @@ export function targetSymbol(elf: ElfFile, name: string): { sym?: ElfSymbol; pro
   const values = [...new Set(all.map((s) => s.value))];
   if (values.length === 0) {
     const stripped = elf.symbols('.symtab').length === 0 ? ' (the target has no .symtab: it was stripped)' : '';
-    return { problem: `${name}: no such symbol in ${elf.path}${stripped}` };
+    return { problem: `${name}: no such symbol in ${shownPath(elf)}${stripped}` };
   }
   if (values.length > 1) {
     const where = all.map((s) => `${s.file ?? '?'}@0x${s.value.toString(16)}`).join(', ');
-    return { problem: `${name}: ambiguous, ${values.length} symbols of that name in ${elf.path} (${where})` };
+    return { problem: `${name}: ambiguous, ${values.length} symbols of that name in ${shownPath(elf)} (${where})` };
   }
   return { sym: all[0] };
 }
@@ -66,7 +71,7 @@ export function planPatch(meta: PatchMeta, patchElf: ElfFile, target: ElfFile, i
   for (const r of meta.replacements) {
     const found = findFunction(idx, r.old) ?? cxxFunction(idx, r.old);
     if (!found || 'problem' in found) {
-      problems.push(found ? `${r.old}: ${found.problem}` : `${r.old}: no such function in ${target.path}${/[:(]/.test(r.old) ? '' : ' (a C++ function: name it as Class::method(args), or by its mangled name from `hotload index --json`)'}`);
+      problems.push(found ? `${r.old}: ${found.problem}` : `${r.old}: no such function in ${shownPath(target)}${/[:(]/.test(r.old) ? '' : ' (a C++ function: name it as Class::method(args), or by its mangled name from `hotload index --json`)'}`);
       continue;
     }
     const fn = found;
@@ -90,7 +95,7 @@ export function planPatch(meta: PatchMeta, patchElf: ElfFile, target: ElfFile, i
   for (const ref of meta.refs) {
     const { sym, problem } = targetSymbol(target, ref.name);
     const tls = problem && target.symbols('.symtab').some((s) => s.name === ref.name && s.type === STT.TLS && s.shndx !== 0);
-    if (tls) unresolved.push(`HOTLOAD_STATIC(${ref.name}): a thread-local variable of ${target.path}; hotload cannot reach thread-local variables yet (each thread has its own copy)`);
+    if (tls) unresolved.push(`HOTLOAD_STATIC(${ref.name}): a thread-local variable of ${shownPath(target)}; hotload cannot reach thread-local variables yet (each thread has its own copy)`);
     else if (problem) unresolved.push(`HOTLOAD_STATIC(${ref.name}): ${problem}`);
     else refs.push({ name: ref.name, slot: ref.slot, value: sym!.value });
   }
@@ -104,9 +109,9 @@ export function planPatch(meta: PatchMeta, patchElf: ElfFile, target: ElfFile, i
   for (const s of patchElf.symbols('.dynsym')) {
     if (s.shndx !== 0 || !s.name || s.bind === STB.WEAK || exported.has(s.name)) continue;
     if (inTarget.has(s.name)) {
-      unresolved.push(`${s.name}: a global of ${target.path} that it does not export; use HOTLOAD_STATIC(type, ${s.name}) or link the target with -rdynamic`);
+      unresolved.push(`${s.name}: a global of ${shownPath(target)} that it does not export; use HOTLOAD_STATIC(type, ${s.name}) or link the target with -rdynamic`);
     } else if (statics.has(s.name)) {
-      unresolved.push(`${s.name}: a static of ${target.path}; a plain extern would bind to another module's ${s.name}, if any, not to the target's: use HOTLOAD_STATIC(type, ${s.name}) and HOTLOAD_REF(${s.name})`);
+      unresolved.push(`${s.name}: a static of ${shownPath(target)}; a plain extern would bind to another module's ${s.name}, if any, not to the target's: use HOTLOAD_STATIC(type, ${s.name}) and HOTLOAD_REF(${s.name})`);
     }
   }
   // A function to replace that is missing or has no usable pad cannot be
@@ -116,7 +121,7 @@ export function planPatch(meta: PatchMeta, patchElf: ElfFile, target: ElfFile, i
     const all = [...problems, ...unresolved];
     const names = all.map((p) => p.split(': ')[0]);
     const named = names.length > 3 ? `${names.slice(0, 3).join(', ')} and ${names.length - 3} more` : names.join(', ');
-    throw new HotloadError(problems.length ? 'UNPATCHABLE' : 'PATCH_UNRESOLVED', `${named}: ${all.length === 1 ? all[0].slice(names[0].length + 2) : `${all.length} problems against ${target.path}`}`, {
+    throw new HotloadError(problems.length ? 'UNPATCHABLE' : 'PATCH_UNRESOLVED', `${named}: ${all.length === 1 ? all[0].slice(names[0].length + 2) : `${all.length} problems against ${shownPath(target)}`}`, {
       details: all,
       hint: problems.length ? 'Name a function the target has (`hotload index <target>` lists them) that was built with -fpatchable-function-entry=16,14.' : undefined,
     });
