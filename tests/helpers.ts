@@ -23,9 +23,9 @@ export interface Run {
 }
 
 /** Run the hotload CLI (asynchronously, so targets' output keeps flowing). */
-export function hotload(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Run> {
+export function hotload(args: string[], env: NodeJS.ProcessEnv = {}, opts: { cwd?: string } = {}): Promise<Run> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [BIN, ...args], { env: { ...process.env, ...env }, maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
+    execFile(process.execPath, [BIN, ...args], { env: { ...process.env, ...env }, maxBuffer: 64 << 20, cwd: opts.cwd }, (err, stdout, stderr) => {
       const code: unknown = err ? (err as { code?: unknown }).code ?? 1 : 0; // the exit status, or a string for a spawn error
       let json;
       if (args.includes('--json')) {

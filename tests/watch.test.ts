@@ -601,3 +601,18 @@ test('bad input: no such process, no such path to watch: a clear error, nothing 
   expect(snapshots()).toEqual(before);
   t.expectHealthy();
 });
+
+test('watch refuses objects that are not the build the process runs (rebuilt after it started), naming the function, before ready (started again on a patched process, it accepts the patched functions: see the Ctrl-C test above)', async () => {
+  const dir = fixtureBuild('hotload-watch-stale-');
+  const t = Target.start(path.join(dir, 'diff'), ['loop']);
+  cleanup.push(() => t.stop());
+  await t.waitFor(/^constant=/);
+  edit(path.join(dir, 'diff.c'), 'return x + K;', 'return x + K + 5;');
+  execFileSync('make', ['-s'], { cwd: dir }); // the objects (and the program on disk) of another build now
+  const r = await hotload(['watch', '--pid', String(t.pid), 'diff.c', '--json'], {}, { cwd: dir });
+  expect(r.code).toBe(6);
+  expect(r.json.error.code).toBe('PATCH_BUILD_MISMATCH');
+  expect(r.json.error.details[0]).toMatch(/^diff\.o: constant: /);
+  expect(fs.readdirSync(os.tmpdir()).filter((x) => x.startsWith(`hotload-watch-${t.pid}-`))).toEqual([]); // its copy of the build removed
+  expect((await hotload(['status', String(t.pid)])).stdout).toMatch(/no patch applied/);
+});

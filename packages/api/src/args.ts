@@ -39,6 +39,7 @@ const someTexts = is((v) => Array.isArray(v) && v.length > 0 && v.every((x) => t
 const pids = is((v) => Array.isArray(v) && v.length > 0 && v.every((x) => pid(x) === undefined), 'a non-empty array of process ids (whole numbers)');
 const textMap = is((v) => typeof v === 'object' && v !== null && !Array.isArray(v) && Object.values(v).every((x) => typeof x === 'string'), 'an object of strings');
 const signal = is((v) => typeof v === 'object' && v !== null && typeof (v as AbortSignal).aborted === 'boolean' && typeof (v as AbortSignal).addEventListener === 'function', 'an AbortSignal');
+const textSet = is((v) => v instanceof Set && [...v].every((x) => typeof x === 'string'), 'a Set of strings');
 const anything: Check = () => undefined;
 const pidOrText: Check = (v) => (typeof v === 'number' ? pid(v) : text(v) && `must be a pid, pids separated by commas, or a process name`);
 
@@ -129,7 +130,7 @@ const attachOptions = options<AttachOptions>({ allowUnsafeFile: optional(flag), 
 const revertOptions = options<RevertOptions>({ all: optional(flag), safePointTimeoutMs: optional(ms), callTimeoutMs: optional(ms) });
 const rolloutOptions = options<RolloutOptions>({ dryRun: optional(flag), onEvent: optional(fn), baseDir: optional(text), signal: optional(signal) });
 const mkpatchOptions = options<MkpatchOptions>({ sources: someTexts, target: text, out: text, cc: optional(text), cflags: optional(texts) }, true);
-const rebuildOptions = options<RebuildOptions>({ from: text, to: text, target: text, out: text, also: optional(textMap), cc: optional(text), run: optional(fn) }, true);
+const rebuildOptions = options<RebuildOptions>({ from: text, to: text, target: text, out: text, also: optional(textMap), redirected: optional(textSet), cc: optional(text), run: optional(fn) }, true);
 const watchOptions = options<WatchOptions>(
   {
     pids,

@@ -17,9 +17,9 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { HotloadError, isHotloadError } from '@hotload/errors';
-import { attach, checkAttach, cleanStaged } from '@hotload/injector';
+import { attach, checkAttach, cleanStaged, status } from '@hotload/injector';
 import { ElfFile, STT, demangle } from '@hotload/elf';
-import { Build, changesNothing, diffObjectSets, functionOfPart, mkpatchFromBuilds, objectFiles, sameFile } from '@hotload/patch';
+import { Build, changesNothing, diffObjectSets, functionOfPart, mkpatchFromBuilds, objectFiles, refuseIfNotRunning, sameFile } from '@hotload/patch';
 import { sleep } from './sleep';
 import { CompileStep, DirectCompiler, outdateObjects, runShell, runSteps } from './compile';
 import { Runner, Spawner } from './spawner';
@@ -179,14 +179,14 @@ function syncObjects(from: string, to: string, seen: Map<string, string>, read?:
  * effort: a failure here is not reported (the first save meets any real
  * problem and reports it), and nothing of it stays.
  */
-async function rehearse(pid: number, orig: string, program: string, snap: string, run: Runner): Promise<void> {
+async function rehearse(pid: number, orig: string, program: string, snap: string, run: Runner, redirected: ReadonlySet<string>): Promise<void> {
   const out = path.join(snap, 'rehearsal.so');
   try {
     const inProgram = new Set(ElfFile.open(program).symbols('.symtab').filter((s) => s.type === STT.FUNC && s.shndx !== 0).map((s) => s.name));
     for (const [rel, file] of objectFiles(orig)) {
       const fn = [...Build.of(file).items(STT.FUNC)].find(([, f]) => !f.local && f.size > 0 && inProgram.has(f.name));
       if (!fn) continue;
-      await mkpatchFromBuilds({ from: orig, to: orig, target: program, out, also: { [fn[0]]: rel }, run });
+      await mkpatchFromBuilds({ from: orig, to: orig, target: program, out, also: { [fn[0]]: rel }, redirected, run });
       checkAttach(pid, out);
       cleanStaged(); // the staging directory's housekeeping, done once per run: now rather than in the first save's attach
       return;
@@ -196,6 +196,12 @@ async function rehearse(pid: number, orig: string, program: string, snap: string
   } finally {
     fs.rmSync(out, { force: true });
   }
+}
+
+/** The functions of `program` that process `pid` runs from a patch now (by symbol name: a rebuild patch names a static `f@file.c`). */
+function patchedFunctions(pid: number, program: string): ReadonlySet<string> {
+  const mine = path.basename(program);
+  return new Set(status(pid).functions.filter((f) => path.basename(f.module) === mine && f.stack.length > 0).map((f) => f.name.split('@')[0]));
 }
 
 /** The path of the program a process runs ('' when unknown). */
@@ -235,6 +241,7 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
   let orig = '';
   let last = '';
   let targetCopy = '';
+  let redirected: ReadonlySet<string> = new Set();
   let pids: number[] = [];
   const replaced = new Map<string, string>(); // function -> its object file
   const patches: string[] = [];
@@ -259,6 +266,16 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
     const nObjects = syncObjects(objectsDir, orig, new Map());
     lastStamps.clear();
     syncObjects(objectsDir, last, lastStamps);
+    // The objects copied aside must be the build the process runs: every
+    // function the target has is its code, except those the process runs from
+    // a patch (watch started again on a patched process), and data its size.
+    redirected = patchedFunctions(first, targetCopy);
+    try {
+      refuseIfNotRunning(orig, targetCopy, ElfFile.open(targetCopy), redirected);
+    } catch (e) {
+      fs.rmSync(snap, { recursive: true, force: true });
+      throw e;
+    }
     const warnings = checkBuild(first, targetCopy);
     // Every process must run the build copied aside (the first one's).
     const buildId = ElfFile.open(targetCopy).buildId();
@@ -285,7 +302,7 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
     // been read and compared, which is done now rather than at the first save.
     const built = objectFiles(objectsDir);
     for (const copy of [orig, last]) for (const [rel, file] of objectFiles(copy)) if (built.has(rel)) sameFile(file, built.get(rel)!);
-    await rehearse(first, orig, targetCopy, snap, spawner.run);
+    await rehearse(first, orig, targetCopy, snap, spawner.run, redirected);
     emit({ event: 'ready', pids, target: targetCopy, objects: nObjects, watching: paths, snapshot: snap, warnings });
   };
   /** The copies of the build go; the patches stay while a process runs them (it loaded its own copies). */
@@ -551,7 +568,7 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
         let out = path.join(snap, `patch-${patches.length + 1}.so`);
         let made: Awaited<ReturnType<typeof mkpatchFromBuilds>>;
         try {
-          made = await mkpatchFromBuilds({ from: orig, to: objectsDir, target: targetCopy, out, also: Object.fromEntries(replaced), run: spawner.run });
+          made = await mkpatchFromBuilds({ from: orig, to: objectsDir, target: targetCopy, out, also: Object.fromEntries(replaced), redirected, run: spawner.run });
           // Every object changed since the last patch belongs to another module
           // of the tree: this target has nothing new (the patch would only
           // repeat the last one). Said, not passed over.

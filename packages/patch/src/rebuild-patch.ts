@@ -88,6 +88,13 @@ export interface RebuildOptions {
    * edited back to its original is replaced by that again.
    */
   also?: Record<string, string>;
+  /**
+   * Functions the process runs from a patch (by the target's symbol names):
+   * their code in `from` may be a later build's than the target file's. watch
+   * started again on a patched process passes them; all else in `from` must
+   * be the target's build.
+   */
+  redirected?: ReadonlySet<string>;
   cc?: string;
   /**
    * Starts the linker and resolves when it has exited (default: from this
@@ -168,7 +175,7 @@ export async function mkpatchFromBuilds(opts: RebuildOptions): Promise<RebuildRe
 
   // The --from objects must be the build the process runs: every function and
   // datum of theirs the target has is the target's (running-build.ts).
-  refuseIfNotRunning(opts.from, opts.target, targetElf);
+  refuseIfNotRunning(opts.from, opts.target, targetElf, opts.redirected);
   refuseIfMissing(opts.from, opts.to, set.otherModules);
   if (set.merged.refused.length) refuseIfAny();
 

@@ -12,7 +12,7 @@
 // rewrites). Writable data must have the target's size. Objects of another
 // module of the tree (most of their functions not in the target) are skipped.
 
-import { ElfFile, ElfSymbol, STB, STT, perFile, relocationType } from '@hotload/elf';
+import { ElfFile, ElfSymbol, STB, STT, gccSuffix, perFile, relocationType } from '@hotload/elf';
 import { classifyEntryBytes, entryNopOffset, startsWithEndbr } from '@hotload/x86';
 import { HotloadError } from '@hotload/errors';
 import { isColdPart } from './rebuild-asm';
@@ -63,10 +63,10 @@ export interface FromObject {
  * Refuse (PATCH_BUILD_MISMATCH) --from objects that are not the build `target`
  * was linked from, naming the first object and function that differ.
  */
-export function refuseIfNotRunning(from: string, targetPath: string, targetElf: ElfFile): void {
+export function refuseIfNotRunning(from: string, targetPath: string, targetElf: ElfFile, redirected?: ReadonlySet<string>): void {
   const objects = [...objectFiles(from)].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([rel, file]) => ({ rel, build: Build.of(file) }));
   const inTarget = targetSymbols(targetElf);
-  const diffs = differencesFromTarget(objects, targetElf, (s) => inTarget.of(s), targetOwns(targetElf));
+  const diffs = differencesFromTarget(objects, targetElf, (s) => inTarget.of(s), targetOwns(targetElf), redirected);
   if (diffs.length === 0) return;
   throw new HotloadError('PATCH_BUILD_MISMATCH', `the objects in ${from} are not the build ${targetPath} was linked from (the first difference: ${diffs[0].replace(/: .*/, '')}, function or datum ${diffs[0].split(': ')[1]})`, {
     details: diffs,
@@ -106,13 +106,18 @@ export type InTarget = (s: ElfSymbol) => ElfSymbol | undefined;
  * datum (at most `limit`), objects in the order given. Empty when they are
  * its build.
  */
-export function differencesFromTarget(objects: FromObject[], targetElf: ElfFile, inTarget: InTarget, belongs?: (b: Build) => boolean, limit = 12): string[] {
+export function differencesFromTarget(objects: FromObject[], targetElf: ElfFile, inTarget: InTarget, belongs?: (b: Build) => boolean, redirected?: ReadonlySet<string>, limit = 12): string[] {
   const out: string[] = [];
+  // A function the process runs from a patch (watch started again on a
+  // patched process: the objects are the build those patches came from) may
+  // differ from the file's copy; so may its cold part. Data may not.
+  const patched = (fn: string) => redirected !== undefined && (redirected.has(fn) || (gccSuffix(fn)?.kind === 'cold' && redirected.has(gccSuffix(fn)!.base)));
   for (const { rel, build } of objects) {
     if (belongs && !belongs(build)) continue;
     for (const d of objectDifferences(build, targetElf, inTarget)) {
+      if (d.fn !== undefined && patched(d.fn)) continue;
       if (out.length >= limit) return out;
-      out.push(`${rel}: ${d}`);
+      out.push(`${rel}: ${d.text}`);
     }
   }
   return out;
@@ -123,8 +128,13 @@ export function differencesFromTarget(objects: FromObject[], targetElf: ElfFile,
  * and ElfFile.open hand back the same while the files stay as they are):
  * watch makes every save's patch from the same copy of the running build.
  */
-const checked = new WeakMap<Build, WeakMap<ElfFile, string[]>>();
-function objectDifferences(build: Build, targetElf: ElfFile, inTarget: InTarget): string[] {
+const checked = new WeakMap<Build, WeakMap<ElfFile, Difference[]>>();
+/** A difference, with the target's name of the function it is in. */
+interface Difference {
+  fn?: string;
+  text: string;
+}
+function objectDifferences(build: Build, targetElf: ElfFile, inTarget: InTarget): Difference[] {
   let byTarget = checked.get(build);
   if (!byTarget) checked.set(build, (byTarget = new WeakMap()));
   let out = byTarget.get(targetElf);
@@ -136,10 +146,10 @@ function objectDifferences(build: Build, targetElf: ElfFile, inTarget: InTarget)
       const t = inTarget(s);
       if (!t) continue; // not linked in (an unused static), or new
       const why = functionDiffers(build, s, targetElf, t);
-      if (why) out.push(`${s.name}: ${why}`);
+      if (why) out.push({ fn: t.name, text: `${s.name}: ${why}` });
     } else if (s.type === STT.OBJECT) {
       const t = inTarget(s);
-      if (t && t.size !== s.size && !readOnlyDatum(build, s)) out.push(`${s.name}: ${s.size} bytes of data here, ${t.size} in the target`);
+      if (t && t.size !== s.size && !readOnlyDatum(build, s)) out.push({ text: `${s.name}: ${s.size} bytes of data here, ${t.size} in the target` });
     }
   }
   byTarget.set(targetElf, out);
