@@ -73,9 +73,10 @@ export async function main(args: string[]): Promise<void> {
     throw e;
   });
   // Ctrl-C or SIGTERM while a patch goes in: the work is synchronous, so the
-  // handler runs once it has finished or rolled back; then exit 130/143.
+  // handler runs once it has finished or rolled back (and its result is
+  // printed); then exit 130/143, once that output is written.
   const onSignal = (sig: NodeJS.Signals) => {
-    if (!takeInterrupt(sig)) process.exit(sig === 'SIGINT' ? 130 : 143);
+    if (!takeInterrupt(sig)) exitWhenWritten(sig === 'SIGINT' ? 130 : 143);
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
@@ -121,7 +122,9 @@ export async function main(args: string[]): Promise<void> {
   } catch (e) {
     code = reportError(e, json);
   }
-  exitWhenWritten(code);
+  // A signal that came during synchronous work is pending in the event loop:
+  // let its handler run (and exit 130/143) before exiting with the command's status.
+  setImmediate(() => exitWhenWritten(code));
 }
 
 /**
