@@ -19,7 +19,7 @@
 //    listed in `.hotload.fixups`; `.hotload.rebuild` (JSON) describes what each
 //    refers to.
 // 4. While they run (another process, another core), compare the two builds'
-//    type layouts (diff-builds.ts: compareLayouts). A layout change refuses the
+//    type layouts (layouts.ts: compareLayouts). A layout change refuses the
 //    patch: the linked file is thrown away and nothing is written.
 //
 // Invariants: every refusal is reported in one list, layout changes included
@@ -135,62 +135,142 @@ function refuseIfMissing(from: string, to: string, otherModules: string[]): void
   });
 }
 
-/** Build a patch from two builds of a program. */
+/**
+ * Build a patch from two builds of a program: the driver. Each step says what
+ * it establishes; nothing is written until step 7, and the work directory of
+ * steps 7-8 goes on any error.
+ */
 export async function mkpatchFromBuilds(opts: RebuildOptions): Promise<RebuildResult> {
   const cc = opts.cc ?? process.env.CC ?? 'cc';
   const run = opts.run ?? runProgram;
   void linkPlan(cc, run); // asked now, used when the patch links
+
+  // 1. The target, tied to its build-id.
   const targetElf = ElfFile.open(opts.target);
-  const buildId = targetElf.buildId();
-  if (!buildId) throw new HotloadError('PATCH_BUILD_MISMATCH', `${opts.target} has no GNU build-id, so a patch cannot be tied to it`, { hint: 'Link the target with -Wl,--build-id (the default of Debian gcc).' });
-  const target: PatchTarget = { version: 1, buildId, module: path.basename(opts.target), path: path.resolve(opts.target) };
-  const also = new Set(Object.keys(opts.also ?? {}));
-  // Object files the rebuild left as they were hold no change and are skipped
-  // (the quick path of a one-file edit in a large build), except those holding
-  // functions earlier patches replaced.
+  const target = patchTarget(opts.target, targetElf);
+
+  // 2. What changed, object file by object file: files the rebuild left as
+  //    they were are skipped (a one-file edit in a large build), except those
+  //    holding functions earlier patches replaced; other modules' files are set apart.
   const set = diffObjectSets(objectFiles(opts.from), objectFiles(opts.to), { always: new Set(Object.values(opts.also ?? {})), belongs: targetOwns(targetElf), layouts: false });
-  // The type layouts are compared once: while the patch links, or before any
-  // refusal or error is thrown, so that a layout change is never left out.
-  let compared = false;
-  const layouts = () => {
-    if (!compared) {
-      compared = true;
-      compareLayouts(set);
+  const refusals = new Refusals(set);
+
+  // 3. The old build is the one the process runs; the new one is whole; no
+  //    change is one a running process cannot take.
+  refuseIfNotRunning(opts.from, opts.target, targetElf, opts.redirected);
+  refuseIfMissing(opts.from, opts.to, set.otherModules);
+  if (set.merged.refused.length) refusals.throwIfAny();
+
+  // 4. The functions to replace.
+  const units: Unit[] = set.units.map((u, idx) => ({ idx, rel: u.rel, b: u.b, include: new Set(), replace: [] }));
+  const g = new Generator(targetElf, units);
+  const choice = chooseReplacements(units, set.units, g, new Set(Object.keys(opts.also ?? {})));
+
+  // 5. Nothing to replace: a refusal (a layout edit alone changes no
+  //    function), another module's edit, or truly no change; never silence.
+  if (choice.replaced.length === 0 && g.problems.length === 0) {
+    refusals.throwIfAny();
+    throw noChange(opts, target, set.otherModules);
+  }
+
+  // 6. The patch's code: every section the replacements need, following
+  //    their relocations, then their unwind tables; every reference checked.
+  const code = emitCode(g, units, choice.queue);
+  if (g.problems.length) {
+    refusals.throwIfAny();
+    throw new HotloadError('REBUILD_UNSUPPORTED', `${g.problems.length} reference${g.problems.length === 1 ? '' : 's'} of the changed code cannot be patched`, { details: g.problems });
+  }
+
+  // 7. The assembly (code, metadata, the debugger's DWARF), linked into a
+  //    shared library while the type layouts are compared beside it.
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'hotload-rebuild-'));
+  try {
+    const src = path.join(work, 'patch.s');
+    fs.writeFileSync(src, patchAssembly(opts, target, g, units, code));
+    const tmpOut = path.join(work, 'patch.so');
+    // The plan was asked when mkpatch started: awaiting it here only lets the
+    // event loop take the answer in.
+    const linking = startLink(await linkPlan(cc, run), cc, src, tmpOut, work, run);
+    const layoutError = refusals.compareLayoutsNow();
+    const r = await linking;
+    if (process.env.HOTLOAD_KEEP_ASM) fs.copyFileSync(src, process.env.HOTLOAD_KEEP_ASM);
+    if (layoutError) throw layoutError;
+    refusals.throwIfAny();
+    if (r.error || r.status !== 0) throw new HotloadError('INTERNAL', `linking the patch failed (${cc})`, { details: (r.output || String(r.error)).trim().split('\n') });
+
+    // 8. Checked as attach will check it, then written.
+    const patchElf = ElfFile.open(tmpOut);
+    const plan = planPatch(readPatch(patchElf), patchElf, targetElf, loadPadIndex(targetElf));
+    fs.copyFileSync(tmpOut, opts.out);
+    fs.chmodSync(opts.out, 0o644);
+    const diffs = set.units.map((u) => ({ file: u.rel, diff: u.diff }));
+    return { out: opts.out, target, plan, diffs, replaced: choice.replaced.sort(), replacedIn: choice.replacedIn, added: addedFunctions(units, g).sort(), otherModules: set.otherModules.sort() };
+  } finally {
+    fs.rmSync(work, { recursive: true, force: true });
+  }
+}
+
+/** What `.hotload.target` records: the target's build-id and names. */
+function patchTarget(file: string, elf: ElfFile): PatchTarget {
+  const buildId = elf.buildId();
+  if (!buildId) throw new HotloadError('PATCH_BUILD_MISMATCH', `${file} has no GNU build-id, so a patch cannot be tied to it`, { hint: 'Link the target with -Wl,--build-id (the default of Debian gcc).' });
+  return { version: 1, buildId, module: path.basename(file), path: path.resolve(file) };
+}
+
+/**
+ * The refusals of a diff made without its type layouts: those are compared
+ * once, while the patch links or before any refusal or error is thrown, so
+ * that a layout change is never left out of what is refused.
+ */
+class Refusals {
+  private compared = false;
+  constructor(private readonly set: Parameters<typeof compareLayouts>[0]) {}
+
+  /** Compare the layouts now; their error (a build without types), if any, is returned to be thrown once the linker has finished. */
+  compareLayoutsNow(): unknown {
+    try {
+      this.layouts();
+      return undefined;
+    } catch (e) {
+      return e;
     }
-  };
-  const refuseIfAny = () => {
-    layouts();
-    const refused = set.merged.refused.map((r) => `${r.symbol}: ${r.reason}`);
+  }
+
+  throwIfAny(): void {
+    this.layouts();
+    const refused = this.set.merged.refused.map((r) => `${r.symbol}: ${r.reason}`);
     if (refused.length) {
       throw new HotloadError('UNPATCHABLE', `${refused.length} change${refused.length === 1 ? '' : 's'} cannot be patched into a running process`, {
         details: refused,
         hint: 'Restart the program to take these changes (there is no --force: the running state has the old layout or values).',
       });
     }
-  };
-  const units: Unit[] = set.units.map((u, idx) => ({ idx, rel: u.rel, b: u.b, include: new Set(), replace: [] }));
-  const diffs: RebuildResult['diffs'] = set.units.map((u) => ({ file: u.rel, diff: u.diff }));
-  const replacedIn: Record<string, string> = {};
-  const g = new Generator(targetElf, units);
+  }
 
-  // The --from objects must be the build the process runs: every function and
-  // datum of theirs the target has is the target's (running-build.ts).
-  refuseIfNotRunning(opts.from, opts.target, targetElf, opts.redirected);
-  refuseIfMissing(opts.from, opts.to, set.otherModules);
-  if (set.merged.refused.length) refuseIfAny();
+  private layouts(): void {
+    if (this.compared) return;
+    this.compared = true;
+    compareLayouts(this.set);
+  }
+}
 
-  // The functions to replace: changed ones, the users of changed read-only data,
-  // and those earlier patches replaced (`also`), each in the program too.
+/**
+ * Step 4: the functions to replace: changed ones, the users of changed
+ * read-only data, and those earlier patches replaced (`also`), each in the
+ * program too. Each is one section of the new build (its code goes in whole);
+ * the sections to emit start the queue.
+ */
+function chooseReplacements(units: Unit[], diffs: { diff: BuildDiff }[], g: Generator, also: Set<string>) {
   const queue: [Unit, number][] = [];
   const replaced: string[] = [];
+  const replacedIn: Record<string, string> = {};
   const replacedAt = new Set<number>();
   for (const u of units) {
     const d = diffs[u.idx].diff;
     const changedRo = new Set(d.data.changed);
-    const fns = u.b.items(STT.FUNC);
     // A changed part (`f.cold`: the unlikely code, a catch handler) changes its function.
     const changed = new Set([...d.changed, ...d.changed.flatMap(functionOfPart)]);
-    for (const [k, f] of fns) {
+    for (const [k, f] of u.b.items(STT.FUNC)) {
       const usesChangedRo = f.relocs.some((r) => {
         const base = relocTarget(r);
         return changedRo.has(base) || [...changedRo].some((c) => c.split('@')[0] === base);
@@ -223,20 +303,29 @@ export async function mkpatchFromBuilds(opts: RebuildOptions): Promise<RebuildRe
       }
     }
   }
-  if (replaced.length === 0 && g.problems.length === 0) {
-    refuseIfAny(); // a layout edit alone changes no function, and is refused, not "no change"
-    const others = set.otherModules.sort();
-    if (others.length) {
-      // Not silence: the edit is real, but in another module of the tree.
-      throw new HotloadError('NO_CHANGE', `no function of ${target.module} changed; the changed object file${others.length === 1 ? '' : 's'} ${others.join(', ')} belong${others.length === 1 ? 's' : ''} to another module`, {
-        details: others,
-        hint: `Patch that module with its own --target (the program or the library the process loaded); ${target.module} runs the same code.`,
-      });
-    }
-    throw new HotloadError('NO_CHANGE', `${opts.to} runs the same code as ${opts.from}: no function changed`);
-  }
+  return { queue, replaced, replacedIn };
+}
 
-  // Emit every included section; following relocations includes more.
+/** Step 5: no function of the target changed; say where the edit is, if anywhere. */
+function noChange(opts: RebuildOptions, target: PatchTarget, otherModules: string[]): HotloadError {
+  const others = [...otherModules].sort();
+  if (others.length) {
+    // Not silence: the edit is real, but in another module of the tree.
+    return new HotloadError('NO_CHANGE', `no function of ${target.module} changed; the changed object file${others.length === 1 ? '' : 's'} ${others.join(', ')} belong${others.length === 1 ? 's' : ''} to another module`, {
+      details: others,
+      hint: `Patch that module with its own --target (the program or the library the process loaded); ${target.module} runs the same code.`,
+    });
+  }
+  return new HotloadError('NO_CHANGE', `${opts.to} runs the same code as ${opts.from}: no function changed`);
+}
+
+/**
+ * Step 6: the assembly of every included section (following relocations
+ * includes more), then the unwind tables of the included functions (after the
+ * code, whose sections they refer to; their LSDAs may include more read-only
+ * data). `names`: each emitted symbol's name in the patch (unique).
+ */
+function emitCode(g: Generator, units: Unit[], queue: [Unit, number][]) {
   const names = new Map<ElfSymbol, string>();
   const used = new Set<string>();
   const nameOf = (s: ElfSymbol) => {
@@ -244,9 +333,8 @@ export async function mkpatchFromBuilds(opts: RebuildOptions): Promise<RebuildRe
     for (let i = 2; used.has(n) || n.startsWith('hotload_') || n.startsWith('hl.'); i++) n = `${s.name}.hl${i}`;
     used.add(n);
     names.set(s, n);
-    return n;
   };
-  const sectionsAsm: string[] = [];
+  const asm: string[] = [];
   const done = new Set<string>();
   const drain = () => {
     while (queue.length) {
@@ -255,12 +343,10 @@ export async function mkpatchFromBuilds(opts: RebuildOptions): Promise<RebuildRe
       if (done.has(k)) continue;
       done.add(k);
       for (const s of u.b.symsBySection.get(sec) ?? []) if (!names.has(s) && s.name) nameOf(s);
-      sectionsAsm.push(emitSection(g, u, sec, queue, names));
+      asm.push(emitSection(g, u, sec, queue, names));
     }
   };
   drain();
-  // Unwind tables for the included functions (after the code, whose
-  // sections they refer to; their LSDAs may include more read-only data).
   let ehFrame: RebuildInfo['ehFrame'];
   for (const u of units) {
     const rec = unwindRecords(u);
@@ -270,80 +356,53 @@ export async function mkpatchFromBuilds(opts: RebuildOptions): Promise<RebuildRe
     const header = ['\t.section .eh_frame,"a",@unwind', ...(ehFrame ? [] : ['\t.p2align 3'])];
     ehFrame ??= { label: `hl.eh.${u.idx}`, personality: false };
     ehFrame.personality ||= rec.personality;
-    sectionsAsm.push(emitBytes(g, u, { header, label: `hl.eh.${u.idx}`, name: `.eh_frame (${u.rel})`, data: rec.data, relocs: rec.relocs, labelsAt: new Map(), names, queue }));
+    asm.push(emitBytes(g, u, { header, label: `hl.eh.${u.idx}`, name: `.eh_frame (${u.rel})`, data: rec.data, relocs: rec.relocs, labelsAt: new Map(), names, queue }));
     drain();
   }
   // The linker rewrites .eh_frame (and builds .eh_frame_hdr from it, which
   // perf and other unwinders read) and drops a zero terminator inside it; one
   // in `.eh_frame.*` lands right after it, for __register_frame.
-  if (ehFrame) sectionsAsm.push('\t.section .eh_frame.hotload_end,"a",@progbits\n\t.long 0');
-  if (g.problems.length) {
-    refuseIfAny();
-    throw new HotloadError('REBUILD_UNSUPPORTED', `${g.problems.length} reference${g.problems.length === 1 ? '' : 's'} of the changed code cannot be patched`, { details: g.problems });
+  if (ehFrame) asm.push('\t.section .eh_frame.hotload_end,"a",@progbits\n\t.long 0');
+  return { asm, names, ehFrame };
+}
+
+/**
+ * Step 7: the whole assembly: the code, then the metadata attach reads (what
+ * each function replaces, the prev slots, the target, the references to fix
+ * up) and the DWARF of the objects the code comes from, for debuggers (after
+ * the code: it refers to the code's labels and to the data the code reached).
+ */
+function patchAssembly(opts: RebuildOptions, target: PatchTarget, g: Generator, units: Unit[], code: ReturnType<typeof emitCode>): string {
+  const { names } = code;
+  const meta: string[] = [];
+  const pairs = units.flatMap((u) => u.replace.map((s) => `${key(s)}\\0${names.get(s)}\\0`));
+  meta.push(`\t.section ${'.hotload.replace'},"a",@progbits\n\t.ascii "${pairs.join('')}"`);
+  meta.push(`\t.section ${TARGET_SECTION},"a",@progbits\n\t.asciz ${JSON.stringify(JSON.stringify(target))}`);
+  meta.push('\t.data\n\t.p2align 3');
+  for (const u of units) {
+    for (const s of u.replace) {
+      const n = `hotload_prev__${names.get(s)}`;
+      meta.push(`\t.globl ${asmName(n)}\n\t.type ${asmName(n)}, @object\n\t.size ${asmName(n)}, 8\n${asmName(n)}:\n\t.quad 0`);
+    }
   }
+  meta.push('\t.globl hotload_applied_at\n\t.type hotload_applied_at, @object\n\t.size hotload_applied_at, 8\nhotload_applied_at:\n\t.quad 0');
+  meta.push('\t.globl hotload_source_path\n\t.type hotload_source_path, @object\n\t.size hotload_source_path, 512\nhotload_source_path:\n\t.zero 512');
+  const debug = debugAsm(g, units);
+  const info: RebuildInfo = { version: 1, refs: g.refs, data: g.dataDefs, ehFrame: code.ehFrame, ...(debug.sections.length ? { debug: { sections: debug.sections } } : {}) };
+  meta.push(`\t.section ${REBUILD_SECTION},"",@progbits\n\t.ascii ${JSON.stringify(JSON.stringify(info))}`);
+  meta.push(`\t.section ${FIXUP_SECTION},"",@progbits`);
+  for (const f of g.fixups) meta.push(`\t.quad ${f.at}\n\t.quad ${f.addend}\n\t.long ${f.kind}\n\t.long ${f.ref}`);
+  meta.push('\t.section .note.GNU-stack,"",@progbits');
+  return `# generated by hotload mkpatch --from ${opts.from} --to ${opts.to}\n${[...code.asm, ...g.extraAsm, ...debug.asm, ...meta].join('\n')}\n`;
+}
 
-  // The assembly and the link are made in this directory (removed at the end, and on any error).
-  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'hotload-rebuild-'));
-  try {
-    const added: string[] = [];
-    for (const u of units) {
-      for (const sec of u.include) {
-        for (const s of u.b.symsBySection.get(sec) ?? []) if (s.type === STT.FUNC && !g.inTarget(s) && !isColdPart(s.name)) added.push(key(s));
-      }
+/** Functions the patch brings that the target does not have (new helpers the changed code calls). */
+function addedFunctions(units: Unit[], g: Generator): string[] {
+  const added: string[] = [];
+  for (const u of units) {
+    for (const sec of u.include) {
+      for (const s of u.b.symsBySection.get(sec) ?? []) if (s.type === STT.FUNC && !g.inTarget(s) && !isColdPart(s.name)) added.push(key(s));
     }
-
-    // Metadata: what each function replaces, the prev slots, the target.
-    const meta: string[] = [];
-    const pairs = units.flatMap((u) => u.replace.map((s) => `${key(s)}\\0${names.get(s)}\\0`));
-    meta.push(`\t.section ${'.hotload.replace'},"a",@progbits\n\t.ascii "${pairs.join('')}"`);
-    meta.push(`\t.section ${TARGET_SECTION},"a",@progbits\n\t.asciz ${JSON.stringify(JSON.stringify(target))}`);
-    meta.push('\t.data\n\t.p2align 3');
-    for (const u of units) {
-      for (const s of u.replace) {
-        const n = `hotload_prev__${names.get(s)}`;
-        meta.push(`\t.globl ${asmName(n)}\n\t.type ${asmName(n)}, @object\n\t.size ${asmName(n)}, 8\n${asmName(n)}:\n\t.quad 0`);
-      }
-    }
-    meta.push('\t.globl hotload_applied_at\n\t.type hotload_applied_at, @object\n\t.size hotload_applied_at, 8\nhotload_applied_at:\n\t.quad 0');
-    meta.push('\t.globl hotload_source_path\n\t.type hotload_source_path, @object\n\t.size hotload_source_path, 512\nhotload_source_path:\n\t.zero 512');
-    // The DWARF of the objects the code comes from, for debuggers (after the
-    // code: it refers to the code's labels and to the data the code reached).
-    const debug = debugAsm(g, units);
-    const info: RebuildInfo = { version: 1, refs: g.refs, data: g.dataDefs, ehFrame, ...(debug.sections.length ? { debug: { sections: debug.sections } } : {}) };
-    meta.push(`\t.section ${REBUILD_SECTION},"",@progbits\n\t.ascii ${JSON.stringify(JSON.stringify(info))}`);
-    meta.push(`\t.section ${FIXUP_SECTION},"",@progbits`);
-    for (const f of g.fixups) meta.push(`\t.quad ${f.at}\n\t.quad ${f.addend}\n\t.long ${f.kind}\n\t.long ${f.ref}`);
-    meta.push('\t.section .note.GNU-stack,"",@progbits');
-
-    const asm = `# generated by hotload mkpatch --from ${opts.from} --to ${opts.to}\n${[...sectionsAsm, ...g.extraAsm, ...debug.asm, ...meta].join('\n')}\n`;
-    const src = path.join(work, 'patch.s');
-    fs.writeFileSync(src, asm);
-    const tmpOut = path.join(work, 'patch.so');
-    // The plan was asked when mkpatch started: awaiting it here only lets the
-    // event loop take the answer in. The link starts before the comparison below.
-    const linking = startLink(await linkPlan(cc, run), cc, src, tmpOut, work, run);
-    // Step 4, beside the link: its refusal (or a build without types) is
-    // thrown once the linker has finished, and the linked file goes with `work`.
-    let layoutError: unknown;
-    try {
-      layouts();
-    } catch (e) {
-      layoutError = e;
-    }
-    const r = await linking;
-    if (layoutError) throw layoutError;
-    refuseIfAny();
-    if (r.error || r.status !== 0) {
-      if (process.env.HOTLOAD_KEEP_ASM) fs.copyFileSync(src, process.env.HOTLOAD_KEEP_ASM);
-      throw new HotloadError('INTERNAL', `linking the patch failed (${cc})`, { details: (r.output || String(r.error)).trim().split('\n') });
-    }
-    if (process.env.HOTLOAD_KEEP_ASM) fs.copyFileSync(src, process.env.HOTLOAD_KEEP_ASM);
-    const patchElf = ElfFile.open(tmpOut);
-    const plan = planPatch(readPatch(patchElf), patchElf, targetElf, loadPadIndex(targetElf));
-    fs.copyFileSync(tmpOut, opts.out);
-    fs.chmodSync(opts.out, 0o644);
-    return { out: opts.out, target, plan, diffs, replaced: replaced.sort(), replacedIn, added: added.sort(), otherModules: set.otherModules.sort() };
-  } finally {
-    fs.rmSync(work, { recursive: true, force: true });
   }
+  return added;
 }
