@@ -16,7 +16,13 @@ export function memcachedBuilds(): { o2: string; o1: string } {
 export async function startMemcached(server: string): Promise<{ t: Target; sock: string }> {
   const sock = path.join(tmpdir('hotload-mc-'), 'mc.sock');
   const t = Target.start(server, ['-s', sock, '-t', '4', ...(process.getuid?.() === 0 ? ['-u', 'root'] : [])]);
-  for (let i = 0; i < 250 && !fs.existsSync(sock); i++) await sleep(20);
+  for (let i = 0; i < 250 && !fs.existsSync(sock) && t.alive(); i++) await sleep(20);
+  if (!fs.existsSync(sock)) {
+    // Said here, not later as a client's ENOENT: a server that exited, or one that never opened its socket.
+    const how = t.alive() ? 'is running but has no socket after 5 s' : `exited (${t.child.exitCode ?? t.child.signalCode})`;
+    await t.stop();
+    throw new Error(`memcached ${server} ${how}: ${sock}`);
+  }
   return { t, sock };
 }
 
