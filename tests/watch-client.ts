@@ -10,9 +10,12 @@ export class Watch {
   readonly events: any[] = []; // eslint-disable-line @typescript-eslint/no-explicit-any
   private buf = '';
   readonly child: ChildProcess;
+  /** Watch's exit status, once it has exited and its output has been read to the end (every event is in `events`). */
+  readonly closed: Promise<number>;
   /** `group`: watch leads a process group of its own, as a shell's job does (interruptGroup() is the terminal's Ctrl-C). */
   constructor(cwd: string, args: string[], opts: { group?: boolean } = {}) {
     this.child = spawn(process.execPath, [BIN, 'watch', '--json', ...args], { cwd, stdio: ['ignore', 'pipe', 'inherit'], detached: !!opts.group });
+    this.closed = new Promise((r) => this.child.once('close', (code) => r(code ?? -1)));
     this.child.stdout!.on('data', (d: Buffer) => {
       this.buf += d.toString();
       const lines = this.buf.split('\n');
@@ -76,9 +79,9 @@ export class Watch {
     return exited;
   }
 
-  async stop(): Promise<number> {
-    if (this.child.exitCode !== null) return this.child.exitCode;
-    this.child.kill('SIGINT');
-    return new Promise((r) => this.child.once('exit', (code) => r(code ?? -1)));
+  /** Send watch `sig` (SIGINT: Ctrl-C; SIGTERM: kill); resolves with its exit status once its last event is read. */
+  async stop(sig: NodeJS.Signals = 'SIGINT'): Promise<number> {
+    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill(sig);
+    return this.closed;
   }
 }

@@ -17,11 +17,11 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { HotloadError, isHotloadError } from '@hotload/errors';
-import { attach, checkAttach, cleanStaged, status } from '@hotload/injector';
+import { attach, checkAttach, cleanStaged, modules, status } from '@hotload/injector';
 import { ElfFile, STT, demangle } from '@hotload/elf';
 import { Build, changesNothing, diffObjectSets, functionOfPart, mkpatchFromBuilds, objectFiles, refuseIfNotRunning, sameFile } from '@hotload/patch';
 import { sleep } from './sleep';
-import { CompileStep, DirectCompiler, outdateObjects, runShell, runSteps } from './compile';
+import { CompileStep, DirectCompiler, lineTableFiles, outdateObjects, runShell, runSteps, unitSources } from './compile';
 import { Runner, Spawner } from './spawner';
 
 export interface WatchOptions {
@@ -92,9 +92,23 @@ export type WatchEvent =
       /** The C++ names of the mangled names above. */
       demangled: Record<string, string>;
     }
-  | { event: 'exited'; pid: number }
+  /** A watched process exited: it is dropped; `left` are the processes still watched (none: watch stops, or with `follow` waits). */
+  | { event: 'exited'; pid: number; left: number[] }
   /** With `follow`: every process exited; waiting for the program to be started again. */
-  | { event: 'waiting'; exe: string };
+  | { event: 'waiting'; exe: string }
+  /**
+   * Modules the processes run, other than the one watched, that were built
+   * from a saved file (their DWARF names it) and that no object file here
+   * comes from (a module compiled straight from its source to a `.so`): no
+   * watch can patch them, and they keep their old code until restarted.
+   */
+  | { event: 'stale-modules'; modules: { module: string; pids: number[]; files: string[] }[] }
+  /**
+   * The last event of every watch that was ready, whatever ended it (Ctrl-C,
+   * SIGTERM, the processes' exit, --max, an error: then `error`): what each
+   * process still running keeps applied, and the command that reverts it.
+   */
+  | { event: 'stopped'; reason: WatchSummary['reason'] | 'failed'; processes: { pid: number; patches: string[]; replaced: string[] }[]; demangled: Record<string, string>; revert?: string; error?: ErrorDoc };
 
 type ErrorDoc = { code: string; message: string; hint: string; details: string[] };
 
@@ -225,6 +239,36 @@ async function waitForProgram(exe: string, signal?: AbortSignal): Promise<number
 
 const msSince = (t: bigint) => Number(process.hrtime.bigint() - t) / 1e6;
 
+/** What a loaded module's DWARF says it was built from: its units' main sources, and every file its line tables name. */
+interface BuiltFrom {
+  units: string[];
+  files: Set<string>;
+}
+/** By the module's path and inode as the process maps it: read once per file version. */
+const builtFromCache = new Map<string, BuiltFrom>();
+function builtFrom(file: string, key: string): BuiltFrom {
+  let b = builtFromCache.get(key);
+  if (b) return b;
+  b = { units: [], files: new Set() };
+  try {
+    const elf = ElfFile.open(file);
+    b.files = new Set(lineTableFiles(elf));
+    if (b.files.size) b.units = unitSources(file, path.dirname(file));
+  } catch {
+    /* not an ELF file we can read: it names nothing */
+  }
+  builtFromCache.set(key, b);
+  return b;
+}
+
+const realOf = (p: string) => {
+  try {
+    return fs.realpathSync(p);
+  } catch {
+    return p;
+  }
+};
+
 export async function watch(opts: WatchOptions): Promise<WatchSummary> {
   const emit = opts.onEvent ?? (() => undefined);
   const cwd = path.resolve(opts.cwd ?? process.cwd());
@@ -245,6 +289,8 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
   let pids: number[] = [];
   const replaced = new Map<string, string>(); // function -> its object file
   const patches: string[] = [];
+  // Per process, the patches this watch applied to it and the functions they replace (for the `stopped` event).
+  const applied = new Map<number, { patches: string[]; replaced: Set<string> }>();
   const lastStamps = new Map<string, string>(); // object file -> its stamp when copied to `last`
   let startStamps = new Map<string, string>(); // the sources when the build was taken (begin)
   const exePath = exeOf(pid);
@@ -276,7 +322,7 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
       fs.rmSync(snap, { recursive: true, force: true });
       throw e;
     }
-    const warnings = checkBuild(first, targetCopy);
+    const warnings = checkBuild(first, targetSrc);
     // Every process must run the build copied aside (the first one's).
     const buildId = ElfFile.open(targetCopy).buildId();
     pids = [first];
@@ -293,6 +339,7 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
     pids = [...new Set(pids)];
     replaced.clear();
     patches.length = 0;
+    applied.clear();
     // The sources as they are now, taken before `ready` goes out: a save made
     // the moment someone reads it is a change, not the starting point (taken
     // after, such a save was lost under load).
@@ -303,6 +350,7 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
     const built = objectFiles(objectsDir);
     for (const copy of [orig, last]) for (const [rel, file] of objectFiles(copy)) if (built.has(rel)) sameFile(file, built.get(rel)!);
     await rehearse(first, orig, targetCopy, snap, spawner.run, redirected);
+    staleModules([]); // each module's DWARF read now, not at the first save
     emit({ event: 'ready', pids, target: targetCopy, objects: nObjects, watching: paths, snapshot: snap, warnings });
   };
   /** The copies of the build go; the patches stay while a process runs them (it loaded its own copies). */
@@ -313,12 +361,22 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
   };
   const summary = (reason: WatchSummary['reason']): WatchSummary => ({ pids, patches: [...patches], replaced: [...replaced.keys()].sort(), reason });
 
-  /** Warnings about the objects on disk as the build of the running process `p`. */
+  /**
+   * Warnings about the objects on disk as the build of the running process
+   * `p`, whose patched file is `program` (/proc/PID/exe: the file it runs,
+   * even one replaced since by a relink).
+   */
   function checkBuild(p: number, program: string): string[] {
     const warnings: string[] = [];
-    const programTime = fs.statSync(program).mtimeMs;
-    const runningSince = fs.statSync(`/proc/${p}`).mtimeMs;
-    const newer = [...objectFiles(objectsDir).entries()].filter(([, f]) => fs.statSync(f).mtimeMs > Math.max(programTime, runningSince) + 1000).map(([r]) => r);
+    // Objects written after the file the process runs was linked are not
+    // that file's objects, whenever the process started (a worker forked
+    // after a rebuild runs the file of before it). refuseIfNotRunning has
+    // compared their code with the file's, relocated fields set aside; what
+    // those fields reach (a string, a table) and initial values are not
+    // compared: changed there, the process keeps the old ones and no save
+    // patches them in. (1 s: file systems with coarse times.)
+    const linked = fs.statSync(program).mtimeMs;
+    const newer = [...objectFiles(objectsDir).entries()].filter(([, f]) => fs.statSync(f).mtimeMs > linked + 1000).map(([r]) => r);
     const noSections: string[] = [];
     const noPads: string[] = [];
     for (const [rel, file] of objectFiles(orig)) {
@@ -329,24 +387,88 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
     const some = (l: string[]) => `${l.slice(0, 5).join(', ')}${l.length > 5 ? `, and ${l.length - 5} more` : ''}`;
     if (noSections.length) warnings.push(`built without -ffunction-sections (${some(noSections)}): changes in them will be refused; build with \`hotload flags --diff\``);
     if (noPads.length) warnings.push(`built without -fpatchable-function-entry (${some(noPads)}): their functions cannot be patched`);
-    if (newer.length) warnings.push(`object files newer than the running program (${some(newer)}): if they were rebuilt after it started, patches are made against the wrong code`);
+    if (newer.length) warnings.push(`object files newer than the program process ${p} runs (${some(newer)}): built after it was linked; their code is its code (checked), but their constants and initial values (a string, a table) are not checked: if those changed, the process keeps the old ones and no save patches them in; restart it to be sure`);
     return warnings;
+  }
+
+  /**
+   * The last event: what stays applied in each process still running (each
+   * patch this watch applied there stays; the process loaded its own copy).
+   */
+  const stopped = (reason: WatchSummary['reason'] | 'failed', error?: unknown): WatchEvent => {
+    const processes = [...applied]
+      .filter(([p, a]) => a.patches.length > 0 && fs.existsSync(`/proc/${p}`))
+      .map(([p, a]) => ({ pid: p, patches: [...a.patches], replaced: [...a.replaced].sort() }));
+    const who = processes.map((x) => x.pid).join(',');
+    return {
+      event: 'stopped',
+      reason,
+      processes,
+      demangled: Object.fromEntries(demangle(processes.flatMap((x) => x.replaced))),
+      ...(processes.length ? { revert: `hotload revert ${who} --all` } : {}),
+      ...(error !== undefined ? { error: errorDoc(error) } : {}),
+    };
+  };
+
+  /**
+   * The modules the processes run, besides the target, whose DWARF names one
+   * of the saved files and of which no object file is here (their units'
+   * sources are no object's): built straight from a source to a `.so`, no
+   * watch can patch them, so they keep their old code. A module with objects
+   * here is another watch's (--target), and the no-change event names its
+   * objects. Each module's DWARF is read once (the first call, before ready).
+   */
+  function staleModules(saved: string[]): { module: string; pids: number[]; files: string[] }[] {
+    const target = opts.target ? realOf(path.resolve(cwd, opts.target)) : exePath;
+    const names = new Map(saved.flatMap((f) => [[f, f] as const, [realOf(f), f] as const]));
+    const found = new Map<string, { module: string; pids: number[]; files: string[] }>();
+    let objectSources: Set<string> | undefined;
+    for (const p of pids) {
+      let mods: ReturnType<typeof modules>;
+      try {
+        mods = modules(p);
+      } catch {
+        continue; // exited: the loop's top says so
+      }
+      for (const m of mods) {
+        // The target; hotload's own patches and debug library (their DWARF names the sources too); data files.
+        if (m.path === target || /\/hotload-\d+\//.test(m.path) || !m.mappings.some((x) => x.perms.includes('x'))) continue;
+        const b = builtFrom(`/proc/${p}/root${m.path}`, `${m.path}:${m.inode}`);
+        const files = [...new Set([...b.files].filter((f) => names.has(f)).map((f) => names.get(f)!))];
+        if (files.length === 0) continue;
+        objectSources ??= new Set([...objectFiles(objectsDir).values()].flatMap((o) => unitSources(o, cwd)));
+        if (b.units.some((u) => objectSources!.has(u))) continue;
+        const entry = found.get(m.path) ?? { module: m.path, pids: [], files: [] };
+        entry.pids.push(p);
+        entry.files = [...new Set([...entry.files, ...files.map((f) => path.relative(cwd, f) || f)])];
+        found.set(m.path, entry);
+      }
+    }
+    return [...found.values()];
   }
 
   // The objects' source names read before `ready`: else the first save pays for them.
   const compiler = opts.compile === false ? undefined : new DirectCompiler(cwd, objectsDir, build, spawner.run);
   let gone = false;
+  let wasReady = false;
+  let result: WatchSummary;
   try {
     compiler?.warm();
     await begin(opts.pids);
+    wasReady = true;
     try {
-      return await loop();
+      result = await loop();
     } finally {
       end(gone);
     }
+  } catch (e) {
+    if (wasReady) emit(stopped('failed', e)); // an error before ready is the only outcome; after, the stream still ends with `stopped`
+    throw e;
   } finally {
     spawner.close();
   }
+  emit(stopped(result.reason));
+  return result;
 
   async function loop(): Promise<WatchSummary> {
     let seen = startStamps;
@@ -419,9 +541,10 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
         wake = undefined;
         pending = false;
         if (opts.signal?.aborted) break;
+        // A process that exited is dropped and said; watch goes on with the others, and stops (or, with `follow`, waits) when none is left.
         for (const p of pids.filter((x) => !fs.existsSync(`/proc/${x}`))) {
-          emit({ event: 'exited', pid: p });
           pids = pids.filter((x) => x !== p);
+          emit({ event: 'exited', pid: p, left: [...pids] });
         }
         if (pids.length === 0) {
           if (!opts.follow) {
@@ -476,6 +599,8 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
         for (const f of changed) generated.delete(f); // changed outside a build: an edit
         const t0 = process.hrtime.bigint();
         emit({ event: 'change', files: changed.map((f) => path.relative(cwd, f) || f) });
+        const stale = staleModules(changed);
+        if (stale.length) emit({ event: 'stale-modules', modules: stale });
 
         // The saved sources compiled directly when every one maps to objects
         // with a known command (with those a failed compile left behind);
@@ -612,8 +737,8 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
             done.push(p);
           } catch (e) {
             if (isHotloadError(e) && e.code === 'PID_NOT_FOUND') {
-              emit({ event: 'exited', pid: p });
               pids = pids.filter((x) => x !== p);
+              emit({ event: 'exited', pid: p, left: [...pids] });
             } else failed.push({ pid: p, error: errorDoc(e) });
           }
         }
@@ -627,6 +752,12 @@ export async function watch(opts: WatchOptions): Promise<WatchSummary> {
         const applyMs = msSince(t2);
         for (const f of made.replaced) replaced.set(f, made.replacedIn[f]);
         patches.push(out);
+        for (const p of done) {
+          const a = applied.get(p) ?? { patches: [], replaced: new Set<string>() };
+          a.patches.push(out);
+          for (const f of made.replaced) a.replaced.add(f);
+          applied.set(p, a);
+        }
         syncObjects(objectsDir, last, lastStamps, read);
         emit({
           event: 'patched',
@@ -658,9 +789,57 @@ function errorDoc(e: unknown): ErrorDoc {
   return { code: 'INTERNAL', message: (e as Error)?.message ?? String(e), hint: 'This is a hotload bug; please report it.', details: [] };
 }
 
-/** `server-handle_request+2-3.so`: the program, the first changed function and how many more, the save's number. */
+/**
+ * `server-handle_request+2-3.so`: the program, the first changed function
+ * (C++: `Square.area`, see shortName) and how many more, the save's number;
+ * at most 120 characters, the function's part cut at its end, so the program
+ * and the number always show.
+ */
 export function patchName(program: string, changed: string[], n: number): string {
-  const fns = [...new Set(changed.map((k) => k.split('@')[0]))].sort();
-  const what = fns.length ? `-${fns[0]}${fns.length > 1 ? `+${fns.length - 1}` : ''}` : '';
-  return `${program}${what}-${n}.so`.replace(/[^A-Za-z0-9._+-]/g, '_').slice(-120);
+  const safe = (x: string) => x.replace(/[^A-Za-z0-9._+-]/g, '_');
+  const names = demangle(changed.map((k) => k.split('@')[0]));
+  const fns = [...new Set(changed.map((k) => shortName(names.get(k.split('@')[0]) ?? k.split('@')[0])))].sort();
+  const more = fns.length > 1 ? `+${fns.length - 1}` : '';
+  const head = safe(program).slice(0, 60);
+  const tail = `${more}-${n}.so`;
+  const fn = fns.length ? `-${safe(fns[0])}`.slice(0, 120 - head.length - tail.length) : '';
+  return `${head}${fn}${tail}`;
+}
+
+/** Operators by a word a file name can hold. */
+const OPERATORS: Record<string, string> = {
+  '()': 'call', '[]': 'index', '==': 'eq', '!=': 'ne', '<=>': 'cmp', '<=': 'le', '>=': 'ge', '<<=': 'shl_assign', '>>=': 'shr_assign', '<<': 'shl', '>>': 'shr',
+  '<': 'lt', '>': 'gt', '->*': 'arrow_star', '->': 'arrow', '&&': 'and', '||': 'or', '++': 'inc', '--': 'dec', '+=': 'plus_assign', '-=': 'minus_assign',
+  '*=': 'mul_assign', '/=': 'div_assign', '%=': 'mod_assign', '&=': 'and_assign', '|=': 'or_assign', '^=': 'xor_assign', '+': 'plus', '-': 'minus', '*': 'mul',
+  '/': 'div', '%': 'mod', '&': 'bitand', '|': 'bitor', '^': 'xor', '~': 'compl', '!': 'not', '=': 'assign', ',': 'comma', 'new[]': 'new_array',
+  'delete[]': 'delete_array', new: 'new', delete: 'delete',
+};
+
+/**
+ * A function's name made short for a file name: a C++ name (demangled) loses
+ * its parameters, template arguments, ABI tags and return type and keeps its
+ * last two scopes (`ns::Square::area(int) const` is `Square.area`, a lambda
+ * in `run()` is `run.lambda`, `operator==` is `operator_eq`); a C name is
+ * itself.
+ */
+export function shortName(cxx: string): string {
+  let s = cxx.replace(/\[abi:[^\]]*\]/g, '');
+  s = s.replace(/operator\s*(new\[\]|delete\[\]|new|delete|\(\)|\[\]|<=>|<<=|>>=|->\*|<<|>>|<=|>=|==|!=|->|&&|\|\||\+\+|--|[-+*/%&|^]=|[-+*/%&|^~!=<>,])/g, (_m, op: string) => `operator_${OPERATORS[op]}`);
+  s = s.replace(/operator\s+(?=[A-Za-z_])/g, 'operator_'); // a conversion: operator_bool
+  // What is inside brackets goes; a `{lambda(...)#1}` or `{unnamed type#1}` scope keeps its word.
+  let top = '';
+  let depth = 0;
+  for (let i = 0; i < s.length; i++) {
+    const c = s[i];
+    if (c === '{' && depth === 0) top += /^\{lambda/.test(s.slice(i)) ? 'lambda' : 'unnamed';
+    if ('<([{'.includes(c)) depth++;
+    else if ('>)]}'.includes(c)) depth = Math.max(0, depth - 1);
+    else if (depth === 0) top += c;
+  }
+  // The name is the last word that is not a qualifier (a return type comes before it).
+  const words = top.split(/\s+/).filter((w) => w && !['const', 'volatile', '&', '&&', 'noexcept'].includes(w));
+  const name = words[words.length - 1] ?? cxx;
+  const scopes = name.split('::').filter(Boolean);
+  if (scopes.length > 2 && scopes[scopes.length - 2] === 'lambda' && scopes[scopes.length - 1] === 'operator_call') scopes.pop(); // a lambda's body: named after where it is
+  return scopes.slice(-2).join('.') || cxx;
 }

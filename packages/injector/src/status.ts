@@ -35,7 +35,20 @@ export interface StatusResult {
   pid: number;
   functions: StatusFunction[];
   patches: StatusPatch[];
+  /** The patches above that were reverted (none of their functions in force) and stay mapped, and why. */
+  reverted: { mapped: number; why: string };
 }
+
+/**
+ * Why a reverted patch stays mapped. Nothing hotload can check proves the
+ * process will never run its code again: a thread's unwound stack shows the
+ * calls running now, not a function pointer stored in the process's memory
+ * (a callback registered by the patch's code, a signal handler) nor a later
+ * patch's use of a static this one added (watch's patches find the data an
+ * earlier one added there). Unmapping it would turn any of those into a crash.
+ */
+export const REVERTED_STAY =
+  'A reverted patch stays mapped until the process exits: a call that began before the revert may still run in it or return into it, and the process may hold the address of its code or data (a callback it registered, a static a later patch uses), which hotload cannot see; unmapped, any of those would crash the process. It costs address space only.';
 
 export function status(pid: number): StatusResult {
   requireAlive(pid);
@@ -54,6 +67,7 @@ export function status(pid: number): StatusResult {
   return {
     pid,
     functions,
+    reverted: { mapped: patches.filter((p) => inForce.get(p)!.length === 0).length, why: REVERTED_STAY },
     patches: patches.map((p) => ({
       staged: p.staged,
       source: p.source,

@@ -1,12 +1,21 @@
 // hotload revert <pid|pids|name> <patch> | --all
 import type { Argv } from 'yargs';
 import { HotloadError, RevertResult, revert } from '@hotload/api';
+import { demangle } from '@hotload/elf';
 import { Out } from '../output';
 import { JSON_SHAPE, forEachPid, stopFigures } from './attach';
 
-function printRevert(out: Out, r: RevertResult): void {
+/** A revert's result with each C++ name's demangled form beside it (`demangled`), as attach and status give it. */
+type Shown = Omit<RevertResult, 'reverted'> & { reverted: (RevertResult['reverted'][number] & { demangled?: string })[] };
+
+function withDemangled(r: RevertResult): Shown {
+  const names = demangle(r.reverted.map((f) => f.name));
+  return { ...r, reverted: r.reverted.map((f) => (names.has(f.name) && names.get(f.name) !== f.name ? { ...f, demangled: names.get(f.name) } : f)) };
+}
+
+function printRevert(out: Out, r: Shown): void {
   if (r.reverted.length === 0) out.line(`process ${r.pid}: nothing was patched`);
-  for (const f of r.reverted) out.line(`${out.green('reverted')} ${f.name} in process ${r.pid}: now runs ${f.now === 'original' ? 'its original code' : f.now}`);
+  for (const f of r.reverted) out.line(`${out.green('reverted')} ${f.demangled ?? f.name} in process ${r.pid}: now runs ${f.now === 'original' ? 'its original code' : f.now}`);
   out.line(out.dim(`  ${stopFigures(r.timings, 'every thread')}; total ${r.timings.totalMs.toFixed(1)} ms`));
 }
 
@@ -23,6 +32,6 @@ export const revertCommand = {
       .epilog(JSON_SHAPE),
   run(argv: { target: string; patch?: string; all: boolean }, out: Out): number {
     if (!argv.all && !argv.patch) throw new HotloadError('USAGE', 'name the patch to revert, or pass --all');
-    return forEachPid(String(argv.target), out, (pid) => revert(pid, argv.patch, { all: argv.all }), (r) => printRevert(out, r));
+    return forEachPid(String(argv.target), out, (pid) => withDemangled(revert(pid, argv.patch, { all: argv.all })), (r) => printRevert(out, r));
   },
 };

@@ -21,8 +21,13 @@ export const statusCommand = {
 
 function printStatus(out: Out, r: StatusResult): void {
   {
+    const mapped = `${r.reverted.mapped} reverted patch${r.reverted.mapped === 1 ? '' : 'es'} still mapped`;
+    const why = () => {
+      if (r.reverted.mapped) out.line(out.dim(`  ${r.reverted.why}`));
+    };
     if (r.functions.length === 0) {
-      out.line(`process ${r.pid}: no patch applied${r.patches.length ? ` (${r.patches.length} reverted patch${r.patches.length === 1 ? '' : 'es'} still mapped)` : ''}`);
+      out.line(`process ${r.pid}: no patch applied${r.reverted.mapped ? ` (${mapped})` : ''}`);
+      why();
       return;
     }
     const names = demangle([...r.functions.flatMap((f) => f.stack.map((e) => e.function)), ...r.patches.flatMap((p) => p.inForce)]);
@@ -39,5 +44,7 @@ function printStatus(out: Out, r: StatusResult): void {
       if (p.loadedBy === 'hotload' && p.debuggers) out.line(out.dim('    mapped by hotload, not dlopen; debuggers see it through the GDB JIT interface'));
       else if (p.loadedBy === 'hotload') out.line(out.dim(`    mapped by hotload, not dlopen, and not registered with debuggers; in gdb: add-symbol-file ${p.staged} -o ${p.bias}`));
     }
+    if (r.reverted.mapped) out.line(mapped);
+    why();
   }
 }

@@ -1,6 +1,6 @@
 // hotload watch --pid <pid>[,<pid>...|name] [--build "make"] [paths...]: rebuild on save and patch the running processes.
 import type { Argv } from 'yargs';
-import { HotloadError, WatchEvent, resolveTargets, watch } from '@hotload/api';
+import { HotloadError, WatchEvent, isHotloadError, resolveTargets, watch } from '@hotload/api';
 import { Out, onInterrupt } from '../output';
 import { wholeNumber } from '../args';
 
@@ -40,8 +40,9 @@ export const watchCommand = {
       .epilog(
         'Build with `hotload flags --diff` (one section per function and datum) and keep the objects. ' +
           'Start watch while the objects are those of the running build; it copies them aside. ' +
-          'Ctrl-C stops watching and leaves the process patched. ' +
-          'With --json, one JSON object per line and event (ready, change, build-failed, relink-failed, no-change, refused, patched, exited, waiting). ' +
+          'Ctrl-C (or SIGTERM) stops watching and leaves the processes patched. ' +
+          'With several processes, one that exits is dropped and watch goes on with the others; it stops when none is left (with --follow, waits). ' +
+          'With --json, one JSON object per line and event (ready, change, stale-modules, build-failed, relink-failed, no-change, refused, patched, exited, waiting, stopped); every watch that was ready ends with one stopped event, its last line. ' +
           'Exit status: 0 after Ctrl-C (or --max patches), 5 when the processes have exited (without --follow).',
       ),
   async run(argv: Args, out: Out): Promise<number> {
@@ -95,19 +96,34 @@ export const watchCommand = {
           break;
         }
         case 'exited':
-          out.line(`${out.dim(clock())} process ${e.pid} exited${argv.follow ? '' : '; stopping'}`);
+          out.line(`${out.dim(clock())} process ${e.pid} exited${e.left.length ? `; still watching process${e.left.length === 1 ? '' : 'es'} ${e.left.join(', ')}` : argv.follow ? '' : '; no process left: stopping'}`);
+          break;
+        case 'stale-modules':
+          for (const m of e.modules)
+            out.line(
+              `${out.dim(clock())} ${out.yellow('warning')}: ${m.module} (in process${m.pids.length === 1 ? '' : 'es'} ${m.pids.join(', ')}) was built from ${m.files.join(', ')} and keeps its old code: ` +
+                'no object file of it is here to patch it from; restart the process, or build it through object files and watch it with --target',
+            );
+          break;
+        case 'stopped':
+          if (e.error) break; // the error itself is printed next, on stderr
+          for (const p of e.processes)
+            out.line(`process ${p.pid} keeps ${p.patches.length} patch${p.patches.length === 1 ? '' : 'es'} (${p.replaced.map((f) => e.demangled[f] ?? f).join(', ')}); undo with: hotload revert ${p.pid} --all`);
+          if (!e.processes.length && e.reason !== 'exited') out.line('no process keeps a patch of this watch');
           break;
         case 'waiting':
           out.line(`${out.dim(clock())} waiting for ${e.exe} to be started again (--follow)`);
           break;
       }
     };
-    const r = await watch({ pids, build: argv.build, compile: argv.compile, paths: argv.paths, objects: argv.objects, target: argv.target, intervalMs: argv.interval, maxPatches: argv.max, follow: argv.follow, signal: ac.signal, onEvent: show });
-    if (!out.json) {
-      if (r.patches.length && r.reason !== 'exited') {
-        const who = r.pids.join(',');
-        out.line(`process${r.pids.length === 1 ? '' : 'es'} ${who} keep${r.pids.length === 1 ? 's' : ''} ${r.patches.length} patch${r.patches.length === 1 ? '' : 'es'} (${r.replaced.join(', ')}); undo with: hotload revert ${who} --all`);
-      } else if (!r.patches.length) out.line('nothing was patched');
+    let stopped = false;
+    let r;
+    try {
+      r = await watch({ pids, build: argv.build, compile: argv.compile, paths: argv.paths, objects: argv.objects, target: argv.target, intervalMs: argv.interval, maxPatches: argv.max, follow: argv.follow, signal: ac.signal, onEvent: (e) => ((stopped ||= e.event === 'stopped'), show(e)) });
+    } catch (e) {
+      // With --json the `stopped` event carries the error and stays the last line; its exit status is the error's.
+      if (out.json && stopped) return isHotloadError(e) ? e.exitCode : new HotloadError('INTERNAL', String(e)).exitCode;
+      throw e;
     }
     return r.reason === 'exited' ? 5 : 0;
   },
