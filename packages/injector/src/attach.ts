@@ -192,43 +192,17 @@ function attachLocked(pid: number, patchFile: string, opts: AttachOptions): Atta
   const staged = stagePatch(pid, patchFile, bytes);
 
   // 5. Open the process's memory; nothing is stopped yet. Every path from here
-  //    ends in session.close(), which lets every thread go.
+  //    ends in session.close(), which lets every thread go. What each
+  //    prologue holds now is read while the process runs (step 9 checks the
+  //    bytes again); a copy already loaded (applied before, maybe reverted
+  //    since) is reused, unless it is in a function's stack already.
   const s = Session.open(pid);
   try {
-    // What each prologue holds now: NOPs, or the jump of an earlier patch (stacking).
-    // Read while the process runs; the writes in step 9 check these bytes again.
-    const sites: Site[] = plan.functions.map((p) => {
-      const cur = readSite(s, mod.bias, p.fn);
-      const padOk = cur.padBytes.equals(Buffer.alloc(PAD_BEFORE, 0x90)) || cur.target !== undefined;
-      if (cur.state === 'other' || !padOk) {
-        throw new HotloadError('UNPATCHABLE', `${p.old}: its prologue in process ${pid} holds unknown bytes (${cur.padBytes.toString('hex')} ${cur.entryBytes.toString('hex')}); another tool changed it`);
-      }
-      return {
-        f: p.fn,
-        name: p.old,
-        pad: cur.pad,
-        entrySite: cur.entrySite,
-        endbr: p.fn.endbr,
-        origPad: cur.padBytes,
-        origEntry: cur.entryBytes,
-        previous: cur.state === 'jump' ? cur.target : undefined,
-        newValue: BigInt(p.newValue),
-        newAddr: 0n,
-        prevSlot: p.prevSlot !== undefined ? BigInt(p.prevSlot) : undefined,
-      };
-    });
-    const patchBiasIn = (maps: ReturnType<typeof readMaps>) => {
-      const first = maps.find((m) => m.path === staged.staged && m.offset === 0n);
-      return first ? first.start - BigInt(patchElf.loadBase) : undefined;
-    };
-
-    // A copy already loaded (applied before, maybe reverted since) is reused, not loaded again.
-    let patchBias = patchBiasIn(readMaps(pid));
-    const setNewAddrs = (bias: bigint) => {
-      for (const site of sites) site.newAddr = bias + site.newValue;
-    };
+    const sites = readSites(s, pid, mod, plan);
+    const biasOf = () => loadedBias(pid, staged.staged, patchElf);
+    let patchBias = biasOf();
     if (patchBias !== undefined) {
-      setNewAddrs(patchBias);
+      setNewAddresses(sites, patchBias);
       refuseIfInStack(s, pid, patchFile, sites, mod);
     }
 
@@ -237,42 +211,30 @@ function attachLocked(pid: number, patchFile: string, opts: AttachOptions): Atta
     const rt: TargetRuntime = { ...rtBase, stub: placeStub(s, rtBase.stubCandidates) };
 
     // 7. Stop every thread for a moment, borrow one at a safe moment and have it
-    //    dlopen the copy while all the others run again. The process is
-    //    unchanged if this fails.
-    let hostThread = 0;
-    let loadMs = 0;
-    let repairedRegisters = false;
-    let hostStoppedAt: bigint | undefined;
-    const loadNotes: string[] = [];
+    //    load the copy while all the others run again (a patch made from a
+    //    rebuild is mapped next to the program by hotload, load-near.ts; a
+    //    hand-written one dlopened). The process is unchanged if this fails.
+    let load: LoadOutcome = { hostThread: 0, loadMs: 0, repaired: false, hostStoppedAt: undefined, notes: [] };
     if (patchBias === undefined) {
       progress('loading the patch');
-      // A patch made from a rebuild is mapped next to the program by hotload (load-near.ts).
-      const loaded = readRebuild(patchElf) ? loadNear(s, rt, staged.staged, patchElf, mod, mods, opts) : loadInProcess(s, rt, staged.staged, patchFile, opts);
-      ({ hostThread, loadMs, repaired: repairedRegisters, hostStoppedAt } = loaded);
-      loadNotes.push(...loaded.notes);
-      patchBias = patchBiasIn(readMaps(pid));
+      load = readRebuild(patchElf) ? loadNear(s, rt, staged.staged, patchElf, mod, mods, opts) : loadInProcess(s, rt, staged.staged, patchFile, opts);
+      patchBias = biasOf();
       if (patchBias === undefined) throw new HotloadError('PATCH_DLOPEN_FAILED', `dlopen succeeded but ${staged.staged} is not mapped in process ${pid}`);
-      setNewAddrs(patchBias);
+      setNewAddresses(sites, patchBias);
     }
     // The host has done its part unless a hook needs it: let it go, so the
     // filling-in below costs it nothing. Every thread but the host runs here.
+    let hostThread = load.hostThread;
     let hostPausedMs: number | undefined;
-    if (meta.onApply === undefined && hostStoppedAt !== undefined) {
+    if (meta.onApply === undefined && load.hostStoppedAt !== undefined) {
       s.resumeThread(hostThread);
-      hostPausedMs = Number(process.hrtime.bigint() - hostStoppedAt) / 1e6;
+      hostPausedMs = msSince(load.hostStoppedAt);
     }
 
     // 8. Fill in the patch's references to the target's statics and what each
     //    function ran before (for revert and status). Nothing reaches the
     //    patch's code or data yet, so the other threads keep running.
-    for (const r of plan.refs) s.writeU64(patchBias + BigInt(r.slot), mod.bias + BigInt(r.value));
-    for (const site of sites) if (site.prevSlot !== undefined) s.writeU64(patchBias + site.prevSlot, site.previous ?? 0n);
-    if (meta.appliedAtSlot !== undefined) s.writeU64(patchBias + BigInt(meta.appliedAtSlot), BigInt(Date.now()));
-    if (meta.sourcePathSlot !== undefined) {
-      const src = Buffer.alloc(512);
-      src.write(path.resolve(patchFile).slice(0, 511), 'utf8');
-      s.write(patchBias + BigInt(meta.sourcePathSlot), src);
-    }
+    fillIn(s, patchFile, meta, plan, sites, patchBias, mod.bias);
 
     // 8b. The patch's on-apply hook, if any, runs in the process now: its statics
     //     are resolved and nothing of it is live yet. Failure changes nothing.
@@ -281,45 +243,12 @@ function attachLocked(pid: number, patchFile: string, opts: AttachOptions): Atta
       hostThread = runHook(s, rt, hostThread, meta, patchBias, meta.onApply, 'on-apply', opts);
     }
 
-    // 9. Stop every thread and write the prologues in one batch, all or nothing:
-    //    the pads first (unreachable while the entries hold NOPs), then the
-    //    entries. A stacked function only gets its 8-byte address changed. A
-    //    thread stopped between two single-byte entry NOPs is moved past them.
+    // 9. Stop every thread and write the prologues in one batch, all or nothing
+    //    (with --wait-inactive, only at a moment no thread is inside a
+    //    replaced function).
     progress('redirecting functions');
-    const writes: CodeWrite[] = [];
-    const names: string[] = [];
-    for (const site of sites) {
-      const pj = padJump(site.newAddr);
-      if (site.previous !== undefined) writes.push({ addr: site.pad + BigInt(PAD_JUMP_ADDRESS), expect: site.origPad.subarray(PAD_JUMP_ADDRESS), bytes: pj.subarray(PAD_JUMP_ADDRESS) });
-      else writes.push({ addr: site.pad, expect: site.origPad, bytes: pj });
-      names.push(site.name);
-    }
-    for (const site of sites) {
-      if (site.previous !== undefined) continue;
-      writes.push({ addr: site.entrySite, expect: site.origEntry, bytes: entryJump(site.endbr), entry: true });
-      names.push(site.name);
-    }
-    const batch = Session.batch(writes, names);
     const oldRanges = sites.map((x) => ({ name: x.name, start: mod.bias + BigInt(x.f.address), end: mod.bias + BigInt(x.f.address + Math.max(1, x.f.size)) }));
-    if (opts.waitInactiveMs !== undefined) {
-      // With --wait-inactive: write only while no thread is inside a replaced
-      // function (each look unwinds every thread while all are stopped, so the
-      // call frame information is read first).
-      warmUnwind(rt.unwind);
-      const until = Date.now() + opts.waitInactiveMs;
-      for (let tries = 1; ; tries++) {
-        s.stopAll();
-        const now = activeFunctions(s, rt, oldRanges, true);
-        if (now.active.length === 0) break;
-        s.resumeAllExcept(-1);
-        if (Date.now() > until) {
-          throw new HotloadError('FUNCTIONS_ACTIVE', `replaced functions stayed running in process ${pid} for ${opts.waitInactiveMs} ms (${tries} looks); nothing was redirected`, { details: now.active.map(activeNote) });
-        }
-        sleepMs(20);
-      }
-    } else s.stopAll();
-    s.apply(batch);
-    s.resumeAllExcept(-1);
+    redirect(s, pid, rt, sites, oldRanges, opts.waitInactiveMs);
 
     // 10. Say which replaced functions are running now (their calls finish in
     //     the old code; a main loop never takes the change): each thread is
@@ -335,7 +264,7 @@ function attachLocked(pid: number, patchFile: string, opts: AttachOptions): Atta
     }
     const times = s.close();
     // From here on, the new code runs.
-    hostPausedMs ??= hostStoppedAt !== undefined ? Number(process.hrtime.bigint() - hostStoppedAt) / 1e6 : 0;
+    hostPausedMs ??= load.hostStoppedAt !== undefined ? msSince(load.hostStoppedAt) : 0;
 
     return {
       pid,
@@ -344,14 +273,130 @@ function attachLocked(pid: number, patchFile: string, opts: AttachOptions): Atta
       module: mod.path,
       buildId: meta.target.buildId,
       functions: sites.map((x) => ({ name: x.name, ...(demangled(x.name) !== x.name ? { demangled: demangled(x.name) } : {}), old: hex(mod.bias + BigInt(x.f.address)), new: hex(x.newAddr), previous: x.previous !== undefined ? hex(x.previous) : 'original' })),
-      notes: [...plan.notes, ...loadNotes, ...looked.active.map(activeNote), ...(looked.unknown ? [`${looked.unknown} thread${looked.unknown === 1 ? '' : 's'} could not be unwound beyond the innermost frame: a replaced function deeper on ${looked.unknown === 1 ? 'its' : 'their'} stack would not be seen`] : []), ...(looked.skipped ? [`${looked.skipped} threads were not looked at for running functions (more than 256)`] : []), ...(looked.failed ? [`could not look for running functions: ${looked.failed}`] : [])],
+      notes: [...plan.notes, ...load.notes, ...lookNotes(looked)],
       active: looked.active,
       threads: s.threadCount,
       hostThread,
-      repairedRegisters,
-      timings: { totalMs: Number(process.hrtime.bigint() - t0) / 1e6, stoppedMs: times.stoppedMs, maxStopMs: times.maxStopMs, threadStopMaxMs: times.threadStopMaxMs, threadStopSumMs: times.threadStopSumMs, loadMs, hostPausedMs },
+      repairedRegisters: load.repaired,
+      timings: { totalMs: msSince(t0), stoppedMs: times.stoppedMs, maxStopMs: times.maxStopMs, threadStopMaxMs: times.threadStopMaxMs, threadStopSumMs: times.threadStopSumMs, loadMs: load.loadMs, hostPausedMs },
     };
   } finally {
     s.close();
   }
+}
+
+/** What loading on a borrowed thread gives back (load-near.ts and loadInProcess). */
+interface LoadOutcome {
+  hostThread: number;
+  loadMs: number;
+  repaired: boolean;
+  /** When the host was stopped: it stays stopped until the caller lets it go. */
+  hostStoppedAt: bigint | undefined;
+  notes: string[];
+}
+
+function msSince(t: bigint): number {
+  return Number(process.hrtime.bigint() - t) / 1e6;
+}
+
+/**
+ * What each function's prologue holds in the process now: NOPs, or the jump
+ * of an earlier patch (stacking). Anything else was written by another tool.
+ */
+function readSites(s: Session, pid: number, mod: Module, plan: PatchPlan): Site[] {
+  return plan.functions.map((p) => {
+    const cur = readSite(s, mod.bias, p.fn);
+    const padOk = cur.padBytes.equals(Buffer.alloc(PAD_BEFORE, 0x90)) || cur.target !== undefined;
+    if (cur.state === 'other' || !padOk) {
+      throw new HotloadError('UNPATCHABLE', `${p.old}: its prologue in process ${pid} holds unknown bytes (${cur.padBytes.toString('hex')} ${cur.entryBytes.toString('hex')}); another tool changed it`);
+    }
+    return {
+      f: p.fn,
+      name: p.old,
+      pad: cur.pad,
+      entrySite: cur.entrySite,
+      endbr: p.fn.endbr,
+      origPad: cur.padBytes,
+      origEntry: cur.entryBytes,
+      previous: cur.state === 'jump' ? cur.target : undefined,
+      newValue: BigInt(p.newValue),
+      newAddr: 0n,
+      prevSlot: p.prevSlot !== undefined ? BigInt(p.prevSlot) : undefined,
+    };
+  });
+}
+
+/** Where the process has the staged copy mapped (its load bias), if it has. */
+function loadedBias(pid: number, staged: string, patchElf: ElfFile): bigint | undefined {
+  const first = readMaps(pid).find((m) => m.path === staged && m.offset === 0n);
+  return first ? first.start - BigInt(patchElf.loadBase) : undefined;
+}
+
+function setNewAddresses(sites: Site[], bias: bigint): void {
+  for (const site of sites) site.newAddr = bias + site.newValue;
+}
+
+/** Step 8: the patch's slots: the target's statics, each function's previous code, when and from which file it was applied. */
+function fillIn(s: Session, patchFile: string, meta: ReturnType<typeof readPatch>, plan: PatchPlan, sites: Site[], patchBias: bigint, targetBias: bigint): void {
+  for (const r of plan.refs) s.writeU64(patchBias + BigInt(r.slot), targetBias + BigInt(r.value));
+  for (const site of sites) if (site.prevSlot !== undefined) s.writeU64(patchBias + site.prevSlot, site.previous ?? 0n);
+  if (meta.appliedAtSlot !== undefined) s.writeU64(patchBias + BigInt(meta.appliedAtSlot), BigInt(Date.now()));
+  if (meta.sourcePathSlot !== undefined) {
+    const src = Buffer.alloc(512);
+    src.write(path.resolve(patchFile).slice(0, 511), 'utf8');
+    s.write(patchBias + BigInt(meta.sourcePathSlot), src);
+  }
+}
+
+/**
+ * Step 9: every prologue written in one batch while every thread is stopped:
+ * the pads first (unreachable while the entries hold NOPs), then the entries.
+ * A stacked function only gets its 8-byte address changed. A thread stopped
+ * between two single-byte entry NOPs is moved past them. With
+ * `waitInactiveMs`, only while no thread is inside a replaced function (each
+ * look unwinds every thread while all are stopped, so the call frame
+ * information is read first), looking again every 20 ms until then.
+ */
+function redirect(s: Session, pid: number, rt: TargetRuntime, sites: Site[], oldRanges: { name: string; start: bigint; end: bigint }[], waitInactiveMs: number | undefined): void {
+  const writes: CodeWrite[] = [];
+  const names: string[] = [];
+  for (const site of sites) {
+    const pj = padJump(site.newAddr);
+    if (site.previous !== undefined) writes.push({ addr: site.pad + BigInt(PAD_JUMP_ADDRESS), expect: site.origPad.subarray(PAD_JUMP_ADDRESS), bytes: pj.subarray(PAD_JUMP_ADDRESS) });
+    else writes.push({ addr: site.pad, expect: site.origPad, bytes: pj });
+    names.push(site.name);
+  }
+  for (const site of sites) {
+    if (site.previous !== undefined) continue;
+    writes.push({ addr: site.entrySite, expect: site.origEntry, bytes: entryJump(site.endbr), entry: true });
+    names.push(site.name);
+  }
+  const batch = Session.batch(writes, names);
+  if (waitInactiveMs !== undefined) {
+    warmUnwind(rt.unwind);
+    const until = Date.now() + waitInactiveMs;
+    for (let tries = 1; ; tries++) {
+      s.stopAll();
+      const now = activeFunctions(s, rt, oldRanges, true);
+      if (now.active.length === 0) break;
+      s.resumeAllExcept(-1);
+      if (Date.now() > until) {
+        throw new HotloadError('FUNCTIONS_ACTIVE', `replaced functions stayed running in process ${pid} for ${waitInactiveMs} ms (${tries} looks); nothing was redirected`, { details: now.active.map(activeNote) });
+      }
+      sleepMs(20);
+    }
+  } else s.stopAll();
+  s.apply(batch);
+  s.resumeAllExcept(-1);
+}
+
+/** Step 10's notes: the replaced functions still running, and what could not be looked at. */
+function lookNotes(looked: ReturnType<typeof activeFunctions>): string[] {
+  const n = looked.unknown;
+  return [
+    ...looked.active.map(activeNote),
+    ...(n ? [`${n} thread${n === 1 ? '' : 's'} could not be unwound beyond the innermost frame: a replaced function deeper on ${n === 1 ? 'its' : 'their'} stack would not be seen`] : []),
+    ...(looked.skipped ? [`${looked.skipped} threads were not looked at for running functions (more than 256)`] : []),
+    ...(looked.failed ? [`could not look for running functions: ${looked.failed}`] : []),
+  ];
 }
