@@ -150,17 +150,26 @@ static void undo_eintr(pid_t tid) {
  * -ETIMEDOUT when it does not stop within 3 s (hotload must never hang on a
  * target: a thread wedged for good is left to the kernel, which detaches it
  * when hotload exits). */
+static int step_stopped(struct thread *t);
 static int wait_stopped(struct thread *t) {
   uint64_t deadline = now_ns() + 3000000000ull;
   for (;;) {
+    int r = step_stopped(t);
+    if (r != 0) return r < 0 ? r : 0;
+    if (now_ns() > deadline) return -ETIMEDOUT;
+    struct timespec ts = { 0, 20000 };
+    nanosleep(&ts, NULL);
+  }
+}
+
+/* One look at `t` (never blocks): 1 once it is in a ptrace stop (its stop
+ * time taken now), 0 while it is not yet, <0 when it is gone. Each event on
+ * the way is handled as wait_stopped says. */
+static int step_stopped(struct thread *t) {
+  for (;;) {
     int st;
     pid_t r = waitpid(t->tid, &st, __WALL | WNOHANG);
-    if (r == 0) {
-      if (now_ns() > deadline) return -ETIMEDOUT;
-      struct timespec ts = { 0, 20000 };
-      nanosleep(&ts, NULL);
-      continue;
-    }
+    if (r == 0) return 0;
     if (r < 0) {
       if (errno == EINTR) continue;
       t->gone = 1;
@@ -177,14 +186,14 @@ static int wait_stopped(struct thread *t) {
     if (event == PTRACE_EVENT_STOP) {
       mark_stopped(t);
       undo_eintr(t->tid);
-      return 0;
+      return 1;
     }
     if (event == 0 && sig != (SIGTRAP | 0x80)) {
       if (sig == SIGSTOP || sig == SIGTSTP || sig == SIGTTIN || sig == SIGTTOU) {
         /* A job-control stop: passed on only when hotload lets the thread go. */
         t->pending_sig = sig;
         mark_stopped(t);
-        return 0;
+        return 1;
       }
       /* A signal arrived before our interrupt took effect, and the interrupt
        * stays pending. Deliver the signal now (the handler's frame is set up)
@@ -236,11 +245,21 @@ static int seize_new(int stop) {
   }
   closedir(d);
   if (err || !stop) return err ? err : added;
-  uint64_t tw = now_ns();
-  for (int i = 0; i < g_nthreads; i++) {
-    struct thread *t = &g_threads[i];
-    /* A thread that will not stop: report it; nothing may be written while it runs. */
-    if (!t->gone && !t->stopped && wait_stopped(t) == -ETIMEDOUT) return -ETIMEDOUT;
+  /* Every thread looked at in turn until all are stopped, so that each one's
+   * stop is seen (and its stop time taken) when it happens, not after the
+   * threads before it in the table have stopped too. A thread that will not
+   * stop: report it; nothing may be written while it runs. */
+  uint64_t tw = now_ns(), deadline = tw + 3000000000ull;
+  for (;;) {
+    int waiting = 0;
+    for (int i = 0; i < g_nthreads; i++) {
+      struct thread *t = &g_threads[i];
+      if (!t->gone && !t->stopped && step_stopped(t) == 0) waiting++;
+    }
+    if (!waiting) break;
+    if (now_ns() > deadline) return -ETIMEDOUT;
+    struct timespec ts = { 0, 20000 };
+    nanosleep(&ts, NULL);
   }
   DBG("seize_new: %d added, waited %.3f ms", added, (now_ns() - tw) / 1e6);
   return added;
