@@ -449,6 +449,22 @@ int hl_unlock_process(int fd) {
   return close(fd) == 0 ? 0 : -errno;
 }
 
+/* An flock(2) on a directory (`exclusive`: LOCK_EX, else LOCK_SH), never
+ * waiting: the descriptor holding it, -EAGAIN while another holds it in a
+ * conflicting mode, or -errno. hl_unlock_process (or exiting) releases it.
+ * Staging a patch copy holds a shared one on the staging directory until the
+ * process has mapped it; cleaning old copies takes an exclusive one. */
+int hl_lock_dir(const char *path, int exclusive) {
+  int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return -errno;
+  if (flock(fd, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) != 0) {
+    int e = errno == EWOULDBLOCK ? EAGAIN : errno;
+    close(fd);
+    return -e;
+  }
+  return fd;
+}
+
 /* ---- memory ---------------------------------------------------------------------- */
 
 /* Read len bytes at addr into the data buffer; returns bytes read. */

@@ -13,7 +13,7 @@ import { Module, findTargetModule, hex, modules, readMaps, requireRunning } from
 import { functionStack, loadedPatches, readSite } from './read-patches';
 import { callOnHost, findRuntime, placeStub, sleepMs, stopAndChooseHost, TargetRuntime } from './call-in-target';
 import { anyPart, type CodeWrite } from './native';
-import { readPatchFile, stagePatch } from './stage-patch';
+import { readPatchFile, releaseStaging, stagePatch } from './stage-patch';
 import { withProcessLock } from './process-lock';
 import { runHook } from './run-hook';
 import { loadNear } from './load-near';
@@ -140,7 +140,11 @@ function refuseIfInStack(s: Session, pid: number, patchFile: string, sites: Site
 
 /** Apply a patch to a running process (one hotload at a time per process). */
 export function attach(pid: number, patchFile: string, opts: AttachOptions = {}): AttachResult {
-  return withProcessLock(pid, () => attachLocked(pid, patchFile, opts));
+  try {
+    return withProcessLock(pid, () => attachLocked(pid, patchFile, opts));
+  } finally {
+    releaseStaging(); // the copy is mapped, or the attach failed: other hotloads may clean again
+  }
 }
 
 /**

@@ -109,6 +109,7 @@ function load() {
     hl_apply: { library: LIB, retType: I32, paramsType: [DataType.U8Array, I32] },
     hl_lock_process: { library: LIB, retType: I32, paramsType: [I32] },
     hl_unlock_process: { library: LIB, retType: I32, paramsType: [I32] },
+    hl_lock_dir: { library: LIB, retType: I32, paramsType: [DataType.String, I32] },
   });
 }
 
@@ -291,6 +292,12 @@ export function unlockProcess(fd: number): void {
   check('unlock process', shim().hl_unlock_process([fd]));
 }
 export const EAGAIN = 11;
+/** An flock on directory `dir` (shared or exclusive), never waiting: its descriptor, or undefined while another holds it in a conflicting mode. unlockProcess releases it. */
+export function lockDir(dir: string, exclusive: boolean): number | undefined {
+  const r = shim().hl_lock_dir([dir, exclusive ? 1 : 0]);
+  if (r === -EAGAIN) return undefined;
+  return check('lock directory', r);
+}
 
 /** Seize every thread without stopping any; returns the thread count. */
 export function seize(pid: number): number {

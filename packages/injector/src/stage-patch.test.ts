@@ -32,3 +32,27 @@ test('removes old copies nothing maps; keeps young ones and those a process maps
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('never cleans while another hotload stages (it holds the staging lock until its copy is mapped); cleans once it lets go', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hotload-stage-test-'));
+  try {
+    const p = path.join(dir, '0000000000000004-reused.so');
+    fs.writeFileSync(p, 'x');
+    const old = new Date(Date.now() - 3600e3);
+    fs.utimesSync(p, old, old);
+    // Another stager: a process holding the shared lock on the directory, as stagePatch does.
+    const holder = spawn('flock', ['-s', '-o', dir, '-c', 'echo held; exec sleep 30'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    await new Promise<void>((resolve) => holder.stdout!.once('data', () => resolve()));
+    try {
+      expect(cleanStaged(dir, true)).toBe(0);
+      expect(fs.existsSync(p)).toBe(true);
+    } finally {
+      holder.kill('SIGKILL');
+      await new Promise((r) => holder.once('exit', r));
+    }
+    expect(cleanStaged(dir, true)).toBe(1);
+    expect(fs.existsSync(p)).toBe(false);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -21,6 +21,8 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { HotloadError } from '@hotload/errors';
 import { ptraceDenied } from './session';
+import * as native from './native';
+import { sleepMs } from './call-in-target';
 
 export interface StagedPatch {
   /** The file the user named. */
@@ -157,6 +159,25 @@ export function cleanStaged(dir = stageDir(), force = false): number {
     return 0;
   }
   if (!force && names.length <= CLEAN_ABOVE) return 0;
+  // Never while another hotload stages a copy it has not had mapped yet (a
+  // copy it reuses is touched fresh, but that may land between this run's
+  // look at its age and its unlink): staging holds a shared lock on the
+  // directory until the process has mapped the copy.
+  let lock: number | undefined;
+  try {
+    lock = native.lockDir(dir, true);
+  } catch {
+    return 0;
+  }
+  if (lock === undefined) return 0;
+  try {
+    return removeOld(dir, names);
+  } finally {
+    native.unlockProcess(lock);
+  }
+}
+
+function removeOld(dir: string, names: string[]): number {
   const now = Date.now();
   const old = names.filter((n) => {
     try {
@@ -193,6 +214,35 @@ export function cleanStaged(dir = stageDir(), force = false): number {
   return removed;
 }
 
+/**
+ * The shared lock on the staging directory that keeps other hotloads' cleaning
+ * away from a copy staged here and not yet mapped; held from stagePatch until
+ * releaseStaging (attach's end). A cleaner holds it exclusively for tens of
+ * ms at most: waited for up to 2 s, then staging goes on without it.
+ */
+let stagingLock: number | undefined;
+function holdStaging(dir: string): void {
+  if (stagingLock !== undefined) return;
+  const until = Date.now() + 2000;
+  for (;;) {
+    try {
+      stagingLock = native.lockDir(dir, false);
+    } catch {
+      return; // no directory to lock (staged elsewhere): nothing there to clean either
+    }
+    if (stagingLock !== undefined || Date.now() > until) return;
+    sleepMs(5);
+  }
+}
+
+/** The staged copies are mapped (or given up): other hotloads may clean again. */
+export function releaseStaging(): void {
+  if (stagingLock === undefined) return;
+  const fd = stagingLock;
+  stagingLock = undefined;
+  native.unlockProcess(fd);
+}
+
 /** Stage `bytes` for process `pid`: a copy it can open by the returned `staged` path. */
 export function stagePatch(pid: number, source: string, bytes: Buffer): StagedPatch {
   const sha256 = crypto.createHash('sha256').update(bytes).digest('hex');
@@ -203,6 +253,7 @@ export function stagePatch(pid: number, source: string, bytes: Buffer): StagedPa
   } catch {
     /* cleaning hotload's own directory is a courtesy; it never stops an attach */
   }
+  holdStaging(stageDir());
   const name = `${sha256.slice(0, 16)}-${base}`;
   const staged = path.join(outer, name);
   let same = false;
