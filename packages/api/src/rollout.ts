@@ -198,19 +198,46 @@ export function planTargets(plan: RolloutPlan, baseDir = process.cwd()): number[
 /** A check command under `sh -c`, killed when it runs out of time or the rollout stops. */
 function runCommand(cmd: string, pid: number, timeoutMs: number, cwd: string, signal: AbortSignal): Promise<{ ok: boolean; detail: string }> {
   return new Promise((resolve) => {
-    const c = spawn('sh', ['-c', cmd], { cwd, env: { ...process.env, HOTLOAD_PID: String(pid) }, stdio: ['ignore', 'pipe', 'pipe'] });
+    // The command leads a process group of its own: its timeout, a stop, or
+    // its end kills everything it started (a `sleep` of its own kept running,
+    // and kept its output open, so the check outlived its timeout by as long).
+    const c = spawn('sh', ['-c', cmd], { cwd, env: { ...process.env, HOTLOAD_PID: String(pid) }, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     let out = '';
     c.stdout.on('data', (d) => (out += d));
     c.stderr.on('data', (d) => (out += d));
-    const timer = setTimeout(() => c.kill('SIGKILL'), timeoutMs);
-    const onAbort = () => c.kill('SIGKILL');
+    const killGroup = () => {
+      try {
+        process.kill(-c.pid!, 'SIGKILL');
+      } catch {
+        /* the group is gone */
+      }
+    };
+    let killed = false;
+    const timer = setTimeout(() => {
+      killed = true;
+      killGroup();
+    }, timeoutMs);
+    const onAbort = () => killGroup();
     signal.addEventListener('abort', onAbort, { once: true });
-    c.on('close', (code, sig) => {
+    c.on('exit', (code) => {
       clearTimeout(timer);
       signal.removeEventListener('abort', onAbort);
-      const tail = out.trim().split('\n').slice(-3).join(' | ');
-      const why = signal.aborted ? 'stopped: the rollout stopped' : sig ? `killed after ${timeoutMs} ms` : `exited ${code}`;
-      resolve({ ok: code === 0, detail: code === 0 ? tail : `\`${cmd}\` ${why}${tail ? `: ${tail}` : ''}` });
+      killGroup(); // what it left running in its group
+      // Its output, once the pipes close: at most 100 ms more (a process that
+      // left the group may hold them open).
+      let done = false;
+      const finish = () => {
+        if (done) return;
+        done = true;
+        c.stdout.destroy();
+        c.stderr.destroy();
+        const tail = out.trim().split('\n').slice(-3).join(' | ');
+        const why = signal.aborted ? 'stopped: the rollout stopped' : killed || code === null ? `killed after ${timeoutMs} ms` : `exited ${code}`;
+        const ok = code === 0 && !killed && !signal.aborted;
+        resolve({ ok, detail: ok ? tail : `\`${cmd}\` ${why}${tail ? `: ${tail}` : ''}` });
+      };
+      c.once('close', finish);
+      setTimeout(finish, 100).unref();
     });
   });
 }
