@@ -193,13 +193,14 @@ test('PATCH_NO_ROOM: a patch from a rebuild, for a process that has reserved eve
 });
 
 describe('INTERNAL', () => {
-  test('mkpatch --from with a compiler driver that fails (--cc false): the link of the patch fails; exit 1', async () => {
+  test('mkpatch --from with a compiler driver that fails (--cc false) is the build\'s failure, not hotload\'s: COMPILE_FAILED naming the driver, exit 8', async () => {
     const D = path.join(FIX, 'diff');
     const out = path.join(tmpdir(), 'p.so');
     const r = await hotload(['mkpatch', '--from', path.join(D, 'base'), '--to', path.join(D, 'CONST'), '-o', out, '--cc', 'false', '--json']);
-    expect(r.code).toBe(1);
-    expect(r.json.error.code).toBe('INTERNAL');
-    expect(r.json.error.message).toBe('linking the patch failed (false)');
+    expect(r.code).toBe(8);
+    expect(r.json.error.code).toBe('COMPILE_FAILED');
+    expect(r.json.error.message).toBe('the compiler driver `false` exited 1 and said nothing while linking the patch');
+    expect(r.json.error.hint).toMatch(/--cc \(or \$CC\) names a working C compiler driver/);
     expect(fs.existsSync(out)).toBe(false);
   });
 

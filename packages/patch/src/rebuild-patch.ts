@@ -196,7 +196,7 @@ export async function mkpatchFromBuilds(opts: RebuildOptions): Promise<RebuildRe
     if (process.env.HOTLOAD_KEEP_ASM) fs.copyFileSync(src, process.env.HOTLOAD_KEEP_ASM);
     if (layoutError) throw layoutError;
     refusals.throwIfAny();
-    if (r.error || r.status !== 0) throw new HotloadError('INTERNAL', `linking the patch failed (${cc})`, { details: (r.output || String(r.error)).trim().split('\n') });
+    if (r.error || r.status !== 0) throw linkFailed(cc, r);
 
     // 8. Checked as attach will check it, then written.
     const patchElf = ElfFile.open(tmpOut);
@@ -208,6 +208,19 @@ export async function mkpatchFromBuilds(opts: RebuildOptions): Promise<RebuildRe
   } finally {
     fs.rmSync(work, { recursive: true, force: true });
   }
+}
+
+/**
+ * The patch's link failed. The assembler refusing the generated assembly is a
+ * hotload bug (INTERNAL); the compiler driver failing otherwise (a --cc or $CC
+ * that is not a working driver) is the build's (COMPILE_FAILED), with its output.
+ */
+function linkFailed(cc: string, r: { status: number | null; output: string; error?: string }): HotloadError {
+  const output = (r.output || r.error || '').trim();
+  const details = output ? output.split('\n') : [];
+  if (/patch\.s:\d+/.test(output)) return new HotloadError('INTERNAL', `linking the patch failed (${cc}): the assembler refused the generated assembly`, { details });
+  const how = r.error ? `could not be run (${r.error})` : `exited ${r.status ?? 'on a signal'}${output ? '' : ' and said nothing'}`;
+  return new HotloadError('COMPILE_FAILED', `the compiler driver \`${cc}\` ${how} while linking the patch`, { details, hint: 'Check that --cc (or $CC) names a working C compiler driver, such as gcc or clang.' });
 }
 
 /** What `.hotload.target` records: the target's build-id and names. */
