@@ -126,7 +126,7 @@ function checked<F extends (...a: never[]) => unknown>(name: string, params: Par
   return wrapped as unknown as F;
 }
 
-const attachOptions = options<AttachOptions>({ allowUnsafeFile: optional(flag), safePointTimeoutMs: optional(ms), callTimeoutMs: optional(ms), waitInactiveMs: optional(ms), onProgress: optional(fn) });
+const attachOptions = options<AttachOptions>({ allowUnsafeFile: optional(flag), safePointTimeoutMs: optional(ms), callTimeoutMs: optional(ms), waitInactiveMs: optional(ms), replace: optional(text), onProgress: optional(fn) });
 const revertOptions = options<RevertOptions>({ all: optional(flag), safePointTimeoutMs: optional(ms), callTimeoutMs: optional(ms) });
 const rolloutOptions = options<RolloutOptions>({ dryRun: optional(flag), onEvent: optional(fn), baseDir: optional(text), signal: optional(signal) });
 const mkpatchOptions = options<MkpatchOptions>({ sources: someTexts, target: text, out: text, cc: optional(text), cflags: optional(texts) }, true);

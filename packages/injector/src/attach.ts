@@ -7,10 +7,11 @@ import * as path from 'path';
 import { HotloadError } from '@hotload/errors';
 import { ElfFile, PadFunction, demangled, loadPadIndex } from '@hotload/elf';
 import { PatchPlan, planPatch, readPatch, readRebuild } from '@hotload/patch';
-import { PAD_BEFORE, PAD_JUMP_ADDRESS, entryJump, padJump } from '@hotload/x86';
+import { NOP2, PAD_BEFORE, PAD_JUMP_ADDRESS, entryJump, padJump } from '@hotload/x86';
 import { Session } from './session';
 import { Module, findTargetModule, hex, modules, readMaps, requireRunning } from './read-process';
-import { functionStack, loadedPatches, readSite } from './read-patches';
+import { functionStack, functionState, loadedPatches, prevSlotAddress, readSite } from './read-patches';
+import { RevertedFunction, findLoadedPatch } from './revert';
 import { callOnHost, findRuntime, placeStub, sleepMs, stopAndChooseHost, TargetRuntime } from './call-in-target';
 import { anyPart, type CodeWrite } from './native';
 import { readPatchFile, releaseStaging, stagePatch } from './stage-patch';
@@ -33,6 +34,13 @@ export interface AttachOptions {
    * (FUNCTIONS_ACTIVE) naming them, with nothing redirected.
    */
   waitInactiveMs?: number;
+  /**
+   * A patch applied to the process that this one replaces, in the same stop:
+   * its functions this patch also replaces take the new code (it leaves their
+   * stacks, the new patch goes on top), the others go back to what they ran
+   * before it, as a revert would; at no moment does the process run neither.
+   */
+  replace?: string;
   onProgress?: (step: string) => void;
 }
 
@@ -58,6 +66,8 @@ export interface AttachResult {
   notes: string[];
   /** Replaced functions running when the patch went in: those calls finish in the old code. */
   active: ActiveFunction[];
+  /** With `replace`: the patch taken out in the same stop, and what each of its functions runs now. */
+  replaced?: { patch: string; functions: RevertedFunction[] };
   threads: number;
   hostThread: number;
   /** The borrowed thread's registers had to be set by hand after rt_sigreturn (never expected). */
@@ -209,6 +219,9 @@ function attachLocked(pid: number, patchFile: string, opts: AttachOptions): Atta
       setNewAddresses(sites, patchBias);
       refuseIfInStack(s, pid, patchFile, sites, mod);
     }
+    // 5b. With --replace: the patch to take out, and the writes that take it
+    //     out of every stack, made in step 9's stop (nothing is written yet).
+    const replacing = opts.replace !== undefined ? takeOut(s, pid, opts.replace, sites, mod) : undefined;
 
     // 6. Put the call stub in dead bytes at the end of an executable page. No
     //    thread runs there, so this needs no stop.
@@ -252,7 +265,7 @@ function attachLocked(pid: number, patchFile: string, opts: AttachOptions): Atta
     //    replaced function).
     progress('redirecting functions');
     const oldRanges = sites.map((x) => ({ name: x.name, start: mod.bias + BigInt(x.f.address), end: mod.bias + BigInt(x.f.address + Math.max(1, x.f.size)) }));
-    redirect(s, pid, rt, sites, oldRanges, opts.waitInactiveMs);
+    redirect(s, pid, rt, sites, oldRanges, opts.waitInactiveMs, replacing?.writes ?? []);
 
     // 10. Say which replaced functions are running now (their calls finish in
     //     the old code; a main loop never takes the change): each thread is
@@ -279,6 +292,7 @@ function attachLocked(pid: number, patchFile: string, opts: AttachOptions): Atta
       functions: sites.map((x) => ({ name: x.name, ...(demangled(x.name) !== x.name ? { demangled: demangled(x.name) } : {}), old: hex(mod.bias + BigInt(x.f.address)), new: hex(x.newAddr), previous: x.previous !== undefined ? hex(x.previous) : 'original' })),
       notes: [...plan.notes, ...load.notes, ...lookNotes(looked)],
       active: looked.active,
+      ...(replacing ? { replaced: { patch: replacing.patch, functions: replacing.functions } } : {}),
       threads: s.threadCount,
       hostThread,
       repairedRegisters: load.repaired,
@@ -361,9 +375,9 @@ function fillIn(s: Session, patchFile: string, meta: ReturnType<typeof readPatch
  * look unwinds every thread while all are stopped, so the call frame
  * information is read first), looking again every 20 ms until then.
  */
-function redirect(s: Session, pid: number, rt: TargetRuntime, sites: Site[], oldRanges: { name: string; start: bigint; end: bigint }[], waitInactiveMs: number | undefined): void {
-  const writes: CodeWrite[] = [];
-  const names: string[] = [];
+function redirect(s: Session, pid: number, rt: TargetRuntime, sites: Site[], oldRanges: { name: string; start: bigint; end: bigint }[], waitInactiveMs: number | undefined, also: { write: CodeWrite; name: string }[]): void {
+  const writes: CodeWrite[] = also.map((x) => x.write);
+  const names: string[] = also.map((x) => x.name);
   for (const site of sites) {
     const pj = padJump(site.newAddr);
     if (site.previous !== undefined) writes.push({ addr: site.pad + BigInt(PAD_JUMP_ADDRESS), expect: site.origPad.subarray(PAD_JUMP_ADDRESS), bytes: pj.subarray(PAD_JUMP_ADDRESS) });
@@ -392,6 +406,59 @@ function redirect(s: Session, pid: number, rt: TargetRuntime, sites: Site[], old
   } else s.stopAll();
   s.apply(batch);
   s.resumeAllExcept(-1);
+}
+
+/**
+ * Step 5b (--replace): take patch `file` out of the process in the coming
+ * stop. For each of its functions in force: one the new patch replaces too
+ * leaves its stack (on top: the new patch's prev slot takes what it ran
+ * before, and the pad's address is the new code's; below: the patch above it
+ * is linked past it) and the new patch goes on top; one the new patch does
+ * not replace goes back to what it ran before, as revert does. Returns the
+ * writes (each checked against the bytes read now) and what each function
+ * runs afterwards.
+ */
+function takeOut(s: Session, pid: number, file: string, sites: Site[], mod: Module): { patch: string; writes: { write: CodeWrite; name: string }[]; functions: RevertedFunction[] } {
+  const patches = loadedPatches(pid);
+  const old = findLoadedPatch(patches, file);
+  if (!old) throw new HotloadError('PATCH_NOT_APPLIED', `--replace ${file}: it is not loaded in process ${pid}`);
+  if (old.module.path !== mod.path) throw new HotloadError('USAGE', `--replace ${file}: it patches ${old.module.path}, the new patch ${mod.path}; replace a patch of the same module`);
+  if (old.meta.onRevert !== undefined) throw new HotloadError('USAGE', `--replace ${file}: it has an on-revert hook, which --replace does not run; revert it, then attach the new patch`);
+  const writes: { write: CodeWrite; name: string }[] = [];
+  const functions: RevertedFunction[] = [];
+  const put = (addr: bigint, bytes: Buffer, name: string, entry = false) => writes.push({ write: { addr, expect: s.read(addr, bytes.length), bytes, entry }, name });
+  for (const r of old.meta.replacements) {
+    const st = functionState(s, old, r.old);
+    if (!st) continue;
+    const stack = functionStack(s, patches, st);
+    const at = stack.findIndex((e) => e.patch === old && e.newName === r.new);
+    if (at < 0) continue; // not in force
+    const slot = prevSlotAddress(old, r.new);
+    const prev = slot !== undefined ? s.readU64(slot) : 0n;
+    const site = sites.find((x) => x.pad === st.pad);
+    if (at > 0) {
+      // Below another patch: that one's prev slot skips it.
+      const above = stack[at - 1];
+      const aboveSlot = prevSlotAddress(above.patch, above.newName);
+      if (aboveSlot !== undefined) put(aboveSlot, u64(prev), r.old);
+    } else if (site) {
+      // On top, and replaced again: the new code takes its place, over what it ran before.
+      site.previous = prev === 0n ? undefined : prev;
+    } else if (prev === 0n) {
+      put(st.entrySite, NOP2, r.old, true); // the original code runs again
+    } else {
+      put(st.pad + BigInt(PAD_JUMP_ADDRESS), u64(prev), r.old);
+    }
+    functions.push({ name: r.old, patch: old.staged, now: site ? 'the new patch' : at === 0 ? (prev === 0n ? 'original' : hex(prev)) : hex(stack[0].address) });
+  }
+  if (functions.length === 0) throw new HotloadError('PATCH_NOT_APPLIED', `--replace ${file}: it is loaded in process ${pid} but none of its functions is in force (reverted already)`);
+  return { patch: old.source ?? old.staged, writes, functions };
+}
+
+function u64(v: bigint): Buffer {
+  const b = Buffer.alloc(8);
+  b.writeBigUInt64LE(v);
+  return b;
 }
 
 /** Step 10's notes: the replaced functions still running, and what could not be looked at. */

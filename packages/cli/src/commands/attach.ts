@@ -3,11 +3,13 @@
 import type { Argv } from 'yargs';
 import { AttachResult, HotloadError, attach, isHotloadError, resolveTargets } from '@hotload/api';
 import { Out, errorLines } from '../output';
+import { demangled } from '@hotload/elf';
 import { wholeNumber } from '../args';
 
 export function printAttach(out: Out, r: AttachResult): void {
   out.line(`${out.green('patched')} process ${r.pid} with ${r.patch} (${r.functions.length} function${r.functions.length === 1 ? '' : 's'})`);
   for (const f of r.functions) out.line(`  ${f.demangled ?? f.name} ${out.dim(f.old)} -> ${f.new}${f.previous !== 'original' ? out.dim(` (stacked on ${f.previous})`) : ''}`);
+  if (r.replaced) out.line(`  replaced ${r.replaced.patch} in the same stop: ${r.replaced.functions.map((f) => `${demangled(f.name)} now runs ${f.now}`).join(', ')}`);
   for (const n of r.notes) out.line(`  ${out.yellow('note')}: ${n}`);
   const t = r.timings;
   const loaded = r.hostThread ? `; loaded in ${t.loadMs.toFixed(2)} ms on thread ${r.hostThread} (away from its own code ${t.hostPausedMs.toFixed(2)} ms)` : '';
@@ -94,16 +96,18 @@ export const attachCommand = {
       .option('allow-unsafe-file', { type: 'boolean', default: false, describe: 'accept a patch file that other users could write' })
       .option('timeout', { type: 'string', default: '3000', coerce: wholeNumber('--timeout', 1), describe: 'ms to wait for a safe moment to load the patch' })
       .option('wait-inactive', { type: 'string', coerce: waitSeconds, describe: 'redirect only when no replaced function is running on any thread, waiting up to SECONDS (default 10); then refuse, naming them' })
+      .option('replace', { type: 'string', describe: 'a patch applied to the process that this one replaces in the same stop (its functions take the new code or go back to what they ran before it): no moment without a fix' })
+      .example('$0 attach 4242 fix-v2.so --replace fix-v1.so', 'go from one version of a fix to the next in one stop')
       .example('$0 attach 4242 fix.so --wait-inactive=5', 'redirect only at a moment when no thread is inside a replaced function')
       .example('$0 attach 4242 fix.so', 'patch one process')
       .example('$0 attach 4242,4243 fix.so', 'patch two processes')
       .example('$0 attach server fix.so --json', 'patch every process named server')
       .epilog(JSON_SHAPE),
-  run(argv: { target: string; patch: string; allowUnsafeFile: boolean; timeout: number; waitInactive?: number }, out: Out): number {
+  run(argv: { target: string; patch: string; allowUnsafeFile: boolean; timeout: number; waitInactive?: number; replace?: string }, out: Out): number {
     return forEachPid(
       String(argv.target),
       out,
-      (pid) => attach(pid, argv.patch, { allowUnsafeFile: argv.allowUnsafeFile, safePointTimeoutMs: argv.timeout, waitInactiveMs: argv.waitInactive, onProgress: (s) => out.progress(s) }),
+      (pid) => attach(pid, argv.patch, { allowUnsafeFile: argv.allowUnsafeFile, safePointTimeoutMs: argv.timeout, waitInactiveMs: argv.waitInactive, replace: argv.replace, onProgress: (s) => out.progress(s) }),
       (r) => printAttach(out, r),
     );
   },
