@@ -256,8 +256,12 @@ describe('a script as a user writes it, compiled under strict against the built 
   test('a rollout with a function health check and an event callback compiles and runs; so does the README\'s example', async () => {
     const [a] = await fleet(1);
     const script = `import { HealthCheckFunction, RolloutEvent, isHotloadError, rollout, status } from '@hotload/api';
+import type { ActiveFunction, ErrorCode, PatchPlan, PlannedFunction, RevertedFunction, StatusFunction, StatusPatch } from '@hotload/api';
 
 const [pid, patch] = [Number(process.argv[2]), process.argv[3]];
+// The element types a script names, exported (a typed report of its own).
+const describe = (f: StatusFunction, p: StatusPatch[], a: ActiveFunction[], r: RevertedFunction[], q: PlannedFunction[], plan?: PatchPlan, c?: ErrorCode): string => [f.name, p.length, a.length, r.length, q.length, plan?.functions.length ?? 0, c ?? ''].join(' ');
+void describe;
 // Healthy when the patch's function is in force; a throw or false would fail it.
 const inForce: HealthCheckFunction = async (p, step, signal) => !signal.aborted && 'check' in step && status(p).functions.some((f) => f.name === 'compute');
 const seen: string[] = [];

@@ -12,9 +12,9 @@
 // argument (a pid given as text, a misspelt option) is one too (USAGE): each
 // function here checks its arguments first (args.ts).
 export { attach, checkAttach, revert, status, ps, resolveTargets, parsePid, pidsByName, pidsByExe, pidsByBuildId } from './args';
-export type { AttachOptions, AttachResult, PatchedFunction, RevertResult, RevertOptions, StatusResult, PatchableProcess } from '@hotload/injector';
+export type { AttachOptions, AttachResult, PatchedFunction, ActiveFunction, RevertResult, RevertOptions, RevertedFunction, StatusResult, StatusFunction, StatusPatch, PatchableProcess } from '@hotload/injector';
 export { mkpatch, mkpatchFromBuilds, findProgram, diffBuilds } from './args';
-export type { MkpatchOptions, MkpatchResult, RebuildOptions, RebuildResult, BuildDiff } from '@hotload/patch';
+export type { MkpatchOptions, MkpatchResult, RebuildOptions, RebuildResult, BuildDiff, PatchPlan, PlannedFunction, PatchTarget } from '@hotload/patch';
 export { HotloadError, isHotloadError, ERRORS, EXIT } from '@hotload/errors';
 export type { ErrorCode } from '@hotload/errors';
 export { rollout, loadPlan, validatePlan, planTargets } from './args';

@@ -3,10 +3,11 @@
 export { attach, checkAttach } from './attach';
 export { cleanStaged } from './stage-patch';
 export type { AttachOptions, AttachResult, PatchedFunction } from './attach';
+export type { ActiveFunction } from './active';
 export { revert } from './revert';
-export type { RevertResult, RevertOptions } from './revert';
+export type { RevertResult, RevertOptions, RevertedFunction } from './revert';
 export { status } from './status';
-export type { StatusResult } from './status';
+export type { StatusResult, StatusFunction, StatusPatch } from './status';
 export { Session } from './session';
 export { readMaps, modules, processExists, findTargetModule } from './read-process';
 export type { Module, Mapping } from './read-process';
