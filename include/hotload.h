@@ -32,6 +32,9 @@
  *   patch goes live / before it is reverted (to migrate or initialise state).
  *   Non-zero aborts the apply or revert, and nothing changes; say why with
  *   `return HOTLOAD_HOOK_FAIL("queue not empty");` and hotload prints it.
+ * - HOTLOAD_DESCRIPTION("fix the off-by-one in the queue (BUG-1234)"): what the
+ *   patch is, shown by `hotload status`, `ps` and `--json` (or give it with
+ *   `hotload mkpatch --description`).
  *
  * C++: the new function is an ordinary C++ function (any linkage); a method is
  * replaced by a function taking `this` as its first parameter. Name the old
@@ -90,6 +93,9 @@ struct hotload_redefinition {
   __attribute__((used, visibility("default"))) type *HOTLOAD_CAT(hotload_ref__, name) = 0
 
 #define HOTLOAD_REF(name) (*HOTLOAD_CAT(hotload_ref__, name))
+
+#define HOTLOAD_DESCRIPTION(text) \
+  __attribute__((used, section(".hotload.description"))) static const char hotload_description[] = text
 
 #define HOTLOAD_ON_APPLY(fn) \
   __attribute__((used, visibility("default"))) int (*const hotload_on_apply)(void) = fn

@@ -129,8 +129,8 @@ function checked<F extends (...a: never[]) => unknown>(name: string, params: Par
 const attachOptions = options<AttachOptions>({ allowUnsafeFile: optional(flag), safePointTimeoutMs: optional(ms), callTimeoutMs: optional(ms), waitInactiveMs: optional(ms), replace: optional(text), onProgress: optional(fn) });
 const revertOptions = options<RevertOptions>({ all: optional(flag), safePointTimeoutMs: optional(ms), callTimeoutMs: optional(ms) });
 const rolloutOptions = options<RolloutOptions>({ dryRun: optional(flag), onEvent: optional(fn), baseDir: optional(text), signal: optional(signal) });
-const mkpatchOptions = options<MkpatchOptions>({ sources: someTexts, target: text, out: text, cc: optional(text), cflags: optional(texts) }, true);
-const rebuildOptions = options<RebuildOptions>({ from: text, to: text, target: text, out: text, also: optional(textMap), redirected: optional(textSet), cc: optional(text), run: optional(fn) }, true);
+const mkpatchOptions = options<MkpatchOptions>({ sources: someTexts, target: text, out: text, cc: optional(text), cflags: optional(texts), description: optional(text) }, true);
+const rebuildOptions = options<RebuildOptions>({ from: text, to: text, target: text, out: text, also: optional(textMap), redirected: optional(textSet), description: optional(text), cc: optional(text), run: optional(fn) }, true);
 const watchOptions = options<WatchOptions>(
   {
     pids,

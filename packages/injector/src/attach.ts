@@ -59,6 +59,8 @@ export interface PatchedFunction {
 export interface AttachResult {
   pid: number;
   patch: string;
+  /** What the patch is, in words (HOTLOAD_DESCRIPTION, `mkpatch --description`). */
+  description?: string;
   staged: string;
   module: string;
   buildId: string;
@@ -286,6 +288,7 @@ function attachLocked(pid: number, patchFile: string, opts: AttachOptions): Atta
     return {
       pid,
       patch: path.resolve(patchFile),
+      ...(meta.description !== undefined ? { description: meta.description } : {}),
       staged: staged.staged,
       module: mod.path,
       buildId: meta.target.buildId,

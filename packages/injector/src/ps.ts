@@ -19,6 +19,8 @@ export interface PatchableProcess {
   patches: number;
   /** Patches it still maps that were reverted (a reverted patch stays mapped: its code may be on a stack). */
   reverted: number;
+  /** What the patches in force are, in words, for those that say (HOTLOAD_DESCRIPTION, `mkpatch --description`). */
+  descriptions: string[];
 }
 
 function uidOf(pid: number): number {
@@ -83,7 +85,7 @@ export function ps(): PatchableProcess[] {
       if (has) withPads.push(m.path);
     }
     if (withPads.length === 0) continue;
-    let counts = { inForce: 0, reverted: 0 };
+    let counts: ReturnType<typeof countPatches> = { inForce: 0, reverted: 0, descriptions: [] };
     if (mods.some((m) => isStaged(m.path))) {
       try {
         counts = countPatches(pid);
@@ -91,7 +93,7 @@ export function ps(): PatchableProcess[] {
         continue; // gone meanwhile, or its memory not readable
       }
     }
-    out.push({ pid, command: comm(pid), exe: exeOf(pid), modules: withPads, patches: counts.inForce, reverted: counts.reverted });
+    out.push({ pid, command: comm(pid), exe: exeOf(pid), modules: withPads, patches: counts.inForce, reverted: counts.reverted, descriptions: counts.descriptions });
   }
   return out;
 }

@@ -17,6 +17,8 @@ export interface StatusPatch {
   staged: string;
   /** The file that was applied (recorded in the process at attach). */
   source?: string;
+  /** What the patch is, in words (HOTLOAD_DESCRIPTION, `mkpatch --description`). */
+  description?: string;
   buildId?: string;
   target: string;
   targetBuildId: string;
@@ -71,6 +73,7 @@ export function status(pid: number): StatusResult {
     patches: patches.map((p) => ({
       staged: p.staged,
       source: p.source,
+      ...(p.meta.description !== undefined ? { description: p.meta.description } : {}),
       buildId: p.meta.buildId,
       target: p.module.path,
       targetBuildId: p.meta.target.buildId,
@@ -88,14 +91,14 @@ export function status(pid: number): StatusResult {
  * theirs anywhere in a function's stack), and how many are reverted copies
  * that stay mapped: what `hotload ps` counts, by the same reading as status.
  */
-export function countPatches(pid: number): { inForce: number; reverted: number } {
+export function countPatches(pid: number): { inForce: number; reverted: number; descriptions: string[] } {
   const patches = loadedPatches(pid);
-  if (patches.length === 0) return { inForce: 0, reverted: 0 };
+  if (patches.length === 0) return { inForce: 0, reverted: 0, descriptions: [] };
   const mem = procMemReader(pid);
   try {
     const { inForce } = readStacks(mem, patches);
-    const n = patches.filter((p) => inForce.get(p)!.length > 0).length;
-    return { inForce: n, reverted: patches.length - n };
+    const live = patches.filter((p) => inForce.get(p)!.length > 0);
+    return { inForce: live.length, reverted: patches.length - live.length, descriptions: live.flatMap((p) => (p.meta.description !== undefined ? [p.meta.description] : [])) };
   } finally {
     mem.close();
   }

@@ -18,6 +18,8 @@ import { HotloadError } from '@hotload/errors';
 import { ElfFile, ElfSymbol, ET, R_X86_64, STT, findByCxxName } from '@hotload/elf';
 
 export const TARGET_SECTION = '.hotload.target';
+/** What the patch is, in words (HOTLOAD_DESCRIPTION, `mkpatch --description`): NUL-terminated texts. */
+export const DESCRIPTION_SECTION = '.hotload.description';
 export const REPLACE_SECTION = '.hotload.replace';
 export const REDEFINE_SECTION = '.hotload.redefine';
 const REF_PREFIX = 'hotload_ref__';
@@ -60,6 +62,8 @@ export interface PatchMeta {
   sourcePathSlot?: number;
   /** Address of `hotload_hook_message` (a const char *), set by a failing hook. */
   hookMessageSlot?: number;
+  /** What the patch is, in words (HOTLOAD_DESCRIPTION or `mkpatch --description`). */
+  description?: string;
 }
 
 /** Defined symbols by name: .dynsym first, then .symtab (a `static` new function is only there). */
@@ -184,5 +188,14 @@ export function readPatch(elf: ElfFile): PatchMeta {
     appliedAtSlot: syms.get('hotload_applied_at')?.value,
     hookMessageSlot: syms.get('hotload_hook_message')?.value,
     sourcePathSlot: syms.get('hotload_source_path')?.value,
+    ...(description(elf) !== undefined ? { description: description(elf) } : {}),
   };
+}
+
+function description(elf: ElfFile): string | undefined {
+  const sec = elf.section(DESCRIPTION_SECTION);
+  if (!sec) return undefined;
+  // One text per NUL (the source's HOTLOAD_DESCRIPTION and mkpatch's --description may both be there).
+  const texts = elf.sectionData(sec).toString('utf8').split('\0').map((t) => t.trim()).filter(Boolean);
+  return texts.length ? texts.join('; ') : undefined;
 }

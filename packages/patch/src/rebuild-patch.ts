@@ -40,7 +40,7 @@ import { key, relocTarget } from './build';
 import { BuildDiff, diffObjectSets } from './diff-builds';
 import { compareLayouts } from './layouts';
 import { objectFiles } from './object-files';
-import { PatchTarget, TARGET_SECTION, readPatch } from './read-patch';
+import { DESCRIPTION_SECTION, PatchTarget, TARGET_SECTION, readPatch } from './read-patch';
 import { PatchPlan, planPatch } from './check-patch';
 import { FIXUP_SECTION, REBUILD_SECTION, RebuildInfo } from './rebuild-format';
 import { isColdPart, Generator, Unit, asmName, emitBytes, emitSection, functionOfPart, unwindRecords } from './rebuild-asm';
@@ -95,6 +95,8 @@ export interface RebuildOptions {
    * be the target's build.
    */
   redirected?: ReadonlySet<string>;
+  /** What the patch is, in words (shown by status, ps, --json). */
+  description?: string;
   cc?: string;
   /**
    * Starts the linker and resolves when it has exited (default: from this
@@ -391,6 +393,7 @@ function patchAssembly(opts: RebuildOptions, target: PatchTarget, g: Generator, 
   const pairs = units.flatMap((u) => u.replace.map((s) => `${key(s)}\\0${names.get(s)}\\0`));
   meta.push(`\t.section ${'.hotload.replace'},"a",@progbits\n\t.ascii "${pairs.join('')}"`);
   meta.push(`\t.section ${TARGET_SECTION},"a",@progbits\n\t.asciz ${JSON.stringify(JSON.stringify(target))}`);
+  if (opts.description) meta.push(`\t.section ${DESCRIPTION_SECTION},"a",@progbits\n\t.asciz ${JSON.stringify(opts.description.replace(/[\x00-\x1f]/g, " "))}`);
   meta.push('\t.data\n\t.p2align 3');
   for (const u of units) {
     for (const s of u.replace) {

@@ -7,7 +7,7 @@ import { demangled } from '@hotload/elf';
 import { wholeNumber } from '../args';
 
 export function printAttach(out: Out, r: AttachResult): void {
-  out.line(`${out.green('patched')} process ${r.pid} with ${r.patch} (${r.functions.length} function${r.functions.length === 1 ? '' : 's'})`);
+  out.line(`${out.green('patched')} process ${r.pid} with ${r.patch} (${r.functions.length} function${r.functions.length === 1 ? '' : 's'})${r.description ? `: ${r.description}` : ''}`);
   for (const f of r.functions) out.line(`  ${f.demangled ?? f.name} ${out.dim(f.old)} -> ${f.new}${f.previous !== 'original' ? out.dim(` (stacked on ${f.previous})`) : ''}`);
   if (r.replaced) out.line(`  replaced ${r.replaced.patch} in the same stop: ${r.replaced.functions.map((f) => `${demangled(f.name)} now runs ${f.now}`).join(', ')}`);
   for (const n of r.notes) out.line(`  ${out.yellow('note')}: ${n}`);

@@ -13,11 +13,12 @@ interface Args {
   o: string;
   cc?: string;
   cflags?: string;
+  description?: string;
 }
 
 export const mkpatchCommand = {
   command: 'mkpatch [source..]',
-  valueOptions: ['cflags', 'cc'],
+  valueOptions: ['cflags', 'cc', 'description'],
   describe: 'Make a patch: compile hand-written C against the running build, or diff two builds (--from/--to)',
   builder: (y: Argv) =>
     y
@@ -28,6 +29,7 @@ export const mkpatchCommand = {
       .option('o', { alias: 'output', type: 'string', demandOption: true, describe: 'the patch .so to write' })
       .option('cc', { type: 'string', describe: 'compiler/linker driver (default $CC or cc)' })
       .option('cflags', { type: 'string', describe: 'extra compiler flags, space-separated (hand-written patches); `--cflags "-I a -DX"` and `--cflags="-I a"` both work' })
+      .option('description', { type: 'string', describe: 'what the patch is, in words: shown by status, ps and --json (as HOTLOAD_DESCRIPTION("...") in the source)' })
       .example('$0 mkpatch fix.c --target ./server -o fix.so', 'compile a hand-written patch')
       .example('$0 mkpatch --from build.running --to build -o p.so', 'patch the functions that changed between two builds')
       .epilog('Exit status 9: the two builds run the same code (nothing to patch).'),
@@ -36,7 +38,7 @@ export const mkpatchCommand = {
       if (!argv.from || !argv.to) throw new HotloadError('USAGE', 'give both --from (the build the process runs) and --to (the new build)');
       if (argv.source?.length) throw new HotloadError('USAGE', 'give either C sources or --from/--to, not both');
       const target = argv.target ?? findProgram(argv.from);
-      const r = await mkpatchFromBuilds({ from: argv.from, to: argv.to, target, out: argv.o, cc: argv.cc });
+      const r = await mkpatchFromBuilds({ from: argv.from, to: argv.to, target, out: argv.o, cc: argv.cc, description: argv.description });
       const names = demangle([...r.replaced, ...r.added]);
       if (out.json) {
         out.doc({ out: r.out, target: r.target, replaced: r.replaced, added: r.added, notes: r.plan.notes, otherModules: r.otherModules, demangled: Object.fromEntries(names) });
@@ -50,7 +52,7 @@ export const mkpatchCommand = {
     }
     if (!argv.source?.length) throw new HotloadError('USAGE', 'name the C files of the patch, or give --from and --to');
     if (!argv.target) throw new HotloadError('USAGE', 'name the program the process runs with --target');
-    const r = mkpatch({ sources: argv.source, target: argv.target, out: argv.o, cc: argv.cc, cflags: argv.cflags?.split(/\s+/).filter(Boolean) });
+    const r = mkpatch({ sources: argv.source, target: argv.target, out: argv.o, cc: argv.cc, cflags: argv.cflags?.split(/\s+/).filter(Boolean), description: argv.description });
     if (out.json) {
       out.doc({ out: r.out, target: r.target, functions: r.plan.functions.map((f) => ({ old: f.old, new: f.new, status: f.fn.status })), statics: r.plan.refs.map((x) => x.name), notes: r.plan.notes });
       return 0;

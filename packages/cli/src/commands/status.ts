@@ -40,6 +40,7 @@ function printStatus(out: Out, r: StatusResult): void {
     out.line('patches:');
     for (const p of r.patches) {
       out.line(`  ${p.source ?? p.staged}  build-id ${p.buildId ?? '?'}  applied ${p.appliedAt ?? '?'}  ${p.inForce.length ? `in force: ${p.inForce.map(cxx).join(', ')}` : out.dim('reverted')}`);
+      if (p.description) out.line(`    ${p.description}`);
       if (p.source) out.line(out.dim(`    loaded from ${p.staged}`));
       if (p.loadedBy === 'hotload' && p.debuggers) out.line(out.dim('    mapped by hotload, not dlopen; debuggers see it through the GDB JIT interface'));
       else if (p.loadedBy === 'hotload') out.line(out.dim(`    mapped by hotload, not dlopen, and not registered with debuggers; in gdb: add-symbol-file ${p.staged} -o ${p.bias}`));
