@@ -20,6 +20,7 @@ import { runHook } from './run-hook';
 import { loadNear } from './load-near';
 import { ActiveFunction, activeFunctions, activeNote } from './active';
 import { warmUnwind } from './unwind';
+import { parentWarning } from './lineage';
 
 export interface AttachOptions {
   /** Accept a patch file others could write. */
@@ -293,7 +294,7 @@ function attachLocked(pid: number, patchFile: string, opts: AttachOptions): Atta
       module: mod.path,
       buildId: meta.target.buildId,
       functions: sites.map((x) => ({ name: x.name, ...(demangled(x.name) !== x.name ? { demangled: demangled(x.name) } : {}), old: hex(mod.bias + BigInt(x.f.address)), new: hex(x.newAddr), previous: x.previous !== undefined ? hex(x.previous) : 'original' })),
-      notes: [...plan.notes, ...load.notes, ...lookNotes(looked)],
+      notes: [...plan.notes, ...load.notes, ...lookNotes(looked), ...[parentWarning(pid, meta, staged.staged)].filter((w): w is string => w !== undefined)],
       active: looked.active,
       ...(replacing ? { replaced: { patch: replacing.patch, functions: replacing.functions } } : {}),
       threads: s.threadCount,

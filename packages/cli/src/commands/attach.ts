@@ -10,7 +10,7 @@ export function printAttach(out: Out, r: AttachResult): void {
   out.line(`${out.green('patched')} process ${r.pid} with ${r.patch} (${r.functions.length} function${r.functions.length === 1 ? '' : 's'})${r.description ? `: ${r.description}` : ''}`);
   for (const f of r.functions) out.line(`  ${f.demangled ?? f.name} ${out.dim(f.old)} -> ${f.new}${f.previous !== 'original' ? out.dim(` (stacked on ${f.previous})`) : ''}`);
   if (r.replaced) out.line(`  replaced ${r.replaced.patch} in the same stop: ${r.replaced.functions.map((f) => `${demangled(f.name)} now runs ${f.now}`).join(', ')}`);
-  for (const n of r.notes) out.line(`  ${out.yellow('note')}: ${n}`);
+  for (const n of r.notes) out.line(n.startsWith('warning: ') ? `  ${out.yellow('warning')}: ${n.slice('warning: '.length)}` : `  ${out.yellow('note')}: ${n}`);
   const t = r.timings;
   const loaded = r.hostThread ? `; loaded in ${t.loadMs.toFixed(2)} ms on thread ${r.hostThread} (away from its own code ${t.hostPausedMs.toFixed(2)} ms)` : '';
   out.line(out.dim(`  ${stopFigures(t, `${r.threads} thread${r.threads === 1 ? '' : 's'}`)}${loaded}; total ${t.totalMs.toFixed(1)} ms`));
