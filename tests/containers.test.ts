@@ -143,3 +143,23 @@ describe.each(cases)('watch on a process in %s', (_what, startIt) => {
     }
   });
 });
+
+test('a chroot with no /tmp, /dev/shm or /var/tmp: refused as PATCH_NO_STAGING (nothing was loaded, no dlopen tried), the process untouched', async () => {
+  const bin = path.join(FIX, 'target');
+  const dir = chrootDir(bin);
+  fs.rmdirSync(path.join(dir, 'tmp'));
+  const t = Target.start('chroot', [dir, '/target', 'loop']);
+  try {
+    await t.waitFor(/^compute 6 /);
+    const p = await mkpatch(computePatch(5), bin, 'nostage');
+    const r = await hotload(['attach', String(t.pid), p, '--json']);
+    expect(r.code).toBe(6);
+    expect(r.one.error.code).toBe('PATCH_NO_STAGING');
+    expect(r.one.error.message).toMatch(/has no directory hotload can put the patch in, in its view of the file system/);
+    expect((await hotload(['status', String(t.pid)])).stdout).toMatch(/no patch applied/);
+    await t.next(/^compute 6 /);
+    t.expectHealthy();
+  } finally {
+    await t.stop();
+  }
+});

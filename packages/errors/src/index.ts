@@ -53,6 +53,7 @@ export const ERRORS = {
   PATCH_DLOPEN_FAILED: { exit: EXIT.patch, title: 'the process could not load the patch', hint: 'The message is dlerror() from the process; fix the cause (missing library, undefined symbol) and rebuild the patch.' },
   PATCH_ALREADY_APPLIED: { exit: EXIT.alreadyApplied, title: 'patch already applied', hint: 'Nothing to do; `hotload status <pid>` shows what is applied.' },
   PATCH_NOT_APPLIED: { exit: EXIT.patch, title: 'patch not applied', hint: '`hotload status <pid>` lists the patches in force.' },
+  PATCH_NO_STAGING: { exit: EXIT.patch, title: 'no directory for the patch in the process\'s view', hint: 'hotload writes the patch into /tmp, /dev/shm or /var/tmp as the process sees them (its mount namespace, its chroot); none can take it, so nothing was loaded or changed. Give the process a writable /tmp (a tmpfs), or run hotload as a user allowed to write there.' },
   HOOK_FAILED: { exit: EXIT.patch, title: 'a hook of the patch failed', hint: 'The patch was not applied (or not reverted); the hook says why. Fix the state it checks, or the hook, and retry.' },
   HEALTH_CHECK_FAILED: { exit: EXIT.rolloutFailed, title: 'a health check of the rollout failed', hint: 'What the rollout applied to that process was reverted. Look at what the check printed; fix the patch (or the check) and roll out again.' },
   PROCESS_BUSY: { exit: EXIT.process, title: 'another hotload is working on the process', hint: 'Wait for it to finish and retry.' },

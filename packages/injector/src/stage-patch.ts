@@ -110,9 +110,9 @@ export function stageDirFor(pid: number): { inner: string; outer: string } {
       tried.push(`${base}: ${(e as Error).message}`);
     }
   }
-  throw new HotloadError('PATCH_DLOPEN_FAILED', `process ${pid} has no directory hotload can put the patch in, in its view of the file system (${root})`, {
+  // Not a dlopen failure: nothing was tried in the process.
+  throw new HotloadError('PATCH_NO_STAGING', `process ${pid} has no directory hotload can put the patch in, in its view of the file system (${root}): none of ${STAGE_ROOTS.join(', ')} is there to take it`, {
     details: tried,
-    hint: 'hotload writes the patch into /tmp, /dev/shm or /var/tmp as the process sees them (its mount namespace, its chroot). Give the process a writable /tmp (a tmpfs), or run hotload as a user allowed to write there.',
   });
 }
 
