@@ -98,6 +98,15 @@ fs.mkdirSync(path.join(stage, 'packages/elf/wasm/build'), { recursive: true });
 fs.copyFileSync(scan, path.join(stage, 'packages/elf/wasm/build/dwarf-scan.wasm'));
 fs.copyFileSync(path.join(root, 'README.md'), path.join(stage, 'README.md'));
 
+// An ES module entry beside the CommonJS one: the API's names, listed from
+// the built module itself, so `import { attach } from '@hotload/hotload'`
+// works without relying on Node's guess of a CommonJS module's exports.
+const apiNames = Object.keys(require(path.join(root, 'packages/api/dist/index.js'))).filter((n) => n !== 'default' && n !== '__esModule');
+fs.writeFileSync(
+  path.join(stage, 'packages/api/dist/index.mjs'),
+  `// The ES module entry of @hotload/hotload: the CommonJS API, by name.\nimport api from './index.js';\nexport const { ${apiNames.join(', ')} } = api;\nexport default api;\n`,
+);
+
 const manifest = {
   name: NAME,
   version: cli.version,
@@ -107,6 +116,10 @@ const manifest = {
   bin: { hotload: 'bin/hotload.js' },
   main: 'packages/api/dist/index.js',
   types: 'packages/api/dist/index.d.ts',
+  exports: {
+    '.': { types: './packages/api/dist/index.d.ts', import: './packages/api/dist/index.mjs', require: './packages/api/dist/index.js' },
+    './package.json': './package.json',
+  },
   files: ['bin/', 'packages/', 'include/', 'native-shim/', 'README.md'],
   engines: { node: '>=20' },
   os: ['linux'],

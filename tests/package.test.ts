@@ -71,6 +71,25 @@ test('--version, mkpatch with the shipped header, attach and revert, all from th
   }
 });
 
+test('the API from the installed package: required (CommonJS) and imported (an ES module, by name through its exports map) alike, status of a real process', async () => {
+  const t = Target.start(TARGET, ['loop']);
+  try {
+    await t.waitFor(/^compute 6 /);
+    // Scripts beside the installed node_modules, resolving the package by name as a user's would.
+    const lib = path.join(dir, 'prefix/lib');
+    fs.writeFileSync(path.join(lib, 'use.mjs'), `import { status, isHotloadError, ERRORS } from '@hotload/hotload';\nimport api from '@hotload/hotload';\nconst s = status(${t.pid});\nconsole.log(JSON.stringify({ functions: s.functions.length, same: api.status === status, err: isHotloadError(new Error('x')), codes: 'USAGE' in ERRORS }));\n`);
+    fs.writeFileSync(path.join(lib, 'use.cjs'), `const { status } = require('@hotload/hotload');\nconsole.log(JSON.stringify({ functions: status(${t.pid}).functions.length }));\n`);
+    const esm = spawnSync(process.execPath, [path.join(lib, 'use.mjs')], { cwd: lib, encoding: 'utf8' });
+    expect(esm.stderr).toBe('');
+    expect(JSON.parse(esm.stdout)).toEqual({ functions: 0, same: true, err: false, codes: true });
+    const cjs = spawnSync(process.execPath, [path.join(lib, 'use.cjs')], { cwd: lib, encoding: 'utf8' });
+    expect(cjs.stderr).toBe('');
+    expect(JSON.parse(cjs.stdout)).toEqual({ functions: 0 });
+  } finally {
+    await t.stop();
+  }
+});
+
 test('a patch from a rebuild, made and applied from the installed package, is registered with debuggers by the library it ships', async () => {
   const D = path.join(FIX, 'diff');
   const m = run(['mkpatch', '--from', path.join(D, 'base/diff.o'), '--to', path.join(D, 'CONST/diff.o'), '--target', path.join(D, 'base/diff'), '-o', 'const.so']);
