@@ -9,21 +9,13 @@
 import { execFileSync, spawn, spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
-import { BIN, FIX, ROOT, Target, computePatch, hotload, mkpatch, tmpdir, until } from './helpers';
+import { BIN, FIX, ROOT, Target, computePatch, hotload, mkpatch, stoppedAfterEach, tmpdir, until } from './helpers';
 import { attach, isHotloadError } from '@hotload/api';
 
 const TARGET = path.join(FIX, 'target');
 const FAULTS_C = path.join(ROOT, 'fixtures/src/faults.c');
 
-const targets: Target[] = [];
-function start(bin: string, args: string[]): Target {
-  const t = Target.start(bin, args);
-  targets.push(t);
-  return t;
-}
-afterEach(async () => {
-  for (const t of targets.splice(0)) await t.stop();
-});
+const start = stoppedAfterEach();
 
 /** fixtures/src/faults.c built in `dir` with value() returning k, keeping its object (for mkpatch --from). */
 function buildFaults(dir: string, k: number): string {

@@ -364,3 +364,33 @@ export function writeModuleTree(dir: string, appK: number, modK: number): string
   }
   return Object.keys(files);
 }
+
+/**
+ * The waits of `fixtures/build/target wait KIND` (5 s each, with a timeout):
+ * the kind, what the call returns when it times out, and whether its deadline
+ * is kept exactly across a borrow (epoll_wait's starts over: the kernel fails
+ * it with EINTR and hotload issues it again).
+ */
+export const WAIT_KINDS: [kind: string, returns: string, exact: boolean][] = [
+  ['nanosleep', '0 errno 0', true],
+  ['clock_nanosleep', '0 errno 0', true],
+  ['clock_nanosleep_abs', '0 errno 0', true],
+  ['futex', '-1 errno ETIMEDOUT', true],
+  ['futex_abs', '-1 errno ETIMEDOUT', true],
+  ['poll', '0 errno 0', true],
+  ['ppoll', '0 errno 0', true],
+  ['epoll', '0 errno 0', false],
+];
+
+/** A start() for one test file: every target it starts is stopped (with what it forked) after each test. */
+export function stoppedAfterEach(): (bin: string, args?: string[]) => Target {
+  const started: Target[] = [];
+  afterEach(async () => {
+    for (const t of started.splice(0)) await t.stop();
+  });
+  return (bin, args = []) => {
+    const t = Target.start(bin, args);
+    started.push(t);
+    return t;
+  };
+}

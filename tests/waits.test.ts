@@ -16,22 +16,12 @@
 import { spawn, spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
-import { BIN, FIX, Target, computePatch, hotload, mkpatch, sleep, tmpdir } from './helpers';
+import { BIN, FIX, Target, WAIT_KINDS, computePatch, hotload, mkpatch, sleep, tmpdir } from './helpers';
 
 const TARGET = path.join(FIX, 'target');
 const WAIT_S = 5;
 
-const KINDS: [string, string, boolean][] = [
-  // kind, what the call returns, whether its deadline is kept exactly
-  ['nanosleep', '0 errno 0', true],
-  ['clock_nanosleep', '0 errno 0', true],
-  ['clock_nanosleep_abs', '0 errno 0', true],
-  ['futex', '-1 errno ETIMEDOUT', true],
-  ['futex_abs', '-1 errno ETIMEDOUT', true],
-  ['poll', '0 errno 0', true],
-  ['ppoll', '0 errno 0', true],
-  ['epoll', '0 errno 0', false],
-];
+const KINDS = WAIT_KINDS;
 
 let good: string;
 let unresolved: string;
