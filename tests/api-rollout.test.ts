@@ -212,7 +212,7 @@ describe('arguments of the wrong type are a HotloadError (USAGE)', () => {
     const e = await thrown(() => untyped(attach)(a.pid, patch, { safePointTimeout: 100, onProgress: 'yes' }));
     expect(e).toMatchObject({ code: 'USAGE' });
     expect((e as HotloadError).details).toEqual([
-      'attach(): opts has an unknown option "safePointTimeout" (known: allowUnsafeFile, safePointTimeoutMs, callTimeoutMs, waitInactiveMs, onProgress)',
+      'attach(): opts has an unknown option "safePointTimeout" (known: allowUnsafeFile, safePointTimeoutMs, callTimeoutMs, waitInactiveMs, replace, onProgress)',
       'attach(): opts.onProgress must be a function (got the string "yes")',
     ]);
     expect(await thrown(() => untyped(revert)(a.pid))).toMatchObject({ code: 'USAGE', message: 'revert(): name a patch to revert, or pass { all: true }' });
