@@ -38,7 +38,7 @@ function stacks(pid: number): (string[] | undefined)[] {
   try {
     s.stopAll();
     const rt = findRuntime(pid, modules(pid));
-    return s.survey().map((r) => unwind(rt.unwind!, rt.restoreRt, r, (at) => s.read(at, 8).readBigUInt64LE(0))?.map((f) => name(f.exact ? f.pc : f.pc - 1n)));
+    return s.survey().map((r) => unwind(rt.unwind, r, (at) => s.read(at, 8).readBigUInt64LE(0))?.map((f) => name(f.exact ? f.pc : f.pc - 1n)));
   } finally {
     s.close();
   }

@@ -3,7 +3,7 @@
 import { spawnSync } from 'child_process';
 import * as path from 'path';
 import { ElfFile } from './read-elf';
-import { EhFrame } from './eh-frame';
+import { EhFrame, evalExpression } from './eh-frame';
 
 /** DWARF register numbers of x86-64, as readelf names them. */
 const REGS = ['rax', 'rdx', 'rcx', 'rbx', 'rsi', 'rdi', 'rbp', 'rsp', 'r8', 'r9', 'r10', 'r11', 'r12', 'r13', 'r14', 'r15'];
@@ -89,4 +89,41 @@ test('an address no FDE covers has no row', () => {
   const eh = EhFrame.of(ElfFile.open('/lib/x86_64-linux-gnu/libc.so.6'))!;
   expect(eh.rowAt(0)).toBeUndefined();
   expect(eh.rowAt(0x7fffffff)).toBeUndefined();
+});
+
+test("the linker's .plt CFA expression and glibc's signal frame rules are read as expressions, and evaluated", () => {
+  const target = ElfFile.open(path.resolve(__dirname, '../../../fixtures/build/target'));
+  const plt = target.section('.plt')!;
+  const row = EhFrame.of(target)!.rowAt(plt.addr + 0x20)!;
+  expect(row.cfaReg).toBe(-1);
+  // DW_OP_breg7 (rsp) 8; DW_OP_breg16 (rip) 0; lit15; and; lit11; ge; lit3; shl; plus: rsp+8, or rsp+16 from the entry's 11th byte.
+  const at = (rip: number) => evalExpression(row.cfaExpr!, { reg: (n) => (n === 7 ? 0x1000n : n === 16 ? BigInt(rip) : undefined), read8: () => 0n });
+  expect(at(plt.addr + 0x20)).toBe(0x1008n);
+  expect(at(plt.addr + 0x20 + 10)).toBe(0x1008n);
+  expect(at(plt.addr + 0x20 + 11)).toBe(0x1010n);
+
+  // __restore_rt: 'S', the CFA read from the saved rsp, every register saved at rsp+n.
+  const text = spawnSync('readelf', ['-wf', '/lib/x86_64-linux-gnu/libc.so.6'], { encoding: 'utf8', maxBuffer: 256 << 20 }).stdout;
+  const fde = parseInt(/FDE cie=\S+ pc=([0-9a-f]+)\.\./.exec(text.slice(text.indexOf('"zRS"')))![1], 16);
+  const sig = EhFrame.of(ElfFile.open('/lib/x86_64-linux-gnu/libc.so.6'))!.rowAt(fde + 1)!;
+  expect(sig.signal).toBe(true);
+  const mem = (a: bigint) => (a === 0x2000n + 160n ? 0x7777n : 0n);
+  expect(evalExpression(sig.cfaExpr!, { reg: (n) => (n === 7 ? 0x2000n : undefined), read8: mem })).toBe(0x7777n);
+  const rip = sig.regs.get(16) as { atExpr: Buffer };
+  expect(evalExpression(rip.atExpr, { reg: (n) => (n === 7 ? 0x2000n : undefined), read8: mem }, 0x7777n)).toBe(0x2000n + 168n);
+  expect(EhFrame.of(target)!.rowAt(plt.addr + 0x20)!.signal).toBe(false);
+});
+
+test('evalExpression: constants, arithmetic, comparisons and deref; an unknown register or operation throws', () => {
+  const cx = { reg: (n: number) => (n === 6 ? 100n : undefined), read8: (a: bigint) => a * 2n };
+  const ev = (...ops: number[]) => evalExpression(Buffer.from(ops), cx);
+  expect(ev(0x76, 0x78)).toBe(92n); // breg6 -8
+  expect(ev(0x76, 0x08, 0x06)).toBe(216n); // breg6 +8; deref
+  expect(ev(0x08, 0xff, 0x35, 0x1c)).toBe(250n); // const1u 255; lit5; minus
+  expect(ev(0x09, 0xff)).toBe((1n << 64n) - 1n); // const1s -1
+  expect(ev(0x33, 0x35, 0x2d)).toBe(1n); // 3 < 5
+  expect(ev(0x3f, 0x23, 0x81, 0x01)).toBe(15n + 129n); // lit15; plus_uconst 129
+  expect(() => ev(0x73, 0x00)).toThrow(/register 3 not known/); // breg3 (rbx)
+  expect(() => ev(0xe0)).toThrow(/operation 0xe0/);
+  expect(evalExpression(Buffer.from([0x23, 0x10]), cx, 0x1000n)).toBe(0x1010n); // the CFA pushed first
 });

@@ -3,23 +3,125 @@
 // stack with it to see which functions it is inside (a thread inside malloc,
 // or in a callback of dl_iterate_phdr, must not host dlopen).
 //
-// Only what x86-64 code uses is read: the CFA as a register plus an offset,
-// and the return address and rbp saved at an offset from it. A rule given as
-// a DWARF expression is reported as such, and the caller stops unwinding.
+// A row gives the CFA (a register plus an offset, or a DWARF expression) and a
+// rule per register: saved at CFA+n, equal to CFA+n, saved at (or equal to)
+// the value of an expression, in another register, undefined, or unchanged.
+// Expressions are evaluated by `evalExpression` with the operations x86-64
+// code uses: the linker's `.plt` CFA (DW_OP_breg7 rsp, DW_OP_breg16 rip,
+// lit, and, ge, shl, plus) and glibc's signal frame (__restore_rt, marked
+// 'S': DW_OP_breg7 + n, DW_OP_deref). DWARF 5 section 6.4 (call frame
+// information), 2.5 (expressions); the LSB's .eh_frame format.
 
 import { ElfFile, Section } from './read-elf';
 
+/** A register's rule (offsets in bytes). */
+export type RegRule =
+  | { at: number } // saved at CFA + at
+  | { val: number } // its value is CFA + val
+  | { atExpr: Buffer } // saved at the address the expression gives (CFA pushed first)
+  | { valExpr: Buffer } // its value is what the expression gives (CFA pushed first)
+  | { reg: number } // in another register
+  | 'undefined'
+  | 'same';
+
 /** The rules at one code address. Offsets are from the CFA, in bytes. */
 export interface CfaRow {
-  /** DWARF register the CFA is relative to (7 = rsp, 6 = rbp), or -1 for an expression. */
+  /** DWARF register the CFA is relative to (7 = rsp, 6 = rbp), or -1 when an expression gives it (cfaExpr). */
   cfaReg: number;
   cfaOff: number;
-  /** Where the return address is saved (undefined in the outermost frame). */
+  cfaExpr?: Buffer;
+  /** Where the return address is saved (undefined in the outermost frame, or when another rule than an offset gives it). */
   raAt?: number;
   /** The return address is marked undefined: this is the outermost frame (_start, a thread's start). */
   outermost?: boolean;
-  /** Where rbp is saved; undefined: it keeps its value. */
+  /** Where rbp is saved; undefined: another rule, or it keeps its value. */
   rbpAt?: number;
+  /** The return-address column (16 on x86-64). */
+  raReg: number;
+  /** Every register with a rule (the others keep their value). */
+  regs: Map<number, RegRule>;
+  /** A signal frame (augmentation 'S'): the caller's pc is where it was interrupted, not a return address. */
+  signal: boolean;
+}
+
+/** Registers an expression reads (DWARF numbers; 16 is rip) and memory. */
+export interface ExprContext {
+  reg(n: number): bigint | undefined;
+  read8(at: bigint): bigint;
+}
+
+const MASK64 = (1n << 64n) - 1n;
+
+/**
+ * Evaluate a DWARF expression (the operations call frame information uses);
+ * `push` is put on the stack first (the CFA, for register rules). Throws on an
+ * operation it does not know or a register it is not given.
+ */
+export function evalExpression(expr: Buffer, cx: ExprContext, push?: bigint): bigint {
+  const r = new Reader(expr, 0);
+  const st: bigint[] = push === undefined ? [] : [push];
+  const pop = () => {
+    const v = st.pop();
+    if (v === undefined) throw new Error('DWARF expression: stack empty');
+    return v;
+  };
+  const bin = (f: (a: bigint, b: bigint) => bigint) => {
+    const b = pop();
+    const a = pop();
+    st.push(f(a, b) & MASK64);
+  };
+  const signed = (v: bigint) => BigInt.asIntN(64, v);
+  while (r.pos < expr.length) {
+    const op = r.u8();
+    if (op >= 0x30 && op <= 0x4f) st.push(BigInt(op - 0x30)); // DW_OP_lit0..31
+    else if (op >= 0x70 && op <= 0x8f) {
+      // DW_OP_breg0..31: register + signed offset
+      const v = cx.reg(op - 0x70);
+      if (v === undefined) throw new Error(`DWARF expression: register ${op - 0x70} not known`);
+      st.push((v + BigInt(r.sleb())) & MASK64);
+    } else if (op >= 0x50 && op <= 0x6f) {
+      // DW_OP_reg0..31: only a location, not a value: not in a CFA
+      throw new Error('DWARF expression: DW_OP_reg in call frame information');
+    } else {
+      switch (op) {
+        case 0x06: st.push(cx.read8(pop())); break; // deref
+        case 0x08: st.push(BigInt(r.u8())); break; // const1u
+        case 0x09: st.push(BigInt(r.b.readInt8(r.pos++)) & MASK64); break; // const1s
+        case 0x0a: st.push(BigInt(r.u16())); break; // const2u
+        case 0x0b: st.push(BigInt(r.b.readInt16LE((r.pos += 2) - 2)) & MASK64); break; // const2s
+        case 0x0c: st.push(BigInt(r.u32())); break; // const4u
+        case 0x0d: st.push(BigInt(r.s32()) & MASK64); break; // const4s
+        case 0x0e: st.push(r.b.readBigUInt64LE((r.pos += 8) - 8)); break; // const8u
+        case 0x0f: st.push(r.b.readBigUInt64LE((r.pos += 8) - 8)); break; // const8s
+        case 0x10: st.push(BigInt(r.uleb())); break; // constu
+        case 0x11: st.push(BigInt(r.sleb()) & MASK64); break; // consts
+        case 0x12: st.push(st[st.length - 1] ?? pop()); break; // dup
+        case 0x13: pop(); break; // drop
+        case 0x14: st.push(st[st.length - 2] ?? pop()); break; // over
+        case 0x16: { const b = pop(); const a = pop(); st.push(b, a); break; } // swap
+        case 0x1a: bin((a, b) => a & b); break; // and
+        case 0x1c: bin((a, b) => a - b); break; // minus
+        case 0x1e: bin((a, b) => a * b); break; // mul
+        case 0x20: st.push(~pop() & MASK64); break; // not
+        case 0x21: bin((a, b) => a | b); break; // or
+        case 0x22: bin((a, b) => a + b); break; // plus
+        case 0x23: st.push((pop() + BigInt(r.uleb())) & MASK64); break; // plus_uconst
+        case 0x24: bin((a, b) => a << b); break; // shl
+        case 0x25: bin((a, b) => a >> b); break; // shr
+        case 0x26: bin((a, b) => BigInt.asUintN(64, signed(a) >> b)); break; // shra
+        case 0x27: bin((a, b) => a ^ b); break; // xor
+        case 0x29: bin((a, b) => (a === b ? 1n : 0n)); break; // eq
+        case 0x2a: bin((a, b) => (signed(a) >= signed(b) ? 1n : 0n)); break; // ge
+        case 0x2b: bin((a, b) => (signed(a) > signed(b) ? 1n : 0n)); break; // gt
+        case 0x2c: bin((a, b) => (signed(a) <= signed(b) ? 1n : 0n)); break; // le
+        case 0x2d: bin((a, b) => (signed(a) < signed(b) ? 1n : 0n)); break; // lt
+        case 0x2e: bin((a, b) => (a !== b ? 1n : 0n)); break; // ne
+        case 0x96: break; // nop
+        default: throw new Error(`DWARF expression: operation 0x${op.toString(16)}`);
+      }
+    }
+  }
+  return pop();
 }
 
 const DW_REG_RBP = 6;
@@ -57,6 +159,13 @@ class Reader {
     const n = this.uleb();
     this.pos += n; // not `pos += uleb()`: that adds to the position before the length was read
   }
+  /** A block whose length (uleb128) comes first. */
+  block(): Buffer {
+    const n = this.uleb();
+    const at = this.pos;
+    this.pos += n;
+    return this.b.subarray(at, at + n);
+  }
   uleb(): number {
     let v = 0;
     let shift = 0;
@@ -86,10 +195,10 @@ interface Cie {
   raReg: number;
   fdeEnc: number;
   hasAugData: boolean;
+  /** Augmentation 'S': its FDEs describe signal frames. */
+  signal: boolean;
   initial: Buffer;
 }
-
-type Rule = { off: number } | 'undefined' | 'same' | 'other';
 
 export class EhFrame {
   private readonly frame: Section;
@@ -218,7 +327,7 @@ export class EhFrame {
       }
       r.pos = augEnd;
     }
-    c = { codeAlign, dataAlign, raReg, fdeEnc, hasAugData, initial: this.frameData.subarray(r.pos, end) };
+    c = { codeAlign, dataAlign, raReg, fdeEnc, hasAugData, signal: aug.includes('S'), initial: this.frameData.subarray(r.pos, end) };
     this.cies.set(off, c);
     return c;
   }
@@ -246,13 +355,19 @@ export class EhFrame {
     const start = this.readPtr(r, cie.fdeEnc, this.frame.addr, 0);
     this.readPtr(r, cie.fdeEnc & 0x0f, this.frame.addr, 0);
     if (cie.hasAugData) r.skipBlock();
-    const st = { cfaReg: 7, cfaOff: 8, regs: new Map<number, Rule>() };
-    const run = (code: Buffer, loc: { at: number }, initial?: Map<number, Rule>): boolean => {
+    type State = { cfaReg: number; cfaOff: number; cfaExpr?: Buffer; regs: Map<number, RegRule> };
+    const st: State = { cfaReg: 7, cfaOff: 8, regs: new Map<number, RegRule>() };
+    const run = (code: Buffer, loc: { at: number }, initial?: Map<number, RegRule>): boolean => {
       const q = new Reader(code, 0);
-      const stack: { cfaReg: number; cfaOff: number; regs: Map<number, Rule> }[] = [];
+      const stack: State[] = [];
       const advance = (d: number) => {
         loc.at += d * cie.codeAlign;
         return loc.at > pc;
+      };
+      const restore = (reg: number) => {
+        const init = initial?.get(reg);
+        if (init) st.regs.set(reg, init);
+        else st.regs.delete(reg);
       };
       while (q.pos < code.length) {
         const op = q.u8();
@@ -263,41 +378,39 @@ export class EhFrame {
           continue;
         }
         if (hi === 0x80) {
-          st.regs.set(lo6, { off: q.uleb() * cie.dataAlign });
+          st.regs.set(lo6, { at: q.uleb() * cie.dataAlign });
           continue;
         }
         if (hi === 0xc0) {
-          const init = initial?.get(lo6);
-          if (init) st.regs.set(lo6, init);
-          else st.regs.delete(lo6);
+          restore(lo6);
           continue;
         }
         switch (op) {
-          case 0x00: break;
-          case 0x01: loc.at = this.readPtr(q, cie.fdeEnc, 0, 0); if (loc.at > pc) return true; break;
-          case 0x02: if (advance(q.u8())) return true; break;
-          case 0x03: if (advance(q.u16())) return true; break;
-          case 0x04: if (advance(q.u32())) return true; break;
-          case 0x05: { const reg = q.uleb(); st.regs.set(reg, { off: q.uleb() * cie.dataAlign }); break; }
-          case 0x06: { const reg = q.uleb(); const init = initial?.get(reg); if (init) st.regs.set(reg, init); else st.regs.delete(reg); break; }
+          case 0x00: break; // nop
+          case 0x01: loc.at = this.readPtr(q, cie.fdeEnc, 0, 0); if (loc.at > pc) return true; break; // set_loc
+          case 0x02: if (advance(q.u8())) return true; break; // advance_loc1
+          case 0x03: if (advance(q.u16())) return true; break; // advance_loc2
+          case 0x04: if (advance(q.u32())) return true; break; // advance_loc4
+          case 0x05: { const reg = q.uleb(); st.regs.set(reg, { at: q.uleb() * cie.dataAlign }); break; } // offset_extended
+          case 0x06: restore(q.uleb()); break; // restore_extended
           case 0x07: st.regs.set(q.uleb(), 'undefined'); break;
           case 0x08: st.regs.set(q.uleb(), 'same'); break;
-          case 0x09: { const reg = q.uleb(); q.uleb(); st.regs.set(reg, 'other'); break; }
-          case 0x0a: stack.push({ cfaReg: st.cfaReg, cfaOff: st.cfaOff, regs: new Map(st.regs) }); break;
-          case 0x0b: { const s = stack.pop(); if (s) { st.cfaReg = s.cfaReg; st.cfaOff = s.cfaOff; st.regs = s.regs; } break; }
-          case 0x0c: st.cfaReg = q.uleb(); st.cfaOff = q.uleb(); break;
-          case 0x0d: st.cfaReg = q.uleb(); break;
-          case 0x0e: st.cfaOff = q.uleb(); break;
-          case 0x0f: q.skipBlock(); st.cfaReg = -1; break; // def_cfa_expression
-          case 0x10: { const reg = q.uleb(); q.skipBlock(); st.regs.set(reg, 'other'); break; }
-          case 0x11: { const reg = q.uleb(); st.regs.set(reg, { off: q.sleb() * cie.dataAlign }); break; }
-          case 0x12: st.cfaReg = q.uleb(); st.cfaOff = q.sleb() * cie.dataAlign; break;
-          case 0x13: st.cfaOff = q.sleb() * cie.dataAlign; break;
-          case 0x14: { const reg = q.uleb(); q.uleb(); st.regs.set(reg, 'other'); break; }
-          case 0x15: { const reg = q.uleb(); q.sleb(); st.regs.set(reg, 'other'); break; }
-          case 0x16: { const reg = q.uleb(); q.skipBlock(); st.regs.set(reg, 'other'); break; }
+          case 0x09: { const reg = q.uleb(); st.regs.set(reg, { reg: q.uleb() }); break; } // register
+          case 0x0a: stack.push({ ...st, regs: new Map(st.regs) }); break; // remember_state
+          case 0x0b: { const s = stack.pop(); if (s) { st.cfaReg = s.cfaReg; st.cfaOff = s.cfaOff; st.cfaExpr = s.cfaExpr; st.regs = s.regs; } break; } // restore_state
+          case 0x0c: st.cfaReg = q.uleb(); st.cfaOff = q.uleb(); st.cfaExpr = undefined; break; // def_cfa
+          case 0x0d: st.cfaReg = q.uleb(); st.cfaExpr = undefined; break; // def_cfa_register
+          case 0x0e: st.cfaOff = q.uleb(); break; // def_cfa_offset
+          case 0x0f: st.cfaExpr = q.block(); st.cfaReg = -1; break; // def_cfa_expression
+          case 0x10: { const reg = q.uleb(); st.regs.set(reg, { atExpr: q.block() }); break; } // expression
+          case 0x11: { const reg = q.uleb(); st.regs.set(reg, { at: q.sleb() * cie.dataAlign }); break; } // offset_extended_sf
+          case 0x12: st.cfaReg = q.uleb(); st.cfaOff = q.sleb() * cie.dataAlign; st.cfaExpr = undefined; break; // def_cfa_sf
+          case 0x13: st.cfaOff = q.sleb() * cie.dataAlign; break; // def_cfa_offset_sf
+          case 0x14: { const reg = q.uleb(); st.regs.set(reg, { val: q.uleb() * cie.dataAlign }); break; } // val_offset
+          case 0x15: { const reg = q.uleb(); st.regs.set(reg, { val: q.sleb() * cie.dataAlign }); break; } // val_offset_sf
+          case 0x16: { const reg = q.uleb(); st.regs.set(reg, { valExpr: q.block() }); break; } // val_expression
           case 0x2e: q.uleb(); break; // GNU_args_size
-          case 0x2f: { const reg = q.uleb(); st.regs.set(reg, { off: -q.uleb() * cie.dataAlign }); break; }
+          case 0x2f: { const reg = q.uleb(); st.regs.set(reg, { at: -q.uleb() * cie.dataAlign }); break; } // GNU_negative_offset_extended
           default: return false; // unknown: no row
         }
       }
@@ -308,8 +421,17 @@ export class EhFrame {
     if (!run(this.frameData.subarray(r.pos, end), { at: start }, initial)) return undefined;
     const ra = st.regs.get(cie.raReg);
     const rbp = st.regs.get(DW_REG_RBP);
-    if (ra === 'undefined') return { cfaReg: st.cfaReg, cfaOff: st.cfaOff, outermost: true };
-    if (ra === undefined || typeof ra !== 'object' || rbp === 'other' || rbp === 'undefined') return { cfaReg: -1, cfaOff: 0 }; // not followed
-    return { cfaReg: st.cfaReg, cfaOff: st.cfaOff, raAt: ra.off, rbpAt: rbp && typeof rbp === 'object' ? rbp.off : undefined };
+    const at = (x: RegRule | undefined) => (x && typeof x === 'object' && 'at' in x ? x.at : undefined);
+    return {
+      cfaReg: st.cfaReg,
+      cfaOff: st.cfaOff,
+      cfaExpr: st.cfaExpr,
+      raReg: cie.raReg,
+      raAt: at(ra),
+      outermost: ra === 'undefined' || undefined,
+      rbpAt: at(rbp),
+      regs: st.regs,
+      signal: cie.signal,
+    };
   }
 }

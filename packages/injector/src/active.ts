@@ -7,14 +7,14 @@
 // After the prologues are written, each thread is stopped on its own, its stack
 // unwound (unwind.ts, with the modules' call frame information), and let go:
 // the all-threads stop stays as short as it was. Where a stack cannot be
-// unwound, its innermost frame is still checked and the thread is counted as
-// not fully known.
+// unwound, the frames found up to there are still checked and the thread is
+// counted as not fully known.
 
 import * as fs from 'fs';
 import { Session } from './session';
 import { TargetRuntime, stoppedStack } from './call-in-target';
 import type { ThreadRegs } from './native';
-import { unwind, warmUnwind } from './unwind';
+import { countWalk, walkStack, warmUnwind } from './unwind';
 import { demangled } from '@hotload/elf';
 
 export interface ActiveFunction {
@@ -42,16 +42,10 @@ function look(s: Session, rt: TargetRuntime, ranges: OldRange[], r: ThreadRegs, 
   // and unwind from that copy (one read per frame through the shim made each
   // look a stop of milliseconds).
   const { read8 } = stoppedStack(s, r.rsp);
-  let frames: { pc: bigint; exact: boolean }[] | undefined;
-  try {
-    frames = rt.unwind ? unwind(rt.unwind, rt.restoreRt, r, read8) : undefined;
-  } catch {
-    frames = undefined;
-  }
-  if (!frames) {
-    found.unknown++;
-    frames = [{ pc: r.rip, exact: true }];
-  }
+  const walk = rt.unwind ? countWalk(walkStack(rt.unwind, r, read8, rt.stub || undefined)) : undefined;
+  // A walk that stopped short still names the frames it found.
+  const frames = walk?.frames ?? [{ pc: r.rip, exact: true }];
+  if (!walk || walk.fail) found.unknown++;
   frames.forEach((f, depth) => {
     const pc = f.exact ? f.pc : f.pc - 1n;
     const hit = ranges.find((x) => pc >= x.start && pc < x.end);

@@ -3,70 +3,48 @@
 //
 // The danger: a thread stopped while it holds the allocator lock or the loader
 // lock would wait for itself inside dlopen. So the thread we borrow (the host)
-// must be at a moment where it holds neither:
-//   - blocked in a waiting syscall (read, futex, nanosleep, epoll_wait, accept,
-//     poll, ...): glibc takes neither lock around those waits; or
-//   - running code outside the C library and the dynamic loader (its own code,
-//     or another library's), where those locks are not held.
-// Candidates are stopped one at a time, idle ones first; the others never stop
+// must be at a moment where it holds neither, and one rule decides it: its
+// stack, unwound exactly (unwind.ts), holds no frame of the code that takes
+// those locks (the loader, the allocator, dlopen/dlclose, dl_iterate_phdr,
+// fork, the exit-handler list, libgcc's unwinder: lockRanges). A thread whose
+// stack cannot be unwound is refused for now and looked at again a few ms
+// later; so is one stopped in a system call hotload does not know to resume
+// transparently (a write, a flock). Candidates are stopped one at a time,
+// idle ones first (those waiting in a system call); the others never stop
 // for this. If no thread is at such a moment, the process runs for a moment
 // and we look again, up to a deadline; then we give up with the process
 // untouched. While the host runs the call, every other thread runs too, so a
-// lock any of them holds is released; only the host is borrowed. See native-shim/shim.c
-// (hl_call) for how the host always returns home, even if hotload dies.
+// lock any of them holds is released; only the host is borrowed. See
+// native-shim/shim.c (hl_call) for how the host always returns home, even if
+// hotload dies.
 
 import * as fs from 'fs';
 import { HotloadError } from '@hotload/errors';
-import { CALL_STUB, CALL_STUB_SIGPROCMASK_END, CALL_STUB_SIGRETURN_END } from '@hotload/x86';
+import { CALL_STUB, CALL_STUB_SIGPROCMASK_END, CALL_STUB_SIGRETURN_END, OTHER_SYSCALL_NAMES, SYSCALL_ENTRY_RAX, SYSCALL_INTERRUPTED, WAITING_SYSCALLS } from '@hotload/x86';
 import { Session } from './session';
 import type { ThreadRegs } from './native';
 import { Module, dynamicSymbol, findLibc, findLoader, openModule, setBias, stubSite } from './read-process';
-import { SIGFRAME, UnwindModule, unwind, unwindModules, warmUnwind } from './unwind';
-import { ElfFile, PF, PT, perFile } from '@hotload/elf';
+import { CodeMap, Frame, Walk, countWalk, unwindModules, walkStack, warmUnwind } from './unwind';
+import { ElfFile, perFile } from '@hotload/elf';
 
-/** Syscalls a thread waits in with no allocator or loader lock held. */
-const WAITING_SYSCALLS = new Set([
-  0, // read
-  7, // poll
-  23, // select
-  34, // pause
-  35, // nanosleep
-  43, // accept
-  45, // recvfrom
-  47, // recvmsg
-  61, // wait4
-  128, // rt_sigtimedwait
-  130, // rt_sigsuspend
-  202, // futex
-  219, // restart_syscall: nanosleep, poll or a futex wait resumed after a stop
-  230, // clock_nanosleep
-  232, // epoll_wait
-  270, // pselect6
-  271, // ppoll
-  281, // epoll_pwait
-  288, // accept4
-]);
-/** Names of system calls a thread may be blocked in that are not waits hotload interrupts (for messages). */
-const OTHER_SYSCALLS: Record<number, string> = { 1: 'write', 16: 'ioctl', 17: 'pread64', 18: 'pwrite64', 20: 'writev', 44: 'sendto', 46: 'sendmsg', 72: 'fcntl', 73: 'flock', 74: 'fsync', 257: 'openat' };
-const INTERRUPTED = new Set([-512n, -513n, -514n, -516n, -4n]); // -ERESTART*, -EINTR
-
-/** libc functions that hold the allocator or loader lock while they run (or call back with it held). */
+/**
+ * Functions of the C library that hold a lock the call on the host needs, or
+ * call back into the program holding it: the loader lock (dlopen & co., held
+ * by dl_iterate_phdr around its callback), every arena lock (fork), the list
+ * of exit handlers (a C++ patch's constructors register destructors with
+ * __cxa_atexit). The allocator's code is taken whole (libcLockRanges).
+ */
 const LOCKING_FUNCTIONS = [
-  'malloc', 'free', 'calloc', 'realloc', 'reallocarray', 'memalign', 'aligned_alloc', 'posix_memalign', 'valloc', 'pvalloc',
-  'malloc_trim', 'malloc_info', 'malloc_stats', 'mallinfo', 'mallinfo2', 'mallopt',
   'dlopen', 'dlclose', 'dlsym', 'dlvsym', 'dladdr', 'dladdr1', 'dlinfo', 'dlmopen', 'dl_iterate_phdr', '__libc_dlopen_mode',
-  'fork', '_Fork',
+  'fork', '_Fork', '__cxa_atexit', '__cxa_finalize', '__cxa_thread_atexit_impl', 'on_exit',
+];
+/** The allocator's entry points; the code between and around them is malloc.c's (its internal functions are local symbols). */
+const ALLOCATOR_FUNCTIONS = [
+  'malloc', 'free', 'calloc', 'realloc', 'reallocarray', 'memalign', 'aligned_alloc', 'posix_memalign', 'valloc', 'pvalloc',
+  'malloc_trim', 'malloc_usable_size', 'malloc_info', 'malloc_stats', 'mallinfo', 'mallinfo2', 'mallopt',
 ];
 
-/** libc functions that only wait in a system call other than futex, holding no lock of libc's. */
-const WAITING_FUNCTIONS = [
-  'read', 'readv', 'pread64', 'poll', 'ppoll', 'select', 'pselect', 'epoll_wait', 'epoll_pwait', 'epoll_pwait2',
-  'accept', 'accept4', 'recv', 'recvfrom', 'recvmsg', 'recvmmsg', 'connect', 'pause', 'sigsuspend', 'sigtimedwait',
-  'sigwaitinfo', 'sigwait', 'wait', 'waitpid', 'wait4', 'waitid', 'nanosleep', 'clock_nanosleep', 'usleep', 'sleep',
-  'msgrcv', 'semop', 'semtimedop', 'mq_receive', 'mq_timedreceive',
-];
-
-/** How far up a thread's stack to look for return addresses (bytes). */
+/** How far up a thread's stack to copy at once when it is stopped (bytes). */
 const STACK_SCAN = 16 * 1024;
 
 export interface TargetRuntime {
@@ -77,25 +55,15 @@ export interface TargetRuntime {
   dlclose: bigint;
   /** System call wrappers, for mapping a rebuilt patch (load-near.ts). */
   libc: { open: bigint; mmap: bigint; munmap: bigint; close: bigint };
-  /** Executable ranges of libc and the loader: a thread there may hold their locks. */
-  unsafeRanges: [bigint, bigint][];
   /**
-   * Code that runs with the allocator or loader lock held, or that calls back
-   * into the program with it held: the loader's text, and libc's malloc family,
-   * dlopen/dlclose and dl_iterate_phdr. A return address into any of them on a
-   * thread's stack means it is inside one of them.
+   * Code that runs with the allocator or loader lock held, or another lock
+   * the call needs, or that calls back into the program with it held: the
+   * loader's and libgcc_s's text, libc's allocator, and LOCKING_FUNCTIONS. A
+   * frame of any of them on a thread's stack means it is inside one of them.
    */
   lockRanges: [bigint, bigint][];
-  /** libc's WAITING_FUNCTIONS: a signal handler that interrupted one of them interrupted no lock holder. */
-  waitRanges: [bigint, bigint][];
-  /**
-   * glibc's `__restore_rt`, the return address of every signal handler: on a
-   * thread's stack it marks a signal frame, whose saved registers say what the
-   * handler interrupted. Undefined when not found (then no frame is looked for).
-   */
-  restoreRt?: bigint;
   /** The modules' code and call frame information, to unwind a candidate's stack (unwind.ts). */
-  unwind?: UnwindModule[];
+  unwind: CodeMap;
 }
 
 const sleepCell = new Int32Array(new SharedArrayBuffer(4));
@@ -126,24 +94,15 @@ export function findRuntime(pid: number, mods: Module[]): Omit<TargetRuntime, 's
     if (!sym) throw new HotloadError('PATCH_DLOPEN_FAILED', `${libc.path} exports no ${name}`);
     wrappers[name] = libc.bias + BigInt(sym.value);
   }
-  const unsafeRanges: [bigint, bigint][] = [];
   const lockRanges: [bigint, bigint][] = [];
   const loader = findLoader(mods);
   // libgcc_s: its unwinder holds its own lock while it searches the tables a
   // patch from a rebuild registers (load-near.ts).
   const libgcc = mods.find((m) => /\/libgcc_s\.so\.1$/.test(m.path));
-  for (const m of [libc, loader, libgcc]) {
-    if (!m) continue;
-    for (const map of m.mappings) {
-      if (!map.perms.includes('x')) continue;
-      unsafeRanges.push([map.start, map.end]);
-      if (m === loader) lockRanges.push([map.start, map.end]);
-    }
+  for (const m of [loader, libgcc]) {
+    for (const map of m?.mappings ?? []) if (map.perms.includes('x')) lockRanges.push([map.start, map.end]);
   }
-  const fns = libcFunctions(libcElf);
-  for (const [lo, hi] of fns.locking) lockRanges.push([libc.bias + lo, libc.bias + hi]);
-  const waitRanges = fns.waiting.map(([lo, hi]): [bigint, bigint] => [libc.bias + lo, libc.bias + hi]);
-  const restoreRt = findRestoreRt(libcElf, libc.bias);
+  for (const [lo, hi] of libcLockRanges(libcElf)) lockRanges.push([libc.bias + lo, libc.bias + hi]);
   const stubCandidates: bigint[] = [];
   for (const m of [mods[0], libc, loader]) {
     if (!m) continue;
@@ -158,46 +117,39 @@ export function findRuntime(pid: number, mods: Module[]): Omit<TargetRuntime, 's
   }
   if (stubCandidates.length === 0) throw new HotloadError('PTRACE_FAILED', `no room for hotload's call stub in process ${pid}`);
   const libcCalls = { open: wrappers.open, mmap: wrappers.mmap, munmap: wrappers.munmap, close: wrappers.close };
-  return { restoreRt, libc: libcCalls, dlopen: libc.bias + BigInt(dlopen.value), dlopenMode: mode, dlerror: libc.bias + BigInt(dlerror.value), dlclose: libc.bias + BigInt(dlclose.value), unsafeRanges, lockRanges, waitRanges, stubCandidates, unwind: unwindModules(pid, mods) };
+  return { libc: libcCalls, dlopen: libc.bias + BigInt(dlopen.value), dlopenMode: mode, dlerror: libc.bias + BigInt(dlerror.value), dlclose: libc.bias + BigInt(dlclose.value), lockRanges, stubCandidates, unwind: unwindModules(pid) };
 }
 
-/** The link-time ranges of the C library's locking and waiting functions (LOCKING_FUNCTIONS, WAITING_FUNCTIONS), once per file. */
-const libcFunctions = perFile((elf) => {
-  const f: { locking: [bigint, bigint][]; waiting: [bigint, bigint][] } = { locking: [], waiting: [] };
+/**
+ * The link-time ranges of the C library's code that holds locks (see
+ * lockRanges), once per file: each of LOCKING_FUNCTIONS, and the allocator,
+ * taken as the span of ALLOCATOR_FUNCTIONS widened to the exported functions
+ * of other files on each side. malloc.c's internal functions (_int_malloc,
+ * _int_free, the arena code) are local symbols, absent from a stripped libc,
+ * and lie in that span: glibc 2.36's malloc.o runs from 0x94500 to 0x9a340,
+ * its first export (__default_morecore) at 0x96030, malloc at 0x98930.
+ */
+export const libcLockRanges = perFile((elf: ElfFile): [bigint, bigint][] => {
   const locking = new Set(LOCKING_FUNCTIONS);
-  const waiting = new Set(WAITING_FUNCTIONS);
-  for (const sym of elf.symbols('.dynsym')) {
-    if (sym.shndx === 0 || sym.size === 0) continue;
-    const range: [bigint, bigint] = [BigInt(sym.value), BigInt(sym.value + sym.size)];
-    if (locking.has(sym.name)) f.locking.push(range);
-    if (waiting.has(sym.name)) f.waiting.push(range);
+  const allocator = new Set(ALLOCATOR_FUNCTIONS);
+  const out: [bigint, bigint][] = [];
+  const fns = elf.symbols('.dynsym').filter((sym) => sym.shndx !== 0 && sym.type === 2 && sym.size > 0);
+  for (const sym of fns) if (locking.has(sym.name)) out.push([BigInt(sym.value), BigInt(sym.value + sym.size)]);
+  const alloc = fns.filter((sym) => allocator.has(sym.name)).sort((a, b) => a.value - b.value);
+  // One span per group of allocator functions no more than 64 KiB apart (one object file).
+  for (let i = 0; i < alloc.length; ) {
+    let j = i;
+    while (j + 1 < alloc.length && alloc[j + 1].value - (alloc[j].value + alloc[j].size) < 0x10000) j++;
+    const lo = alloc[i].value;
+    const hi = Math.max(...alloc.slice(i, j + 1).map((x) => x.value + x.size));
+    const others = fns.filter((sym) => !allocator.has(sym.name));
+    const below = Math.max(lo - 0x10000, ...others.filter((x) => x.value + x.size <= lo).map((x) => x.value + x.size));
+    const above = Math.min(hi + 0x10000, ...others.filter((x) => x.value >= hi).map((x) => x.value));
+    out.push([BigInt(below), BigInt(above)]);
+    i = j + 1;
   }
-  return f;
+  return out;
 });
-
-/** `mov $15, %rax; syscall`: rt_sigreturn, the whole of glibc's __restore_rt (a local symbol, so found by its bytes). */
-const RESTORE_RT = Buffer.from('48c7c00f0000000f05', 'hex');
-
-function findRestoreRt(elf: ElfFile, bias: bigint): bigint | undefined {
-  const at = restoreRtAt(elf);
-  return at === undefined ? undefined : bias + at;
-}
-
-/** Its link-time address, once per C library file (a scan of its code: about 1 ms, on every attach). */
-const restoreRtAt = perFile(scanRestoreRt);
-
-function scanRestoreRt(elf: ElfFile): bigint | undefined {
-  let found: bigint | undefined;
-  for (const p of elf.programs) {
-    if (p.type !== PT.LOAD || !(p.flags & PF.X)) continue;
-    const text = elf.buf.subarray(p.offset, p.offset + p.filesz);
-    const at = text.indexOf(RESTORE_RT);
-    if (at < 0) continue;
-    if (found !== undefined || text.indexOf(RESTORE_RT, at + 1) >= 0) return undefined; // not unique: do not guess
-    found = BigInt(p.vaddr + at);
-  }
-  return found;
-}
 
 /** Put the call stub in place (threads stopped); returns its address. */
 export function placeStub(s: Session, candidates: bigint[]): bigint {
@@ -221,56 +173,29 @@ export function placeStub(s: Session, candidates: bigint[]): bigint {
 }
 
 /**
- * Is this stopped thread at a moment where it can run dlopen? Higher is better;
- * 0 = no. A thread blocked in a waiting syscall qualifies, except in futex:
- * glibc waits there for one lock while holding another (a thread inside dlopen
- * waits for an arena lock holding the loader lock; the stress test found it).
- * So a futex waiter must also have no return address into code that holds
- * those locks (lockRanges) in the innermost part of its stack. Only futex
- * waiters are scanned: stale return addresses further up a stack (the Lua
- * interpreter has them) would otherwise make busy threads look unsafe forever.
+ * May this stopped thread host the call? Score 2 (waiting in a system call:
+ * the best), 1 (running), or 0 with the reason. One rule over its stack,
+ * unwound (`walk`): no frame of lockRanges; a stack that could not be
+ * unwound is refused for now. And the system call it is stopped in, if any,
+ * must be one hotload interrupts and resumes transparently (WAITING_SYSCALLS).
  */
-export function hostScore(rt: TargetRuntime, r: ThreadRegs, readStack: () => Buffer, readCode: (at: bigint) => Buffer, read8?: (at: bigint) => bigint): number {
-  return judgeHost(rt, r, readStack, readCode, read8).score;
+export function judgeHost(rt: Pick<TargetRuntime, 'lockRanges'>, r: ThreadRegs, walk: Walk): { score: number; why?: string } {
+  const inSyscall = r.origRax >= 0n && (SYSCALL_INTERRUPTED.includes(r.rax) || r.rax === r.origRax || r.rax === SYSCALL_ENTRY_RAX);
+  const waiting = inSyscall && WAITING_SYSCALLS.has(Number(r.origRax));
+  if (inSyscall && !waiting) {
+    const name = OTHER_SYSCALL_NAMES[Number(r.origRax)];
+    return { score: 0, why: `in system call ${r.origRax}${name ? ` (${name})` : ''}, not a wait hotload may interrupt` };
+  }
+  // A frame inside lock-holding code decides even when the walk stopped further down.
+  if (walk.frames.some((f) => inLockCode(rt, f))) return { score: 0, why: 'inside malloc, dlopen, dl_iterate_phdr or the loader (its stack unwound)' };
+  if (walk.fail) return { score: 0, why: `its stack could not be unwound (${walk.fail.why}, in ${walk.fail.where.replace(/^.*\//, '').replace(/\+0x[0-9a-f]+$/, '')})` };
+  return { score: waiting ? 2 : 1 };
 }
 
-/**
- * hostScore, with the reason for a refusal (for NO_SAFE_POINT's message).
- * With `read8` and the runtime's call frame information, the thread's stack
- * is unwound first: when that reaches its outermost frame, the functions on
- * it decide, exactly (inside malloc, dlopen, dl_iterate_phdr or the loader:
- * refused, however it got there, through a signal handler or a callback).
- * Otherwise the guesses below decide.
- */
-export function judgeHost(rt: TargetRuntime, r: ThreadRegs, readStack: () => Buffer, readCode: (at: bigint) => Buffer, read8?: (at: bigint) => bigint): { score: number; why?: string } {
-  let buf: Buffer | undefined;
-  const stack = () => (buf ??= readStack()); // read once, and only when needed
-  const waiting = r.origRax >= 0n && WAITING_SYSCALLS.has(Number(r.origRax)) && (INTERRUPTED.has(r.rax) || r.rax === r.origRax);
-  if (!waiting && within(rt.unsafeRanges, r.rip)) {
-    const inSyscall = r.origRax >= 0n && (INTERRUPTED.has(r.rax) || r.rax === r.origRax || r.rax === -38n); // -ENOSYS: at its entry
-    const name = OTHER_SYSCALLS[Number(r.origRax)];
-    return { score: 0, why: inSyscall ? `in system call ${r.origRax}${name ? ` (${name})` : ''}, not a wait hotload may interrupt` : 'running libc or the loader' };
-  }
-  const frames = rt.unwind && read8 ? unwind(rt.unwind, rt.restoreRt, r, read8) : undefined;
-  if (frames) {
-    const locked = frames.some((f) => within(rt.lockRanges, f.exact ? f.pc : f.pc - 1n));
-    if (locked) return { score: 0, why: 'inside malloc, dlopen, dl_iterate_phdr or the loader (its stack unwound)' };
-    return { score: waiting ? 2 : 1 };
-  }
-  // A signal handler that interrupted the C library or the loader: whatever
-  // lock the interrupted code held, it holds still (the stress of a SIGALRM
-  // handler spinning over malloc found this: dlopen waited for its own lock).
-  // Only for threads running code or waiting in futex: a thread asleep in another
-  // waiting syscall often has stale signal frames above its stack pointer, and
-  // such a handler rarely sleeps over malloc.
-  if (waiting && r.origRax !== 202n && r.origRax !== 219n) return { score: 2 }; // 219 may resume a futex wait
-  if (inHandlerOverLibc(rt, stack(), readCode)) return { score: 0, why: 'in a signal handler that interrupted libc or the loader' };
-  if (waiting) return holdsLock(rt, stack()) ? { score: 0, why: 'waiting in futex inside malloc, dlopen or the loader' } : { score: 2 };
-  return { score: 1 };
+/** Is this frame inside lock-holding code? (A return address may be just past its function: its call is the byte before.) */
+export function inLockCode(rt: Pick<TargetRuntime, 'lockRanges'>, f: Frame): boolean {
+  return within(rt.lockRanges, f.exact ? f.pc : f.pc - 1n);
 }
-
-const SIGFRAME_RAX = Number(SIGFRAME.rax);
-const SIGFRAME_RIP = Number(SIGFRAME.rip);
 
 /** Is x in one of the [start, end) ranges? */
 function within(ranges: [bigint, bigint][], x: bigint): boolean {
@@ -278,81 +203,38 @@ function within(ranges: [bigint, bigint][], x: bigint): boolean {
 }
 
 /**
- * Is there a signal frame on this stack whose handler may have interrupted a
- * holder of libc's or the loader's locks? A frame whose saved rip is outside
- * them is not. Nor is one that interrupted a wait in a system call other than
- * futex (a signal-counting handler runs there at every signal, and the thread
- * holds nothing): either its rip lies in one of libc's WAITING_FUNCTIONS, or
- * the kernel left it at a `syscall` to be restarted, with rax the syscall's
- * number. A frame over any other wait (rax the number of futex, or -EINTR or
- * -ERESTART* after a `syscall`) is judged like a thread waiting in futex: by the
- * return addresses above it. Any other frame over libc is refused.
+ * Words of a stopped thread's stack, read through copies of STACK_SCAN bytes:
+ * the first from `rsp`, the next from the page of the first word outside
+ * them (a read through the shim costs the same for a word as for 16 KiB, and
+ * under load a few ms: one per frame made a look a stop of many ms).
  */
-function inHandlerOverLibc(rt: TargetRuntime, stack: Buffer, readCode: (at: bigint) => Buffer): boolean {
-  if (rt.restoreRt === undefined) return false;
-  const isSyscallAt = (at: bigint) => {
-    try {
-      const c = readCode(at);
-      return c.length >= 2 && c[0] === 0x0f && c[1] === 0x05;
-    } catch {
-      return false;
-    }
-  };
-  for (let o = 0; o + SIGFRAME_RIP + 8 <= stack.length; o += 8) {
-    if (stack.readBigUInt64LE(o) !== rt.restoreRt) continue;
-    const rip = stack.readBigUInt64LE(o + SIGFRAME_RIP);
-    if (!within(rt.unsafeRanges, rip) || within(rt.waitRanges, rip)) continue;
-    const rax = stack.readBigInt64LE(o + SIGFRAME_RAX);
-    const restart = WAITING_SYSCALLS.has(Number(rax)) && isSyscallAt(rip);
-    if (restart && rax !== 202n && rax !== 219n) continue;
-    const inWait = restart || (INTERRUPTED.has(rax) && isSyscallAt(rip - 2n));
-    if (!inWait || holdsLock(rt, stack.subarray(o))) return true;
-  }
-  return false;
-}
-
-function holdsLock(rt: TargetRuntime, stack: Buffer): boolean {
-  let lo = -1n;
-  let hi = 0n;
-  for (const [a, b] of rt.lockRanges) {
-    if (lo < 0n || a < lo) lo = a;
-    if (b > hi) hi = b;
-  }
-  for (let o = 0; o + 8 <= stack.length; o += 8) {
-    const w = stack.readBigUInt64LE(o);
-    if (w < lo || w >= hi) continue;
-    if (rt.lockRanges.some(([a, b]) => w >= a && w < b)) return true;
-  }
-  return false;
-}
-
-/** The innermost part of a stopped thread's stack: from rsp up to STACK_SCAN bytes, within its mapping. */
-/**
- * A stopped thread's stack from `rsp`: copied once, when first asked, and
- * words read from the copy (through the shim, one read per word took ms), or
- * from the process beyond it.
- */
-export function stoppedStack(s: Session, rsp: bigint): { stack: () => Buffer; read8: (at: bigint) => bigint } {
-  let top: Buffer | undefined;
-  const stack = () => (top ??= liveStack(s, rsp));
+export function stoppedStack(s: Session, rsp: bigint): { read8: (at: bigint) => bigint } {
+  const copies: { at: bigint; b: Buffer }[] = [];
   const read8 = (at: bigint) => {
-    const off = at - rsp;
-    const b = stack();
-    return off >= 0n && off + 8n <= BigInt(b.length) ? b.readBigUInt64LE(Number(off)) : s.read(at, 8).readBigUInt64LE(0);
+    for (const c of copies) {
+      const off = at - c.at;
+      if (off >= 0n && off + 8n <= BigInt(c.b.length)) return c.b.readBigUInt64LE(Number(off));
+    }
+    const from = copies.length === 0 && at >= rsp ? rsp : at & ~4095n;
+    const b = copy(s, from);
+    copies.push({ at: from, b });
+    const off = at - from;
+    return off + 8n <= BigInt(b.length) ? b.readBigUInt64LE(Number(off)) : s.read(at, 8).readBigUInt64LE(0);
   };
-  return { stack, read8 };
+  return { read8 };
 }
 
-function liveStack(s: Session, rsp: bigint): Buffer {
+/** Up to STACK_SCAN bytes from `at`, fewer near the end of its mapping. */
+function copy(s: Session, at: bigint): Buffer {
   try {
-    return s.read(rsp, STACK_SCAN);
+    return s.read(at, STACK_SCAN);
   } catch {
     // Near the top of the stack mapping the read may be short or fail: take pages one by one.
     const parts: Buffer[] = [];
     for (let off = 0; off < STACK_SCAN; off += 4096) {
-      const at = off === 0 ? rsp : (rsp & ~4095n) + BigInt(off);
+      const from = off === 0 ? at : (at & ~4095n) + BigInt(off);
       try {
-        parts.push(s.read(at, off === 0 ? Number(4096n - (rsp & 4095n)) : 4096));
+        parts.push(s.read(from, off === 0 ? Number(4096n - (at & 4095n)) : 4096));
       } catch {
         break;
       }
@@ -380,9 +262,12 @@ function blockedIn(pid: number, tid: number): number {
  */
 export function stopAndChooseHost(s: Session, rt: TargetRuntime, deadlineMs: number): { tid: number; tries: number } {
   const until = Date.now() + deadlineMs;
-  warmUnwind(rt.unwind);
   const refusals: Record<number, Record<string, number>> = {}; // per thread, why it was not taken, how often
   for (let tries = 1; ; tries++) {
+    // The maps as they are now, read while no thread is stopped: a library
+    // loaded or unloaded since the last look would otherwise fail a walk.
+    rt.unwind.refresh();
+    warmUnwind(rt.unwind);
     s.seizeAll();
     let tids: number[];
     try {
@@ -397,8 +282,7 @@ export function stopAndChooseHost(s: Session, rt: TargetRuntime, deadlineMs: num
       const r = s.survey().find((x) => x.tid === tid);
       // The candidate waits stopped while it is judged: its stack is read once
       // and unwound from that copy (a read through the shim per word took ms).
-      const st = r && stoppedStack(s, r.rsp);
-      const v = r && st ? judgeHost(rt, r, st.stack, (at) => s.read(at, 2), st.read8) : { score: 0, why: 'gone' };
+      const v = r ? judgeHost(rt, r, countWalk(walkStack(rt.unwind, r, stoppedStack(s, r.rsp).read8, rt.stub || undefined, (f) => inLockCode(rt, f)))) : { score: 0, why: 'gone' };
       if (v.score > 0) return { tid, tries };
       s.resumeThread(tid);
       const seen = (refusals[tid] ??= {});

@@ -159,3 +159,43 @@ export const CALL_STUB_SIGPROCMASK_END = 0x3a;
 export * from './thunk';
 /** Offset in the pad of the pad jump's 8-byte address (after `jmp *0(%rip)`): restacking or reverting rewrites only it. */
 export const PAD_JUMP_ADDRESS = JMP_RIP_INDIRECT.length;
+
+// --- x86-64 Linux ABI facts the stack unwinder and the host choice use ---
+
+/** DWARF register numbers of x86-64 (System V psABI, figure 3.36); 16 is the return address (rip). */
+export const DWARF_REG = { rax: 0, rdx: 1, rcx: 2, rbx: 3, rsi: 4, rdi: 5, rbp: 6, rsp: 7, r8: 8, r9: 9, r10: 10, r11: 11, r12: 12, r13: 13, r14: 14, r15: 15, rip: 16 } as const;
+/** Registers a called function must preserve (psABI 3.2.1): an unwinder keeps their value in a caller's frame unless a rule says where they were saved. */
+export const CALLEE_SAVED = [DWARF_REG.rbx, DWARF_REG.rbp, DWARF_REG.r12, DWARF_REG.r13, DWARF_REG.r14, DWARF_REG.r15];
+/**
+ * The kernel's x86-64 rt_sigframe: the handler's return address (pretcode,
+ * glibc's __restore_rt) at +0, then the ucontext; its uc_mcontext (struct
+ * sigcontext) at +40 in the ucontext holds these registers, 8 bytes each, in
+ * this order (arch/x86/include/uapi/asm/sigcontext.h). hotload's call stub
+ * builds the same ucontext (see CALL_STUB).
+ */
+export const UC_MCONTEXT = 40;
+export const SIGCONTEXT_REGS = ['r8', 'r9', 'r10', 'r11', 'r12', 'r13', 'r14', 'r15', 'rdi', 'rsi', 'rbp', 'rbx', 'rdx', 'rax', 'rcx', 'rsp', 'rip'] as const;
+/** Offset in CALL_STUB just past `lea 0x10(%rsp),%rsp`: before it the ucontext is at rsp+16, from it on at rsp. */
+export const CALL_STUB_UCONTEXT_AT_RSP = 0x11;
+/** Offset in CALL_STUB of its last instruction, `jmp *%rcx` (rsp is the thread's own again: way 1 or 2 is home but for this jump). */
+export const CALL_STUB_LAST_JUMP = CALL_STUB.length - 2;
+
+/**
+ * System calls a thread waits in, holding none of libc's or the loader's
+ * locks in the kernel's eyes, that hotload interrupts and resumes (see
+ * INJECTION-NOTES: syscall restart). The host choice looks at idle threads
+ * first, and refuses a thread stopped in any other system call (a write, a
+ * flock: interrupting those is not transparent).
+ */
+export const WAITING_SYSCALLS: ReadonlyMap<number, string> = new Map([
+  [0, 'read'], [7, 'poll'], [23, 'select'], [34, 'pause'], [35, 'nanosleep'], [43, 'accept'], [45, 'recvfrom'], [47, 'recvmsg'],
+  [61, 'wait4'], [128, 'rt_sigtimedwait'], [130, 'rt_sigsuspend'], [202, 'futex'],
+  [219, 'restart_syscall'], // nanosleep, poll or a futex wait resumed after a stop
+  [230, 'clock_nanosleep'], [232, 'epoll_wait'], [270, 'pselect6'], [271, 'ppoll'], [281, 'epoll_pwait'], [288, 'accept4'],
+]);
+/** Names of other system calls a thread is often found blocked in (for messages). */
+export const OTHER_SYSCALL_NAMES: Readonly<Record<number, string>> = { 1: 'write', 16: 'ioctl', 17: 'pread64', 18: 'pwrite64', 20: 'writev', 44: 'sendto', 46: 'sendmsg', 72: 'fcntl', 73: 'flock', 74: 'fsync', 257: 'openat' };
+/** `rax` of a thread stopped inside an interrupted system call: -ERESTARTSYS, -ERESTARTNOINTR, -ERESTARTNOHAND, -ERESTART_RESTARTBLOCK, and -EINTR. */
+export const SYSCALL_INTERRUPTED = [-512n, -513n, -514n, -516n, -4n];
+/** `rax` at a system call's entry, before it ran (-ENOSYS). */
+export const SYSCALL_ENTRY_RAX = -38n;
