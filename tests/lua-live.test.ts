@@ -38,7 +38,9 @@ HOTLOAD_REPLACE(math_abs, math_abs_v2);
     const r = await hotload(['attach', String(t.pid), patch, '--json']);
     expect(r.code).toBe(0);
     expect(r.one.functions[0].name).toBe('math_abs');
-    const after = await t.next(/^tick (\d+) abs 1005 total (\d+)$/);
+    // The first patched tick, wherever it is: under load the workload prints
+    // ticks while hotload finishes its output, before this line is reached.
+    const after = await t.waitFor(/^tick (\d+) abs 1005 total (\d+)$/, 10000, t.lines.indexOf(before));
     const [, t0, s0] = /tick (\d+) abs 5 total (\d+)/.exec(before)!.map(Number);
     const [, t1, s1] = /tick (\d+) abs 1005 total (\d+)/.exec(after)!.map(Number);
     expect(t1).toBeGreaterThan(t0); // the tick counter carried on
