@@ -74,7 +74,7 @@ const ADD_RSP_8_RET = Buffer.from([0x48, 0x83, 0xc4, 0x08, 0xc3]); // add $8,%rs
 export class CodeMap implements Code {
   private mods: UnwindModule[] = [];
   private readonly known = new Map<string, UnwindModule>();
-  /** How often the maps were read again for a pc in no known module. */
+  /** How often the maps were read again (once per round of looks, and after a walk that failed). */
   refreshes = 0;
 
   constructor(
