@@ -18,10 +18,10 @@ import * as os from 'os';
 import * as path from 'path';
 import { HotloadError, isHotloadError } from '@hotload/errors';
 import { attach, checkAttach, cleanStaged, modules, status } from '@hotload/injector';
-import { ElfFile, STT, demangle } from '@hotload/elf';
+import { ElfFile, STT, demangle, lineTableFiles } from '@hotload/elf';
 import { Build, changesNothing, diffObjectSets, functionOfPart, mkpatchFromBuilds, objectFiles, refuseIfNotRunning, sameFile } from '@hotload/patch';
 import { sleep } from './sleep';
-import { CompileStep, DirectCompiler, lineTableFiles, outdateObjects, runShell, runSteps, unitSources } from './compile';
+import { CompileStep, DirectCompiler, outdateObjects, runShell, runSteps, unitSources } from './compile';
 import { Runner, Spawner } from './spawner';
 
 export interface WatchOptions {

@@ -5,6 +5,7 @@ export * from './index-pads';
 export * from './gcc-names';
 export * from './post-elf';
 export * from './dwarf';
+export * from './dwarf-lines';
 export * from './dwarf-inlines';
 export * from './dwarf-types';
 export * from './eh-frame';
